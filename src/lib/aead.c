@@ -1,6 +1,7 @@
 #include "aead.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,9 @@ int aead_seal(struct aead *a, const uint8_t *nonce, size_t nonce_len, const uint
 {
 	if (!a->keyed || nonce_len == 0)
 		return -EINVAL;
+	/* The result is returned as an int. */
+	if (pt_len > INT_MAX - AEAD_TAG_LEN)
+		return -EMSGSIZE;
 	if (out_cap < AEAD_TAG_LEN || out_cap - AEAD_TAG_LEN < pt_len)
 		return -EMSGSIZE;
 	size_t out_len = out_cap;
@@ -122,6 +126,8 @@ int aead_open(struct aead *a, const uint8_t *nonce, size_t nonce_len, const uint
 		return -EINVAL;
 	if (ct_len < AEAD_TAG_LEN)
 		return -EBADMSG;
+	if (ct_len - AEAD_TAG_LEN > INT_MAX)
+		return -EMSGSIZE;
 	if (pt_cap < ct_len - AEAD_TAG_LEN)
 		return -EMSGSIZE;
 	size_t pt_len = pt_cap;
