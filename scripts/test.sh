@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite from a fresh clone: installs what is missing, bootstraps autotools,
+# configures (with ASan and UBSan, so every test also checks memory safety), builds and runs every
+# test, then prints one line "N passed, N failed" summing every test case that ran.
+# Extra arguments go to configure (CI passes --enable-werror).
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+scripts/deps.sh test
+[[ -x configure ]] || autoreconf -fi
+
+build=${BUILD_DIR:-$top/build/check}
+mkdir -p "$build"
+cd "$build"
+if [[ ! -f Makefile ]] || [[ "$*" != "$(cat .configure-args 2>/dev/null)" ]]; then
+	"$top/configure" -q --enable-asan --enable-ubsan "$@"
+	printf '%s' "$*" >.configure-args
+fi
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+jobs=$(nproc 2>/dev/null || echo 2)
+status=0
+make -j"$jobs" >/dev/null || { make 2>&1 | tail -40; echo "0 passed, 1 failed"; exit 1; }
+make -j"$jobs" check || status=$?
+
+# Every .trs file is one test program; each :test-result: line is one test case.
+passed=0 failed=0 skipped=0
+while IFS= read -r line; do
+	case $line in
+	*PASS | *XFAIL) passed=$((passed + 1)) ;;
+	*SKIP) skipped=$((skipped + 1)) ;;
+	*) failed=$((failed + 1)) ;;
+	esac
+done < <(find . -name '*.trs' -exec grep -h '^:test-result:' {} + | awk '{print $2}')
+
+if [[ $status -ne 0 ]]; then
+	for log in $(grep -l -E '^:test-result: (FAIL|ERROR|XPASS)' $(find . -name '*.trs') | sed 's/\.trs$/.log/'); do
+		echo "=== $log"
+		tail -60 "$log"
+	done
+	[[ $failed -gt 0 ]] || failed=1
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[[ $status -eq 0 && $failed -eq 0 ]]
