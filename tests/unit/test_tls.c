@@ -1,1 +1,717 @@
+/* TLS in memory: two sessions back to back through their byte queues, certificates made by
+ * test-keys/gen-cert.sh (and, for the odd ones, GnuTLS's x509 API) in a fresh directory per test.
+ * A "raw" GnuTLS peer with its own priority string and ALPN plays the misbehaving side. */
+#include "tls.h"
+
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+
+#include "testutil.h"
+
+static char *dir;
+
+static char *path_of(const char *file)
+{
+	char *p = NULL;
+	cr_assert(asprintf(&p, "%s/%s", dir, file) >= 0);
+	return p;
+}
+
+static void gen(const char *args)
+{
+	char *script = tu_srcpath("test-keys/gen-cert.sh");
+	char *cmd = NULL;
+	cr_assert(asprintf(&cmd, "bash '%s' --dir '%s' %s >/dev/null", script, dir, args) >= 0);
+	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+	free(cmd);
+	free(script);
+}
+
+static void setup(void)
+{
+	dir = tu_tempdir();
+	gen("server --dns ntp.test --ip 127.0.0.2 --ip ::1");
+	gen("pool --dns pool.test");
+	gen("other --dns other.test");
+}
+
+static void teardown(void)
+{
+	tu_rmtree(dir);
+	free(dir);
+}
+
+TestSuite(tls, .init = setup, .fini = teardown);
+
+/* Server credentials presenting NAME.chain.pem, pinning the given files (in dir). */
+static struct tls_creds *server_creds_pins(const char *name, const char *const *pins, size_t n)
+{
+	char cert[64], key[64];
+	snprintf(cert, sizeof(cert), "%s.chain.pem", name);
+	snprintf(key, sizeof(key), "%s.key", name);
+	char *cp = path_of(cert), *kp = path_of(key);
+	char **pp = calloc(n + 1, sizeof(*pp));
+	cr_assert(pp);
+	for (size_t i = 0; i < n; i++)
+		pp[i] = path_of(pins[i]);
+	struct tls_server_options o = { .cert_file = cp, .key_file = kp,
+					.pool_cert_files = (const char *const *)pp,
+					.n_pool_cert_files = n };
+	char err[TLS_CREDS_ERR_MAX] = "";
+	struct tls_creds *c = NULL;
+	int ret = tls_creds_new_server(&c, &o, err, sizeof(err));
+	cr_assert_eq(ret, 0, "server creds: %d %s", ret, err);
+	for (size_t i = 0; i < n; i++)
+		free(pp[i]);
+	free(pp);
+	free(cp);
+	free(kp);
+	return c;
+}
+
+static struct tls_creds *server_creds(void)
+{
+	static const char *const pins[] = { "pool.pem" };
+	return server_creds_pins("server", pins, 1);
+}
+
+/* Client credentials trusting ca.pem only, presenting NAME.chain.pem when name is not NULL. */
+static struct tls_creds *client_creds(const char *name)
+{
+	char cert[64] = "", key[64] = "";
+	char *ca = path_of("ca.pem"), *cp = NULL, *kp = NULL;
+	if (name) {
+		snprintf(cert, sizeof(cert), "%s.chain.pem", name);
+		snprintf(key, sizeof(key), "%s.key", name);
+		cp = path_of(cert);
+		kp = path_of(key);
+	}
+	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca, .cert_file = cp,
+					.key_file = kp };
+	char err[TLS_CREDS_ERR_MAX] = "";
+	struct tls_creds *c = NULL;
+	int ret = tls_creds_new_client(&c, &o, err, sizeof(err));
+	cr_assert_eq(ret, 0, "client creds: %d %s", ret, err);
+	free(ca);
+	free(cp);
+	free(kp);
+	return c;
+}
+
+static void pump(struct tls_session *from, struct tls_session *to)
+{
+	const uint8_t *p;
+	size_t n;
+	tls_output(from, &p, &n);
+	if (n) {
+		cr_assert_eq(tls_feed(to, p, n), 0);
+		tls_output_consume(from, n);
+	}
+}
+
+/* Runs both handshakes to their end; *rc and *rs get tls_step's last results. */
+static void handshake(struct tls_session *c, struct tls_session *s, int *rc, int *rs)
+{
+	*rc = *rs = TLS_HANDSHAKING;
+	for (int i = 0; i < 20 && (*rc == TLS_HANDSHAKING || *rs == TLS_HANDSHAKING); i++) {
+		*rc = tls_step(c);
+		pump(c, s);
+		*rs = tls_step(s);
+		pump(s, c);
+	}
+}
+
+struct pair {
+	struct tls_creds *cc, *sc;
+	struct tls_session *c, *s;
+	int rc, rs;
+};
+
+static void pair_run(struct pair *p, struct tls_creds *cc, struct tls_creds *sc, const char *name)
+{
+	p->cc = cc;
+	p->sc = sc;
+	cr_assert_eq(tls_session_new_client(&p->c, cc, name), 0);
+	cr_assert_eq(tls_session_new_server(&p->s, sc), 0);
+	/* The sessions hold their own references. */
+	tls_creds_unref(cc);
+	tls_creds_unref(sc);
+	handshake(p->c, p->s, &p->rc, &p->rs);
+}
+
+static void pair_free(struct pair *p)
+{
+	tls_free(p->c);
+	tls_free(p->s);
+}
+
+Test(tls, handshake_and_key_export)
+{
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds(), "ntp.test");
+	cr_assert_eq(p.rc, TLS_ESTABLISHED, "client: %d %s", p.rc, tls_reason(p.c));
+	cr_assert_eq(p.rs, TLS_ESTABLISHED, "server: %d %s", p.rs, tls_reason(p.s));
+	cr_assert_str_empty(tls_reason(p.c));
+
+	static const struct { uint16_t proto, aead; size_t len; } cases[] = { { 0, 15, 32 },
+									     { 0, 17, 64 } };
+	uint8_t first_c2s[64];
+	for (size_t i = 0; i < 2; i++) {
+		uint8_t cc2s[64], cs2c[64], sc2s[64], ss2c[64];
+		size_t len = cases[i].len;
+		cr_assert_eq(tls_export_nts_keys(p.c, cases[i].proto, cases[i].aead, len, cc2s, cs2c), 0);
+		cr_assert_eq(tls_export_nts_keys(p.s, cases[i].proto, cases[i].aead, len, sc2s, ss2c), 0);
+		cr_assert_arr_eq(cc2s, sc2s, len);
+		cr_assert_arr_eq(cs2c, ss2c, len);
+		cr_assert_arr_neq(cc2s, cs2c, len);
+		if (i == 0)
+			memcpy(first_c2s, cc2s, 32);
+		else
+			cr_assert_arr_neq(first_c2s, cc2s, 32, "the AEAD id must change the keys");
+	}
+	uint8_t k1[32], k2[32];
+	cr_assert_eq(tls_export_nts_keys(p.c, 0, 15, 0, k1, k2), -EINVAL);
+	pair_free(&p);
+}
+
+Test(tls, export_before_handshake_refused)
+{
+	struct tls_creds *cc = client_creds(NULL);
+	struct tls_session *c = NULL;
+	cr_assert_eq(tls_session_new_client(&c, cc, "ntp.test"), 0);
+	uint8_t k1[32], k2[32];
+	memset(k1, 0xaa, sizeof(k1));
+	cr_assert_eq(tls_export_nts_keys(c, 0, 15, 32, k1, k2), -ENOTCONN);
+	cr_assert_eq(k1[0], 0, "buffers are zeroed on failure");
+	cr_assert_eq(tls_write(c, "x", 1), -ENOTCONN);
+	char buf[4];
+	cr_assert_eq(tls_read(c, buf, sizeof(buf)), -ENOTCONN);
+	tls_free(c);
+	tls_creds_unref(cc);
+}
+
+Test(tls, app_data_round_trip_and_close)
+{
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds(), "ntp.test");
+	cr_assert_eq(p.rs, TLS_ESTABLISHED);
+
+	static const char req[] = "request";
+	cr_assert_eq(tls_write(p.c, req, sizeof(req)), 0);
+	pump(p.c, p.s);
+	char buf[70000];
+	cr_assert_eq(tls_read(p.s, buf, sizeof(buf)), (ssize_t)sizeof(req));
+	cr_assert_str_eq(buf, req);
+	cr_assert_eq(tls_read(p.s, buf, sizeof(buf)), -EAGAIN);
+
+	/* A 64 KiB response in one tls_write, then close_notify. */
+	size_t big = 65536;
+	uint8_t *resp = malloc(big);
+	struct tu_rng rng;
+	tu_rng_seed(&rng, 42);
+	tu_rng_fill(&rng, resp, big);
+	cr_assert_eq(tls_write(p.s, resp, big), 0);
+	cr_assert_eq(tls_close(p.s), 0);
+	cr_assert_eq(tls_state(p.s), TLS_CLOSED);
+	cr_assert_eq(tls_write(p.s, "x", 1), -EPIPE);
+	pump(p.s, p.c);
+	size_t got = 0;
+	for (;;) {
+		ssize_t n = tls_read(p.c, buf + got, sizeof(buf) - got);
+		cr_assert(n >= 0, "read: %zd %s", n, tls_reason(p.c));
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	cr_assert_eq(got, big);
+	cr_assert_arr_eq(buf, resp, big);
+	cr_assert_eq(tls_state(p.c), TLS_CLOSED);
+	cr_assert_eq(tls_read(p.c, buf, sizeof(buf)), 0);
+	free(resp);
+	pair_free(&p);
+}
+
+Test(tls, ip_literal_verified_against_ip_san)
+{
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds(), "127.0.0.2");
+	cr_assert_eq(p.rc, TLS_ESTABLISHED, "%s", tls_reason(p.c));
+	cr_assert_eq(p.rs, TLS_ESTABLISHED);
+	pair_free(&p);
+
+	pair_run(&p, client_creds(NULL), server_creds(), "::1");
+	cr_assert_eq(p.rc, TLS_ESTABLISHED, "%s", tls_reason(p.c));
+	pair_free(&p);
+}
+
+Test(tls, dns_name_mismatch_refused)
+{
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds(), "wrong.test");
+	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
+	cr_assert(strstr(tls_reason(p.c), "certificate"), "%s", tls_reason(p.c));
+	cr_assert_lt(p.rs, 0, "the server sees the client's alert");
+	cr_assert_eq(tls_state(p.c), TLS_FAILED);
+	pair_free(&p);
+}
+
+Test(tls, ip_literal_mismatch_refused)
+{
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds(), "127.0.0.3");
+	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
+	pair_free(&p);
+}
+
+Test(tls, ip_literal_not_matched_against_dns_san)
+{
+	/* The address written as a DNS SAN (and as CN) must not stand in for an IP SAN. */
+	gen("127.0.0.2 --dns 127.0.0.2");
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds_pins("127.0.0.2", NULL, 0), "127.0.0.2");
+	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
+	pair_free(&p);
+}
+
+Test(tls, bad_server_name_rejected)
+{
+	struct tls_creds *cc = client_creds(NULL), *sc = server_creds();
+	struct tls_session *s = NULL;
+	cr_assert_eq(tls_session_new_client(&s, cc, "bad name"), -EINVAL);
+	cr_assert_eq(tls_session_new_client(&s, cc, ""), -EINVAL);
+	cr_assert_eq(tls_session_new_client(&s, sc, "ntp.test"), -EINVAL, "server creds");
+	cr_assert_eq(tls_session_new_server(&s, cc), -EINVAL, "client creds");
+	tls_creds_unref(cc);
+	tls_creds_unref(sc);
+}
+
+/* Writes a certificate for ntp.test valid in [nb, na], signed by ca.pem/ca.key or self-signed,
+ * as NAME.chain.pem and NAME.key in dir. */
+static void make_cert(const char *name, time_t nb, time_t na, bool self_signed)
+{
+	gnutls_x509_privkey_t key, ca_key = NULL;
+	gnutls_x509_crt_t crt, ca = NULL;
+	cr_assert_eq(gnutls_x509_privkey_init(&key), 0);
+	cr_assert_eq(gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,
+						  GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0), 0);
+	cr_assert_eq(gnutls_x509_crt_init(&crt), 0);
+	cr_assert_eq(gnutls_x509_crt_set_version(crt, 3), 0);
+	cr_assert_eq(gnutls_x509_crt_set_key(crt, key), 0);
+	const uint8_t serial[] = { 0x42, 0x01 };
+	cr_assert_eq(gnutls_x509_crt_set_serial(crt, serial, sizeof(serial)), 0);
+	cr_assert_eq(gnutls_x509_crt_set_dn(crt, "CN=ntp.test", NULL), 0);
+	cr_assert_eq(gnutls_x509_crt_set_activation_time(crt, nb), 0);
+	cr_assert_eq(gnutls_x509_crt_set_expiration_time(crt, na), 0);
+	cr_assert_eq(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, "ntp.test", 8,
+							  GNUTLS_FSAN_SET), 0);
+	cr_assert_eq(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0), 0);
+	cr_assert_eq(gnutls_x509_crt_set_basic_constraints(crt, 0, -1), 0);
+	if (self_signed) {
+		cr_assert_eq(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0), 0);
+	} else {
+		gnutls_datum_t d;
+		char *p = path_of("ca.pem");
+		cr_assert_eq(gnutls_load_file(p, &d), 0);
+		cr_assert_eq(gnutls_x509_crt_init(&ca), 0);
+		cr_assert_eq(gnutls_x509_crt_import(ca, &d, GNUTLS_X509_FMT_PEM), 0);
+		gnutls_free(d.data);
+		free(p);
+		p = path_of("ca.key");
+		cr_assert_eq(gnutls_load_file(p, &d), 0);
+		cr_assert_eq(gnutls_x509_privkey_init(&ca_key), 0);
+		cr_assert_eq(gnutls_x509_privkey_import(ca_key, &d, GNUTLS_X509_FMT_PEM), 0);
+		gnutls_free(d.data);
+		free(p);
+		cr_assert_eq(gnutls_x509_crt_sign2(crt, ca, ca_key, GNUTLS_DIG_SHA256, 0), 0);
+	}
+	char file[64];
+	gnutls_datum_t out;
+	snprintf(file, sizeof(file), "%s/%s.chain.pem", dir, name);
+	FILE *f = fopen(file, "w");
+	cr_assert(f);
+	cr_assert_eq(gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &out), 0);
+	fwrite(out.data, 1, out.size, f);
+	gnutls_free(out.data);
+	fclose(f);
+	snprintf(file, sizeof(file), "%s/%s.key", dir, name);
+	f = fopen(file, "w");
+	cr_assert(f);
+	cr_assert_eq(gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &out), 0);
+	fwrite(out.data, 1, out.size, f);
+	gnutls_free(out.data);
+	fclose(f);
+	gnutls_x509_crt_deinit(crt);
+	gnutls_x509_privkey_deinit(key);
+	if (ca) {
+		gnutls_x509_crt_deinit(ca);
+		gnutls_x509_privkey_deinit(ca_key);
+	}
+}
+
+Test(tls, self_signed_server_refused)
+{
+	time_t now = time(NULL);
+	make_cert("self", now - 86400, now + 86400, true);
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds_pins("self", NULL, 0), "ntp.test");
+	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
+	pair_free(&p);
+}
+
+Test(tls, expired_server_refused)
+{
+	time_t now = time(NULL);
+	make_cert("expired", now - 10 * 86400, now - 86400, false);
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds_pins("expired", NULL, 0), "ntp.test");
+	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
+	cr_assert(strstr(tls_reason(p.c), "expired"), "%s", tls_reason(p.c));
+	pair_free(&p);
+
+	/* The same construction inside its validity period is accepted, so the dates decided. */
+	make_cert("current", now - 86400, now + 86400, false);
+	pair_run(&p, client_creds(NULL), server_creds_pins("current", NULL, 0), "ntp.test");
+	cr_assert_eq(p.rc, TLS_ESTABLISHED, "%d %s", p.rc, tls_reason(p.c));
+	pair_free(&p);
+}
+
+Test(tls, pinned_pool_certificate_authorised)
+{
+	struct pair p;
+	pair_run(&p, client_creds("pool"), server_creds(), "ntp.test");
+	cr_assert_eq(p.rc, TLS_ESTABLISHED, "%s", tls_reason(p.c));
+	cr_assert_eq(p.rs, TLS_ESTABLISHED, "%s", tls_reason(p.s));
+	cr_assert(tls_peer_is_authorised_pool(p.s));
+	cr_assert_not(tls_peer_is_authorised_pool(p.c));
+	pair_free(&p);
+}
+
+Test(tls, other_certificate_not_authorised)
+{
+	struct pair p;
+	pair_run(&p, client_creds("other"), server_creds(), "ntp.test");
+	cr_assert_eq(p.rs, TLS_ESTABLISHED, "%s", tls_reason(p.s));
+	cr_assert_eq(p.rc, TLS_ESTABLISHED);
+	cr_assert_not(tls_peer_is_authorised_pool(p.s));
+	pair_free(&p);
+}
+
+Test(tls, anonymous_client_not_authorised)
+{
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds(), "ntp.test");
+	cr_assert_eq(p.rs, TLS_ESTABLISHED, "%s", tls_reason(p.s));
+	cr_assert_not(tls_peer_is_authorised_pool(p.s));
+	pair_free(&p);
+}
+
+Test(tls, system_trust_plus_ca_file)
+{
+	char *ca = path_of("ca.pem");
+	struct tls_client_options o = { .ca_file = ca };
+	char err[TLS_CREDS_ERR_MAX] = "";
+	struct tls_creds *cc = NULL;
+	cr_assert_eq(tls_creds_new_client(&cc, &o, err, sizeof(err)), 0, "%s", err);
+	struct pair p;
+	pair_run(&p, cc, server_creds(), "ntp.test");
+	cr_assert_eq(p.rc, TLS_ESTABLISHED, "%s", tls_reason(p.c));
+	pair_free(&p);
+	free(ca);
+}
+
+Test(tls, credential_load_errors_name_the_file)
+{
+	char err[TLS_CREDS_ERR_MAX];
+	struct tls_creds *c = NULL;
+	char *chain = path_of("server.chain.pem"), *key = path_of("server.key");
+	char *pool_key = path_of("pool.key"), *missing = path_of("missing.pem");
+
+	/* A pinned file with two certificates. */
+	const char *two[] = { chain };
+	struct tls_server_options o = { chain, key, two, 1 };
+	cr_assert_eq(tls_creds_new_server(&c, &o, err, sizeof(err)), -EBADMSG);
+	cr_assert(strstr(err, chain) && strstr(err, "exactly one"), "%s", err);
+
+	/* A pinned file that is not a certificate at all. */
+	const char *notcert[] = { key };
+	o.pool_cert_files = notcert;
+	cr_assert_eq(tls_creds_new_server(&c, &o, err, sizeof(err)), -EBADMSG);
+	cr_assert(strstr(err, key), "%s", err);
+
+	const char *absent[] = { missing };
+	o.pool_cert_files = absent;
+	cr_assert_eq(tls_creds_new_server(&c, &o, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, missing), "%s", err);
+
+	/* A key that does not belong to the certificate. */
+	struct tls_server_options mism = { chain, pool_key, NULL, 0 };
+	cr_assert_eq(tls_creds_new_server(&c, &mism, err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, pool_key), "%s", err);
+
+	/* Certificate and key swapped: the key file holds no certificate. */
+	struct tls_server_options swapped = { key, chain, NULL, 0 };
+	cr_assert_eq(tls_creds_new_server(&c, &swapped, err, sizeof(err)), -EBADMSG);
+	cr_assert(strstr(err, key), "%s", err);
+
+	struct tls_client_options co = { .no_system_trust = true, .ca_file = missing };
+	cr_assert_eq(tls_creds_new_client(&c, &co, err, sizeof(err)), -ENOENT);
+	cr_assert(strstr(err, missing), "%s", err);
+	co.ca_file = key;
+	cr_assert_eq(tls_creds_new_client(&c, &co, err, sizeof(err)), -EBADMSG);
+	cr_assert(strstr(err, key), "%s", err);
+	co.ca_file = chain;
+	co.cert_file = chain;
+	cr_assert_eq(tls_creds_new_client(&c, &co, err, sizeof(err)), -EINVAL, "cert without key");
+	free(chain);
+	free(key);
+	free(pool_key);
+	free(missing);
+}
+
+Test(tls, queues_are_bounded)
+{
+	struct pair p;
+	pair_run(&p, client_creds(NULL), server_creds(), "ntp.test");
+	cr_assert_eq(p.rs, TLS_ESTABLISHED);
+
+	uint8_t *big = calloc(1, TLS_IN_MAX + 1);
+	cr_assert(big);
+	cr_assert_eq(tls_feed(p.s, big, TLS_IN_MAX + 1), -EMSGSIZE);
+	cr_assert_eq(tls_feed(p.s, big, TLS_IN_MAX - 10), 0);
+	cr_assert_eq(tls_feed(p.s, big, 11), -EMSGSIZE);
+	cr_assert_eq(tls_feed(p.s, big, 10), 0);
+	/* Zero bytes are not a TLS record: the server fails cleanly, no crash. */
+	char buf[64];
+	ssize_t r = tls_read(p.s, buf, sizeof(buf));
+	cr_assert_lt(r, 0);
+	cr_assert_neq(r, -EAGAIN);
+	cr_assert_eq(tls_state(p.s), TLS_FAILED);
+
+	/* Output: whole messages are refused up front and leave the queue as it was. */
+	cr_assert_eq(tls_write(p.c, big, TLS_IN_MAX), 0);
+	const uint8_t *out;
+	size_t before, after;
+	tls_output(p.c, &out, &before);
+	cr_assert_gt(before, (size_t)TLS_IN_MAX);
+	cr_assert_eq(tls_write(p.c, big, TLS_OUT_MAX), -EMSGSIZE);
+	int ret;
+	while ((ret = tls_write(p.c, big, 60000)) == 0)
+		;
+	cr_assert_eq(ret, -EMSGSIZE);
+	tls_output(p.c, &out, &before);
+	cr_assert_leq(before, (size_t)TLS_OUT_MAX);
+	cr_assert_eq(tls_write(p.c, big, 60000), -EMSGSIZE);
+	tls_output(p.c, &out, &after);
+	cr_assert_eq(before, after);
+	cr_assert_eq(tls_state(p.c), TLS_ESTABLISHED, "refusal does not break the session");
+	tls_output_consume(p.c, after);
+	cr_assert_eq(tls_write(p.c, big, 60000), 0);
+	free(big);
+	pair_free(&p);
+}
+
+Test(tls, garbage_handshake_fails_cleanly)
+{
+	struct tls_creds *sc = server_creds();
+	struct tls_session *s = NULL;
+	cr_assert_eq(tls_session_new_server(&s, sc), 0);
+	struct tu_rng rng;
+	tu_rng_seed(&rng, 7);
+	uint8_t junk[512];
+	tu_rng_fill(&rng, junk, sizeof(junk));
+	junk[0] = 22; /* handshake record type, so the garbage goes deeper */
+	cr_assert_eq(tls_feed(s, junk, sizeof(junk)), 0);
+	int ret = tls_step(s);
+	cr_assert_lt(ret, 0);
+	cr_assert_eq(tls_step(s), ret, "failure is sticky");
+	cr_assert_str_not_empty(tls_reason(s));
+	tls_free(s);
+	tls_creds_unref(sc);
+}
+
+/* A plain GnuTLS peer over its own byte buffers, configured to break a rule. */
+struct raw {
+	gnutls_session_t gs;
+	gnutls_certificate_credentials_t cred;
+	uint8_t in[65536];
+	size_t in_len;
+	struct tls_session *other;
+};
+
+static ssize_t raw_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
+{
+	struct raw *r = ptr;
+	cr_assert_eq(tls_feed(r->other, data, len), 0);
+	return (ssize_t)len;
+}
+
+static ssize_t raw_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
+{
+	struct raw *r = ptr;
+	if (r->in_len == 0) {
+		gnutls_transport_set_errno(r->gs, EAGAIN);
+		return -1;
+	}
+	size_t n = len < r->in_len ? len : r->in_len;
+	memcpy(data, r->in, n);
+	memmove(r->in, r->in + n, r->in_len - n);
+	r->in_len -= n;
+	return (ssize_t)n;
+}
+
+static void raw_init(struct raw *r, bool server, const char *prio, const char *alpn)
+{
+	memset(r, 0, sizeof(*r));
+	cr_assert_eq(gnutls_init(&r->gs, server ? GNUTLS_SERVER : GNUTLS_CLIENT), 0);
+	cr_assert_eq(gnutls_priority_set_direct(r->gs, prio, NULL), 0);
+	cr_assert_eq(gnutls_certificate_allocate_credentials(&r->cred), 0);
+	if (server) {
+		char *c = path_of("server.chain.pem"), *k = path_of("server.key");
+		cr_assert_eq(gnutls_certificate_set_x509_key_file(r->cred, c, k, GNUTLS_X509_FMT_PEM), 0);
+		free(c);
+		free(k);
+	}
+	cr_assert_eq(gnutls_credentials_set(r->gs, GNUTLS_CRD_CERTIFICATE, r->cred), 0);
+	if (alpn) {
+		gnutls_datum_t d = { (unsigned char *)alpn, (unsigned)strlen(alpn) };
+		cr_assert_eq(gnutls_alpn_set_protocols(r->gs, &d, 1, 0), 0);
+	}
+	gnutls_transport_set_ptr(r->gs, r);
+	gnutls_transport_set_push_function(r->gs, raw_push);
+	gnutls_transport_set_pull_function(r->gs, raw_pull);
+}
+
+static void raw_deinit(struct raw *r)
+{
+	gnutls_deinit(r->gs);
+	gnutls_certificate_free_credentials(r->cred);
+}
+
+/* Handshakes a raw peer against one of ours; returns tls_step's last result for ours and the
+ * raw side's gnutls_handshake result in *raw_ret. */
+static int raw_handshake(struct raw *r, struct tls_session *s, int *raw_ret)
+{
+	r->other = s;
+	int rs = TLS_HANDSHAKING;
+	*raw_ret = GNUTLS_E_AGAIN;
+	for (int i = 0; i < 20; i++) {
+		if (*raw_ret == GNUTLS_E_AGAIN) {
+			*raw_ret = gnutls_handshake(r->gs);
+			if (*raw_ret < 0 && *raw_ret != GNUTLS_E_AGAIN)
+				gnutls_alert_send_appropriate(r->gs, *raw_ret);
+		}
+		rs = tls_step(s);
+		const uint8_t *p;
+		size_t n;
+		tls_output(s, &p, &n);
+		cr_assert_leq(n, sizeof(r->in) - r->in_len);
+		if (n)
+			memcpy(r->in + r->in_len, p, n);
+		r->in_len += n;
+		tls_output_consume(s, n);
+		if (rs != TLS_HANDSHAKING && *raw_ret != GNUTLS_E_AGAIN)
+			break;
+	}
+	return rs;
+}
+
+static int raw_client_vs_server(const char *prio, const char *alpn, struct tls_session **srv,
+				struct raw *r)
+{
+	struct tls_creds *sc = server_creds();
+	cr_assert_eq(tls_session_new_server(srv, sc), 0);
+	tls_creds_unref(sc);
+	raw_init(r, false, prio, alpn);
+	int raw_ret;
+	return raw_handshake(r, *srv, &raw_ret);
+}
+
+Test(tls, server_refuses_tls12_client)
+{
+	struct raw r;
+	struct tls_session *s = NULL;
+	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.2", TLS_ALPN, &s, &r);
+	cr_assert_eq(rs, -EPROTO, "%d %s", rs, tls_reason(s));
+	raw_deinit(&r);
+	tls_free(s);
+}
+
+Test(tls, server_refuses_client_without_alpn)
+{
+	struct raw r;
+	struct tls_session *s = NULL;
+	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL, &s, &r);
+	cr_assert_eq(rs, -EPROTO, "%d %s", rs, tls_reason(s));
+	cr_assert(strstr(tls_reason(s), "ALPN"), "%s", tls_reason(s));
+	raw_deinit(&r);
+	tls_free(s);
+}
+
+Test(tls, server_refuses_other_alpn)
+{
+	struct raw r;
+	struct tls_session *s = NULL;
+	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", "http/1.1", &s, &r);
+	cr_assert_eq(rs, -EPROTO, "%d %s", rs, tls_reason(s));
+	raw_deinit(&r);
+	tls_free(s);
+}
+
+Test(tls, exporter_context_layout)
+{
+	/* A conforming plain GnuTLS client computes the RFC 8915 keys by hand; ours must agree. */
+	struct raw r;
+	struct tls_session *s = NULL;
+	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", TLS_ALPN, &s, &r);
+	cr_assert_eq(rs, TLS_ESTABLISHED, "%d %s", rs, tls_reason(s));
+	uint8_t c2s[64], s2c[64], want[64];
+	cr_assert_eq(tls_export_nts_keys(s, 0x0102, 17, 64, c2s, s2c), 0);
+	const char label[] = "EXPORTER-network-time-security";
+	cr_assert_eq(gnutls_prf_rfc5705(r.gs, 30, label, 5, "\x01\x02\x00\x11\x00", 64, (char *)want), 0);
+	cr_assert_arr_eq(c2s, want, 64);
+	cr_assert_eq(gnutls_prf_rfc5705(r.gs, 30, label, 5, "\x01\x02\x00\x11\x01", 64, (char *)want), 0);
+	cr_assert_arr_eq(s2c, want, 64);
+	raw_deinit(&r);
+	tls_free(s);
+}
+
+static int our_client_vs_raw_server(const char *prio, const char *alpn, struct tls_session **c,
+				    struct raw *r)
+{
+	struct tls_creds *cc = client_creds(NULL);
+	cr_assert_eq(tls_session_new_client(c, cc, "ntp.test"), 0);
+	tls_creds_unref(cc);
+	raw_init(r, true, prio, alpn);
+	int raw_ret;
+	int rc = raw_handshake(r, *c, &raw_ret);
+	if (rc < 0 && strstr(prio, "TLS1.2"))
+		cr_assert_lt(raw_ret, 0, "the TLS 1.2 server found no common version");
+	return rc;
+}
+
+Test(tls, client_refuses_tls12_server)
+{
+	struct raw r;
+	struct tls_session *c = NULL;
+	int rc = our_client_vs_raw_server("NORMAL:-VERS-ALL:+VERS-TLS1.2", TLS_ALPN, &c, &r);
+	cr_assert_lt(rc, 0, "%d %s", rc, tls_reason(c));
+	raw_deinit(&r);
+	tls_free(c);
+}
+
+Test(tls, client_refuses_server_without_alpn)
+{
+	struct raw r;
+	struct tls_session *c = NULL;
+	int rc = our_client_vs_raw_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL, &c, &r);
+	cr_assert_eq(rc, -EPROTO, "%d %s", rc, tls_reason(c));
+	raw_deinit(&r);
+	tls_free(c);
+}
