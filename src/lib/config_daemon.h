@@ -1,0 +1,87 @@
+/* Typed configuration of ntp-daemon (ntp.toml): [[source]], [[server]], [[nts-ke-server]],
+ * [keyset], [observability], [synchronization]. */
+#ifndef NTSPOOL_CONFIG_DAEMON_H
+#define NTSPOOL_CONFIG_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+enum config_daemon_source_mode {
+	CONFIG_DAEMON_SOURCE_SERVER,   /* plain NTPv4 */
+	CONFIG_DAEMON_SOURCE_NTS,      /* NTS with a fixed NTS-KE server */
+	CONFIG_DAEMON_SOURCE_NTS_POOL, /* NTS via an NTS-KE pool, `count` servers */
+};
+
+struct config_daemon_source {
+	enum config_daemon_source_mode mode;
+	struct config_host address;
+	char *certificate_authority; /* NULL: system trust; only set for the NTS modes */
+	uint32_t count;              /* servers to keep; 1 unless nts-pool */
+	int poll_interval_min;       /* log2 seconds */
+	int poll_interval_max;
+	int line;
+};
+
+struct config_daemon_server {
+	struct config_listen listen;
+};
+
+struct config_daemon_nts_ke_server {
+	struct config_listen listen;
+	char *certificate_chain_path;
+	char *private_key_path;
+	uint32_t key_exchange_timeout_ms;
+	uint32_t concurrent_connections;
+	uint16_t ntp_port;  /* 0: not announced (clients use 123) */
+	char *ntp_server;   /* NULL: not announced (clients use the KE server's address) */
+	char **authorized_pool_server_certificates; /* paths */
+	size_t authorized_pool_server_certificate_count;
+	enum config_record_numbers pool_record_numbers;
+};
+
+struct config_daemon_keyset {
+	char *key_storage_path; /* NULL: keys live in memory only */
+	uint32_t key_rotation_interval_s;
+	uint32_t stale_key_count;
+};
+
+/* Step thresholds are in seconds, as in ntpd-rs. */
+struct config_daemon_sync {
+	int local_stratum; /* 16: unsynchronised */
+	bool clock_control;
+	uint32_t minimum_agreeing_sources;
+	double single_step_panic_threshold_s;
+	bool has_startup_step_panic_threshold; /* absent: the first step is unlimited */
+	double startup_step_panic_threshold_s;
+	bool has_accumulated_step_panic_threshold; /* absent: no limit */
+	double accumulated_step_panic_threshold_s;
+};
+
+struct config_daemon {
+	struct config_daemon_source *sources;
+	size_t source_count;
+	struct config_daemon_server *servers;
+	size_t server_count;
+	struct config_daemon_nts_ke_server *nts_ke_servers;
+	size_t nts_ke_server_count;
+	struct config_daemon_keyset keyset;
+	struct config_observability observability;
+	struct config_daemon_sync synchronization;
+};
+
+/* Reads and checks the file at path (borrowed) into *cfg, which owns everything it points to
+ * afterwards (free with config_daemon_free). On failure returns negative errno with
+ * "FILE:LINE: message" in err and leaves *cfg empty (config_daemon_free is still safe). */
+int config_daemon_load(const char *path, struct config_daemon *cfg, char *err, size_t errlen);
+
+/* As config_daemon_load, on a tree already parsed from `file` (both borrowed). */
+int config_daemon_from_tree(const struct toml_value *root, const char *file,
+			    struct config_daemon *cfg, char *err, size_t errlen);
+
+/* Frees what cfg owns and empties it; cfg itself is the caller's. */
+void config_daemon_free(struct config_daemon *cfg);
+
+#endif

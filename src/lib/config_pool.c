@@ -1,0 +1,218 @@
+#include "config_pool.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The documented defaults (pool.toml(5)); everything not listed is zero, NULL or absent. */
+static const struct config_pool pool_defaults = {
+	.key_exchange_timeout_ms = 5000,
+	.upstream_timeout_ms = 2500,
+	.max_connections = 512,
+	.max_upstream_attempts = 3,
+	.pool_record_numbers = CONFIG_RECORDS_IANA,
+	.probe_interval_s = 60,
+	.support_cache_s = 300,
+	.deep_check_interval_s = 300,
+	.upstream_idle_s = 30,
+	.upstream_connections = 4,
+};
+
+#define UPSTREAM_DEFAULT_PORT 4460
+#define UPSTREAM_DEFAULT_WEIGHT 1
+
+static const char server_where[] = "[nts-pool-ke-server]";
+static const char upstream_where[] = "[nts-pool-ke-server] key-exchange-servers entry";
+
+static int read_upstream(struct config_ctx *ctx, const struct toml_value *t,
+			 struct config_pool_upstream *out)
+{
+	static const char *const keys[] = { "domain", "port", "weight", NULL };
+	char *domain = NULL;
+	int64_t port = UPSTREAM_DEFAULT_PORT;
+	out->weight = UPSTREAM_DEFAULT_WEIGHT;
+	out->line = toml_line(t);
+	int r;
+	if ((r = config_check_keys(ctx, t, upstream_where, keys)) < 0 ||
+	    (r = config_get_string(ctx, t, "domain", upstream_where, true, &domain)) < 0 ||
+	    (r = config_get_int(ctx, t, "port", upstream_where, 1, 65535, &port)) < 0 ||
+	    (r = config_get_u32(ctx, t, "weight", upstream_where, 1, 65535, &out->weight)) < 0)
+		goto out;
+	char why[192];
+	if (config_parse_hostname(domain, &out->addr, why, sizeof(why)) < 0) {
+		r = config_error(ctx, toml_line(toml_table_get(t, "domain")),
+				 "'domain' in %s: %s", upstream_where, why);
+		goto out;
+	}
+	out->addr.port = (uint16_t)port;
+	r = 0;
+out:
+	free(domain);
+	return r;
+}
+
+static int read_upstreams(struct config_ctx *ctx, const struct toml_value *server,
+			  struct config_pool *cfg)
+{
+	const struct toml_value *v = toml_table_get(server, "key-exchange-servers");
+	if (!v)
+		return config_error(ctx, toml_line(server), "%s is missing required key '%s'",
+				    server_where, "key-exchange-servers");
+	if (toml_type(v) != TOML_ARRAY)
+		return config_error(ctx, toml_line(v),
+				    "'key-exchange-servers' in %s must be an array of tables "
+				    "({ domain = \"...\", port = N, weight = W }), not %s",
+				    server_where, toml_type_name(toml_type(v)));
+	size_t n = toml_array_count(v);
+	if (n == 0)
+		return config_error(ctx, toml_line(v),
+				    "'key-exchange-servers' in %s must list at least one upstream",
+				    server_where);
+	cfg->key_exchange_servers = calloc(n, sizeof(*cfg->key_exchange_servers));
+	if (!cfg->key_exchange_servers)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const struct toml_value *e = toml_array_get(v, i);
+		if (toml_type(e) != TOML_TABLE)
+			return config_error(ctx, toml_line(e),
+					    "entries of 'key-exchange-servers' in %s must be tables, "
+					    "not %s",
+					    server_where, toml_type_name(toml_type(e)));
+		struct config_pool_upstream *u = &cfg->key_exchange_servers[i];
+		int r = read_upstream(ctx, e, u);
+		if (r < 0)
+			return r;
+		for (size_t j = 0; j < i; j++) {
+			const struct config_pool_upstream *prev = &cfg->key_exchange_servers[j];
+			if (config_host_equal(&prev->addr, &u->addr))
+				return config_error(ctx, u->line,
+						    "duplicate key-exchange-servers entry '%s' "
+						    "port %u (first at line %d)",
+						    u->addr.host, (unsigned)u->addr.port,
+						    prev->line);
+		}
+		cfg->key_exchange_server_count = i + 1;
+	}
+	return 0;
+}
+
+static int read_server(struct config_ctx *ctx, const struct toml_value *t,
+		       struct config_pool *cfg)
+{
+	static const char *const keys[] = {
+		"listen",
+		"certificate-chain-path",
+		"private-key-path",
+		"certificate-authority-path",
+		"key-exchange-timeout-ms",
+		"upstream-timeout-ms",
+		"max-connections",
+		"max-upstream-attempts",
+		"pool-record-numbers",
+		"probe-interval-s",
+		"support-cache-s",
+		"deep-check-interval-s",
+		"upstream-idle-s",
+		"upstream-connections",
+		"key-exchange-servers",
+		NULL,
+	};
+	const char *w = server_where;
+	int r;
+	if ((r = config_check_keys(ctx, t, w, keys)) < 0 ||
+	    (r = config_get_listens(ctx, t, "listen", w, &cfg->listen, &cfg->listen_count)) < 0 ||
+	    (r = config_get_string(ctx, t, "certificate-chain-path", w, true,
+				   &cfg->certificate_chain_path)) < 0 ||
+	    (r = config_get_string(ctx, t, "private-key-path", w, true, &cfg->private_key_path)) <
+		    0 ||
+	    (r = config_get_string(ctx, t, "certificate-authority-path", w, false,
+				   &cfg->certificate_authority_path)) < 0 ||
+	    (r = config_get_u32(ctx, t, "key-exchange-timeout-ms", w, 1, 300000,
+				&cfg->key_exchange_timeout_ms)) < 0 ||
+	    (r = config_get_u32(ctx, t, "upstream-timeout-ms", w, 1, 300000,
+				&cfg->upstream_timeout_ms)) < 0 ||
+	    (r = config_get_u32(ctx, t, "max-connections", w, 1, 65535, &cfg->max_connections)) <
+		    0 ||
+	    (r = config_get_u32(ctx, t, "max-upstream-attempts", w, 1, 16,
+				&cfg->max_upstream_attempts)) < 0 ||
+	    (r = config_get_record_numbers(ctx, t, w, &cfg->pool_record_numbers)) < 0 ||
+	    (r = config_get_u32(ctx, t, "probe-interval-s", w, 1, 86400, &cfg->probe_interval_s)) <
+		    0 ||
+	    (r = config_get_u32(ctx, t, "support-cache-s", w, 1, 604800, &cfg->support_cache_s)) <
+		    0 ||
+	    (r = config_get_u32(ctx, t, "deep-check-interval-s", w, 0, 86400,
+				&cfg->deep_check_interval_s)) < 0 ||
+	    (r = config_get_u32(ctx, t, "upstream-idle-s", w, 1, 3600, &cfg->upstream_idle_s)) <
+		    0 ||
+	    (r = config_get_u32(ctx, t, "upstream-connections", w, 1, 64,
+				&cfg->upstream_connections)) < 0)
+		return r;
+
+	/* A per-upstream deadline beyond the whole-session deadline could never fire. */
+	if (cfg->upstream_timeout_ms > cfg->key_exchange_timeout_ms)
+		return config_error(ctx,
+				    config_key_line(t, toml_table_get(t, "upstream-timeout-ms")
+							       ? "upstream-timeout-ms"
+							       : "key-exchange-timeout-ms"),
+				    "upstream-timeout-ms (%u) must not exceed key-exchange-timeout-ms "
+				    "(%u)",
+				    (unsigned)cfg->upstream_timeout_ms,
+				    (unsigned)cfg->key_exchange_timeout_ms);
+	/* Otherwise the cached lists expire before the next probe can refresh them. */
+	if (cfg->support_cache_s < cfg->probe_interval_s)
+		return config_error(ctx,
+				    config_key_line(t, toml_table_get(t, "support-cache-s")
+							       ? "support-cache-s"
+							       : "probe-interval-s"),
+				    "support-cache-s (%u) must be at least probe-interval-s (%u)",
+				    (unsigned)cfg->support_cache_s, (unsigned)cfg->probe_interval_s);
+	return read_upstreams(ctx, t, cfg);
+}
+
+int config_pool_from_tree(const struct toml_value *root, const char *file,
+			  struct config_pool *cfg, char *err, size_t errlen)
+{
+	static const char *const tables[] = { "nts-pool-ke-server", "observability", NULL };
+	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen };
+	*cfg = pool_defaults;
+	const struct toml_value *server;
+	int r;
+	if ((r = config_check_keys(&ctx, root, "the top level of a pool configuration", tables)) <
+		    0 ||
+	    (r = config_get_table(&ctx, root, "nts-pool-ke-server", &server)) < 0)
+		goto fail;
+	if (!server) {
+		r = config_error(&ctx, toml_line(root), "missing table [nts-pool-ke-server]");
+		goto fail;
+	}
+	if ((r = read_server(&ctx, server, cfg)) < 0 ||
+	    (r = config_read_observability(&ctx, root, &cfg->observability)) < 0)
+		goto fail;
+	return 0;
+fail:
+	config_pool_free(cfg);
+	return r;
+}
+
+int config_pool_load(const char *path, struct config_pool *cfg, char *err, size_t errlen)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	struct toml_value *root;
+	int r = config_parse_file(path, &root, err, errlen);
+	if (r < 0)
+		return r;
+	r = config_pool_from_tree(root, path, cfg, err, errlen);
+	toml_free(root);
+	return r;
+}
+
+void config_pool_free(struct config_pool *cfg)
+{
+	free(cfg->listen);
+	free(cfg->certificate_chain_path);
+	free(cfg->private_key_path);
+	free(cfg->certificate_authority_path);
+	free(cfg->key_exchange_servers);
+	memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,50 @@
+/* Typed configuration of nts-pool-ke (pool.toml): [nts-pool-ke-server] and [observability]. */
+#ifndef NTSPOOL_CONFIG_POOL_H
+#define NTSPOOL_CONFIG_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* One entry of key-exchange-servers: an upstream NTS-KE server. */
+struct config_pool_upstream {
+	struct config_host addr; /* "domain" and "port" */
+	uint32_t weight;
+	int line; /* where the entry was written */
+};
+
+struct config_pool {
+	struct config_listen *listen; /* >= 1 */
+	size_t listen_count;
+	char *certificate_chain_path;
+	char *private_key_path;
+	char *certificate_authority_path; /* NULL: system trust only */
+	uint32_t key_exchange_timeout_ms;
+	uint32_t upstream_timeout_ms;
+	uint32_t max_connections;
+	uint32_t max_upstream_attempts;
+	enum config_record_numbers pool_record_numbers;
+	uint32_t probe_interval_s;
+	uint32_t support_cache_s;
+	uint32_t deep_check_interval_s; /* 0: no deep checks */
+	uint32_t upstream_idle_s;
+	uint32_t upstream_connections;
+	struct config_pool_upstream *key_exchange_servers; /* >= 1 */
+	size_t key_exchange_server_count;
+	struct config_observability observability;
+};
+
+/* Reads and checks the file at path (borrowed) into *cfg, which owns everything it points to
+ * afterwards (free with config_pool_free). On failure returns negative errno with
+ * "FILE:LINE: message" in err and leaves *cfg empty (config_pool_free is still safe). */
+int config_pool_load(const char *path, struct config_pool *cfg, char *err, size_t errlen);
+
+/* As config_pool_load, on a tree already parsed from `file` (both borrowed). */
+int config_pool_from_tree(const struct toml_value *root, const char *file,
+			  struct config_pool *cfg, char *err, size_t errlen);
+
+/* Frees what cfg owns and empties it; cfg itself is the caller's. */
+void config_pool_free(struct config_pool *cfg);
+
+#endif

@@ -1,0 +1,29 @@
+#include "config_validate.h"
+
+#include "config_daemon.h"
+#include "config_pool.h"
+
+int config_validate_file(const char *path, char *err, size_t errlen)
+{
+	struct toml_value *root;
+	int r = config_parse_file(path, &root, err, errlen);
+	if (r < 0)
+		return r;
+	if (toml_table_get(root, "nts-pool-ke-server")) {
+		struct config_pool pool;
+		r = config_pool_from_tree(root, path, &pool, err, errlen);
+		if (r >= 0) {
+			config_pool_free(&pool);
+			r = CONFIG_VALIDATE_POOL;
+		}
+	} else {
+		struct config_daemon daemon;
+		r = config_daemon_from_tree(root, path, &daemon, err, errlen);
+		if (r >= 0) {
+			config_daemon_free(&daemon);
+			r = CONFIG_VALIDATE_DAEMON;
+		}
+	}
+	toml_free(root);
+	return r;
+}
