@@ -1,9 +1,6 @@
 /* Machinery shared by the typed configurations (config_pool, config_daemon): typed getters over
  * the TOML tree, "FILE:LINE: message" errors, unknown-key rejection and address parsing.
  *
- * Programs include config_pool.h, config_daemon.h or config_validate.h rather than this header:
- * a plain #include "config.h" outside src/lib finds autoconf's config.h first.
- *
  * Ownership: every pointer argument is borrowed unless its comment says otherwise; results
  * described as "new" belong to the caller. */
 #ifndef NTSPOOL_CONFIG_H
