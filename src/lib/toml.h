@@ -3,7 +3,14 @@
  * Sans-I/O apart from toml_parse_file (a convenience that reads the whole file and calls
  * toml_parse). Every error is reported as "FILE:LINE:COL: message" (1-based line and column).
  * Every value remembers where it was defined, so the typed config layer can report
- * "FILE:LINE: message" for values that parse but make no sense. */
+ * "FILE:LINE: message" for values that parse but make no sense.
+ *
+ * Columns count characters (UTF-8 code points; a tab is one). Hostile input is bounded: tables
+ * and arrays nest at most 64 levels below the root, keys have at most 64 parts. Choices where
+ * TOML 1.0 leaves room: a leading UTF-8 byte order mark is skipped; newlines inside multi-line
+ * strings are returned as "\n" even when the file has CRLF; seconds may be 60 (RFC 3339 leap
+ * second); year 0000 is refused; fractional seconds beyond nanoseconds are truncated; a float
+ * that overflows to infinity (1e999) is refused. */
 #ifndef NTSPOOL_TOML_H
 #define NTSPOOL_TOML_H
 
@@ -40,7 +47,8 @@ struct toml_value;
 struct toml_value *toml_parse(const char *text, size_t len, const char *filename, char *err,
 			      size_t errlen);
 
-/* Reads and parses a file. Errors include the path; I/O errors read "PATH: strerror". */
+/* Reads and parses a file. Errors include the path; I/O errors read "PATH: strerror". Files over
+ * 1 MiB are refused ("PATH: file larger than ..."). */
 struct toml_value *toml_parse_file(const char *path, char *err, size_t errlen);
 
 void toml_free(struct toml_value *v);
@@ -59,6 +67,9 @@ struct toml_value *toml_table_value(const struct toml_value *table, size_t i);
 struct toml_value *toml_table_get(const struct toml_value *table, const char *key); /* or NULL */
 /* Line where key i of the table was written (the key, not its value). */
 int toml_table_key_line(const struct toml_value *table, size_t i);
+int toml_table_key_col(const struct toml_value *table, size_t i);
+/* Length of key i: quoted keys may hold NUL bytes (from \u0000), which strlen would miss. */
+size_t toml_table_key_len(const struct toml_value *table, size_t i);
 
 size_t toml_array_count(const struct toml_value *array);
 struct toml_value *toml_array_get(const struct toml_value *array, size_t i);
