@@ -5,7 +5,7 @@ set -euo pipefail
 
 build_pkgs=(gcc make autoconf automake libtool pkg-config
 	libgnutls28-dev libuv1-dev libjansson-dev libhttp-parser-dev)
-test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl)
+test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl chrony)
 demo_pkgs=(openssl)
 
 case "${1:-test}" in

@@ -1,0 +1,118 @@
+/* libuv glue: TCP listeners with a connection cap, accepted TCP streams with a deadline, and UDP
+ * sockets. With status.c, the only library code that includes <uv.h>.
+ *
+ * Memory rule (libuv's): every object here owns its uv handles and is freed only from the last
+ * close callback; write buffers live until their write callback. Callers never free these objects
+ * directly: they ask for a close and get one final callback. The loop is always passed in. */
+#ifndef NTSPOOL_NET_H
+#define NTSPOOL_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+/* Formats addr as "IP:PORT" or "[IPv6]:PORT" into buf (at least NET_ADDR_STRLEN bytes). */
+#define NET_ADDR_STRLEN 64
+const char *net_addr_str(const struct sockaddr *addr, char *buf, size_t buflen);
+
+/* ---- Accepted TCP streams ------------------------------------------------------------------ */
+
+struct net_stream;
+
+struct net_stream_ops {
+	/* Bytes received (borrowed for the call). */
+	void (*on_read)(struct net_stream *s, const uint8_t *buf, size_t len, void *ud);
+	/* The peer closed its side (status 0) or the connection failed (negative libuv error).
+	 * No more on_read follows. The owner decides whether to close. */
+	void (*on_eof)(struct net_stream *s, int status, void *ud);
+	/* The deadline set with net_stream_set_deadline passed. */
+	void (*on_timeout)(struct net_stream *s, void *ud);
+	/* Last call: the handles are closed; the stream is freed right after this returns, and ud
+	 * may be freed here. */
+	void (*on_closed)(struct net_stream *s, void *ud);
+};
+
+/* Attaches the owner's callbacks (ops borrowed for the stream's life; ud is the owner's). Must be
+ * called from net_listener_ops.on_accept before it returns 0. Reading starts after that. */
+void net_stream_set_ops(struct net_stream *s, const struct net_stream_ops *ops, void *ud);
+
+/* Queues len bytes (copied) for sending. Returns 0, -ENOMEM, -EPIPE after close, or a negative
+ * libuv error. Bytes are written in order. */
+int net_stream_write(struct net_stream *s, const uint8_t *buf, size_t len);
+
+/* (Re)arms the deadline timeout_ms from now; 0 disarms it. */
+void net_stream_set_deadline(struct net_stream *s, uint64_t timeout_ms);
+
+/* Stops reading, lets queued writes finish (bounded by a short linger), then closes and calls
+ * on_closed. Idempotent. */
+void net_stream_close(struct net_stream *s);
+
+/* Closes at once, dropping queued writes (RST if possible). Idempotent. */
+void net_stream_abort(struct net_stream *s);
+
+/* The peer's address (borrowed, valid for the stream's life). */
+const struct sockaddr *net_stream_peer(const struct net_stream *s);
+
+/* ---- TCP listeners ------------------------------------------------------------------------- */
+
+struct net_listener;
+
+struct net_listener_stats {
+	uint64_t accepted;	/* connections handed to on_accept */
+	uint64_t paused;	/* times accepting paused because max_conns were open */
+	uint64_t accept_errors; /* failed accepts (EMFILE, ENFILE, ENOBUFS ...) */
+	uint32_t active;	/* streams open now */
+};
+
+struct net_listener_ops {
+	/* A new connection. Call net_stream_set_ops and return 0, or return a negative errno to
+	 * refuse it (it is closed; no stream callback follows). */
+	int (*on_accept)(struct net_listener *l, struct net_stream *s, void *ud);
+	/* Last call after net_listener_close, once the listening socket is closed (open streams
+	 * live on until their own close). May be NULL. */
+	void (*on_closed)(struct net_listener *l, void *ud);
+};
+
+/* Listens on addr (borrowed) with TCP_NODELAY on accepted streams. At most max_conns streams are
+ * open at once: at the cap, the listener stops accepting (pending connections wait in the kernel
+ * backlog) and resumes when a stream closes, so the process never runs out of file descriptors
+ * because of peers. Accept errors (EMFILE ...) are counted and never fatal.
+ * *out is owned by the loop: release it with net_listener_close. Returns 0 or a negative errno
+ * (-EADDRINUSE ...), with a message in err. */
+int net_listener_new(struct net_listener **out, uv_loop_t *loop, const struct sockaddr *addr,
+		     unsigned max_conns, const struct net_listener_ops *ops, void *ud, char *err,
+		     size_t errlen);
+
+/* The bound address (borrowed), e.g. to learn the port after binding port 0. */
+const struct sockaddr *net_listener_addr(const struct net_listener *l);
+const struct net_listener_stats *net_listener_stats(const struct net_listener *l);
+
+/* Stops accepting and closes the listening socket; open streams are not touched. */
+void net_listener_close(struct net_listener *l);
+
+/* ---- UDP ----------------------------------------------------------------------------------- */
+
+struct net_udp;
+
+/* One datagram (borrowed for the call) from `from`. */
+typedef void (*net_udp_recv_cb)(struct net_udp *u, const uint8_t *buf, size_t len,
+				const struct sockaddr *from, void *ud);
+
+/* Binds addr (borrowed) and starts receiving (with recvmmsg batching where available). *out is
+ * owned by the loop: release it with net_udp_close. Returns 0 or a negative errno with err. */
+int net_udp_new(struct net_udp **out, uv_loop_t *loop, const struct sockaddr *addr,
+		net_udp_recv_cb cb, void *ud, char *err, size_t errlen);
+
+/* Sends at once without queueing (uv_udp_try_send): a reply that cannot be sent now is dropped,
+ * as NTP servers do. Returns 0 or a negative errno. */
+int net_udp_send(struct net_udp *u, const uint8_t *buf, size_t len, const struct sockaddr *to);
+
+const struct sockaddr *net_udp_addr(const struct net_udp *u);
+
+/* Stops receiving and closes; freed in the close callback. */
+void net_udp_close(struct net_udp *u);
+
+#endif
