@@ -1,7 +1,10 @@
 /* The NTP server's packet logic (PROTOCOL.md §5), sans-I/O: one request in, one reply out (or
  * nothing). Plain NTPv4 client requests (mode 3) get a server reply (mode 4); NTS requests get an
  * authenticated reply with fresh cookies, or an NTS NAK when the cookie or authenticator fails.
- * Never replies to anything but a client request, and never with more bytes than received. */
+ * Never replies to anything but a client request, and never with more bytes than received.
+ * A legacy MAC (20 or 24 bytes after the header) is answered plain without a MAC; extension
+ * fields none of which is an NTS field are ignored and answered plain (RFC 7822); a packet with
+ * any NTS field is NTS or nothing. Not thread-safe: one ntp_server per thread. */
 #ifndef NTSPOOL_NTP_SERVER_H
 #define NTSPOOL_NTP_SERVER_H
 
@@ -17,6 +20,7 @@ struct ntp_server_stats {
 	uint64_t nts_naks;	    /* NTS NAKs sent (cookie unknown/undecryptable, bad authenticator) */
 	uint64_t dropped_malformed; /* too short, bad extension fields, broken NTS shape */
 	uint64_t dropped_other;	    /* not a client request (modes other than 3, versions < 1 or > 4) */
+	uint64_t dropped_internal;  /* our side failed: output buffer too small, GnuTLS, random */
 };
 
 /* What the server says about its own clock (from the daemon's synchronisation state). */

@@ -11,6 +11,8 @@
 #include "log.h"
 
 /* The plaintext of a response we build: one cookie field per cookie. */
+/* Largest encrypted part we open, request or response. */
+#define PLAINTEXT_MAX 4096
 #define RESPONSE_PT_MAX (NTS_NTP_MAX_COOKIES * (NTP_PACKET_EF_HEADER_LEN + NTS_NTP_COOKIE_MAX))
 
 static size_t pad4(size_t n)
@@ -80,31 +82,22 @@ static int put_auth(struct wire_writer *w, struct aead *a, struct nts_ntp_span n
 	return rc < 0 ? rc : 0;
 }
 
-/* Decrypts an authenticator whose lengths parse_auth accepted. *pt is new (caller wipes and
- * frees with free_pt, also on failure); its capacity is ct.len - 16. */
+/* Opens the authenticator's ciphertext into pt (PLAINTEXT_MAX bytes, the caller's stack).
+ * Encrypted fields longer than that are refused: no request we answer and no response we accept
+ * needs more (eight cookies of the largest size fit), and a fixed buffer keeps the packet path
+ * free of allocation. */
 static int open_auth(struct aead *a, const uint8_t *ad, size_t ad_len, struct nts_ntp_span nonce,
-		     struct nts_ntp_span ct, uint8_t **pt, size_t *pt_len)
+		     struct nts_ntp_span ct, uint8_t *pt, size_t *pt_len)
 {
 	assert(nonce.len > 0 && ct.len >= AEAD_TAG_LEN);
-	size_t cap = ct.len - AEAD_TAG_LEN;
 	*pt_len = 0;
-	/* One spare byte so an empty plaintext still has a valid buffer. */
-	*pt = malloc(cap + 1);
-	if (!*pt)
-		return -ENOMEM;
-	int n = aead_open(a, nonce.data, nonce.len, ad, ad_len, ct.data, ct.len, *pt, cap);
+	if (ct.len - AEAD_TAG_LEN > PLAINTEXT_MAX)
+		return -EMSGSIZE;
+	int n = aead_open(a, nonce.data, nonce.len, ad, ad_len, ct.data, ct.len, pt, PLAINTEXT_MAX);
 	if (n < 0)
 		return n;
 	*pt_len = (size_t)n;
 	return 0;
-}
-
-static void free_pt(uint8_t *pt, size_t cap)
-{
-	if (!pt)
-		return;
-	gnutls_memset(pt, 0, cap);
-	free(pt);
 }
 
 int nts_ntp_build_request(const struct nts_ntp_request_params *p, struct aead *c2s, uint8_t *out,
@@ -202,10 +195,10 @@ int nts_ntp_parse_request(const uint8_t *pkt, size_t len, struct nts_ntp_request
 
 int nts_ntp_verify_request(struct nts_ntp_request *req, struct aead *c2s)
 {
-	uint8_t *pt = NULL;
+	uint8_t pt[PLAINTEXT_MAX];
 	size_t pt_len;
 	int rc = open_auth(c2s, req->packet.data, req->auth_offset, req->nonce, req->ciphertext,
-			   &pt, &pt_len);
+			   pt, &pt_len);
 	if (rc < 0)
 		goto fail;
 	unsigned extra = 0;
@@ -226,7 +219,7 @@ int nts_ntp_verify_request(struct nts_ntp_request *req, struct aead *c2s)
 	req->placeholders += extra;
 	rc = 0;
 fail:
-	free_pt(pt, req->ciphertext.len - AEAD_TAG_LEN);
+	gnutls_memset(pt, 0, pt_len);
 	return rc;
 }
 
@@ -400,11 +393,11 @@ int nts_ntp_verify_response(const uint8_t *pkt, size_t len, uint64_t sent_ts,
 		return NTS_NTP_RESPONSE_NAK;
 	}
 
-	uint8_t *pt = NULL;
+	uint8_t pt[PLAINTEXT_MAX];
 	size_t pt_len;
 	struct nts_ntp_span inner_uid, cookies[NTS_NTP_MAX_COOKIES];
 	size_t n_cookies;
-	rc = open_auth(s2c, pkt, auth_offset, nonce, ct, &pt, &pt_len);
+	rc = open_auth(s2c, pkt, auth_offset, nonce, ct, pt, &pt_len);
 	if (rc < 0)
 		goto fail;
 	rc = parse_response_pt(pt, pt_len, &inner_uid, cookies, &n_cookies);
@@ -426,6 +419,6 @@ int nts_ntp_verify_response(const uint8_t *pkt, size_t len, uint64_t sent_ts,
 	out->hdr = hdr;
 	rc = NTS_NTP_RESPONSE_OK;
 fail:
-	free_pt(pt, ct.len - AEAD_TAG_LEN);
+	gnutls_memset(pt, 0, pt_len);
 	return rc;
 }
