@@ -1,0 +1,326 @@
+#include "ke_listener.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "net.h"
+#include "tls_creds.h"
+
+struct ke_listener {
+	uv_loop_t *loop;
+	const struct config_daemon_nts_ke_server *cfg;
+	struct keyset *const *keyset_slot;
+	struct ke_server_config server_cfg;
+	struct ke_server_stats stats;
+	struct tls_creds *creds; /* one reference; each session holds its own */
+	struct net_listener *net;
+	struct net_listener_stats last_net; /* kept after the socket closed */
+};
+
+/* One accepted connection: the socket and its state machine. Freed in on_closed. */
+struct ke_conn {
+	struct ke_listener *l;
+	struct net_stream *stream;
+	struct ke_server_conn *ke;
+};
+
+static struct log_ratelimit conn_log = LOG_RATELIMIT_INIT(5, 20);
+
+static int load_creds(const struct config_daemon_nts_ke_server *cfg, struct tls_creds **out,
+		      char *err, size_t errlen)
+{
+	struct tls_server_options opt = {
+		.cert_file = cfg->certificate_chain_path,
+		.key_file = cfg->private_key_path,
+		.pool_cert_files = (const char *const *)cfg->authorized_pool_server_certificates,
+		.n_pool_cert_files = cfg->authorized_pool_server_certificate_count,
+	};
+	return tls_creds_new_server(out, &opt, err, errlen);
+}
+
+int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
+		    const struct config_daemon_nts_ke_server *cfg,
+		    struct keyset *const *keyset_slot, char *err, size_t errlen)
+{
+	struct ke_listener *l = calloc(1, sizeof *l);
+	if (!l)
+		return -ENOMEM;
+	int rc = load_creds(cfg, &l->creds, err, errlen);
+	if (rc < 0) {
+		free(l);
+		return rc;
+	}
+	l->loop = loop;
+	l->cfg = cfg;
+	l->keyset_slot = keyset_slot;
+	l->server_cfg = (struct ke_server_config){
+		.numbering = cfg->pool_record_numbers == CONFIG_RECORDS_NTPDRS_V1
+				     ? KE_NUMBERING_NTPDRS_V1
+				     : KE_NUMBERING_IANA,
+		.timeout_ms = cfg->key_exchange_timeout_ms,
+		.ntp_port = cfg->ntp_port,
+		.ntp_server = cfg->ntp_server,
+	};
+	*out = l;
+	return 0;
+}
+
+/* Hands the state machine's pending output to the socket and follows its deadline; closes the
+ * socket once the machine is done. Returns false when the connection is going away. */
+static bool flush(struct ke_conn *c)
+{
+	const uint8_t *p;
+	size_t n;
+	ke_server_conn_output(c->ke, &p, &n);
+	if (n > 0) {
+		if (net_stream_write(c->stream, p, n) < 0) {
+			net_stream_abort(c->stream);
+			return false;
+		}
+		ke_server_conn_output_consume(c->ke, n);
+	}
+	if (ke_server_conn_done(c->ke)) {
+		net_stream_close(c->stream);
+		return false;
+	}
+	uint64_t deadline = ke_server_conn_deadline(c->ke), now = uv_now(c->l->loop);
+	net_stream_set_deadline(c->stream, deadline > now ? deadline - now : 1);
+	return true;
+}
+
+static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
+{
+	struct ke_conn *c = ud;
+	if (ke_server_conn_input(c->ke, buf, len, uv_now(c->l->loop)) < 0) {
+		net_stream_abort(s);
+		return;
+	}
+	flush(c);
+}
+
+static void on_eof(struct net_stream *s, int status, void *ud)
+{
+	struct ke_conn *c = ud;
+	(void)s;
+	(void)status;
+	ke_server_conn_eof(c->ke, uv_now(c->l->loop));
+	if (flush(c))
+		net_stream_close(c->stream);
+}
+
+static void on_timeout(struct net_stream *s, void *ud)
+{
+	struct ke_conn *c = ud;
+	(void)s;
+	ke_server_conn_timeout(c->ke, uv_now(c->l->loop));
+	if (flush(c))
+		net_stream_close(c->stream);
+}
+
+static void on_closed(struct net_stream *s, void *ud)
+{
+	struct ke_conn *c = ud;
+	(void)s;
+	const char *why = ke_server_conn_reason(c->ke);
+	if (*why && log_enabled(LOG_LEVEL_DEBUG)) {
+		char peer[NET_ADDR_STRLEN];
+		log_debug("nts-ke %s: %s: %s", c->l->cfg->listen.text,
+			  net_addr_str(net_stream_peer(s), peer, sizeof peer), why);
+	}
+	ke_server_conn_free(c->ke);
+	free(c);
+}
+
+static const struct net_stream_ops stream_ops = {
+	.on_read = on_read,
+	.on_eof = on_eof,
+	.on_timeout = on_timeout,
+	.on_closed = on_closed,
+};
+
+static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
+{
+	struct ke_listener *l = ud;
+	(void)nl;
+	struct ke_conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	int rc = ke_server_conn_new(&c->ke, l->creds, &l->server_cfg, l->keyset_slot, &l->stats,
+				    uv_now(l->loop));
+	if (rc < 0) {
+		if (log_ratelimit_allow(&conn_log, uv_now(l->loop)))
+			log_warn("nts-ke %s: cannot start a session: %s", l->cfg->listen.text,
+				 strerror(-rc));
+		free(c);
+		return rc;
+	}
+	c->l = l;
+	c->stream = s;
+	net_stream_set_ops(s, &stream_ops, c);
+	flush(c);
+	return 0;
+}
+
+static void on_listener_closed(struct net_listener *nl, void *ud)
+{
+	struct ke_listener *l = ud;
+	l->last_net = *net_listener_stats(nl);
+	l->net = NULL;
+}
+
+static const struct net_listener_ops listener_ops = {
+	.on_accept = on_accept,
+	.on_closed = on_listener_closed,
+};
+
+int ke_listener_start(struct ke_listener *l, char *err, size_t errlen)
+{
+	int rc = net_listener_new(&l->net, l->loop, (const struct sockaddr *)&l->cfg->listen.addr,
+				  l->cfg->concurrent_connections, &listener_ops, l, err, errlen);
+	if (rc < 0)
+		return rc;
+	log_info("nts-ke listening on %s (%zu authorised pool certificate%s)", l->cfg->listen.text,
+		 tls_creds_pinned_count(l->creds),
+		 tls_creds_pinned_count(l->creds) == 1 ? "" : "s");
+	return 0;
+}
+
+int ke_listener_reload(struct ke_listener *l, char *err, size_t errlen)
+{
+	struct tls_creds *fresh;
+	int rc = load_creds(l->cfg, &fresh, err, errlen);
+	if (rc < 0)
+		return rc;
+	tls_creds_unref(l->creds);
+	l->creds = fresh;
+	log_info("nts-ke %s: certificates reloaded (%zu authorised pool certificate%s)",
+		 l->cfg->listen.text, tls_creds_pinned_count(fresh),
+		 tls_creds_pinned_count(fresh) == 1 ? "" : "s");
+	return 0;
+}
+
+void ke_listener_stop(struct ke_listener *l)
+{
+	if (l->net)
+		net_listener_close(l->net);
+}
+
+void ke_listener_free(struct ke_listener *l)
+{
+	if (!l)
+		return;
+	tls_creds_unref(l->creds);
+	free(l);
+}
+
+static const struct net_listener_stats *net_stats(const struct ke_listener *l)
+{
+	return l->net ? net_listener_stats(l->net) : &l->last_net;
+}
+
+json_t *ke_listener_status(const struct ke_listener *l)
+{
+	const struct net_listener_stats *ns = net_stats(l);
+	const struct ke_server_stats *st = &l->stats;
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I, "
+			 "s:I, s:I, s:I, s:I}",
+			 "listen", l->cfg->listen.text,
+			 "accepted", (json_int_t)ns->accepted,
+			 "active", (json_int_t)ns->active,
+			 "limit_reached", (json_int_t)ns->paused,
+			 "accept_errors", (json_int_t)ns->accept_errors,
+			 "completed", (json_int_t)st->completed,
+			 "errors", "0", (json_int_t)st->errors[0], "1", (json_int_t)st->errors[1],
+			 "2", (json_int_t)st->errors[2],
+			 "no_overlap", (json_int_t)st->no_overlap,
+			 "timeouts", (json_int_t)st->timeouts,
+			 "tls_failures", (json_int_t)st->tls_failures,
+			 "pool_support", (json_int_t)st->pool_support,
+			 "pool_fixed_key", (json_int_t)st->pool_fixed_key,
+			 "unauthorised", (json_int_t)st->unauthorised,
+			 "keep_alive_reuse", (json_int_t)st->keep_alive_reuse,
+			 "authorized_pool_certificates",
+			 (json_int_t)tls_creds_pinned_count(l->creds));
+}
+
+/* One counter family across listeners: name, help, and where the value sits. */
+struct ke_metric {
+	const char *name;
+	const char *type;
+	const char *help;
+	uint64_t (*get)(const struct ke_listener *l);
+};
+
+#define STAT_GETTER(field)                                              \
+	static uint64_t get_##field(const struct ke_listener *l)        \
+	{                                                               \
+		return l->stats.field;                                  \
+	}
+#define NET_GETTER(name, field)                                         \
+	static uint64_t get_##name(const struct ke_listener *l)         \
+	{                                                               \
+		return net_stats(l)->field;                             \
+	}
+NET_GETTER(accepted, accepted)
+NET_GETTER(active, active)
+NET_GETTER(limit_reached, paused)
+NET_GETTER(accept_errors, accept_errors)
+STAT_GETTER(completed)
+STAT_GETTER(no_overlap)
+STAT_GETTER(timeouts)
+STAT_GETTER(tls_failures)
+STAT_GETTER(pool_support)
+STAT_GETTER(pool_fixed_key)
+STAT_GETTER(unauthorised)
+STAT_GETTER(keep_alive_reuse)
+
+static const struct ke_metric ke_metrics[] = {
+	{ "ntp_daemon_ke_accepted_total", "counter", "NTS-KE connections accepted", get_accepted },
+	{ "ntp_daemon_ke_active", "gauge", "NTS-KE connections open", get_active },
+	{ "ntp_daemon_ke_limit_reached_total", "counter",
+	  "Times accepting paused at concurrent-connections", get_limit_reached },
+	{ "ntp_daemon_ke_accept_errors_total", "counter", "Failed accepts", get_accept_errors },
+	{ "ntp_daemon_ke_completed_total", "counter", "Key exchanges that delivered cookies",
+	  get_completed },
+	{ "ntp_daemon_ke_no_overlap_total", "counter", "Requests without a common protocol or AEAD",
+	  get_no_overlap },
+	{ "ntp_daemon_ke_timeouts_total", "counter", "Sessions cut at the deadline", get_timeouts },
+	{ "ntp_daemon_ke_tls_failures_total", "counter", "Refused TLS handshakes",
+	  get_tls_failures },
+	{ "ntp_daemon_ke_pool_support_total", "counter",
+	  "Support requests answered for authorised pools", get_pool_support },
+	{ "ntp_daemon_ke_pool_fixed_key_total", "counter",
+	  "Fixed Key requests answered for authorised pools", get_pool_fixed_key },
+	{ "ntp_daemon_ke_unauthorised_total", "counter",
+	  "Pool requests from peers without a pinned certificate", get_unauthorised },
+	{ "ntp_daemon_ke_keep_alive_reuse_total", "counter",
+	  "Requests after the first on kept-alive connections", get_keep_alive_reuse },
+};
+
+void ke_listener_metrics(const struct ke_listener *const *ls, size_t n, struct status_text *out)
+{
+	char esc[128], labels[192];
+	for (size_t m = 0; m < sizeof ke_metrics / sizeof ke_metrics[0]; m++) {
+		status_metric_header(out, ke_metrics[m].name, ke_metrics[m].type,
+				     ke_metrics[m].help);
+		for (size_t i = 0; i < n; i++) {
+			snprintf(labels, sizeof labels, "listen=\"%s\"",
+				 status_label_escape(ls[i]->cfg->listen.text, esc, sizeof esc));
+			status_metric_value(out, ke_metrics[m].name, labels,
+					    (double)ke_metrics[m].get(ls[i]));
+		}
+	}
+	status_metric_header(out, "ntp_daemon_ke_errors_total", "counter",
+			     "Error records sent, by code");
+	for (size_t i = 0; i < n; i++) {
+		status_label_escape(ls[i]->cfg->listen.text, esc, sizeof esc);
+		for (int code = 0; code < 3; code++) {
+			snprintf(labels, sizeof labels, "listen=\"%s\",code=\"%d\"", esc, code);
+			status_metric_value(out, "ntp_daemon_ke_errors_total", labels,
+					    (double)ls[i]->stats.errors[code]);
+		}
+	}
+}
