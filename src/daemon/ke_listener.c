@@ -124,12 +124,6 @@ static void on_closed(struct net_stream *s, void *ud)
 {
 	struct ke_conn *c = ud;
 	(void)s;
-	const char *why = ke_server_conn_reason(c->ke);
-	if (*why && log_enabled(LOG_LEVEL_DEBUG)) {
-		char peer[NET_ADDR_STRLEN];
-		log_debug("nts-ke %s: %s: %s", c->l->cfg->listen.text,
-			  net_addr_str(net_stream_peer(s), peer, sizeof peer), why);
-	}
 	ke_server_conn_free(c->ke);
 	free(c);
 }
@@ -159,6 +153,8 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	}
 	c->l = l;
 	c->stream = s;
+	char peer[NET_ADDR_STRLEN];
+	ke_server_conn_set_peer(c->ke, net_addr_str(net_stream_peer(s), peer, sizeof peer));
 	net_stream_set_ops(s, &stream_ops, c);
 	flush(c);
 	return 0;

@@ -47,6 +47,10 @@ int ke_server_conn_new(struct ke_server_conn **out, struct tls_creds *creds,
 
 void ke_server_conn_free(struct ke_server_conn *c);
 
+/* Names the peer (e.g. "192.0.2.1:40000"; borrowed, copied, truncated to 63 bytes) in the
+ * connection's debug log lines. */
+void ke_server_conn_set_peer(struct ke_server_conn *c, const char *peer);
+
 /* Ciphertext from the peer (borrowed). Drives the handshake, reads the request, answers it.
  * Returns 0 (keep going; check output/done), or a negative errno when the connection must be
  * dropped at once (e.g. input over TLS limits). */
@@ -58,7 +62,8 @@ int ke_server_conn_input(struct ke_server_conn *c, const uint8_t *buf, size_t le
 void ke_server_conn_eof(struct ke_server_conn *c, uint64_t now_ms);
 
 /* The deadline passed: a started but incomplete request gets Error 1 and End (if the handshake
- * completed), then close_notify; the connection is done. */
+ * completed), then close_notify; the connection is done. A kept-alive connection idle between
+ * requests is closed the same way but does not count as a timeout. */
 void ke_server_conn_timeout(struct ke_server_conn *c, uint64_t now_ms);
 
 /* Ciphertext to send: *ptr (borrowed until the next call on c) and *len; consume what was

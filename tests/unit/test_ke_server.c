@@ -1,1 +1,1068 @@
+/* The NTS-KE server's state machine against a real TLS 1.3 client in memory: ciphertext pumped
+ * both ways by hand, certificates from test-keys/gen-cert.sh, explicit time. Every test checks
+ * the bytes the client reads back and the listener's counters. */
+#include "ke_server.h"
+
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gnutls/gnutls.h>
+
+#include "aead.h"
+#include "ke_msg.h"
+#include "keyset.h"
+#include "log.h"
+#include "testutil.h"
+#include "tls.h"
+#include "wire.h"
+
+#define T0 1000
+#define TIMEOUT 5000
+
+static char *dir;
+static FILE *devnull;
+
+static char *path_of(const char *file)
+{
+	char *p = NULL;
+	cr_assert(asprintf(&p, "%s/%s", dir, file) >= 0);
+	return p;
+}
+
+static void gen(const char *args)
+{
+	char *script = tu_srcpath("test-keys/gen-cert.sh");
+	char *cmd = NULL;
+	cr_assert(asprintf(&cmd, "bash '%s' --dir '%s' %s >/dev/null", script, dir, args) >= 0);
+	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+	free(cmd);
+	free(script);
+}
+
+static void setup(void)
+{
+	/* Every debug line is formatted, so its arguments are checked under the sanitizers. */
+	devnull = fopen("/dev/null", "w");
+	cr_assert(devnull);
+	log_set_stream(devnull);
+	log_set_level(LOG_LEVEL_DEBUG);
+	dir = tu_tempdir();
+	gen("server --dns ntp.test");
+	gen("pool --dns pool.test");
+	gen("other --dns other.test");
+}
+
+static void teardown(void)
+{
+	tu_rmtree(dir);
+	free(dir);
+	log_set_stream(NULL);
+	fclose(devnull);
+}
+
+TestSuite(ke_server, .init = setup, .fini = teardown);
+
+/* One connection: our client session, the state machine, its keyset slot and counters. */
+struct h {
+	struct tls_creds *sc;
+	struct tls_session *cli;
+	struct ke_server_conn *srv;
+	struct keyset *ks;
+	struct ke_server_stats st;
+	struct ke_server_config cfg;
+	uint64_t now;
+};
+
+static struct tls_creds *server_creds(void)
+{
+	char *cp = path_of("server.chain.pem"), *kp = path_of("server.key");
+	char *pin = path_of("pool.pem");
+	const char *pins[] = { pin };
+	struct tls_server_options o = { .cert_file = cp, .key_file = kp, .pool_cert_files = pins,
+					.n_pool_cert_files = 1 };
+	char err[TLS_CREDS_ERR_MAX] = "";
+	struct tls_creds *c = NULL;
+	cr_assert_eq(tls_creds_new_server(&c, &o, err, sizeof err), 0, "%s", err);
+	free(cp);
+	free(kp);
+	free(pin);
+	return c;
+}
+
+/* A client trusting the test CA, presenting NAME.chain.pem unless name is NULL. */
+static struct tls_session *client_session(const char *name)
+{
+	char cert[64], key[64];
+	char *ca = path_of("ca.pem"), *cp = NULL, *kp = NULL;
+	if (name) {
+		snprintf(cert, sizeof cert, "%s.chain.pem", name);
+		snprintf(key, sizeof key, "%s.key", name);
+		cp = path_of(cert);
+		kp = path_of(key);
+	}
+	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca, .cert_file = cp,
+					.key_file = kp };
+	char err[TLS_CREDS_ERR_MAX] = "";
+	struct tls_creds *cc = NULL;
+	struct tls_session *s = NULL;
+	cr_assert_eq(tls_creds_new_client(&cc, &o, err, sizeof err), 0, "%s", err);
+	cr_assert_eq(tls_session_new_client(&s, cc, "ntp.test"), 0);
+	tls_creds_unref(cc);
+	free(ca);
+	free(cp);
+	free(kp);
+	return s;
+}
+
+static void h_init(struct h *h, enum ke_numbering n)
+{
+	memset(h, 0, sizeof *h);
+	uint8_t keys[KEYSET_KEY_LEN];
+	struct tu_rng rng;
+	tu_rng_seed(&rng, 7);
+	tu_rng_fill(&rng, keys, sizeof keys);
+	cr_assert_eq(keyset_from_keys(&h->ks, 0, 0, 1, keys, 0), 0);
+	h->sc = server_creds();
+	h->cfg = (struct ke_server_config){ .numbering = n, .timeout_ms = TIMEOUT };
+	h->now = T0;
+}
+
+/* The state machine; the client session is made by h_connect. */
+static void h_start(struct h *h)
+{
+	cr_assert_eq(ke_server_conn_new(&h->srv, h->sc, &h->cfg, &h->ks, &h->st, h->now), 0);
+	ke_server_conn_set_peer(h->srv, "192.0.2.1:40000");
+}
+
+static void h_free(struct h *h)
+{
+	ke_server_conn_free(h->srv);
+	tls_free(h->cli);
+	tls_creds_unref(h->sc);
+	keyset_unref(h->ks);
+}
+
+/* Moves ciphertext both ways until neither side has anything to say. */
+static void pump(struct h *h)
+{
+	for (int round = 0; round < 64; round++) {
+		bool moved = false;
+		const uint8_t *p;
+		size_t n;
+		tls_step(h->cli);
+		tls_output(h->cli, &p, &n);
+		if (n) {
+			cr_assert_eq(ke_server_conn_input(h->srv, p, n, h->now), 0);
+			tls_output_consume(h->cli, n);
+			moved = true;
+		}
+		ke_server_conn_output(h->srv, &p, &n);
+		if (n) {
+			cr_assert_eq(tls_feed(h->cli, p, n), 0);
+			ke_server_conn_output_consume(h->srv, n);
+			moved = true;
+		}
+		if (!moved)
+			return;
+	}
+	cr_assert_fail("the exchange did not settle");
+}
+
+static void h_connect(struct h *h, const char *client_cert)
+{
+	h_start(h);
+	h->cli = client_session(client_cert);
+	pump(h);
+	cr_assert_eq(tls_state(h->cli), TLS_ESTABLISHED, "%s", tls_reason(h->cli));
+	cr_assert_not(ke_server_conn_done(h->srv), "%s", ke_server_conn_reason(h->srv));
+}
+
+static void h_send(struct h *h, const uint8_t *msg, size_t len)
+{
+	cr_assert_eq(tls_write(h->cli, msg, len), 0);
+	pump(h);
+}
+
+/* One whole response; fails the test if none is there. */
+static size_t h_recv(struct h *h, uint8_t *buf, size_t cap)
+{
+	size_t have = 0;
+	for (;;) {
+		int framed = ke_msg_frame(buf, have, KE_MSG_RESPONSE_MAX);
+		cr_assert_geq(framed, 0);
+		if (framed > 0) {
+			cr_assert_eq((size_t)framed, have, "nothing after the response");
+			return have;
+		}
+		ssize_t n = tls_read(h->cli, buf + have, cap - have);
+		cr_assert_gt(n, 0, "no response (%zd)", n);
+		have += (size_t)n;
+	}
+}
+
+/* After a response: whether the server closed the session (close_notify) or kept it. */
+static bool h_server_closed(struct h *h)
+{
+	uint8_t b[16];
+	ssize_t n = tls_read(h->cli, b, sizeof b);
+	cr_assert(n == 0 || n == -EAGAIN, "unexpected %zd", n);
+	return n == 0;
+}
+
+static void expect_error(struct h *h, uint16_t code)
+{
+	uint8_t buf[256];
+	const uint8_t want[] = { 0x80, 0x02, 0x00, 0x02, 0x00, (uint8_t)code, 0x80, 0, 0, 0 };
+	size_t len = h_recv(h, buf, sizeof buf);
+	cr_assert_eq(len, sizeof want);
+	cr_assert_arr_eq(buf, want, sizeof want);
+	cr_assert(h_server_closed(h));
+	cr_assert(ke_server_conn_done(h->srv));
+	cr_assert_eq(h->st.errors[code], 1);
+	cr_assert_eq(h->st.completed, 0);
+}
+
+static void parse_ok(const uint8_t *buf, size_t len, enum ke_numbering n,
+		     enum ke_msg_request_kind asked, struct ke_msg_response *r)
+{
+	int rc = ke_msg_parse_response(buf, len, n, asked, r);
+	cr_assert_eq(rc, 0, "response refused: %d", rc);
+}
+
+static const uint16_t ntpv4[] = { KE_MSG_PROTOCOL_NTPV4 };
+
+static size_t plain_request(uint8_t *buf, size_t cap, enum ke_numbering n, const uint16_t *aeads,
+			    size_t n_aeads)
+{
+	int len = ke_msg_build_request(buf, cap, n, ntpv4, 1, aeads, n_aeads, NULL, 0);
+	cr_assert_gt(len, 0);
+	return (size_t)len;
+}
+
+/* The cookies of a parsed response open under ks to exactly c2s/s2c, sealed by key id. */
+static void check_cookies(struct keyset *ks, const struct ke_msg_response *r, uint16_t aead,
+			  const uint8_t *c2s, const uint8_t *s2c, uint32_t key_id)
+{
+	size_t key_len = aead_key_len(aead);
+	cr_assert_eq(r->n_cookies, 8);
+	for (size_t i = 0; i < r->n_cookies; i++) {
+		uint8_t oc2s[AEAD_MAX_KEY_LEN], os2c[AEAD_MAX_KEY_LEN];
+		uint16_t id;
+		size_t kl;
+		const uint8_t *ck = r->cookies[i].data;
+		cr_assert_eq(r->cookies[i].len, keyset_cookie_len(aead));
+		cr_assert_eq(((uint32_t)ck[0] << 24 | ck[1] << 16 | ck[2] << 8 | ck[3]), key_id);
+		int rc = keyset_open_cookie(ks, ck, r->cookies[i].len, &id, oc2s, os2c, &kl);
+		cr_assert_eq(rc, 0);
+		cr_assert_eq(id, aead);
+		cr_assert_eq(kl, key_len);
+		cr_assert_arr_eq(oc2s, c2s, key_len);
+		cr_assert_arr_eq(os2c, s2c, key_len);
+		if (i > 0)
+			cr_assert_arr_neq(ck, r->cookies[0].data, r->cookies[i].len);
+	}
+}
+
+/* A plain exchange for the client's AEAD list; returns the AEAD the server chose after checking
+ * the cookies against the client's own export. */
+static uint16_t plain_exchange(const uint16_t *aeads, size_t n_aeads)
+{
+	struct h h;
+	uint8_t buf[KE_MSG_RESPONSE_MAX];
+	struct ke_msg_response r;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	h_send(&h, buf, plain_request(buf, sizeof buf, KE_NUMBERING_IANA, aeads, n_aeads));
+	size_t len = h_recv(&h, buf, sizeof buf);
+	parse_ok(buf, len, KE_NUMBERING_IANA, KE_MSG_REQUEST_PLAIN, &r);
+	cr_assert(r.has_aead);
+	uint8_t c2s[64], s2c[64];
+	size_t kl = aead_key_len(r.aead);
+	cr_assert_eq(tls_export_nts_keys(h.cli, 0, r.aead, kl, c2s, s2c), 0);
+	check_cookies(h.ks, &r, r.aead, c2s, s2c, 0);
+	cr_assert_not(r.has_port);
+	cr_assert_not(r.has_server);
+	cr_assert_not(r.keep_alive);
+	cr_assert(h_server_closed(&h));
+	cr_assert_eq(h.st.completed, 1);
+	h_free(&h);
+	return r.aead;
+}
+
+Test(ke_server, plain_success_layout)
+{
+	struct h h;
+	uint8_t buf[KE_MSG_RESPONSE_MAX];
+	static const uint16_t aeads[] = { AEAD_AES_SIV_CMAC_256 };
+	h_init(&h, KE_NUMBERING_IANA);
+	h.cfg.ntp_port = 4123;
+	h.cfg.ntp_server = "time.test";
+	h_connect(&h, NULL);
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + TIMEOUT);
+	h_send(&h, buf, plain_request(buf, sizeof buf, KE_NUMBERING_IANA, aeads, 1));
+	size_t len = h_recv(&h, buf, sizeof buf);
+
+	cr_assert_eq(len, 12 + 8 * (4 + 104) + 6 + 13 + 4);
+	static const uint8_t head[] = { 0x80, 1, 0, 2, 0, 0, 0x80, 4, 0, 2, 0, 15 };
+	cr_assert_arr_eq(buf, head, sizeof head);
+	uint8_t c2s[32], s2c[32];
+	cr_assert_eq(tls_export_nts_keys(h.cli, 0, 15, 32, c2s, s2c), 0);
+	const uint8_t *p = buf + sizeof head;
+	for (int i = 0; i < 8; i++, p += 108) {
+		static const uint8_t cookie_head[] = { 0x00, 5, 0, 104 };
+		cr_assert_arr_eq(p, cookie_head, 4, "cookie %d: New Cookie, C=0", i);
+		uint8_t oc2s[64], os2c[64];
+		uint16_t id;
+		size_t kl;
+		cr_assert_eq(keyset_open_cookie(h.ks, p + 4, 104, &id, oc2s, os2c, &kl), 0);
+		cr_assert_eq(id, 15);
+		cr_assert_eq(kl, 32);
+		cr_assert_arr_eq(oc2s, c2s, 32);
+		cr_assert_arr_eq(os2c, s2c, 32);
+	}
+	static const uint8_t tail[] = { 0x80, 7, 0, 2, 0x10, 0x1b, 0x80, 6, 0, 9,  't', 'i',
+					'm',  'e', '.', 't', 'e',  's',  't',  0x80, 0, 0, 0 };
+	cr_assert_arr_eq(p, tail, sizeof tail);
+	cr_assert(h_server_closed(&h), "close_notify follows the response");
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert_eq(ke_server_conn_deadline(h.srv), 0);
+	cr_assert_eq(h.st.sessions, 1);
+	cr_assert_eq(h.st.completed, 1);
+	cr_assert_eq(h.st.errors[0] + h.st.errors[1] + h.st.errors[2], 0);
+	cr_assert_eq(h.st.no_overlap + h.st.timeouts + h.st.tls_failures + h.st.unauthorised, 0);
+	cr_assert_str_empty(ke_server_conn_reason(h.srv));
+	h_free(&h);
+}
+
+Test(ke_server, aead_preference_is_the_clients)
+{
+	static const uint16_t a17_15[] = { 17, 15 }, a15_17[] = { 15, 17 }, a30_17[] = { 30, 17 };
+	cr_assert_eq(plain_exchange(a17_15, 2), 17);
+	cr_assert_eq(plain_exchange(a15_17, 2), 15);
+	cr_assert_eq(plain_exchange(a30_17, 2), 17, "an AEAD we lack is skipped");
+}
+
+static void no_overlap_case(const uint16_t *protocols, size_t n_protocols, const uint16_t *aeads,
+			    size_t n_aeads, const uint8_t *want, size_t want_len)
+{
+	struct h h;
+	uint8_t buf[512];
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	int len = ke_msg_build_request(buf, sizeof buf, KE_NUMBERING_IANA, protocols, n_protocols,
+				       aeads, n_aeads, NULL, 0);
+	cr_assert_gt(len, 0);
+	h_send(&h, buf, (size_t)len);
+	cr_assert_eq(h_recv(&h, buf, sizeof buf), want_len);
+	cr_assert_arr_eq(buf, want, want_len);
+	cr_assert(h_server_closed(&h));
+	cr_assert_eq(h.st.no_overlap, 1);
+	cr_assert_eq(h.st.completed, 0);
+	h_free(&h);
+}
+
+Test(ke_server, no_overlap)
+{
+	static const uint16_t other_protocols[] = { 1, 0x7f00 }, aeads[] = { 15 },
+			      unknown_aeads[] = { 30, 1 };
+	static const uint8_t no_protocol[] = { 0x80, 1, 0, 0, 0x80, 0, 0, 0 };
+	static const uint8_t no_aead[] = { 0x80, 1, 0, 2, 0, 0, 0x80, 4, 0, 0, 0x80, 0, 0, 0 };
+	no_overlap_case(other_protocols, 2, aeads, 1, no_protocol, sizeof no_protocol);
+	no_overlap_case(ntpv4, 1, unknown_aeads, 2, no_aead, sizeof no_aead);
+}
+
+/* A hand-written request. */
+struct raw_msg {
+	uint8_t buf[8192];
+	struct wire_writer w;
+};
+
+static void raw_begin(struct raw_msg *m)
+{
+	wire_writer_init(&m->w, m->buf, sizeof m->buf);
+}
+
+static void raw_list(struct raw_msg *m, enum ke_record_kind kind, const uint16_t *ids, size_t n)
+{
+	cr_assert_eq(ke_record_put_u16_list(&m->w, KE_NUMBERING_IANA, kind, ids, n), 0);
+}
+
+static void raw_put(struct raw_msg *m, bool critical, uint16_t type, const void *body, size_t len)
+{
+	cr_assert_eq(ke_record_put_raw(&m->w, critical, type, body, len), 0);
+}
+
+static void send_raw_expect_error(struct raw_msg *m, const char *client, uint16_t code)
+{
+	struct h h;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, client);
+	h_send(&h, m->buf, wire_written(&m->w));
+	expect_error(&h, code);
+	cr_assert_eq(h.st.unauthorised, 0);
+	h_free(&h);
+}
+
+Test(ke_server, malformed_requests)
+{
+	static const uint16_t aeads[] = { 15 };
+	const uint8_t odd[3] = { 0, 0, 0 }, cookie[8] = { 1 }, two[2] = { 0, 1 };
+	struct raw_msg m;
+
+	/* Unknown critical record, otherwise valid: Error 0 — but not an unauthorised pool. */
+	raw_begin(&m);
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+	raw_put(&m, true, 0x1234, NULL, 0);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, NULL, 0);
+
+	raw_begin(&m); /* duplicate Next Protocol */
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, NULL, 1);
+
+	raw_begin(&m); /* no Next Protocol */
+	raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, NULL, 1);
+
+	raw_begin(&m); /* NTPv4 without AEAD */
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, NULL, 1);
+
+	raw_begin(&m); /* odd list length */
+	raw_put(&m, true, 1, odd, sizeof odd);
+	raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, NULL, 1);
+
+	raw_begin(&m); /* a New Cookie from a client */
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+	raw_put(&m, false, 5, cookie, sizeof cookie);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, NULL, 1);
+
+	raw_begin(&m); /* End with a body: refused by the framing itself */
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+	raw_put(&m, true, 0, two, sizeof two);
+	send_raw_expect_error(&m, NULL, 1);
+
+	raw_begin(&m); /* an Error record from a client */
+	raw_put(&m, true, 2, two, sizeof two);
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, NULL, 1);
+}
+
+Test(ke_server, unknown_noncritical_record_ignored)
+{
+	struct h h;
+	struct raw_msg m;
+	static const uint16_t aeads[] = { 17 };
+	struct ke_msg_response r;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	raw_begin(&m);
+	raw_put(&m, false, 0x2345, "abc", 3);
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+	raw_put(&m, true, 0, NULL, 0);
+	h_send(&h, m.buf, wire_written(&m.w));
+	size_t len = h_recv(&h, m.buf, sizeof m.buf);
+	parse_ok(m.buf, len, KE_NUMBERING_IANA, KE_MSG_REQUEST_PLAIN, &r);
+	cr_assert_eq(r.aead, 17);
+	cr_assert_eq(h.st.completed, 1);
+	h_free(&h);
+}
+
+Test(ke_server, oversize_request)
+{
+	/* One record whose header alone proves the request too long. */
+	struct raw_msg m;
+	static const uint8_t filler[4200];
+	raw_begin(&m);
+	raw_put(&m, false, 0x2345, filler, sizeof filler);
+	struct h h;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	h_send(&h, m.buf, 8);
+	expect_error(&h, 1);
+	h_free(&h);
+
+	/* Many small records: the 4096th byte passes without an End. */
+	raw_begin(&m);
+	for (int i = 0; i < 41; i++)
+		raw_put(&m, false, 0x2345, filler, 96);
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	for (size_t off = 0; off < wire_written(&m.w); off += 500) {
+		size_t n = wire_written(&m.w) - off < 500 ? wire_written(&m.w) - off : 500;
+		cr_assert_not(ke_server_conn_done(h.srv), "refused before 4096 bytes");
+		h_send(&h, m.buf + off, n);
+	}
+	expect_error(&h, 1);
+	h_free(&h);
+}
+
+Test(ke_server, truncated_request_at_timeout)
+{
+	struct h h;
+	uint8_t buf[256];
+	static const uint16_t aeads[] = { 15 };
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	size_t len = plain_request(buf, sizeof buf, KE_NUMBERING_IANA, aeads, 1);
+	h_send(&h, buf, len - 2);
+	cr_assert_not(ke_server_conn_done(h.srv));
+	cr_assert(!h_server_closed(&h), "nothing is answered to half a request");
+	h.now = ke_server_conn_deadline(h.srv);
+	ke_server_conn_timeout(h.srv, h.now);
+	pump(&h);
+	expect_error(&h, 1);
+	cr_assert_eq(h.st.timeouts, 1);
+	h_free(&h);
+}
+
+Test(ke_server, partial_request_then_eof)
+{
+	struct h h;
+	uint8_t buf[256];
+	static const uint16_t aeads[] = { 15 };
+	size_t len = plain_request(buf, sizeof buf, KE_NUMBERING_IANA, aeads, 1);
+
+	/* The socket's read side ends. */
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	h_send(&h, buf, 5);
+	ke_server_conn_eof(h.srv, h.now);
+	pump(&h);
+	expect_error(&h, 1);
+	cr_assert_eq(h.st.timeouts, 0);
+	h_free(&h);
+
+	/* close_notify from the client inside TLS. */
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	cr_assert_eq(tls_write(h.cli, buf, len - 1), 0);
+	cr_assert_eq(tls_close(h.cli), 0);
+	pump(&h);
+	expect_error(&h, 1);
+	h_free(&h);
+
+	/* Nothing sent at all: just the end. */
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	ke_server_conn_eof(h.srv, h.now);
+	pump(&h);
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert(h_server_closed(&h));
+	cr_assert_eq(h.st.errors[1] + h.st.timeouts + h.st.completed, 0);
+	h_free(&h);
+}
+
+Test(ke_server, timeouts_before_and_after_handshake)
+{
+	struct h h;
+
+	/* Nothing ever arrived. */
+	h_init(&h, KE_NUMBERING_IANA);
+	h_start(&h);
+	ke_server_conn_timeout(h.srv, T0 + TIMEOUT);
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert_eq(h.st.timeouts, 1);
+	const uint8_t *p;
+	size_t n;
+	ke_server_conn_output(h.srv, &p, &n);
+	cr_assert_eq(n, 0);
+	h_free(&h);
+
+	/* A ClientHello and no more. */
+	h_init(&h, KE_NUMBERING_IANA);
+	h_start(&h);
+	h.cli = client_session(NULL);
+	tls_step(h.cli);
+	tls_output(h.cli, &p, &n);
+	cr_assert_gt(n, 0);
+	cr_assert_eq(ke_server_conn_input(h.srv, p, n, h.now), 0);
+	cr_assert_not(ke_server_conn_done(h.srv));
+	ke_server_conn_timeout(h.srv, T0 + TIMEOUT);
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert_eq(h.st.timeouts, 1);
+	cr_assert_eq(h.st.errors[1] + h.st.tls_failures, 0);
+	h_free(&h);
+
+	/* Handshake done, no request byte: close_notify, no Error. */
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, NULL);
+	ke_server_conn_timeout(h.srv, T0 + TIMEOUT);
+	pump(&h);
+	cr_assert(h_server_closed(&h));
+	cr_assert_eq(h.st.timeouts, 1);
+	cr_assert_eq(h.st.errors[0] + h.st.errors[1] + h.st.errors[2], 0);
+	h_free(&h);
+}
+
+Test(ke_server, unauthorised_pool_requests)
+{
+	static const char *const clients[] = { NULL, "other" };
+	uint8_t key[64] = { 9 };
+	for (size_t i = 0; i < 2; i++) {
+		struct h h;
+		uint8_t buf[512];
+		h_init(&h, KE_NUMBERING_IANA);
+		h_connect(&h, clients[i]);
+		int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true,
+						       true, true);
+		cr_assert_gt(len, 0);
+		h_send(&h, buf, (size_t)len);
+		expect_error(&h, 0);
+		cr_assert_eq(h.st.unauthorised, 1);
+		cr_assert_eq(h.st.pool_support, 0);
+		h_free(&h);
+
+		h_init(&h, KE_NUMBERING_IANA);
+		h_connect(&h, clients[i]);
+		len = ke_msg_build_fixed_key_request(buf, sizeof buf, KE_NUMBERING_IANA, key, key,
+						     64, 0, 17, false);
+		cr_assert_gt(len, 0);
+		h_send(&h, buf, (size_t)len);
+		expect_error(&h, 0);
+		cr_assert_eq(h.st.unauthorised, 1);
+		cr_assert_eq(h.st.pool_fixed_key, 0);
+		h_free(&h);
+	}
+}
+
+Test(ke_server, unknown_critical_beside_pool_record_is_not_unauthorised)
+{
+	/* Authorisation alone would not have saved this request, so it is a plain Error 0. */
+	struct raw_msg m;
+	raw_begin(&m);
+	cr_assert_eq(ke_record_put(&m.w, KE_NUMBERING_IANA, KE_RECORD_SUPPORTED_ALGORITHMS, NULL,
+				   0), 0);
+	raw_put(&m, true, 0x1234, NULL, 0);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, NULL, 0);
+}
+
+Test(ke_server, authorised_support)
+{
+	struct h h;
+	uint8_t buf[512];
+	struct ke_msg_response r;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, true,
+					       false);
+	cr_assert_gt(len, 0);
+	h_send(&h, buf, (size_t)len);
+	size_t rlen = h_recv(&h, buf, sizeof buf);
+	parse_ok(buf, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
+	cr_assert(r.has_supported_protocols);
+	cr_assert_eq(r.n_supported_protocols, 1);
+	cr_assert_eq(r.supported_protocols[0], 0);
+	cr_assert(r.has_supported_algorithms);
+	cr_assert_eq(r.n_supported_algorithms, 2);
+	cr_assert_eq(r.supported_algorithms[0].id, 15);
+	cr_assert_eq(r.supported_algorithms[0].key_len, 32);
+	cr_assert_eq(r.supported_algorithms[1].id, 17);
+	cr_assert_eq(r.supported_algorithms[1].key_len, 64);
+	cr_assert_eq(r.n_cookies, 0);
+	cr_assert_not(r.keep_alive);
+	cr_assert(h_server_closed(&h));
+	cr_assert_eq(h.st.pool_support, 1);
+	cr_assert_eq(h.st.completed, 0);
+	cr_assert_eq(h.st.keep_alive_reuse, 0);
+	h_free(&h);
+
+	/* Only the list asked for. */
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, false, true, false);
+	h_send(&h, buf, (size_t)len);
+	rlen = h_recv(&h, buf, sizeof buf);
+	parse_ok(buf, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
+	cr_assert_not(r.has_supported_protocols);
+	cr_assert(r.has_supported_algorithms);
+	h_free(&h);
+}
+
+static size_t fixed_key_request(uint8_t *buf, size_t cap, enum ke_numbering n, const uint8_t *c2s,
+				const uint8_t *s2c, uint16_t aead, bool keep_alive)
+{
+	int len = ke_msg_build_fixed_key_request(buf, cap, n, c2s, s2c, aead_key_len(aead), 0,
+						 aead, keep_alive);
+	cr_assert_gt(len, 0);
+	return (size_t)len;
+}
+
+/* Sends a Fixed Key request for random keys and checks the cookies seal them under key_id. */
+static void fixed_key_exchange(struct h *h, uint16_t aead, bool keep_alive, uint32_t key_id,
+			       uint64_t seed)
+{
+	uint8_t buf[KE_MSG_RESPONSE_MAX], c2s[64], s2c[64];
+	struct tu_rng rng;
+	struct ke_msg_response r;
+	tu_rng_seed(&rng, seed);
+	tu_rng_fill(&rng, c2s, sizeof c2s);
+	tu_rng_fill(&rng, s2c, sizeof s2c);
+	h_send(h, buf, fixed_key_request(buf, sizeof buf, h->cfg.numbering, c2s, s2c, aead,
+					 keep_alive));
+	size_t len = h_recv(h, buf, sizeof buf);
+	parse_ok(buf, len, h->cfg.numbering, KE_MSG_REQUEST_FIXED_KEY, &r);
+	cr_assert_eq(r.protocol, 0);
+	cr_assert_eq(r.aead, aead);
+	cr_assert_eq(r.keep_alive, keep_alive);
+	check_cookies(h->ks, &r, aead, c2s, s2c, key_id);
+}
+
+Test(ke_server, authorised_fixed_key)
+{
+	struct h h;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+	fixed_key_exchange(&h, 17, false, 0, 11);
+	cr_assert(h_server_closed(&h));
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert_eq(h.st.pool_fixed_key, 1);
+	cr_assert_eq(h.st.completed, 1);
+	cr_assert_eq(h.st.keep_alive_reuse, 0);
+	h_free(&h);
+
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+	fixed_key_exchange(&h, 15, false, 0, 12);
+	cr_assert_eq(h.st.completed, 1);
+	h_free(&h);
+}
+
+Test(ke_server, fixed_key_length_mismatch)
+{
+	struct raw_msg m;
+	uint8_t keys[64] = { 1 };
+	static const uint16_t a17[] = { 17 };
+	raw_begin(&m);
+	cr_assert_eq(ke_record_put(&m.w, KE_NUMBERING_IANA, KE_RECORD_FIXED_KEY, keys, 64), 0);
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+	raw_list(&m, KE_RECORD_AEAD, a17, 1);
+	raw_put(&m, true, 0, NULL, 0);
+	send_raw_expect_error(&m, "pool", 1);
+}
+
+Test(ke_server, fixed_key_unknown_protocol_no_overlap)
+{
+	struct h h;
+	struct raw_msg m;
+	uint8_t keys[64] = { 1 };
+	static const uint16_t proto[] = { 5 }, a15[] = { 15 };
+	static const uint8_t want[] = { 0x80, 1, 0, 0, 0x80, 0, 0, 0 };
+	raw_begin(&m);
+	cr_assert_eq(ke_record_put(&m.w, KE_NUMBERING_IANA, KE_RECORD_FIXED_KEY, keys, 64), 0);
+	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, proto, 1);
+	raw_list(&m, KE_RECORD_AEAD, a15, 1);
+	cr_assert_eq(ke_record_put(&m.w, KE_NUMBERING_IANA, KE_RECORD_KEEP_ALIVE, NULL, 0), 0);
+	raw_put(&m, true, 0, NULL, 0);
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+	h_send(&h, m.buf, wire_written(&m.w));
+	cr_assert_eq(h_recv(&h, m.buf, sizeof m.buf), sizeof want);
+	cr_assert_arr_eq(m.buf, want, sizeof want);
+	cr_assert(h_server_closed(&h), "a no-overlap answer ends the connection");
+	cr_assert_eq(h.st.no_overlap, 1);
+	cr_assert_eq(h.st.pool_fixed_key, 1);
+	cr_assert_eq(h.st.completed, 0);
+	h_free(&h);
+}
+
+Test(ke_server, keep_alive_sequence)
+{
+	struct h h;
+	uint8_t buf[512];
+	struct ke_msg_response r;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+
+	h.now = T0 + 100;
+	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, true,
+					       true);
+	h_send(&h, buf, (size_t)len);
+	size_t rlen = h_recv(&h, buf, sizeof buf);
+	parse_ok(buf, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
+	cr_assert(r.keep_alive);
+	cr_assert_not(h_server_closed(&h));
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 100 + TIMEOUT, "idle deadline from now");
+
+	h.now = T0 + 4000;
+	fixed_key_exchange(&h, 17, true, 0, 21);
+	cr_assert_not(h_server_closed(&h));
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 4000 + TIMEOUT);
+
+	h.now = T0 + 8000; /* past the first session deadline: each request has its own */
+	fixed_key_exchange(&h, 15, true, 0, 22);
+	cr_assert_not(h_server_closed(&h));
+	cr_assert_not(ke_server_conn_done(h.srv));
+
+	cr_assert_eq(tls_close(h.cli), 0);
+	pump(&h);
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert(h_server_closed(&h));
+	cr_assert_eq(h.st.pool_support, 1);
+	cr_assert_eq(h.st.pool_fixed_key, 2);
+	cr_assert_eq(h.st.completed, 2);
+	cr_assert_eq(h.st.keep_alive_reuse, 2);
+	cr_assert_eq(h.st.errors[0] + h.st.errors[1] + h.st.errors[2] + h.st.timeouts, 0);
+	h_free(&h);
+}
+
+Test(ke_server, keep_alive_idle_timeout_and_pipelining)
+{
+	struct h h;
+	uint8_t buf[1024], resp[512];
+	struct ke_msg_response r;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+	/* Two requests in one write: both answered, in order. */
+	int a = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, false, true);
+	int b = ke_msg_build_support_request(buf + a, sizeof buf - (size_t)a, KE_NUMBERING_IANA,
+					     false, true, true);
+	cr_assert(a > 0 && b > 0);
+	h_send(&h, buf, (size_t)(a + b));
+	size_t rlen = h_recv(&h, resp, sizeof resp);
+	parse_ok(resp, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
+	cr_assert(r.has_supported_protocols && !r.has_supported_algorithms);
+	rlen = h_recv(&h, resp, sizeof resp);
+	parse_ok(resp, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
+	cr_assert(!r.has_supported_protocols && r.has_supported_algorithms);
+	cr_assert_eq(h.st.keep_alive_reuse, 1);
+
+	/* Idle between requests: closed cleanly, not a timeout of a request. */
+	ke_server_conn_timeout(h.srv, ke_server_conn_deadline(h.srv));
+	pump(&h);
+	cr_assert(h_server_closed(&h));
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert_eq(h.st.timeouts, 0);
+	cr_assert_eq(h.st.errors[1], 0);
+	h_free(&h);
+}
+
+Test(ke_server, plain_request_never_kept_alive)
+{
+	static const char *const clients[] = { NULL, "pool" };
+	static const uint16_t aeads[] = { 15 };
+	for (size_t i = 0; i < 2; i++) {
+		struct h h;
+		struct raw_msg m;
+		struct ke_msg_response r;
+		raw_begin(&m);
+		raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
+		raw_list(&m, KE_RECORD_AEAD, aeads, 1);
+		cr_assert_eq(ke_record_put(&m.w, KE_NUMBERING_IANA, KE_RECORD_KEEP_ALIVE, NULL, 0),
+			     0);
+		raw_put(&m, true, 0, NULL, 0);
+		size_t one = wire_written(&m.w);
+		/* A second request right behind the first is ignored. */
+		wire_put_bytes(&m.w, m.buf, one);
+		h_init(&h, KE_NUMBERING_IANA);
+		h_connect(&h, clients[i]);
+		h_send(&h, m.buf, wire_written(&m.w));
+		size_t len = h_recv(&h, m.buf, sizeof m.buf);
+		parse_ok(m.buf, len, KE_NUMBERING_IANA, KE_MSG_REQUEST_PLAIN, &r);
+		cr_assert_not(r.keep_alive);
+		cr_assert_eq(r.n_cookies, 8);
+		cr_assert(h_server_closed(&h), "client %zu", i);
+		cr_assert_eq(h.st.completed, 1);
+		cr_assert_eq(h.st.keep_alive_reuse, 0);
+		h_free(&h);
+	}
+}
+
+Test(ke_server, ntpdrs_v1_numbering)
+{
+	struct h h;
+	uint8_t buf[KE_MSG_RESPONSE_MAX];
+	struct ke_msg_response r;
+	static const uint16_t aeads[] = { 17 };
+	h_init(&h, KE_NUMBERING_NTPDRS_V1);
+	h_connect(&h, "pool");
+	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_NTPDRS_V1, false,
+					       true, true);
+	cr_assert_gt(len, 0);
+	cr_assert_eq(buf[0], 0xc0, "Supported Algorithm List is 0x4001 with C=1");
+	h_send(&h, buf, (size_t)len);
+	size_t rlen = h_recv(&h, buf, sizeof buf);
+	parse_ok(buf, rlen, KE_NUMBERING_NTPDRS_V1, KE_MSG_REQUEST_SUPPORT, &r);
+	cr_assert(r.keep_alive);
+	cr_assert_eq(r.n_supported_algorithms, 2);
+	fixed_key_exchange(&h, 17, false, 0, 31);
+	cr_assert(h_server_closed(&h));
+	cr_assert_eq(h.st.pool_support, 1);
+	cr_assert_eq(h.st.pool_fixed_key, 1);
+	cr_assert_eq(h.st.keep_alive_reuse, 1);
+	h_free(&h);
+
+	/* The IANA Supported Algorithm List (10) is nothing in ntpd-rs-v1: Error 0. */
+	h_init(&h, KE_NUMBERING_NTPDRS_V1);
+	h_connect(&h, "pool");
+	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, false, true, false);
+	h_send(&h, buf, (size_t)len);
+	expect_error(&h, 0);
+	h_free(&h);
+
+	/* Plain clients are unaffected by the numbering. */
+	h_init(&h, KE_NUMBERING_NTPDRS_V1);
+	h_connect(&h, NULL);
+	h_send(&h, buf, plain_request(buf, sizeof buf, KE_NUMBERING_NTPDRS_V1, aeads, 1));
+	rlen = h_recv(&h, buf, sizeof buf);
+	parse_ok(buf, rlen, KE_NUMBERING_NTPDRS_V1, KE_MSG_REQUEST_PLAIN, &r);
+	cr_assert_eq(r.n_cookies, 8);
+	cr_assert_eq(h.st.completed, 1);
+	h_free(&h);
+}
+
+Test(ke_server, rotation_between_requests)
+{
+	struct h h;
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+	fixed_key_exchange(&h, 15, true, 0, 41);
+	struct keyset *next = NULL;
+	cr_assert_eq(keyset_rotate(&next, h.ks, 7, 100), 0);
+	keyset_unref(h.ks);
+	h.ks = next;
+	fixed_key_exchange(&h, 15, true, 1, 42);
+	cr_assert_eq(h.st.completed, 2);
+	h_free(&h);
+}
+
+Test(ke_server, missing_keyset_is_internal_error)
+{
+	struct h h;
+	uint8_t buf[256];
+	static const uint16_t aeads[] = { 15 };
+	h_init(&h, KE_NUMBERING_IANA);
+	keyset_unref(h.ks);
+	h.ks = NULL;
+	h_connect(&h, NULL);
+	h_send(&h, buf, plain_request(buf, sizeof buf, KE_NUMBERING_IANA, aeads, 1));
+	expect_error(&h, 2);
+	h_free(&h);
+}
+
+/* A GnuTLS client with its own priority string and ALPN, pumped by hand. */
+struct raw_client {
+	gnutls_session_t gs;
+	gnutls_certificate_credentials_t cred;
+	uint8_t out[65536];
+	size_t out_len;
+	uint8_t in[65536];
+	size_t in_len;
+};
+
+static ssize_t raw_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
+{
+	struct raw_client *r = ptr;
+	cr_assert_leq(len, sizeof r->out - r->out_len);
+	memcpy(r->out + r->out_len, data, len);
+	r->out_len += len;
+	return (ssize_t)len;
+}
+
+static ssize_t raw_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
+{
+	struct raw_client *r = ptr;
+	if (r->in_len == 0) {
+		gnutls_transport_set_errno(r->gs, EAGAIN);
+		return -1;
+	}
+	size_t n = len < r->in_len ? len : r->in_len;
+	memcpy(data, r->in, n);
+	memmove(r->in, r->in + n, r->in_len - n);
+	r->in_len -= n;
+	return (ssize_t)n;
+}
+
+/* Runs a raw client's handshake against the state machine; the server must refuse it. */
+static void raw_client_refused(const char *prio, const char *alpn)
+{
+	struct h h;
+	struct raw_client *r = calloc(1, sizeof *r);
+	cr_assert(r);
+	h_init(&h, KE_NUMBERING_IANA);
+	h_start(&h);
+	cr_assert_eq(gnutls_init(&r->gs, GNUTLS_CLIENT), 0);
+	cr_assert_eq(gnutls_priority_set_direct(r->gs, prio, NULL), 0);
+	cr_assert_eq(gnutls_certificate_allocate_credentials(&r->cred), 0);
+	cr_assert_eq(gnutls_credentials_set(r->gs, GNUTLS_CRD_CERTIFICATE, r->cred), 0);
+	if (alpn) {
+		gnutls_datum_t d = { (unsigned char *)alpn, (unsigned)strlen(alpn) };
+		cr_assert_eq(gnutls_alpn_set_protocols(r->gs, &d, 1, 0), 0);
+	}
+	gnutls_transport_set_ptr(r->gs, r);
+	gnutls_transport_set_push_function(r->gs, raw_push);
+	gnutls_transport_set_pull_function(r->gs, raw_pull);
+	int ret = GNUTLS_E_AGAIN;
+	for (int i = 0; i < 20 && !ke_server_conn_done(h.srv); i++) {
+		if (ret == GNUTLS_E_AGAIN)
+			ret = gnutls_handshake(r->gs);
+		cr_assert_eq(ke_server_conn_input(h.srv, r->out, r->out_len, h.now), 0);
+		r->out_len = 0;
+		const uint8_t *p;
+		size_t n;
+		ke_server_conn_output(h.srv, &p, &n);
+		cr_assert_leq(n, sizeof r->in - r->in_len);
+		memcpy(r->in + r->in_len, p, n);
+		r->in_len += n;
+		ke_server_conn_output_consume(h.srv, n);
+	}
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert_eq(h.st.tls_failures, 1);
+	cr_assert_str_not_empty(ke_server_conn_reason(h.srv));
+	cr_assert_eq(h.st.completed + h.st.errors[0] + h.st.errors[1] + h.st.errors[2], 0);
+	gnutls_deinit(r->gs);
+	gnutls_certificate_free_credentials(r->cred);
+	free(r);
+	h_free(&h);
+}
+
+Test(ke_server, tls12_client_refused)
+{
+	raw_client_refused("NORMAL:-VERS-ALL:+VERS-TLS1.2", TLS_ALPN);
+}
+
+Test(ke_server, client_without_alpn_refused)
+{
+	raw_client_refused("NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL);
+}
+
+Test(ke_server, garbage_and_overflow)
+{
+	struct h h;
+	static const uint8_t junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+	h_init(&h, KE_NUMBERING_IANA);
+	h_start(&h);
+	cr_assert_eq(ke_server_conn_input(h.srv, junk, sizeof junk - 1, h.now), 0);
+	cr_assert(ke_server_conn_done(h.srv));
+	cr_assert_eq(h.st.tls_failures, 1);
+	cr_assert_eq(ke_server_conn_input(h.srv, junk, sizeof junk - 1, h.now), 0,
+		     "input after the end is ignored");
+	h_free(&h);
+
+	uint8_t *big = calloc(1, TLS_IN_MAX + 1);
+	cr_assert(big);
+	h_init(&h, KE_NUMBERING_IANA);
+	h_start(&h);
+	cr_assert_eq(ke_server_conn_input(h.srv, big, TLS_IN_MAX + 1, h.now), -EMSGSIZE);
+	cr_assert(ke_server_conn_done(h.srv));
+	free(big);
+	h_free(&h);
+}
