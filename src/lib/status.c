@@ -1,1 +1,478 @@
-/* placeholder */ typedef int placeholder_status;
+#include "status.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <http_parser.h>
+
+#include "log.h"
+#include "net.h"
+
+/* Longer targets cannot name a route, so only this much of one is kept. */
+#define URL_MAX 256
+
+/* ---- status_text and the Prometheus text format -------------------------------------------- */
+
+void status_text_init(struct status_text *t)
+{
+	memset(t, 0, sizeof *t);
+}
+
+void status_text_deinit(struct status_text *t)
+{
+	free(t->buf);
+	memset(t, 0, sizeof *t);
+}
+
+/* Makes room for extra more bytes plus the terminating NUL. */
+static bool reserve(struct status_text *t, size_t extra)
+{
+	if (t->err)
+		return false;
+	if (extra >= SIZE_MAX / 2 - t->len) {
+		t->err = -ENOMEM;
+		return false;
+	}
+	size_t need = t->len + extra + 1;
+	if (need <= t->cap)
+		return true;
+	size_t cap = t->cap ? t->cap : 256;
+	while (cap < need)
+		cap *= 2;
+	char *buf = realloc(t->buf, cap);
+	if (!buf) {
+		t->err = -ENOMEM;
+		return false;
+	}
+	t->buf = buf;
+	t->cap = cap;
+	return true;
+}
+
+void status_text_append(struct status_text *t, const char *s, size_t len)
+{
+	if (!reserve(t, len))
+		return;
+	memcpy(t->buf + t->len, s, len);
+	t->len += len;
+	t->buf[t->len] = '\0';
+}
+
+void status_text_printf(struct status_text *t, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		if (!t->err)
+			t->err = -EINVAL;
+		return;
+	}
+	if (!reserve(t, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(t->buf + t->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	t->len += (size_t)n;
+}
+
+void status_metric_header(struct status_text *t, const char *name, const char *type,
+			  const char *help)
+{
+	status_text_printf(t, "# HELP %s ", name);
+	for (const char *p = help; *p; p++) {
+		if (*p == '\\')
+			status_text_append(t, "\\\\", 2);
+		else if (*p == '\n')
+			status_text_append(t, "\\n", 2);
+		else
+			status_text_append(t, p, 1);
+	}
+	status_text_printf(t, "\n# TYPE %s %s\n", name, type);
+}
+
+/* Counters are integers and must not print as 1.2e+06 or 5.000000; other values take the
+ * shortest form that reads back to the same double. */
+static void format_value(char *buf, size_t len, double v)
+{
+	if (isnan(v))
+		snprintf(buf, len, "NaN");
+	else if (isinf(v))
+		snprintf(buf, len, "%s", v > 0 ? "+Inf" : "-Inf");
+	else if (v > -0x1p63 && v < 0x1p63 && (double)(long long)v == v)
+		snprintf(buf, len, "%lld", (long long)v);
+	else {
+		snprintf(buf, len, "%.15g", v);
+		if (strtod(buf, NULL) != v)
+			snprintf(buf, len, "%.17g", v);
+	}
+}
+
+void status_metric_value(struct status_text *t, const char *name, const char *labels,
+			 double value)
+{
+	char num[64];
+	format_value(num, sizeof num, value);
+	if (labels)
+		status_text_printf(t, "%s{%s} %s\n", name, labels, num);
+	else
+		status_text_printf(t, "%s %s\n", name, num);
+}
+
+const char *status_label_escape(const char *value, char *buf, size_t buflen)
+{
+	if (buflen == 0)
+		return buf;
+	size_t o = 0;
+	for (const char *p = value; *p; p++) {
+		char esc = *p == '\\' ? '\\' : *p == '"' ? '"' : *p == '\n' ? 'n' : 0;
+		size_t need = esc ? 2 : 1;
+		if (o + need >= buflen)
+			break;
+		if (esc) {
+			buf[o++] = '\\';
+			buf[o++] = esc;
+		} else {
+			buf[o++] = *p;
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+/* ---- The server ---------------------------------------------------------------------------- */
+
+struct conn;
+
+struct status_server {
+	struct net_listener *listener; /* NULL once its close callback ran */
+	const struct status_provider *provider;
+	void *ud;
+	struct sockaddr_storage addr;
+	struct conn *conns;
+	bool closing;
+};
+
+struct conn {
+	struct status_server *srv;
+	struct net_stream *stream;
+	struct conn *prev, *next;
+	http_parser parser;
+	size_t received;
+	char url[URL_MAX];
+	size_t url_len;
+	bool url_overflow;
+	bool complete;
+	bool answered;
+};
+
+static void maybe_free(struct status_server *s)
+{
+	if (s->closing && !s->listener && !s->conns)
+		free(s);
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+	struct conn *c = p->data;
+	if (len >= URL_MAX - c->url_len) {
+		c->url_overflow = true;
+		return 0;
+	}
+	memcpy(c->url + c->url_len, at, len);
+	c->url_len += len;
+	return 0;
+}
+
+/* One request per connection: pausing keeps the parser from reading into what follows it. */
+static int on_message_complete(http_parser *p)
+{
+	struct conn *c = p->data;
+	c->complete = true;
+	http_parser_pause(p, 1);
+	return 0;
+}
+
+static const http_parser_settings parser_settings = {
+	.on_url = on_url,
+	.on_message_complete = on_message_complete,
+};
+
+static const char *reason(int code)
+{
+	switch (code) {
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	default:
+		return "Internal Server Error";
+	}
+}
+
+/* Writes the whole answer and closes; the body (borrowed) is left out for HEAD. */
+static void send_response(struct conn *c, int code, const char *type, const char *body,
+			  size_t body_len)
+{
+	struct status_text out = { 0 };
+	bool head = c->complete && c->parser.method == HTTP_HEAD;
+
+	c->answered = true;
+	status_text_printf(&out,
+			   "HTTP/1.1 %d %s\r\n"
+			   "Content-Type: %s\r\n"
+			   "Content-Length: %zu\r\n"
+			   "Cache-Control: no-store\r\n"
+			   "%s"
+			   "Connection: close\r\n"
+			   "\r\n",
+			   code, reason(code), type, body_len,
+			   code == 405 ? "Allow: GET, HEAD\r\n" : "");
+	if (!head)
+		status_text_append(&out, body, body_len);
+	if (out.err || net_stream_write(c->stream, (const uint8_t *)out.buf, out.len) < 0) {
+		log_debug("status: cannot answer a request");
+		net_stream_abort(c->stream);
+	} else {
+		net_stream_close(c->stream);
+	}
+	status_text_deinit(&out);
+}
+
+static void send_error(struct conn *c, int code)
+{
+	char body[64];
+	int n = snprintf(body, sizeof body, "%d %s\n", code, reason(code));
+	send_response(c, code, "text/plain; charset=utf-8", body, (size_t)n);
+}
+
+static void serve_status(struct conn *c)
+{
+	const struct status_provider *pv = c->srv->provider;
+	json_t *doc = pv->status_json(c->srv->ud);
+	char *text = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
+	json_decref(doc);
+	if (!text) {
+		log_debug("status: no status document");
+		send_error(c, 500);
+		return;
+	}
+	/* The document ends with a newline so `curl` leaves the shell prompt alone. */
+	struct status_text body = { 0 };
+	status_text_append(&body, text, strlen(text));
+	status_text_append(&body, "\n", 1);
+	free(text);
+	if (body.err)
+		send_error(c, 500);
+	else
+		send_response(c, 200, "application/json", body.buf, body.len);
+	status_text_deinit(&body);
+}
+
+static void serve_metrics(struct conn *c)
+{
+	const struct status_provider *pv = c->srv->provider;
+	struct status_text body = { 0 };
+	pv->metrics(&body, c->srv->ud);
+	if (body.err)
+		send_error(c, 500);
+	else
+		send_response(c, 200, "text/plain; version=0.0.4; charset=utf-8",
+			      body.buf ? body.buf : "", body.len);
+	status_text_deinit(&body);
+}
+
+static bool path_is(const char *path, size_t len, const char *want)
+{
+	return len == strlen(want) && memcmp(path, want, len) == 0;
+}
+
+static void route(struct conn *c)
+{
+	struct http_parser_url u;
+	const char *path = "";
+	size_t path_len = 0;
+
+	if (!c->url_overflow) {
+		http_parser_url_init(&u);
+		if (http_parser_parse_url(c->url, c->url_len, 0, &u) != 0) {
+			log_debug("status: bad request target");
+			send_error(c, 400);
+			return;
+		}
+		if (u.field_set & (1u << UF_PATH)) {
+			path = c->url + u.field_data[UF_PATH].off;
+			path_len = u.field_data[UF_PATH].len;
+		}
+	}
+	bool is_status = path_is(path, path_len, "/status");
+	bool is_metrics = path_is(path, path_len, "/metrics");
+	if (!is_status && !is_metrics)
+		send_error(c, 404);
+	else if (c->parser.method != HTTP_GET && c->parser.method != HTTP_HEAD)
+		send_error(c, 405);
+	else if (is_status)
+		serve_status(c);
+	else
+		serve_metrics(c);
+}
+
+static void conn_read(struct net_stream *st, const uint8_t *buf, size_t len, void *ud)
+{
+	struct conn *c = ud;
+	(void)st;
+	if (c->answered || len == 0)
+		return;
+	size_t room = STATUS_REQUEST_MAX - c->received;
+	size_t n = len < room ? len : room;
+	c->received += n;
+	size_t parsed = http_parser_execute(&c->parser, &parser_settings, (const char *)buf, n);
+	if (c->complete) {
+		route(c);
+	} else if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || parsed != n) {
+		log_debug("status: malformed request (%s)",
+			  http_errno_name(HTTP_PARSER_ERRNO(&c->parser)));
+		send_error(c, 400);
+	} else if (c->received >= STATUS_REQUEST_MAX) {
+		log_debug("status: request over %d bytes", STATUS_REQUEST_MAX);
+		send_error(c, 400);
+	}
+}
+
+static void conn_eof(struct net_stream *st, int status, void *ud)
+{
+	struct conn *c = ud;
+	if (c->answered)
+		return;
+	if (status == 0 && c->received > 0) {
+		/* A half-closed peer with a partial request can still read why it failed. */
+		send_error(c, 400);
+		return;
+	}
+	c->answered = true;
+	if (status == 0)
+		net_stream_close(st);
+	else
+		net_stream_abort(st);
+}
+
+static void conn_timeout(struct net_stream *st, void *ud)
+{
+	struct conn *c = ud;
+	log_debug("status: request timed out");
+	c->answered = true;
+	net_stream_abort(st);
+}
+
+static void conn_closed(struct net_stream *st, void *ud)
+{
+	struct conn *c = ud;
+	struct status_server *s = c->srv;
+	(void)st;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	free(c);
+	maybe_free(s);
+}
+
+static const struct net_stream_ops conn_ops = {
+	.on_read = conn_read,
+	.on_eof = conn_eof,
+	.on_timeout = conn_timeout,
+	.on_closed = conn_closed,
+};
+
+static int listener_accept(struct net_listener *l, struct net_stream *st, void *ud)
+{
+	struct status_server *s = ud;
+	(void)l;
+	if (s->closing)
+		return -ECANCELED;
+	struct conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	c->srv = s;
+	c->stream = st;
+	http_parser_init(&c->parser, HTTP_REQUEST);
+	c->parser.data = c;
+	c->next = s->conns;
+	if (s->conns)
+		s->conns->prev = c;
+	s->conns = c;
+	net_stream_set_ops(st, &conn_ops, c);
+	net_stream_set_deadline(st, STATUS_TIMEOUT_MS);
+	return 0;
+}
+
+static void listener_closed(struct net_listener *l, void *ud)
+{
+	struct status_server *s = ud;
+	(void)l;
+	s->listener = NULL;
+	maybe_free(s);
+}
+
+static const struct net_listener_ops listener_ops = {
+	.on_accept = listener_accept,
+	.on_closed = listener_closed,
+};
+
+int status_server_new(struct status_server **out, uv_loop_t *loop, const struct sockaddr *addr,
+		      const struct status_provider *provider, void *ud, char *err, size_t errlen)
+{
+	struct status_server *s = calloc(1, sizeof *s);
+	int rc;
+
+	if (!s) {
+		snprintf(err, errlen, "status endpoint: out of memory");
+		return -ENOMEM;
+	}
+	s->provider = provider;
+	s->ud = ud;
+	rc = net_listener_new(&s->listener, loop, addr, STATUS_MAX_CONNS, &listener_ops, s, err,
+			      errlen);
+	if (rc < 0)
+		goto fail;
+	const struct sockaddr *bound = net_listener_addr(s->listener);
+	memcpy(&s->addr, bound,
+	       bound->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					    : sizeof(struct sockaddr_in));
+	*out = s;
+	return 0;
+fail:
+	free(s);
+	return rc;
+}
+
+const struct sockaddr *status_server_addr(const struct status_server *s)
+{
+	return (const struct sockaddr *)&s->addr;
+}
+
+void status_server_close(struct status_server *s)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	/* The listener goes last: its close callback may be what frees s. */
+	for (struct conn *c = s->conns, *next; c; c = next) {
+		next = c->next;
+		c->answered = true;
+		net_stream_abort(c->stream);
+	}
+	net_listener_close(s->listener);
+}

@@ -12,24 +12,44 @@
 #include <jansson.h>
 #include <uv.h>
 
-/* A growable text buffer for /metrics. */
+/* Bounds on one request: its bytes (over this is 400), its connection's whole life (then it is
+ * cut without an answer), and the connections served at once (more wait in the kernel backlog). */
+#define STATUS_REQUEST_MAX 8192
+#define STATUS_TIMEOUT_MS 3000
+#define STATUS_MAX_CONNS 16
+
+/* A growable text buffer for /metrics. All zeros is a valid empty text. Once an allocation fails,
+ * err is -ENOMEM and every later append is a no-op; buf is always NUL-terminated when non-NULL. */
 struct status_text {
 	char *buf;
 	size_t len;
 	size_t cap;
-	int err; /* sticky -ENOMEM */
+	int err; /* sticky: -ENOMEM (or -EINVAL from a bad format) */
 };
 
-/* Appends "# HELP name help\n# TYPE name type\n" (type: "counter" or "gauge"). Once per name. */
+void status_text_init(struct status_text *t);
+/* Frees buf and empties t. */
+void status_text_deinit(struct status_text *t);
+/* Appends len bytes of s (borrowed). */
+void status_text_append(struct status_text *t, const char *s, size_t len);
+void status_text_printf(struct status_text *t, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Appends "# HELP name help\n# TYPE name type\n" (type: "counter" or "gauge"). Once per name.
+ * Backslashes and newlines in help are escaped as the format requires. */
 void status_metric_header(struct status_text *t, const char *name, const char *type,
 			  const char *help);
 
 /* Appends "name{labels} value\n"; labels (borrowed) is the inside of the braces, already
- * escaped (see status_label_escape), or NULL for none. */
+ * escaped (see status_label_escape), or NULL for none. Integral values print as integers
+ * (no exponent, no decimals), others in the shortest form that reads back exactly; NaN and
+ * infinities as "NaN", "+Inf", "-Inf". */
 void status_metric_value(struct status_text *t, const char *name, const char *labels,
 			 double value);
 
-/* Escapes a label value (backslash, quote, newline) into buf; returns buf. */
+/* Escapes a label value (backslash, quote, newline) into buf; returns buf, always NUL-terminated
+ * when buflen > 0. A value that does not fit is cut at a character boundary of the escaped
+ * form (never in the middle of an escape). */
 const char *status_label_escape(const char *value, char *buf, size_t buflen);
 
 struct status_provider {
@@ -41,11 +61,16 @@ struct status_provider {
 
 struct status_server;
 
-/* Serves on addr (borrowed). provider is borrowed for the server's life. Returns 0 or a negative
- * errno with a message in err. */
+/* Serves on addr (borrowed). provider is borrowed for the server's life. GET and HEAD are served
+ * (HEAD: the same headers, no body); any other method on a known path is 405 with "Allow: GET,
+ * HEAD"; unknown paths are 404 whatever the method. The query string is ignored for routing.
+ * Every answer has Content-Length and "Connection: close", and the connection closes after it.
+ * *out is owned by the loop: release it with status_server_close. Returns 0 or a negative errno
+ * with a message in err. */
 int status_server_new(struct status_server **out, uv_loop_t *loop, const struct sockaddr *addr,
 		      const struct status_provider *provider, void *ud, char *err, size_t errlen);
 
+/* The bound address (borrowed, valid for the server's life), e.g. the port after binding port 0. */
 const struct sockaddr *status_server_addr(const struct status_server *s);
 
 /* Stops serving; open requests are dropped; freed from the last close callback. */
