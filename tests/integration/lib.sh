@@ -1,0 +1,363 @@
+# Shared helpers of the integration scripts (POSIX sh; sourced, never run).
+#   . "$TOP_SRCDIR/tests/integration/lib.sh"; itest_init NAME
+# TAP output (plan, ok, not_ok, expect, diag), a scratch directory, test certificates, free ports,
+# and start/stop of ntp-daemon and of chronyd as nobody. Every process started here is recorded
+# and stopped by the EXIT trap, whatever happens to the test.
+
+: "${TOP_SRCDIR:?TOP_SRCDIR must be set (make check exports it)}"
+: "${TOP_BUILDDIR:?TOP_BUILDDIR must be set (make check exports it)}"
+TOOLS="$TOP_BUILDDIR/tests/tools"
+DAEMON="$TOP_BUILDDIR/ntp-daemon"
+GEN_CERT="$TOP_SRCDIR/test-keys/gen-cert.sh"
+T=
+T_NUM=0
+T_PIDS=
+
+# ---- TAP ------------------------------------------------------------------------------------
+
+plan() {
+	echo "1..$1"
+}
+
+diag() {
+	printf '%s\n' "$@" | sed 's/^/# /'
+}
+
+ok() {
+	T_NUM=$((T_NUM + 1))
+	echo "ok $T_NUM - $1"
+}
+
+# not_ok DESC [DIAGNOSTIC...]
+not_ok() {
+	T_NUM=$((T_NUM + 1))
+	echo "not ok $T_NUM - $1"
+	shift
+	if [ $# -gt 0 ]; then
+		diag "$@"
+	fi
+}
+
+# expect DESC ACTUAL EXPECTED [DIAGNOSTIC...]: string equality.
+expect() {
+	e_desc=$1
+	e_actual=$2
+	e_expected=$3
+	shift 3
+	if [ "$e_actual" = "$e_expected" ]; then
+		ok "$e_desc"
+	else
+		not_ok "$e_desc" "expected: $e_expected" "actual:   $e_actual" "$@"
+	fi
+}
+
+# expect_gt DESC ACTUAL BOUND [DIAGNOSTIC...]: ACTUAL is an integer greater than BOUND.
+expect_gt() {
+	g_desc=$1
+	g_actual=$2
+	g_bound=$3
+	shift 3
+	if is_int "$g_actual" && [ "$g_actual" -gt "$g_bound" ]; then
+		ok "$g_desc"
+	else
+		not_ok "$g_desc" "expected an integer > $g_bound" "actual: $g_actual" "$@"
+	fi
+}
+
+is_int() {
+	case $1 in
+	'' | *[!0-9]*) return 1 ;;
+	*) return 0 ;;
+	esac
+}
+
+bail_out() {
+	echo "Bail out! $*"
+	exit 1
+}
+
+# ---- Scratch directory and cleanup -----------------------------------------------------------
+
+itest_cleanup() {
+	for c_pid in $T_PIDS; do
+		if kill -0 "$c_pid" 2>/dev/null; then
+			kill -TERM "$c_pid" 2>/dev/null || true
+		fi
+	done
+	for c_pid in $T_PIDS; do
+		stop_pid "$c_pid" 10 >/dev/null 2>&1 || true
+	done
+	if [ -n "$T" ] && [ -z "${ITEST_KEEP:-}" ]; then
+		# chronyd's helper processes may still be writing in a directory for a moment.
+		c_i=0
+		until rm -rf "$T" 2>/dev/null || [ "$c_i" -ge 20 ]; do
+			sleep 0.5
+			c_i=$((c_i + 1))
+		done
+	elif [ -n "$T" ]; then
+		echo "# scratch directory kept: $T"
+	fi
+}
+
+# itest_init NAME: scratch directory $T (traversable by nobody, for chrony), cleanup trap, and
+# a check that the test tools were built.
+itest_init() {
+	T=$(mktemp -d "${TMPDIR:-/tmp}/itest-$1.XXXXXX")
+	chmod 755 "$T"
+	trap itest_cleanup EXIT
+	trap 'exit 129' HUP
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	trap 'exit 141' PIPE
+	for i_tool in ke-client json-get http-get free-port; do
+		[ -x "$TOOLS/$i_tool" ] || bail_out "$TOOLS/$i_tool not built (make check builds it)"
+	done
+}
+
+# track PID: stopped by the EXIT trap.
+track() {
+	T_PIDS="$T_PIDS $1"
+}
+
+untrack() {
+	u_new=
+	for u_pid in $T_PIDS; do
+		[ "$u_pid" = "$1" ] || u_new="$u_new $u_pid"
+	done
+	T_PIDS=$u_new
+}
+
+# stop_pid PID SECONDS: waits up to SECONDS for PID (a child of this shell, already signalled)
+# to exit, then SIGKILLs it. Sets STOP_RC to its exit status and STOP_KILLED to yes or no.
+stop_pid() {
+	s_i=0
+	STOP_KILLED=no
+	while kill -0 "$1" 2>/dev/null && [ "$s_i" -lt $(($2 * 10)) ]; do
+		sleep 0.1
+		s_i=$((s_i + 1))
+	done
+	if kill -0 "$1" 2>/dev/null; then
+		kill -KILL "$1" 2>/dev/null || true
+		STOP_KILLED=yes
+	fi
+	STOP_RC=0
+	wait "$1" || STOP_RC=$?
+	untrack "$1"
+}
+
+# ---- Certificates and ports ------------------------------------------------------------------
+
+# make_cert NAME [gen-cert options]: issues $T/certs/NAME.{pem,chain.pem,key} (CA made once).
+make_cert() {
+	m_name=$1
+	shift
+	mkdir -p "$T/certs"
+	chmod 755 "$T/certs"
+	bash "$GEN_CERT" --dir "$T/certs" "$m_name" "$@" >/dev/null
+}
+
+# The usual set: ca, pool (the authorised pool's client certificate), other (a certificate of
+# the same CA that is not pinned), server-a (127.0.0.2) and server-b (127.0.0.3).
+make_certs() {
+	make_cert pool --dns pool.test &&
+		make_cert other --dns other.test &&
+		make_cert server-a --ip 127.0.0.2 &&
+		make_cert server-b --ip 127.0.0.3
+}
+
+# alloc_ports N: sets PORT1 ... PORTN to distinct ports free for TCP and UDP right now.
+alloc_ports() {
+	a_list=$("$TOOLS/free-port" "$1") || bail_out "free-port found no free ports"
+	a_i=0
+	for a_port in $a_list; do
+		a_i=$((a_i + 1))
+		eval "PORT$a_i=\$a_port"
+	done
+}
+
+# ---- JSON and status -------------------------------------------------------------------------
+
+# jget PATH JSON: the value at PATH, or "missing".
+jget() {
+	printf '%s\n' "$2" | "$TOOLS/json-get" "$1" 2>/dev/null || echo missing
+}
+
+# status_of NAME: the /status document of a daemon started with daemon_start (empty on failure).
+status_of() {
+	eval "s_addr=\${${1}_status}"
+	"$TOOLS/http-get" "$s_addr" /status 2>/dev/null || true
+}
+
+# stat_of NAME PATH: one value of a daemon's /status, or "missing".
+stat_of() {
+	jget "$2" "$(status_of "$1")"
+}
+
+# ---- ntp-daemon ------------------------------------------------------------------------------
+
+log_tail() {
+	if [ -f "$1" ]; then
+		tail -n "${2:-20}" "$1" | sed 's/^/# /'
+	fi
+}
+
+# daemon_start NAME CONF STATUS_ADDR: starts ntp-daemon in the background (log $T/NAME.log) and
+# waits until its status endpoint answers. Sets ${NAME}_pid and ${NAME}_status. Returns 1 and
+# prints the log tail as diagnostics when it does not come up.
+daemon_start() {
+	d_name=$1
+	if [ ! -x "$DAEMON" ]; then
+		echo "# $DAEMON not built"
+		return 1
+	fi
+	"$DAEMON" -c "$2" -l debug >"$T/$d_name.log" 2>&1 &
+	d_pid=$!
+	track "$d_pid"
+	eval "${d_name}_pid=\$d_pid; ${d_name}_status=\$3"
+	if "$TOOLS/http-get" "$3" /status --wait 20 >/dev/null 2>"$T/$d_name.http" &&
+		kill -0 "$d_pid" 2>/dev/null; then
+		return 0
+	fi
+	echo "# $d_name did not come up; $(cat "$T/$d_name.http")"
+	kill -TERM "$d_pid" 2>/dev/null || true
+	stop_pid "$d_pid" 5
+	echo "# exit status $STOP_RC; log tail:"
+	log_tail "$T/$d_name.log"
+	return 1
+}
+
+# daemon_stop NAME: SIGTERM, wait up to 20 s (then SIGKILL). Sets STOP_RC and STOP_KILLED.
+daemon_stop() {
+	eval "d_pid=\${${1}_pid}"
+	kill -TERM "$d_pid" 2>/dev/null || true
+	stop_pid "$d_pid" 20
+}
+
+# daemon_alive NAME: the daemon process still runs.
+daemon_alive() {
+	eval "d_pid=\${${1}_pid}"
+	kill -0 "$d_pid" 2>/dev/null
+}
+
+# ---- chrony (ARCHITECTURE.md §7: never controls the clock, runs as nobody) -------------------
+
+CHRONYD=$(command -v chronyd || echo /usr/sbin/chronyd)
+
+# chrony_ready: 0 when chronyd can be run as nobody here; else prints the reason.
+chrony_ready() {
+	if [ "$(id -u)" != 0 ]; then
+		echo "not root: runuser -u nobody (needed to run chronyd) is unavailable"
+		return 1
+	fi
+	if [ ! -x "$CHRONYD" ]; then
+		echo "chronyd not installed"
+		return 1
+	fi
+	return 0
+}
+
+# chrony_dir NAME: $T/NAME owned by nobody (chrony writes its dump, pid and socket files there).
+chrony_dir() {
+	mkdir -p "$T/$1"
+	chown nobody: "$T/$1"
+	chmod 700 "$T/$1"
+}
+
+# chrony_server_start NAME CONF: chronyd as an NTP/NTS server (clock untouched, -x), as nobody.
+# Sets ${NAME}_pid. Its output goes to $T/NAME.log.
+chrony_server_start() {
+	runuser -u nobody -- "$CHRONYD" -U -u nobody -x -d -f "$2" >"$T/$1.log" 2>&1 &
+	c_pid=$!
+	track "$c_pid"
+	eval "${1}_pid=\$c_pid"
+}
+
+# chrony_gone CONF: waits up to 10 s until no chronyd of ours with this (unique) configuration
+# path runs any more: its helper processes outlive the runuser process by a moment.
+chrony_gone() {
+	g_i=0
+	while pgrep -f -- "-f $1\$" >/dev/null 2>&1 && [ "$g_i" -lt 100 ]; do
+		sleep 0.1
+		g_i=$((g_i + 1))
+	done
+}
+
+# chrony_server_stop NAME CONF: SIGTERM to the chronyd started by chrony_server_start.
+chrony_server_stop() {
+	eval "c_pid=\${${1}_pid}"
+	kill -TERM "$c_pid" 2>/dev/null || true
+	stop_pid "$c_pid" 10
+	chrony_gone "$2"
+}
+
+# chrony_client NAME CONF: a one-shot chronyd -Q client (never sets the clock), as nobody; its
+# output goes to $T/NAME.log. Returns chronyd's exit status.
+chrony_client() {
+	runuser -u nobody -- "$CHRONYD" -U -u nobody -Q -t 20 -f "$2" >"$T/$1.log" 2>&1 &
+	c_pid=$!
+	track "$c_pid"
+	c_rc=0
+	wait "$c_pid" || c_rc=$?
+	untrack "$c_pid"
+	chrony_gone "$2"
+	return "$c_rc"
+}
+
+# wait_for_port PROTO ADDR PORT SECONDS: waits until something listens (tcp) or is bound (udp).
+wait_for_port() {
+	w_i=0
+	while [ "$w_i" -lt $(($4 * 10)) ]; do
+		if ss -Hln"$(printf %.1s "$1")" "src $2:$3" 2>/dev/null | grep -q .; then
+			return 0
+		fi
+		sleep 0.1
+		w_i=$((w_i + 1))
+	done
+	return 1
+}
+
+# ---- NTS-KE responses ------------------------------------------------------------------------
+
+# records_of HEX: the records of a KE message as "TYPE LEN BODY|" (hex, the type with its C bit),
+# New Cookie bodies (type 0005) as "*"; anything after the last whole record as "trailing HEX".
+records_of() {
+	printf '%s\n' "$1" | awk '{
+		h = $0; out = ""
+		while (length(h) >= 8) {
+			t = substr(h, 1, 4); l = substr(h, 5, 4); n = 0
+			for (i = 1; i <= 4; i++)
+				n = n * 16 + index("0123456789abcdef", substr(l, i, 1)) - 1
+			if (length(h) < 8 + 2 * n)
+				break
+			b = substr(h, 9, 2 * n)
+			if (t == "0005")
+				b = "*"
+			out = out t " " l " " b "|"
+			h = substr(h, 9 + 2 * n)
+		}
+		if (h != "")
+			out = out "trailing " h
+		print out
+	}'
+}
+
+# hex_of STRING: the bytes of STRING in lowercase hex.
+hex_of() {
+	printf %s "$1" | od -An -v -tx1 | tr -d ' \n'
+}
+
+# u16_hex N: N as 4 hex digits.
+u16_hex() {
+	printf %04x "$1"
+}
+
+# repeat N TEXT: TEXT N times.
+repeat() {
+	r_i=0
+	r_out=
+	while [ "$r_i" -lt "$1" ]; do
+		r_out="$r_out$2"
+		r_i=$((r_i + 1))
+	done
+	printf %s "$r_out"
+}
