@@ -1,1 +1,697 @@
-/* placeholder */ typedef int placeholder_net;
+#include "net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* Kernel queue of a listener: connections wait there while accepting is paused at the cap. */
+#define LISTEN_BACKLOG 511
+/* How long a closing stream may take to flush its writes and see the peer's FIN: a peer that
+ * never reads must not hold a connection slot. */
+#define LINGER_MS 2000
+/* When a stream cannot be allocated, the pending connection is retried this much later. */
+#define ACCEPT_RETRY_MS 1000
+/* libuv 1.44 cuts the receive buffer into 64 KiB slots, one per datagram of a recvmmsg batch
+ * (at most 20 slots). A UDP payload is at most 65527 bytes, so a slot never truncates one. */
+#define UDP_SLOT_SIZE 65536
+#define UDP_SLOTS 8
+
+enum stream_state {
+	STREAM_OPEN,	 /* reads are delivered, writes accepted */
+	STREAM_DRAINING, /* flushing writes and waiting for the peer's FIN, bounded by LINGER_MS */
+	STREAM_CLOSED,	 /* uv_close called on both handles */
+};
+
+struct net_listener {
+	uv_tcp_t tcp;
+	uv_timer_t retry;
+	uv_loop_t *loop;
+	const struct net_listener_ops *ops; /* NULL once on_closed ran */
+	void *ud;
+	struct sockaddr_storage addr;
+	struct net_listener_stats stats;
+	struct log_ratelimit accept_rl;
+	unsigned max_conns;
+	int handles;  /* listener handles not yet closed */
+	bool pending; /* libuv holds an accepted connection we have not taken yet */
+	bool closing;
+	/* Shared by all streams of this listener: libuv hands it to one read callback at a time
+	 * and on_read consumes the bytes before returning. The listener outlives its streams. */
+	uint8_t rbuf[65536];
+};
+
+struct net_stream {
+	uv_tcp_t tcp;
+	uv_timer_t timer; /* the owner's deadline while open, the linger while draining */
+	uv_shutdown_t shutdown;
+	struct net_listener *listener;
+	const struct net_stream_ops *ops;
+	void *ud;
+	struct sockaddr_storage peer;
+	enum stream_state state;
+	int handles;
+	bool reading;
+	bool eof;	    /* the peer finished sending, or the connection failed */
+	bool shutdown_done; /* our FIN went out after the last write */
+};
+
+struct write_req {
+	uv_write_t req;
+	uint8_t data[];
+};
+
+struct net_udp {
+	uv_udp_t udp;
+	net_udp_recv_cb cb;
+	void *ud;
+	struct sockaddr_storage addr;
+	bool closing;
+	/* Reused for every read: datagrams are consumed in the callback, so the UV_UDP_MMSG_FREE
+	 * notice has nothing to release. */
+	uint8_t buf[UDP_SLOTS * UDP_SLOT_SIZE];
+};
+
+const char *net_addr_str(const struct sockaddr *addr, char *buf, size_t buflen)
+{
+	char ip[INET6_ADDRSTRLEN];
+
+	if (buflen == 0)
+		return buf;
+	if (addr && addr->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)addr;
+
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+		snprintf(buf, buflen, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+	} else if (addr && addr->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)addr;
+
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+		if (in6->sin6_scope_id)
+			snprintf(buf, buflen, "[%s%%%u]:%u", ip, (unsigned)in6->sin6_scope_id,
+				 (unsigned)ntohs(in6->sin6_port));
+		else
+			snprintf(buf, buflen, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
+	} else {
+		snprintf(buf, buflen, "(address family %d)", addr ? (int)addr->sa_family : -1);
+	}
+	return buf;
+}
+
+static socklen_t addr_len(const struct sockaddr *addr)
+{
+	return addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in);
+}
+
+static void set_error(char *err, size_t errlen, const struct sockaddr *addr, int rc)
+{
+	char a[NET_ADDR_STRLEN];
+	char msg[128];
+
+	if (!err || errlen == 0)
+		return;
+	uv_strerror_r(rc, msg, sizeof msg);
+	snprintf(err, errlen, "%s: %s", net_addr_str(addr, a, sizeof a), msg);
+}
+
+/* Binds a socket with plain system calls so that the common failures (address in use, not
+ * available, permission) come back at once and leave nothing behind in the loop. IPv6 sockets
+ * are IPv6-only so that a v4 and a v6 socket can share a port number. */
+static int bound_socket(const struct sockaddr *addr, int type, bool reuse, int *out)
+{
+	int one = 1;
+	int fd;
+	int rc;
+
+	if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	fd = socket(addr->sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+		goto fail;
+	if (addr->sa_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
+		goto fail;
+	if (bind(fd, addr, addr_len(addr)) < 0)
+		goto fail;
+	if (type == SOCK_STREAM && listen(fd, LISTEN_BACKLOG) < 0)
+		goto fail;
+	*out = fd;
+	return 0;
+fail:
+	rc = -errno;
+	close(fd);
+	return rc;
+}
+
+static int local_addr(int fd, struct sockaddr_storage *out)
+{
+	socklen_t len = sizeof *out;
+
+	return getsockname(fd, (struct sockaddr *)out, &len) < 0 ? -errno : 0;
+}
+
+/* ---- Streams ------------------------------------------------------------------------------- */
+
+static void listener_stream_gone(struct net_listener *l);
+
+static void stream_handle_closed(uv_handle_t *h)
+{
+	struct net_stream *s = h->data;
+	struct net_listener *l = s->listener;
+
+	if (--s->handles > 0)
+		return;
+	if (s->ops && s->ops->on_closed)
+		s->ops->on_closed(s, s->ud);
+	free(s);
+	listener_stream_gone(l);
+}
+
+static void stop_reading(struct net_stream *s)
+{
+	if (s->reading)
+		uv_read_stop((uv_stream_t *)&s->tcp);
+	s->reading = false;
+}
+
+static void close_handles(struct net_stream *s)
+{
+	s->state = STREAM_CLOSED;
+	s->reading = false;
+	uv_close((uv_handle_t *)&s->tcp, stream_handle_closed);
+	uv_close((uv_handle_t *)&s->timer, stream_handle_closed);
+}
+
+static void abort_stream(struct net_stream *s)
+{
+	if (s->state == STREAM_CLOSED)
+		return;
+	s->state = STREAM_CLOSED;
+	s->reading = false;
+	/* libuv refuses the reset once a shutdown is under way; a plain close then still frees the
+	 * slot at once, and the kernel finishes or resets the connection on its own. */
+	if (uv_tcp_close_reset(&s->tcp, stream_handle_closed) < 0)
+		uv_close((uv_handle_t *)&s->tcp, stream_handle_closed);
+	uv_close((uv_handle_t *)&s->timer, stream_handle_closed);
+}
+
+/* Reports the end of input to the owner once; later failures are seen by its next write. */
+static void stream_ended(struct net_stream *s, int status)
+{
+	bool first = !s->eof;
+
+	s->eof = true;
+	stop_reading(s);
+	if (s->state == STREAM_DRAINING) {
+		if (s->shutdown_done || status < 0)
+			close_handles(s);
+		return;
+	}
+	if (first && s->state == STREAM_OPEN && s->ops && s->ops->on_eof)
+		s->ops->on_eof(s, status, s->ud);
+}
+
+static void stream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct net_stream *s = h->data;
+
+	(void)suggested;
+	buf->base = (char *)s->listener->rbuf;
+	buf->len = sizeof s->listener->rbuf;
+}
+
+static void stream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	struct net_stream *s = st->data;
+
+	if (nread > 0) {
+		/* While draining, the peer's late bytes are read only to be discarded, so that the
+		 * final close sends a FIN and not a reset that could destroy our last reply. */
+		if (s->state == STREAM_OPEN && s->ops && s->ops->on_read)
+			s->ops->on_read(s, (const uint8_t *)buf->base, (size_t)nread, s->ud);
+		return;
+	}
+	if (nread < 0)
+		stream_ended(s, nread == UV_EOF ? 0 : (int)nread);
+}
+
+static int start_reading(struct net_stream *s)
+{
+	int rc;
+
+	if (s->reading || s->eof)
+		return 0;
+	rc = uv_read_start((uv_stream_t *)&s->tcp, stream_alloc, stream_read);
+	if (rc == 0)
+		s->reading = true;
+	return rc;
+}
+
+static void stream_timer(uv_timer_t *t)
+{
+	struct net_stream *s = t->data;
+	char a[NET_ADDR_STRLEN];
+
+	if (s->state == STREAM_OPEN) {
+		if (s->ops && s->ops->on_timeout)
+			s->ops->on_timeout(s, s->ud);
+	} else if (s->state == STREAM_DRAINING) {
+		log_debug("%s: closing linger expired",
+			  net_addr_str((const struct sockaddr *)&s->peer, a, sizeof a));
+		abort_stream(s);
+	}
+}
+
+static void stream_shutdown(uv_shutdown_t *req, int status)
+{
+	struct net_stream *s = req->handle->data;
+
+	if (s->state != STREAM_DRAINING)
+		return;
+	s->shutdown_done = true;
+	if (status < 0 || s->eof)
+		close_handles(s);
+}
+
+static void stream_written(uv_write_t *req, int status)
+{
+	struct net_stream *s = req->handle->data;
+
+	free(req);
+	if (status < 0 && status != UV_ECANCELED && s->state == STREAM_OPEN)
+		stream_ended(s, status);
+}
+
+void net_stream_set_ops(struct net_stream *s, const struct net_stream_ops *ops, void *ud)
+{
+	s->ops = ops;
+	s->ud = ud;
+}
+
+int net_stream_write(struct net_stream *s, const uint8_t *buf, size_t len)
+{
+	struct write_req *w;
+	uv_buf_t b;
+	int rc;
+
+	if (s->state != STREAM_OPEN)
+		return -EPIPE;
+	if (len == 0)
+		return 0;
+	/* Most replies fit the socket buffer: try that first and copy only the rest. libuv refuses
+	 * the try while anything is queued, which keeps the bytes in order. */
+	b.base = (char *)buf;
+	b.len = len;
+	rc = uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+	if (rc >= 0) {
+		buf += rc;
+		len -= (size_t)rc;
+		if (len == 0)
+			return 0;
+	} else if (rc != UV_EAGAIN) {
+		return rc;
+	}
+	w = malloc(sizeof *w + len);
+	if (!w)
+		return -ENOMEM;
+	memcpy(w->data, buf, len);
+	b.base = (char *)w->data;
+	b.len = len;
+	rc = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, stream_written);
+	if (rc < 0)
+		free(w);
+	return rc;
+}
+
+void net_stream_set_deadline(struct net_stream *s, uint64_t timeout_ms)
+{
+	if (s->state != STREAM_OPEN)
+		return;
+	if (timeout_ms == 0)
+		uv_timer_stop(&s->timer);
+	else
+		uv_timer_start(&s->timer, stream_timer, timeout_ms, 0);
+}
+
+void net_stream_close(struct net_stream *s)
+{
+	if (s->state != STREAM_OPEN)
+		return;
+	s->state = STREAM_DRAINING;
+	uv_timer_start(&s->timer, stream_timer, LINGER_MS, 0);
+	if (start_reading(s) < 0)
+		s->eof = true;
+	/* libuv sends the FIN only after every queued write went out. */
+	if (uv_shutdown(&s->shutdown, (uv_stream_t *)&s->tcp, stream_shutdown) < 0)
+		close_handles(s);
+}
+
+void net_stream_abort(struct net_stream *s)
+{
+	abort_stream(s);
+}
+
+const struct sockaddr *net_stream_peer(const struct net_stream *s)
+{
+	return (const struct sockaddr *)&s->peer;
+}
+
+/* ---- Listeners ----------------------------------------------------------------------------- */
+
+static void listener_free_if_unused(struct net_listener *l)
+{
+	if (l->closing && l->handles == 0 && l->stats.active == 0)
+		free(l);
+}
+
+static void accept_failed(struct net_listener *l, int rc)
+{
+	char a[NET_ADDR_STRLEN];
+	char msg[128];
+
+	l->stats.accept_errors++;
+	if (log_ratelimit_allow(&l->accept_rl, uv_now(l->loop))) {
+		uv_strerror_r(rc, msg, sizeof msg);
+		log_warn("%s: accepting a connection failed: %s",
+			 net_addr_str((const struct sockaddr *)&l->addr, a, sizeof a), msg);
+	}
+}
+
+static void listener_retry(uv_timer_t *t);
+static void listener_connection(uv_stream_t *server, int status);
+
+/* Takes the connection libuv accepted and holds (l->pending). */
+static void accept_one(struct net_listener *l)
+{
+	struct net_stream *s = calloc(1, sizeof *s);
+	char a[NET_ADDR_STRLEN];
+	int len = sizeof s->peer;
+	int rc;
+
+	if (!s) {
+		accept_failed(l, -ENOMEM);
+		l->pending = true;
+		uv_timer_start(&l->retry, listener_retry, ACCEPT_RETRY_MS, 0);
+		return;
+	}
+	l->pending = false;
+	s->listener = l;
+	s->state = STREAM_OPEN;
+	uv_tcp_init(l->loop, &s->tcp);
+	uv_timer_init(l->loop, &s->timer);
+	s->tcp.data = s;
+	s->timer.data = s;
+	s->handles = 2;
+	l->stats.active++;
+	rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&s->tcp);
+	if (rc < 0) {
+		accept_failed(l, rc);
+		close_handles(s);
+		/* A failed uv_accept does not resume polling the listening socket; listening
+		 * again does. */
+		uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, listener_connection);
+		return;
+	}
+	uv_tcp_nodelay(&s->tcp, 1);
+	rc = uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer, &len);
+	if (rc < 0) {
+		log_debug("%s: connection gone before it was served",
+			  net_addr_str((const struct sockaddr *)&l->addr, a, sizeof a));
+		abort_stream(s);
+		return;
+	}
+	l->stats.accepted++;
+	rc = l->ops->on_accept(l, s, l->ud);
+	if (rc == 0 && !s->ops)
+		log_error("net: on_accept kept a stream without setting its callbacks");
+	if (rc < 0 || !s->ops) {
+		s->ops = NULL;
+		abort_stream(s);
+		return;
+	}
+	if (s->state == STREAM_OPEN && start_reading(s) < 0)
+		abort_stream(s);
+}
+
+static void resume(struct net_listener *l)
+{
+	if (!l->closing && l->pending && l->stats.active < l->max_conns)
+		accept_one(l);
+}
+
+static void listener_retry(uv_timer_t *t)
+{
+	resume(t->data);
+}
+
+static void listener_stream_gone(struct net_listener *l)
+{
+	l->stats.active--;
+	if (l->closing)
+		listener_free_if_unused(l);
+	else
+		resume(l);
+}
+
+static void listener_connection(uv_stream_t *server, int status)
+{
+	struct net_listener *l = server->data;
+
+	if (status < 0) {
+		accept_failed(l, status);
+		return;
+	}
+	/* Not calling uv_accept leaves the connection with libuv, which then stops polling the
+	 * listening socket: further connections wait in the kernel backlog until resume(). */
+	l->pending = true;
+	if (l->stats.active >= l->max_conns) {
+		l->stats.paused++;
+		return;
+	}
+	accept_one(l);
+}
+
+static void listener_handle_closed(uv_handle_t *h)
+{
+	struct net_listener *l = h->data;
+
+	if (--l->handles > 0)
+		return;
+	if (l->ops && l->ops->on_closed)
+		l->ops->on_closed(l, l->ud);
+	l->ops = NULL;
+	listener_free_if_unused(l);
+}
+
+static void listener_close_handles(struct net_listener *l)
+{
+	l->closing = true;
+	uv_close((uv_handle_t *)&l->tcp, listener_handle_closed);
+	uv_close((uv_handle_t *)&l->retry, listener_handle_closed);
+}
+
+int net_listener_new(struct net_listener **out, uv_loop_t *loop, const struct sockaddr *addr,
+		     unsigned max_conns, const struct net_listener_ops *ops, void *ud, char *err,
+		     size_t errlen)
+{
+	struct net_listener *l = NULL;
+	int fd = -1;
+	int rc;
+
+	if (max_conns == 0 || !ops || !ops->on_accept) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	rc = bound_socket(addr, SOCK_STREAM, true, &fd);
+	if (rc < 0)
+		goto fail;
+	l = calloc(1, sizeof *l);
+	if (!l) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = local_addr(fd, &l->addr);
+	if (rc < 0)
+		goto fail;
+	l->loop = loop;
+	l->ops = ops;
+	l->ud = ud;
+	l->max_conns = max_conns;
+	l->accept_rl = (struct log_ratelimit)LOG_RATELIMIT_INIT(1, 5);
+	uv_tcp_init(loop, &l->tcp);
+	uv_timer_init(loop, &l->retry);
+	l->tcp.data = l;
+	l->retry.data = l;
+	l->handles = 2;
+	rc = uv_tcp_open(&l->tcp, fd);
+	if (rc == 0) {
+		fd = -1;
+		rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, listener_connection);
+	}
+	if (rc < 0) {
+		/* The handles are in the loop now: they go through their close callbacks. */
+		l->ops = NULL;
+		listener_close_handles(l);
+		l = NULL;
+		goto fail;
+	}
+	*out = l;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(l);
+	set_error(err, errlen, addr, rc);
+	return rc;
+}
+
+const struct sockaddr *net_listener_addr(const struct net_listener *l)
+{
+	return (const struct sockaddr *)&l->addr;
+}
+
+const struct net_listener_stats *net_listener_stats(const struct net_listener *l)
+{
+	return &l->stats;
+}
+
+void net_listener_close(struct net_listener *l)
+{
+	if (l->closing)
+		return;
+	listener_close_handles(l);
+}
+
+/* ---- UDP ----------------------------------------------------------------------------------- */
+
+static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct net_udp *u = h->data;
+
+	(void)suggested;
+	buf->base = (char *)u->buf;
+	buf->len = sizeof u->buf;
+}
+
+static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
+		     unsigned flags)
+{
+	struct net_udp *u = h->data;
+	char a[NET_ADDR_STRLEN];
+	char msg[128];
+
+	if (u->closing || (flags & UV_UDP_MMSG_FREE))
+		return;
+	if (nread < 0) {
+		uv_strerror_r((int)nread, msg, sizeof msg);
+		log_debug("%s: receive failed: %s",
+			  net_addr_str((const struct sockaddr *)&u->addr, a, sizeof a), msg);
+		return;
+	}
+	/* No address: the socket had nothing more to read. */
+	if (!from)
+		return;
+	if (flags & UV_UDP_PARTIAL) {
+		log_debug("%s: truncated datagram dropped", net_addr_str(from, a, sizeof a));
+		return;
+	}
+	u->cb(u, (const uint8_t *)buf->base, (size_t)nread, from, u->ud);
+}
+
+static void udp_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+int net_udp_new(struct net_udp **out, uv_loop_t *loop, const struct sockaddr *addr,
+		net_udp_recv_cb cb, void *ud, char *err, size_t errlen)
+{
+	struct net_udp *u = NULL;
+	int zero = 0;
+	int fd = -1;
+	int rc;
+
+	if (!cb) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	rc = bound_socket(addr, SOCK_DGRAM, false, &fd);
+	if (rc < 0)
+		goto fail;
+	u = calloc(1, sizeof *u);
+	if (!u) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = local_addr(fd, &u->addr);
+	if (rc < 0)
+		goto fail;
+	u->cb = cb;
+	u->ud = ud;
+	rc = uv_udp_init_ex(loop, &u->udp, AF_UNSPEC | UV_UDP_RECVMMSG);
+	if (rc < 0)
+		goto fail;
+	u->udp.data = u;
+	rc = uv_udp_open(&u->udp, fd);
+	if (rc == 0) {
+		int sock = fd;
+
+		fd = -1;
+		/* uv_udp_open sets SO_REUSEADDR, which on Linux would let another socket share
+		 * (and take traffic from) our port. */
+		if (setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &zero, sizeof zero) < 0)
+			rc = -errno;
+	}
+	if (rc == 0)
+		rc = uv_udp_recv_start(&u->udp, udp_alloc, udp_recv);
+	if (rc < 0) {
+		u->closing = true;
+		uv_close((uv_handle_t *)&u->udp, udp_closed);
+		u = NULL;
+		goto fail;
+	}
+	*out = u;
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(u);
+	set_error(err, errlen, addr, rc);
+	return rc;
+}
+
+int net_udp_send(struct net_udp *u, const uint8_t *buf, size_t len, const struct sockaddr *to)
+{
+	uv_buf_t b;
+	int rc;
+
+	if (u->closing)
+		return -EBADF;
+	b.base = (char *)buf;
+	b.len = len;
+	rc = uv_udp_try_send(&u->udp, &b, 1, to);
+	return rc < 0 ? rc : 0;
+}
+
+const struct sockaddr *net_udp_addr(const struct net_udp *u)
+{
+	return (const struct sockaddr *)&u->addr;
+}
+
+void net_udp_close(struct net_udp *u)
+{
+	if (u->closing)
+		return;
+	u->closing = true;
+	/* Also stops libuv from handing us the rest of a recvmmsg batch. */
+	uv_udp_recv_stop(&u->udp);
+	uv_close((uv_handle_t *)&u->udp, udp_closed);
+}

@@ -3,7 +3,9 @@
  *
  * Memory rule (libuv's): every object here owns its uv handles and is freed only from the last
  * close callback; write buffers live until their write callback. Callers never free these objects
- * directly: they ask for a close and get one final callback. The loop is always passed in. */
+ * directly: they ask for a close and get one final callback. The loop is always passed in.
+ * libuv writes with write(2): programs using streams must ignore SIGPIPE. IPv6 sockets are
+ * IPv6-only, so "::" and "0.0.0.0" can listen on the same port side by side. */
 #ifndef NTSPOOL_NET_H
 #define NTSPOOL_NET_H
 
@@ -63,7 +65,10 @@ struct net_listener;
 struct net_listener_stats {
 	uint64_t accepted;	/* connections handed to on_accept */
 	uint64_t paused;	/* times accepting paused because max_conns were open */
-	uint64_t accept_errors; /* failed accepts (EMFILE, ENFILE, ENOBUFS ...) */
+	/* Failed accepts libuv reports (ENOBUFS, ENOMEM, EMFILE once its reserve descriptor is
+	 * gone, or a stream that could not be allocated). A connection libuv drops with its
+	 * reserve-descriptor trick when out of descriptors is not reported, so not counted. */
+	uint64_t accept_errors;
 	uint32_t active;	/* streams open now */
 };
 
@@ -79,7 +84,7 @@ struct net_listener_ops {
 /* Listens on addr (borrowed) with TCP_NODELAY on accepted streams. At most max_conns streams are
  * open at once: at the cap, the listener stops accepting (pending connections wait in the kernel
  * backlog) and resumes when a stream closes, so the process never runs out of file descriptors
- * because of peers. Accept errors (EMFILE ...) are counted and never fatal.
+ * because of peers. Accept errors are never fatal (see accept_errors for what can be counted).
  * *out is owned by the loop: release it with net_listener_close. Returns 0 or a negative errno
  * (-EADDRINUSE ...), with a message in err. */
 int net_listener_new(struct net_listener **out, uv_loop_t *loop, const struct sockaddr *addr,
