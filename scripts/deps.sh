@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs, only those that are missing.
-# Usage: scripts/deps.sh [build|test|demo]   (test and demo include build)
+# Usage: scripts/deps.sh [build|test|demo|bench]   (each includes build)
 set -euo pipefail
 
 build_pkgs=(gcc make autoconf automake libtool pkg-config
 	libgnutls28-dev libuv1-dev libjansson-dev libhttp-parser-dev)
 test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl chrony)
 demo_pkgs=(openssl)
+bench_pkgs=(chrony openssl jq iproute2 util-linux)
 
 case "${1:-test}" in
 build) want=("${build_pkgs[@]}") ;;
 test) want=("${build_pkgs[@]}" "${test_pkgs[@]}") ;;
 demo) want=("${build_pkgs[@]}" "${demo_pkgs[@]}") ;;
-*) echo "usage: $0 [build|test|demo]" >&2; exit 2 ;;
+bench) want=("${build_pkgs[@]}" "${bench_pkgs[@]}") ;;
+*) echo "usage: $0 [build|test|demo|bench]" >&2; exit 2 ;;
 esac
 
 missing=()
