@@ -35,7 +35,16 @@ struct net_stream_ops {
 	/* Last call: the handles are closed; the stream is freed right after this returns, and ud
 	 * may be freed here. */
 	void (*on_closed)(struct net_stream *s, void *ud);
+	/* Streams made by net_connect only: the connection is up (status 0; reading has started)
+	 * or failed (negative errno; on_closed follows). NULL for accepted streams. */
+	void (*on_connect)(struct net_stream *s, int status, void *ud);
 };
+
+/* Opens a TCP connection to addr (borrowed) with TCP_NODELAY; ops->on_connect reports the
+ * outcome. The deadline (net_stream_set_deadline) also bounds the connect. *out is owned by the
+ * loop like an accepted stream. Returns 0, or a negative errno with no callback to follow. */
+int net_connect(struct net_stream **out, uv_loop_t *loop, const struct sockaddr *addr,
+		const struct net_stream_ops *ops, void *ud);
 
 /* Attaches the owner's callbacks (ops borrowed for the stream's life; ud is the owner's). Must be
  * called from net_listener_ops.on_accept before it returns 0. Reading starts after that. */

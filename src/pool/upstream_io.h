@@ -1,0 +1,62 @@
+/* The broker's connections to its upstreams: per upstream a bounded set of kept-alive NTS-KE
+ * connections (ke_client over net streams, authenticated with the pool certificate), one-shot
+ * exchanges on them, and the background probes and deep checks that keep the registry current.
+ * The only pool code besides main that touches the loop. */
+#ifndef NTSPOOL_POOL_UPSTREAM_IO_H
+#define NTSPOOL_POOL_UPSTREAM_IO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "ke_msg.h"
+#include "tls_creds.h"
+#include "upstream.h"
+
+struct upstream_io_config {
+	enum ke_numbering numbering;
+	uint64_t upstream_timeout_ms; /* connect + handshake + one exchange */
+	uint64_t idle_ms;	      /* kept connections close after this idle time */
+	unsigned max_conns;	      /* per upstream: idle + busy */
+};
+
+struct upstream_io;
+
+/* creds: the pool's client credentials (its certificate + key, system trust + the extra CA; a
+ * reference is taken). registry and cfg: borrowed for the object's life. Starts the probe timer.
+ * *out is released with upstream_io_close. */
+int upstream_io_new(struct upstream_io **out, uv_loop_t *loop, struct tls_creds *creds,
+		    struct upstream_registry *registry, const struct upstream_io_config *cfg);
+
+/* Swaps the client credentials for new connections (SIGHUP); kept connections live on. */
+void upstream_io_set_creds(struct upstream_io *io, struct tls_creds *creds);
+
+/* Reschedules the probe timer after the registry changed (SIGHUP added upstreams). */
+void upstream_io_kick(struct upstream_io *io);
+
+/* Result of one exchange: exactly one call per upstream_io_exchange. keys_sent as in
+ * pool_session_upstream_failed; on success (err == 0) parse_rc and resp (borrowed for the call)
+ * as from ke_client_response; latency_ms of the whole exchange. */
+typedef void (*upstream_io_done_cb)(void *ud, int err, bool keys_sent, int parse_rc,
+				    const struct ke_msg_response *resp, uint64_t latency_ms);
+
+struct upstream_io_exchange;
+
+/* Runs one request (bytes copied and wiped after sending) of the given kind with upstream id on
+ * an idle kept connection, or a new one (DNS resolution for names, TCP, TLS 1.3 with the pool
+ * certificate, server name verified). Keep Alive is always asked for. The callback may be called
+ * before this returns only with err < 0 (e.g. unknown id). *handle (may be NULL) lets the caller
+ * cancel: upstream_io_cancel stops the callback (the connection is dropped if busy). */
+int upstream_io_exchange(struct upstream_io *io, uint32_t id, const uint8_t *req, size_t len,
+			 enum ke_msg_request_kind kind, upstream_io_done_cb cb, void *ud,
+			 struct upstream_io_exchange **handle);
+void upstream_io_cancel(struct upstream_io_exchange *x);
+
+/* Kept-alive connections of one upstream (idle + busy), for /status. */
+unsigned upstream_io_kept(const struct upstream_io *io, uint32_t id);
+
+/* Stops probing and closes every connection; freed from the last close callback. */
+void upstream_io_close(struct upstream_io *io);
+
+#endif
