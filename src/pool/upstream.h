@@ -28,26 +28,41 @@ struct upstream_timing {
 	uint64_t deep_check_ms;     /* deep-check-interval-s, 0 = off */
 };
 
+/* Configured upstreams at most (more is -EINVAL); as many again may be DRAINING at once, beyond
+ * that the oldest draining ones are forgotten by upstream_registry_update. */
+#define UPSTREAM_MAX 256
+
 struct upstream_spec {
-	const char *domain; /* DNS name or IP literal; borrowed, copied */
+	const char *domain; /* DNS name or IP literal, 1..KE_MSG_NAME_MAX; borrowed, copied */
 	uint16_t port;
 	uint32_t weight;    /* >= 1 */
 };
 
 struct upstream_registry;
 
-/* *out is new (upstream_registry_free). Every upstream starts PROBING with a probe due now. */
+/* *out is new (upstream_registry_free). Every upstream starts PROBING with a probe due now.
+ * -EINVAL for more than UPSTREAM_MAX specs, an empty or over-long domain, a weight of 0 or the
+ * same (domain, port) twice; -ENOMEM. */
 int upstream_registry_new(struct upstream_registry **out, const struct upstream_spec *specs,
 			  size_t n, const struct upstream_timing *timing, uint64_t now_ms);
 void upstream_registry_free(struct upstream_registry *r);
 
-/* Applies a new configuration (SIGHUP): upstreams with the same domain and port keep their id,
- * state, lists and counters (weight updated); new ones are added PROBING; missing ones become
- * DRAINING. Ids are never reused. Returns 0 or -ENOMEM. */
+/* Applies a new configuration (SIGHUP): upstreams with the same domain (ASCII case-insensitive)
+ * and port keep their id, state, lists and counters (weight updated); a DRAINING one that comes
+ * back is PROBING again with a probe due now; new ones are added PROBING; missing ones become
+ * DRAINING. Ids are never reused. Returns 0, or -EINVAL / -ENOMEM (as upstream_registry_new)
+ * with the registry unchanged. */
 int upstream_registry_update(struct upstream_registry *r, const struct upstream_spec *specs,
 			     size_t n, uint64_t now_ms);
 
-/* Iteration over every upstream ever configured that is not forgotten: ids via index. */
+/* A DRAINING upstream leaves the registry: upstream_io calls this once no connection or exchange
+ * of it remains. Ignored for any other state or an unknown id. */
+void upstream_forget(struct upstream_registry *r, uint32_t id);
+
+/* Iteration over every upstream ever configured that is not forgotten: ids via index. Every
+ * function taking an id ignores an unknown one (a session may outlive a forgotten upstream):
+ * upstream_domain gives NULL, upstream_port 0, upstream_state UPSTREAM_DRAINING,
+ * upstream_status_json NULL. */
 size_t upstream_count(const struct upstream_registry *r);
 uint32_t upstream_id_at(const struct upstream_registry *r, size_t index);
 const char *upstream_domain(const struct upstream_registry *r, uint32_t id);
@@ -57,7 +72,8 @@ const char *upstream_state_name(enum upstream_state s);
 
 /* Selection for a session: smooth weighted round-robin among HEALTHY upstreams with fresh lists,
  * not in tried, not denied by req (by domain, ASCII case-insensitive; also by the Server name the
- * upstream last announced); if every candidate is denied, among the denied ones. Fills *out with
+ * upstream last announced, see upstream_server_announced); if every candidate is denied, among
+ * the denied ones. req may be NULL (no deny set). Fills *out with
  * pointers into the registry (valid until the next call that changes the registry). 0 or
  * -ENOENT. Matches pool_session_upstreams.pick (pass the registry as ud through a wrapper that
  * supplies now_ms). */
@@ -67,8 +83,14 @@ int upstream_pick(struct upstream_registry *r, const struct ke_msg_request *req,
 
 /* Probing. upstream_probe_due: the next upstream (id) whose probe time has come, or -ENOENT;
  * upstream_next_probe_ms: the earliest probe time of all (UINT64_MAX if none), for the timer.
- * Results: a Support response (its lists are cached with now_ms; HEALTHY), or a failure (reason
- * borrowed, copied; UNHEALTHY; next probe after an exponential back-off). */
+ * An upstream with a probe started is not due again until its result. DRAINING ones are never
+ * probed, and results for them are dropped.
+ * Results: a Support response (its lists are cached with now_ms; HEALTHY; only algorithms whose
+ * key length is the AEAD's are kept, and an empty protocol list or no such algorithm counts as
+ * the failure "no usable algorithms"), or a failure (reason borrowed, copied; UNHEALTHY; next
+ * probe after an exponential back-off: backoff_min_ms doubling per consecutive failure, capped
+ * at backoff_max_ms). A successful probe resets the back-off unless the last deep check failed
+ * (see below). */
 int upstream_probe_due(struct upstream_registry *r, uint64_t now_ms, uint32_t *id);
 uint64_t upstream_next_probe_ms(const struct upstream_registry *r);
 void upstream_probe_started(struct upstream_registry *r, uint32_t id, uint64_t now_ms);
@@ -77,8 +99,11 @@ void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
 void upstream_probe_failed(struct upstream_registry *r, uint32_t id, const char *reason,
 			   uint64_t now_ms);
 
-/* Deep checks (PROTOCOL.md §4.3): due like probes, only for HEALTHY upstreams when enabled. A
- * failure makes the upstream UNHEALTHY (with back-off); success leaves it as it is. */
+/* Deep checks (PROTOCOL.md §4.3): due like probes, only for HEALTHY upstreams when enabled: at
+ * once on becoming HEALTHY, then every deep_check_ms. A failure makes the upstream UNHEALTHY
+ * with the probe back-off; the next successful probe makes it HEALTHY again (so it is checked
+ * again at once), but the back-off keeps growing until a deep check passes, so an upstream whose
+ * KE works but NTP does not spends ever less time selectable. Success leaves the state as it is. */
 int upstream_deep_due(struct upstream_registry *r, uint64_t now_ms, uint32_t *id);
 uint64_t upstream_next_deep_ms(const struct upstream_registry *r);
 void upstream_deep_started(struct upstream_registry *r, uint32_t id, uint64_t now_ms);
@@ -87,10 +112,16 @@ void upstream_deep_result(struct upstream_registry *r, uint32_t id, bool ok, con
 
 /* Session outcomes per upstream: served (cookies delivered; latency of the upstream exchange in
  * ms, kept for p50/p99 over the last 1024) or failed (an upstream failure during a session makes
- * the upstream due for a probe now, so a dead upstream leaves rotation quickly). */
+ * a HEALTHY upstream due for a probe now, unless one is running, so a dead upstream leaves
+ * rotation quickly; an UNHEALTHY one keeps its back-off). "failures" in the status counts these
+ * and failed probes and deep checks alike. */
 void upstream_session_ok(struct upstream_registry *r, uint32_t id, uint64_t latency_ms);
 void upstream_session_failed(struct upstream_registry *r, uint32_t id, const char *reason,
 			     uint64_t now_ms);
+
+/* The Server name the upstream announced in its last Fixed Key response (borrowed, copied), or
+ * NULL when it sent none; clients deny the names they were given, so pick matches it too. */
+void upstream_server_announced(struct upstream_registry *r, uint32_t id, const char *server);
 
 /* The JSON object of one upstream for /status (new reference): name, port, weight, state, last
  * probe time and result, supported protocols and algorithms, sessions served, failures, p50/p99

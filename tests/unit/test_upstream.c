@@ -1,1 +1,601 @@
+/* The upstream registry with explicit time: selection shares and order, deny fallback, what is
+ * never selectable, probe and deep-check scheduling with back-off, reloads, latency percentiles
+ * and the /status object. */
+#include "upstream.h"
+
 #include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+#define T0 1000000
+#define INTERVAL 60000
+#define CACHE 300000
+#define BMIN 1000
+#define BMAX 600000
+#define DEEP 3600000
+#define WALL 1795000000
+
+static FILE *devnull;
+
+static void setup(void)
+{
+	/* Every debug line is formatted, so its arguments are checked under the sanitizers. */
+	devnull = fopen("/dev/null", "w");
+	cr_assert(devnull);
+	log_set_stream(devnull);
+	log_set_level(LOG_LEVEL_DEBUG);
+}
+
+static void teardown(void)
+{
+	log_set_stream(NULL);
+	fclose(devnull);
+}
+
+TestSuite(upstream, .init = setup, .fini = teardown);
+
+static const struct upstream_timing timing = {
+	.probe_interval_ms = INTERVAL,
+	.support_cache_ms = CACHE,
+	.backoff_min_ms = BMIN,
+	.backoff_max_ms = BMAX,
+	.deep_check_ms = 0,
+};
+
+static struct ke_msg_response support(void)
+{
+	struct ke_msg_response s = {
+		.has_supported_protocols = true,
+		.supported_protocols = { 0 },
+		.n_supported_protocols = 1,
+		.has_supported_algorithms = true,
+		.supported_algorithms = { { 15, 32 }, { 17, 64 } },
+		.n_supported_algorithms = 2,
+	};
+	return s;
+}
+
+static struct upstream_registry *make(const struct upstream_spec *specs, size_t n,
+				      const struct upstream_timing *t)
+{
+	struct upstream_registry *r = NULL;
+	cr_assert_eq(upstream_registry_new(&r, specs, n, t, T0), 0);
+	cr_assert_eq(upstream_count(r), n);
+	return r;
+}
+
+static void make_healthy(struct upstream_registry *r, uint32_t id, uint64_t now)
+{
+	struct ke_msg_response s = support();
+	upstream_probe_started(r, id, now);
+	upstream_probe_ok(r, id, &s, now);
+	cr_assert_eq(upstream_state(r, id), UPSTREAM_HEALTHY);
+}
+
+static uint32_t pick(struct upstream_registry *r, const struct ke_msg_request *req,
+		     const uint32_t *tried, size_t n_tried, uint64_t now)
+{
+	struct pool_upstream_info info;
+	cr_assert_eq(upstream_pick(r, req, tried, n_tried, now, &info), 0);
+	return info.id;
+}
+
+static int pick_rc(struct upstream_registry *r, uint64_t now)
+{
+	struct pool_upstream_info info;
+	return upstream_pick(r, NULL, NULL, 0, now, &info);
+}
+
+static void deny(struct ke_msg_request *req, const char *name)
+{
+	struct ke_msg_name *d = &req->deny[req->n_deny++];
+	d->len = strlen(name);
+	snprintf(d->name, sizeof d->name, "%s", name);
+}
+
+Test(upstream, wrr_shares_follow_weights_exactly)
+{
+	const struct upstream_spec specs[] = {
+		{ "a.test", 4460, 1 }, { "b.test", 4460, 2 }, { "c.test", 4460, 3 } };
+	struct upstream_registry *r = make(specs, 3, &timing);
+	for (size_t i = 0; i < 3; i++)
+		make_healthy(r, upstream_id_at(r, i), T0);
+	unsigned count[3] = { 0 };
+	for (int i = 0; i < 600; i++) {
+		uint32_t id = pick(r, NULL, NULL, 0, T0 + 1);
+		cr_assert_lt(id, 3);
+		count[id]++;
+	}
+	cr_assert_eq(count[0], 100);
+	cr_assert_eq(count[1], 200);
+	cr_assert_eq(count[2], 300);
+	upstream_registry_free(r);
+}
+
+Test(upstream, wrr_is_smooth)
+{
+	const struct upstream_spec specs[] = {
+		{ "a.test", 4460, 5 }, { "b.test", 4460, 5 }, { "c.test", 4460, 5 } };
+	struct upstream_registry *r = make(specs, 3, &timing);
+	for (size_t i = 0; i < 3; i++)
+		make_healthy(r, upstream_id_at(r, i), T0);
+	uint32_t prev = pick(r, NULL, NULL, 0, T0);
+	for (int i = 0; i < 300; i++) {
+		uint32_t id = pick(r, NULL, NULL, 0, T0);
+		cr_assert_neq(id, prev, "picked %u twice in a row at %d", id, i);
+		prev = id;
+	}
+	upstream_registry_free(r);
+
+	/* Weights 5,1,1: the heavy one is interleaved (nginx: a a b a c a a), not 5 in a row. */
+	const struct upstream_spec skew[] = {
+		{ "a.test", 1, 5 }, { "b.test", 1, 1 }, { "c.test", 1, 1 } };
+	r = make(skew, 3, &timing);
+	for (size_t i = 0; i < 3; i++)
+		make_healthy(r, upstream_id_at(r, i), T0);
+	const uint32_t want[] = { 0, 0, 1, 0, 2, 0, 0, 0, 0, 1, 0, 2, 0, 0 };
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+		cr_assert_eq(pick(r, NULL, NULL, 0, T0), want[i], "pick %zu", i);
+	upstream_registry_free(r);
+}
+
+Test(upstream, pick_fills_info)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	struct ke_msg_response s = support();
+	/* 16 with a wrong key length and an unknown AEAD are not usable for Fixed Key. */
+	s.supported_algorithms[0] = (struct ke_msg_algorithm){ 16, 32 };
+	s.supported_algorithms[1] = (struct ke_msg_algorithm){ 15, 32 };
+	s.supported_algorithms[2] = (struct ke_msg_algorithm){ 17, 32 };
+	s.n_supported_algorithms = 3;
+	upstream_probe_ok(r, 0, &s, T0);
+	struct pool_upstream_info info;
+	cr_assert_eq(upstream_pick(r, NULL, NULL, 0, T0, &info), 0);
+	cr_assert_eq(info.id, 0);
+	cr_assert_str_eq(info.name, "a.test");
+	cr_assert_eq(info.n_protocols, 1);
+	cr_assert_eq(info.protocols[0], 0);
+	cr_assert_eq(info.n_algorithms, 1);
+	cr_assert_eq(info.algorithms[0].id, 15);
+	cr_assert_eq(info.algorithms[0].key_len, 32);
+	upstream_registry_free(r);
+}
+
+Test(upstream, deny_skips_and_falls_back)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 }, { "b.test", 4460, 1 },
+					       { "c.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 3, &timing);
+	for (size_t i = 0; i < 3; i++)
+		make_healthy(r, upstream_id_at(r, i), T0);
+	struct ke_msg_request req = { 0 };
+	deny(&req, "A.TEST");
+	deny(&req, "b.Test");
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(pick(r, &req, NULL, 0, T0), 2);
+
+	/* The not-denied one tried already: a denied one beats none. */
+	const uint32_t tried[] = { 2 };
+	unsigned seen[3] = { 0 };
+	for (int i = 0; i < 10; i++)
+		seen[pick(r, &req, tried, 1, T0)]++;
+	cr_assert_eq(seen[0], 5);
+	cr_assert_eq(seen[1], 5);
+	cr_assert_eq(seen[2], 0);
+
+	deny(&req, "c.test");
+	seen[0] = seen[1] = seen[2] = 0;
+	for (int i = 0; i < 30; i++)
+		seen[pick(r, &req, NULL, 0, T0)]++;
+	cr_assert_eq(seen[0], 10);
+	cr_assert_eq(seen[1], 10);
+	cr_assert_eq(seen[2], 10);
+	upstream_registry_free(r);
+}
+
+Test(upstream, deny_matches_announced_server)
+{
+	const struct upstream_spec specs[] = { { "ke1.test", 4460, 1 }, { "ke2.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 2, &timing);
+	make_healthy(r, 0, T0);
+	make_healthy(r, 1, T0);
+	upstream_server_announced(r, 0, "ntp1.test");
+	struct ke_msg_request req = { 0 };
+	deny(&req, "NTP1.test");
+	for (int i = 0; i < 4; i++)
+		cr_assert_eq(pick(r, &req, NULL, 0, T0), 1);
+	upstream_server_announced(r, 0, NULL);
+	unsigned seen[2] = { 0 };
+	for (int i = 0; i < 4; i++)
+		seen[pick(r, &req, NULL, 0, T0)]++;
+	cr_assert_eq(seen[0], 2);
+	upstream_registry_free(r);
+}
+
+Test(upstream, tried_excluded)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 100 }, { "b.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 2, &timing);
+	make_healthy(r, 0, T0);
+	make_healthy(r, 1, T0);
+	const uint32_t tried[] = { 0 };
+	for (int i = 0; i < 5; i++)
+		cr_assert_eq(pick(r, NULL, tried, 1, T0), 1);
+	const uint32_t both[] = { 1, 0 };
+	struct pool_upstream_info info;
+	cr_assert_eq(upstream_pick(r, NULL, both, 2, T0, &info), -ENOENT);
+	upstream_registry_free(r);
+}
+
+Test(upstream, never_picked_unless_healthy_and_fresh)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_PROBING);
+	cr_assert_eq(pick_rc(r, T0), -ENOENT);
+
+	make_healthy(r, 0, T0);
+	cr_assert_eq(pick_rc(r, T0 + CACHE), 0);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 1), -ENOENT, "stale lists");
+
+	struct ke_msg_response s = support();
+	upstream_probe_ok(r, 0, &s, T0 + CACHE + 1);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 1), 0);
+	upstream_probe_failed(r, 0, "connection refused", T0 + CACHE + 2);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 2), -ENOENT);
+
+	upstream_probe_ok(r, 0, &s, T0 + CACHE + 3);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 3), 0);
+	cr_assert_eq(upstream_registry_update(r, NULL, 0, T0 + CACHE + 4), 0);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_DRAINING);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 4), -ENOENT);
+	upstream_registry_free(r);
+}
+
+Test(upstream, unusable_support_is_a_failure)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	struct ke_msg_response s = support();
+	s.n_supported_protocols = 0;
+	upstream_probe_ok(r, 0, &s, T0);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+
+	s = support();
+	s.supported_algorithms[0] = (struct ke_msg_algorithm){ 30, 32 };
+	s.n_supported_algorithms = 1;
+	upstream_probe_ok(r, 0, &s, T0 + 1);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 1, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "last_probe_result")),
+			 "no usable algorithms");
+	cr_assert_eq(json_integer_value(json_object_get(j, "failures")), 2);
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+Test(upstream, probe_scheduling_and_backoff)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	uint32_t id = 99;
+	cr_assert_eq(upstream_next_probe_ms(r), T0);
+	cr_assert_eq(upstream_probe_due(r, T0 - 1, &id), -ENOENT);
+	cr_assert_eq(upstream_probe_due(r, T0, &id), 0);
+	cr_assert_eq(id, 0);
+	upstream_probe_started(r, 0, T0);
+	cr_assert_eq(upstream_probe_due(r, T0 + 10 * BMAX, &id), -ENOENT, "in flight");
+	cr_assert_eq(upstream_next_probe_ms(r), UINT64_MAX);
+
+	/* 1, 2, 4 … s, capped at 10 min. */
+	uint64_t now = T0, want = BMIN;
+	for (int i = 0; i < 14; i++) {
+		upstream_probe_failed(r, 0, "timeout", now);
+		cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+		cr_assert_eq(upstream_next_probe_ms(r), now + want, "failure %d", i);
+		cr_assert_eq(upstream_probe_due(r, now + want - 1, &id), -ENOENT);
+		now += want;
+		cr_assert_eq(upstream_probe_due(r, now, &id), 0);
+		upstream_probe_started(r, 0, now);
+		want = want * 2 > BMAX ? BMAX : want * 2;
+	}
+	cr_assert_eq(want, BMAX);
+
+	struct ke_msg_response s = support();
+	upstream_probe_ok(r, 0, &s, now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	cr_assert_eq(upstream_next_probe_ms(r), now + INTERVAL);
+	upstream_probe_failed(r, 0, "timeout", now + INTERVAL);
+	cr_assert_eq(upstream_next_probe_ms(r), now + INTERVAL + BMIN, "back-off reset by ok");
+	upstream_registry_free(r);
+}
+
+Test(upstream, session_failure_triggers_probe)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	make_healthy(r, 0, T0);
+	uint32_t id;
+	cr_assert_eq(upstream_probe_due(r, T0 + 5, &id), -ENOENT);
+	upstream_session_failed(r, 0, "reset", T0 + 5);
+	cr_assert_eq(upstream_next_probe_ms(r), T0 + 5);
+	cr_assert_eq(upstream_probe_due(r, T0 + 5, &id), 0);
+	upstream_probe_started(r, 0, T0 + 5);
+	upstream_session_failed(r, 0, "reset", T0 + 6);
+	cr_assert_eq(upstream_probe_due(r, T0 + 6, &id), -ENOENT, "not twice in flight");
+	upstream_probe_failed(r, 0, "reset", T0 + 7);
+	cr_assert_eq(upstream_next_probe_ms(r), T0 + 7 + BMIN);
+	/* Unhealthy: session failures leave the back-off alone. */
+	upstream_session_failed(r, 0, "reset", T0 + 8);
+	cr_assert_eq(upstream_next_probe_ms(r), T0 + 7 + BMIN);
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 8, WALL);
+	cr_assert_eq(json_integer_value(json_object_get(j, "failures")), 4);
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+Test(upstream, earliest_due_first)
+{
+	const struct upstream_spec specs[] = { { "a.test", 1, 1 }, { "b.test", 1, 1 } };
+	struct upstream_registry *r = make(specs, 2, &timing);
+	make_healthy(r, 0, T0);
+	make_healthy(r, 1, T0 + 10);
+	cr_assert_eq(upstream_next_probe_ms(r), T0 + INTERVAL);
+	uint32_t id;
+	cr_assert_eq(upstream_probe_due(r, T0 + INTERVAL + 10, &id), 0);
+	cr_assert_eq(id, 0);
+	upstream_probe_started(r, 0, T0 + INTERVAL + 10);
+	cr_assert_eq(upstream_probe_due(r, T0 + INTERVAL + 10, &id), 0);
+	cr_assert_eq(id, 1);
+	upstream_registry_free(r);
+}
+
+Test(upstream, deep_check)
+{
+	struct upstream_timing t = timing;
+	t.deep_check_ms = DEEP;
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &t);
+	uint32_t id;
+	cr_assert_eq(upstream_deep_due(r, T0, &id), -ENOENT, "only healthy ones");
+	make_healthy(r, 0, T0);
+	cr_assert_eq(upstream_next_deep_ms(r), T0);
+	cr_assert_eq(upstream_deep_due(r, T0, &id), 0);
+	upstream_deep_started(r, 0, T0);
+	cr_assert_eq(upstream_deep_due(r, T0, &id), -ENOENT, "in flight");
+	upstream_deep_result(r, 0, true, NULL, T0 + 100);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	cr_assert_eq(upstream_next_deep_ms(r), T0 + 100 + DEEP);
+
+	uint64_t now = T0 + 100 + DEEP;
+	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
+	upstream_deep_started(r, 0, now);
+	upstream_deep_result(r, 0, false, "NTP authentication failed", now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(pick_rc(r, now), -ENOENT);
+	cr_assert_eq(upstream_next_probe_ms(r), now + BMIN);
+	cr_assert_eq(upstream_deep_due(r, now + DEEP, &id), -ENOENT);
+
+	/* A probe ok brings it back and asks for a deep check at once; while deep checks fail the
+	 * back-off keeps doubling. */
+	now += BMIN;
+	make_healthy(r, 0, now);
+	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
+	upstream_deep_result(r, 0, false, "NTP authentication failed", now);
+	cr_assert_eq(upstream_next_probe_ms(r), now + 2 * BMIN);
+	now += 2 * BMIN;
+	make_healthy(r, 0, now);
+	upstream_deep_result(r, 0, true, NULL, now);
+	upstream_probe_failed(r, 0, "timeout", now + 1);
+	cr_assert_eq(upstream_next_probe_ms(r), now + 1 + BMIN, "reset by a passed deep check");
+
+	json_t *j = upstream_status_json(r, 0, 0, now + 1, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "last_deep_check_result")), "ok");
+	cr_assert_eq(json_integer_value(json_object_get(j, "last_deep_check")), WALL);
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+Test(upstream, deep_check_off)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	make_healthy(r, 0, T0);
+	uint32_t id;
+	cr_assert_eq(upstream_deep_due(r, T0 + 10 * DEEP, &id), -ENOENT);
+	cr_assert_eq(upstream_next_deep_ms(r), UINT64_MAX);
+	upstream_registry_free(r);
+}
+
+Test(upstream, update_keeps_adds_drains)
+{
+	const struct upstream_spec v1[] = { { "a.test", 4460, 1 }, { "b.test", 4460, 1 },
+					    { "c.test", 4460, 1 } };
+	struct upstream_registry *r = make(v1, 3, &timing);
+	make_healthy(r, 0, T0);
+	make_healthy(r, 1, T0);
+	upstream_session_ok(r, 0, 7);
+	upstream_session_ok(r, 0, 8);
+
+	const struct upstream_spec v2[] = { { "A.TEST", 4460, 4 }, { "b.test", 4461, 1 },
+					    { "d.test", 4460, 1 } };
+	cr_assert_eq(upstream_registry_update(r, v2, 3, T0 + 10), 0);
+	cr_assert_eq(upstream_count(r), 5);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	cr_assert_eq(upstream_state(r, 1), UPSTREAM_DRAINING, "another port is another upstream");
+	cr_assert_eq(upstream_state(r, 2), UPSTREAM_DRAINING);
+	cr_assert_eq(upstream_id_at(r, 3), 3);
+	cr_assert_eq(upstream_port(r, 3), 4461);
+	cr_assert_eq(upstream_state(r, 3), UPSTREAM_PROBING);
+	cr_assert_str_eq(upstream_domain(r, 4), "d.test");
+
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 10, WALL);
+	cr_assert_eq(json_integer_value(json_object_get(j, "weight")), 4);
+	cr_assert_eq(json_integer_value(json_object_get(j, "sessions_served")), 2);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "name")), "a.test");
+	json_decref(j);
+
+	/* Draining ones are neither probed nor moved by results. */
+	uint32_t id, due[2];
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(upstream_probe_due(r, T0 + 10, &id), 0);
+		due[i] = id;
+		upstream_probe_started(r, id, T0 + 10);
+	}
+	cr_assert(due[0] >= 3 && due[1] >= 3 && due[0] != due[1]);
+	cr_assert_eq(upstream_probe_due(r, T0 + 10 * BMAX, &id), 0);
+	cr_assert_eq(id, 0);
+	struct ke_msg_response s = support();
+	upstream_probe_ok(r, 1, &s, T0 + 11);
+	cr_assert_eq(upstream_state(r, 1), UPSTREAM_DRAINING);
+
+	/* c.test comes back with its id; a forgotten one is gone for good, its id not reused. */
+	upstream_forget(r, 1);
+	upstream_forget(r, 0);
+	cr_assert_eq(upstream_count(r), 4);
+	cr_assert_null(upstream_domain(r, 1));
+	cr_assert_null(upstream_status_json(r, 1, 0, T0, WALL));
+	upstream_session_ok(r, 1, 5);
+	const struct upstream_spec v3[] = { { "c.test", 4460, 1 }, { "b.test", 4460, 1 } };
+	cr_assert_eq(upstream_registry_update(r, v3, 2, T0 + 20), 0);
+	cr_assert_eq(upstream_state(r, 2), UPSTREAM_PROBING);
+	cr_assert_eq(upstream_id_at(r, upstream_count(r) - 1), 5);
+	cr_assert_str_eq(upstream_domain(r, 5), "b.test");
+	upstream_registry_free(r);
+}
+
+Test(upstream, invalid_specs_leave_registry_unchanged)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	const struct upstream_spec dup[] = { { "x.test", 1, 1 }, { "X.test", 1, 2 } };
+	const struct upstream_spec zero[] = { { "x.test", 1, 0 } };
+	const struct upstream_spec empty[] = { { "", 1, 1 } };
+	char longname[KE_MSG_NAME_MAX + 2];
+	memset(longname, 'a', sizeof longname - 1);
+	longname[sizeof longname - 1] = 0;
+	const struct upstream_spec toolong[] = { { longname, 1, 1 } };
+	cr_assert_eq(upstream_registry_update(r, dup, 2, T0), -EINVAL);
+	cr_assert_eq(upstream_registry_update(r, zero, 1, T0), -EINVAL);
+	cr_assert_eq(upstream_registry_update(r, empty, 1, T0), -EINVAL);
+	cr_assert_eq(upstream_registry_update(r, toolong, 1, T0), -EINVAL);
+	cr_assert_eq(upstream_count(r), 1);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_PROBING);
+	struct upstream_registry *r2 = NULL;
+	cr_assert_eq(upstream_registry_new(&r2, dup, 2, &timing, T0), -EINVAL);
+	cr_assert_null(r2);
+	upstream_registry_free(r);
+}
+
+Test(upstream, bounded_under_reloads)
+{
+	struct upstream_registry *r = make(NULL, 0, &timing);
+	char name[32];
+	struct upstream_spec spec = { name, 1, 1 };
+	/* Each reload replaces the only upstream; nothing ever releases the draining ones. */
+	for (int i = 0; i < 3 * UPSTREAM_MAX; i++) {
+		snprintf(name, sizeof name, "u%d.test", i);
+		cr_assert_eq(upstream_registry_update(r, &spec, 1, T0 + i), 0);
+		cr_assert_leq(upstream_count(r), UPSTREAM_MAX + 1);
+	}
+	cr_assert_eq(upstream_count(r), UPSTREAM_MAX + 1);
+	/* The oldest went first; the newest is the configured one. */
+	cr_assert_eq(upstream_id_at(r, 0), 2 * UPSTREAM_MAX - 1);
+	cr_assert_eq(upstream_state(r, 3 * UPSTREAM_MAX - 1), UPSTREAM_PROBING);
+
+	struct upstream_spec many[UPSTREAM_MAX + 1];
+	for (size_t i = 0; i < UPSTREAM_MAX + 1; i++)
+		many[i] = (struct upstream_spec){ "m.test", (uint16_t)i, 1 };
+	cr_assert_eq(upstream_registry_update(r, many, UPSTREAM_MAX + 1, T0), -EINVAL);
+	cr_assert_eq(upstream_registry_update(r, many, UPSTREAM_MAX, T0), 0);
+	upstream_registry_free(r);
+}
+
+Test(upstream, latency_percentiles_over_last_1024)
+{
+	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	json_t *j = upstream_status_json(r, 0, 0, T0, WALL);
+	cr_assert(json_is_null(json_object_get(j, "latency_ms")));
+	json_decref(j);
+
+	/* 1..100 shuffled: nearest rank gives p50 = 50, p99 = 99. */
+	for (unsigned i = 0; i < 100; i++)
+		upstream_session_ok(r, 0, (i * 37) % 100 + 1);
+	j = upstream_status_json(r, 0, 0, T0, WALL);
+	json_t *lat = json_object_get(j, "latency_ms");
+	cr_assert(json_is_real(json_object_get(lat, "p50")));
+	cr_assert_float_eq(json_real_value(json_object_get(lat, "p50")), 50.0, 1e-9);
+	cr_assert_float_eq(json_real_value(json_object_get(lat, "p99")), 99.0, 1e-9);
+	json_decref(j);
+
+	/* 1000 of 5 ms, then 1024 of 1000 ms: only the last 1024 count. */
+	for (unsigned i = 0; i < 1000; i++)
+		upstream_session_ok(r, 0, 5);
+	for (unsigned i = 0; i < 1024; i++)
+		upstream_session_ok(r, 0, 1000);
+	j = upstream_status_json(r, 0, 0, T0, WALL);
+	lat = json_object_get(j, "latency_ms");
+	cr_assert_float_eq(json_real_value(json_object_get(lat, "p50")), 1000.0, 1e-9);
+	cr_assert_float_eq(json_real_value(json_object_get(lat, "p99")), 1000.0, 1e-9);
+	cr_assert_eq(json_integer_value(json_object_get(j, "sessions_served")), 2124);
+	json_decref(j);
+
+	/* Half replaced by 1 ms samples: p50 is now 1. */
+	for (unsigned i = 0; i < 512; i++)
+		upstream_session_ok(r, 0, 1);
+	j = upstream_status_json(r, 0, 0, T0, WALL);
+	lat = json_object_get(j, "latency_ms");
+	cr_assert_float_eq(json_real_value(json_object_get(lat, "p50")), 1.0, 1e-9);
+	cr_assert_float_eq(json_real_value(json_object_get(lat, "p99")), 1000.0, 1e-9);
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+Test(upstream, status_json_fields_and_types)
+{
+	const struct upstream_spec specs[] = { { "127.0.0.2", 4460, 3 } };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	json_t *j = upstream_status_json(r, 0, 2, T0, WALL);
+	cr_assert(json_is_object(j));
+	cr_assert_eq(json_integer_value(json_object_get(j, "id")), 0);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "name")), "127.0.0.2");
+	cr_assert_eq(json_integer_value(json_object_get(j, "port")), 4460);
+	cr_assert_eq(json_integer_value(json_object_get(j, "weight")), 3);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "probing");
+	cr_assert(json_is_null(json_object_get(j, "last_probe")));
+	cr_assert(json_is_null(json_object_get(j, "last_probe_result")));
+	cr_assert(json_is_null(json_object_get(j, "last_deep_check")));
+	cr_assert(json_is_null(json_object_get(j, "last_deep_check_result")));
+	cr_assert_eq(json_array_size(json_object_get(j, "protocols")), 0);
+	cr_assert(json_is_array(json_object_get(j, "algorithms")));
+	cr_assert_eq(json_integer_value(json_object_get(j, "kept_connections")), 2);
+	cr_assert(json_is_integer(json_object_get(j, "sessions_served")));
+	cr_assert(json_is_integer(json_object_get(j, "failures")));
+	cr_assert_eq(json_object_size(j), 15);
+	json_decref(j);
+
+	/* The probe result 2.5 s before a status taken at WALL. */
+	make_healthy(r, 0, T0);
+	j = upstream_status_json(r, 0, 0, T0 + 2500, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "state")), "healthy");
+	cr_assert_eq(json_integer_value(json_object_get(j, "last_probe")), WALL - 2);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "last_probe_result")), "ok");
+	json_t *p = json_object_get(j, "protocols");
+	cr_assert_eq(json_array_size(p), 1);
+	cr_assert_eq(json_integer_value(json_array_get(p, 0)), 0);
+	json_t *a = json_object_get(j, "algorithms");
+	cr_assert_eq(json_array_size(a), 2);
+	cr_assert_eq(json_integer_value(json_object_get(json_array_get(a, 1), "id")), 17);
+	cr_assert_eq(json_integer_value(json_object_get(json_array_get(a, 1), "key_length")), 64);
+	json_decref(j);
+
+	cr_assert_str_eq(upstream_state_name(UPSTREAM_UNHEALTHY), "unhealthy");
+	cr_assert_str_eq(upstream_state_name(UPSTREAM_DRAINING), "draining");
+	upstream_registry_free(r);
+}
