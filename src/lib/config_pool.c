@@ -69,6 +69,10 @@ static int read_upstreams(struct config_ctx *ctx, const struct toml_value *serve
 		return config_error(ctx, toml_line(v),
 				    "'key-exchange-servers' in %s must list at least one upstream",
 				    server_where);
+	if (n > CONFIG_POOL_MAX_UPSTREAMS)
+		return config_error(ctx, toml_line(v),
+				    "'key-exchange-servers' in %s lists %zu upstreams; at most %d "
+				    "are supported", server_where, n, CONFIG_POOL_MAX_UPSTREAMS);
 	cfg->key_exchange_servers = calloc(n, sizeof(*cfg->key_exchange_servers));
 	if (!cfg->key_exchange_servers)
 		return -ENOMEM;

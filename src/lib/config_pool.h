@@ -8,6 +8,9 @@
 #include "config.h"
 
 /* One entry of key-exchange-servers: an upstream NTS-KE server. */
+/* Upstreams one pool may list (the broker's registry is sized for this many). */
+#define CONFIG_POOL_MAX_UPSTREAMS 256
+
 struct config_pool_upstream {
 	struct config_host addr; /* "domain" and "port" */
 	uint32_t weight;

@@ -172,9 +172,11 @@ static void on_upstream_done(void *ud, int err, bool keys_sent, int parse_rc,
 		upstream_session_failed(b->registry, c->upstream, strerror(-err), now);
 		pool_session_upstream_failed(c->session, keys_sent, err, now);
 	} else {
-		if (parse_rc == 0)
+		if (parse_rc == 0) {
 			upstream_session_ok(b->registry, c->upstream, latency_ms);
-		else
+			upstream_server_announced(b->registry, c->upstream,
+						  resp->has_server ? resp->server.name : NULL);
+		} else
 			upstream_session_failed(b->registry, c->upstream,
 						resp && resp->has_error ? "answered with an Error"
 									: "malformed answer",

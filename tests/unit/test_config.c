@@ -341,6 +341,20 @@ Test(config, pool_duplicate_upstream)
 		   7, "duplicate key-exchange-servers entry", NULL);
 }
 
+Test(config, pool_too_many_upstreams)
+{
+	/* One entry more than the registry holds: refused at the array's line, not later. */
+	size_t cap = 64 + (size_t)(CONFIG_POOL_MAX_UPSTREAMS + 1) * 40;
+	char *text = malloc(cap);
+	cr_assert(text);
+	size_t n = (size_t)snprintf(text, cap, "%skey-exchange-servers = [\n", POOL_HEAD);
+	for (int i = 0; i <= CONFIG_POOL_MAX_UPSTREAMS; i++)
+		n += (size_t)snprintf(text + n, cap - n, "  { domain = \"u%d.test\" },\n", i);
+	snprintf(text + n, cap - n, "]\n");
+	pool_error(text, 5, "lists 257 upstreams; at most 256 are supported", NULL);
+	free(text);
+}
+
 Test(config, pool_same_domain_other_port_is_not_duplicate)
 {
 	char *path = write_file("pool.toml", POOL_HEAD "key-exchange-servers = [\n"
