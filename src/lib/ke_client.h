@@ -34,10 +34,14 @@ int ke_client_new(struct ke_client **out, struct tls_creds *creds, const char *s
 		  enum ke_numbering numbering, uint64_t now_ms, uint64_t timeout_ms);
 void ke_client_free(struct ke_client *c);
 
-/* Ciphertext from the server (borrowed). Returns 0 or a negative errno (then FAILED). */
+/* Ciphertext from the server (borrowed). Returns 0 or a negative errno (then FAILED): besides
+ * the TLS errors, -ECONNRESET for close_notify before the response was complete, -EMSGSIZE for a
+ * response over KE_MSG_RESPONSE_MAX, -EPROTO for data the server sends unasked. Input after
+ * CLOSED is ignored; after FAILED the failure is returned again. */
 int ke_client_input(struct ke_client *c, const uint8_t *buf, size_t len, uint64_t now_ms);
 /* The server closed the TCP connection. WAITING/HANDSHAKING -> FAILED (-ECONNRESET); an idle
- * READY connection -> CLOSED. */
+ * READY connection -> CLOSED; in RESPONSE the response stays usable but the connection will not
+ * be kept. */
 void ke_client_eof(struct ke_client *c, uint64_t now_ms);
 /* The deadline passed: FAILED with -ETIMEDOUT unless idle (READY -> CLOSED). */
 void ke_client_timeout(struct ke_client *c, uint64_t now_ms);
@@ -46,14 +50,17 @@ void ke_client_output(const struct ke_client *c, const uint8_t **ptr, size_t *le
 void ke_client_output_consume(struct ke_client *c, size_t n);
 
 /* Absolute deadline in now_ms units, 0 = none (idle READY connections have none: the owner
- * applies its own idle timeout). */
+ * applies its own idle timeout). While handshaking with a request queued, the earlier of the
+ * handshake and response deadlines. */
 uint64_t ke_client_deadline(const struct ke_client *c);
 enum ke_client_state ke_client_state(const struct ke_client *c);
 
 /* Queues one request (bytes from a ke_msg builder; copied, and wiped once written because a
  * Fixed Key request carries keys). Allowed in HANDSHAKING and READY; the response is parsed as a
- * reply to `kind` and must arrive within timeout_ms. Returns 0, -EBUSY (a request is already
- * out) or -ENOTCONN (closed/failed). */
+ * reply to `kind` and must arrive within timeout_ms. The connection is kept after the response
+ * only if req carries a Keep Alive record and the response echoes it. Returns 0, -EBUSY (a
+ * request is already out or its response not taken), -ENOTCONN (closed/failed), -EINVAL (len 0
+ * or over KE_MSG_REQUEST_MAX), -ENOMEM, or the error of the TLS write (then FAILED). */
 int ke_client_send(struct ke_client *c, const uint8_t *req, size_t len,
 		   enum ke_msg_request_kind kind, uint64_t now_ms, uint64_t timeout_ms);
 

@@ -21,6 +21,9 @@
  * (at most 20 slots). A UDP payload is at most 65527 bytes, so a slot never truncates one. */
 #define UDP_SLOT_SIZE 65536
 #define UDP_SLOTS 8
+/* Read buffer of a stream made by net_connect (accepted streams share their listener's): room
+ * for one whole TLS record (16 KiB plus its overhead). */
+#define CONNECT_RBUF 16640
 
 enum stream_state {
 	STREAM_OPEN,	 /* reads are delivered, writes accepted */
@@ -50,7 +53,8 @@ struct net_stream {
 	uv_tcp_t tcp;
 	uv_timer_t timer; /* the owner's deadline while open, the linger while draining */
 	uv_shutdown_t shutdown;
-	struct net_listener *listener;
+	uv_connect_t connect;
+	struct net_listener *listener; /* NULL for a stream made by net_connect */
 	const struct net_stream_ops *ops;
 	void *ud;
 	struct sockaddr_storage peer;
@@ -59,6 +63,8 @@ struct net_stream {
 	bool reading;
 	bool eof;	    /* the peer finished sending, or the connection failed */
 	bool shutdown_done; /* our FIN went out after the last write */
+	bool connecting;    /* net_connect's request is pending */
+	uint8_t rbuf[];	    /* CONNECT_RBUF bytes for a stream made by net_connect */
 };
 
 struct write_req {
@@ -172,7 +178,8 @@ static void stream_handle_closed(uv_handle_t *h)
 	if (s->ops && s->ops->on_closed)
 		s->ops->on_closed(s, s->ud);
 	free(s);
-	listener_stream_gone(l);
+	if (l)
+		listener_stream_gone(l);
 }
 
 static void stop_reading(struct net_stream *s)
@@ -224,8 +231,13 @@ static void stream_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	struct net_stream *s = h->data;
 
 	(void)suggested;
-	buf->base = (char *)s->listener->rbuf;
-	buf->len = sizeof s->listener->rbuf;
+	if (s->listener) {
+		buf->base = (char *)s->listener->rbuf;
+		buf->len = sizeof s->listener->rbuf;
+	} else {
+		buf->base = (char *)s->rbuf;
+		buf->len = CONNECT_RBUF;
+	}
 }
 
 static void stream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -345,6 +357,11 @@ void net_stream_close(struct net_stream *s)
 {
 	if (s->state != STREAM_OPEN)
 		return;
+	/* Before the connection is up there is no peer to flush writes to or to wait for. */
+	if (s->connecting) {
+		close_handles(s);
+		return;
+	}
 	s->state = STREAM_DRAINING;
 	uv_timer_start(&s->timer, stream_timer, LINGER_MS, 0);
 	if (start_reading(s) < 0)
@@ -362,6 +379,61 @@ void net_stream_abort(struct net_stream *s)
 const struct sockaddr *net_stream_peer(const struct net_stream *s)
 {
 	return (const struct sockaddr *)&s->peer;
+}
+
+static void stream_connected(uv_connect_t *req, int status)
+{
+	struct net_stream *s = req->handle->data;
+
+	s->connecting = false;
+	/* Closed by the owner meanwhile (libuv then reports UV_ECANCELED): on_closed follows. */
+	if (s->state != STREAM_OPEN)
+		return;
+	if (status == 0)
+		status = start_reading(s);
+	s->ops->on_connect(s, status, s->ud);
+	if (status < 0)
+		abort_stream(s);
+}
+
+int net_connect(struct net_stream **out, uv_loop_t *loop, const struct sockaddr *addr,
+		const struct net_stream_ops *ops, void *ud)
+{
+	struct net_stream *s;
+	int rc;
+
+	if (!ops || !ops->on_connect)
+		return -EINVAL;
+	if (addr->sa_family != AF_INET && addr->sa_family != AF_INET6)
+		return -EAFNOSUPPORT;
+	s = calloc(1, sizeof *s + CONNECT_RBUF);
+	if (!s)
+		return -ENOMEM;
+	rc = uv_tcp_init_ex(loop, &s->tcp, addr->sa_family);
+	if (rc < 0) {
+		free(s);
+		return rc;
+	}
+	uv_timer_init(loop, &s->timer);
+	s->tcp.data = s;
+	s->timer.data = s;
+	s->handles = 2;
+	s->state = STREAM_OPEN;
+	memcpy(&s->peer, addr, addr_len(addr));
+	/* Set before connecting, so not even the first write waits for Nagle. */
+	rc = uv_tcp_nodelay(&s->tcp, 1);
+	if (rc == 0)
+		rc = uv_tcp_connect(&s->connect, &s->tcp, addr, stream_connected);
+	if (rc < 0) {
+		/* The handles are in the loop now: they go through their close callbacks. */
+		close_handles(s);
+		return rc;
+	}
+	s->connecting = true;
+	s->ops = ops;
+	s->ud = ud;
+	*out = s;
+	return 0;
 }
 
 /* ---- Listeners ----------------------------------------------------------------------------- */

@@ -36,7 +36,9 @@ struct net_stream_ops {
 	 * may be freed here. */
 	void (*on_closed)(struct net_stream *s, void *ud);
 	/* Streams made by net_connect only: the connection is up (status 0; reading has started)
-	 * or failed (negative errno; on_closed follows). NULL for accepted streams. */
+	 * or failed (negative errno; on_closed follows). A stream closed or aborted before it is
+	 * up gets no on_connect, only on_closed, and net_stream_close while connecting drops
+	 * queued writes (there is no peer to flush them to). NULL for accepted streams. */
 	void (*on_connect)(struct net_stream *s, int status, void *ud);
 };
 

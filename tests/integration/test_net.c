@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define WATCHDOG_MS 30000
@@ -905,4 +906,287 @@ Test(net, addr_str)
 	ss.ss_family = AF_UNIX;
 	cr_assert_str_eq(net_addr_str((struct sockaddr *)&ss, buf, sizeof buf),
 			 "(address family 1)");
+}
+
+/* ---- Outgoing streams (net_connect) -------------------------------------------------------- */
+
+enum cmode {
+	CMODE_ECHO,	       /* send CMSG, close once it came back */
+	CMODE_CLOSE_IN_CONNECT, /* send "bye" and close inside on_connect */
+	CMODE_ABORT_IN_CONNECT, /* abort (and close again) inside on_connect */
+	CMODE_DEADLINE,	       /* deadline armed in on_connect, abort on timeout */
+	CMODE_PENDING,	       /* deadline armed before the connection is up, abort on timeout */
+};
+
+#define CMSG "ping over net_connect"
+
+static struct {
+	enum cmode mode;
+	struct net_stream *s;
+	int connect_calls;
+	int connect_status;
+	int eof_calls;
+	int timeouts;
+	int closed_calls;
+	bool peer_ok;
+	uint8_t rx[64];
+	size_t rxlen;
+} C;
+
+static void c_connect(struct net_stream *s, int status, void *ud)
+{
+	cr_assert_eq(ud, &C);
+	cr_assert_eq(s, C.s);
+	C.connect_calls++;
+	C.connect_status = status;
+	if (status < 0)
+		return;
+	C.peer_ok = addr_port(net_stream_peer(s)) == addr_port((struct sockaddr *)&T.addr);
+	switch (C.mode) {
+	case CMODE_ECHO:
+		cr_assert_eq(net_stream_write(s, (const uint8_t *)CMSG, strlen(CMSG)), 0);
+		break;
+	case CMODE_CLOSE_IN_CONNECT:
+		cr_assert_eq(net_stream_write(s, (const uint8_t *)"bye", 3), 0);
+		net_stream_close(s);
+		net_stream_close(s);
+		break;
+	case CMODE_ABORT_IN_CONNECT:
+		net_stream_abort(s);
+		net_stream_close(s);
+		net_stream_set_deadline(s, 1);
+		cr_assert_eq(net_stream_write(s, (const uint8_t *)"x", 1), -EPIPE);
+		break;
+	case CMODE_DEADLINE:
+		net_stream_set_deadline(s, 50);
+		break;
+	case CMODE_PENDING:
+		cr_assert_fail("the connection cannot be up");
+	}
+}
+
+static void c_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
+{
+	(void)ud;
+	cr_assert_eq(C.mode, CMODE_ECHO, "no reads after close");
+	cr_assert_leq(C.rxlen + len, sizeof C.rx);
+	memcpy(C.rx + C.rxlen, buf, len);
+	C.rxlen += len;
+	if (C.rxlen == strlen(CMSG))
+		net_stream_close(s);
+}
+
+static void c_eof(struct net_stream *s, int status, void *ud)
+{
+	(void)status;
+	(void)ud;
+	C.eof_calls++;
+	net_stream_close(s);
+}
+
+static void c_timeout(struct net_stream *s, void *ud)
+{
+	(void)ud;
+	C.timeouts++;
+	net_stream_abort(s);
+}
+
+static void c_closed(struct net_stream *s, void *ud)
+{
+	(void)ud;
+	cr_assert_eq(s, C.s);
+	cr_assert_eq(C.closed_calls, 0, "on_closed twice");
+	C.closed_calls++;
+	T.clients_ended++;
+	if (T.l)
+		check_done();
+}
+
+static const struct net_stream_ops c_ops = {
+	.on_read = c_read,
+	.on_eof = c_eof,
+	.on_timeout = c_timeout,
+	.on_closed = c_closed,
+	.on_connect = c_connect,
+};
+
+static void c_start(enum cmode mode, const struct sockaddr *to)
+{
+	memset(&C, 0, sizeof C);
+	C.mode = mode;
+	cr_assert_eq(net_connect(&C.s, &T.loop, to, &c_ops, &C), 0);
+	cr_assert_not_null(C.s);
+	cr_assert_eq(addr_port(net_stream_peer(C.s)), addr_port(to));
+}
+
+static void connect_round_trip(const char *ip)
+{
+	setup(MODE_ECHO);
+	if (!start_listener(ip, 4)) {
+		run_and_teardown();
+		cr_skip_test("%s not available", ip);
+	}
+	T.expect_closed = 1;
+	T.expect_ended = 1;
+	c_start(CMODE_ECHO, (struct sockaddr *)&T.addr);
+
+	run_and_teardown();
+	cr_assert_eq(C.connect_calls, 1);
+	cr_assert_eq(C.connect_status, 0);
+	cr_assert(C.peer_ok);
+	cr_assert_eq(C.rxlen, strlen(CMSG));
+	cr_assert_arr_eq(C.rx, CMSG, strlen(CMSG));
+	cr_assert_eq(C.closed_calls, 1);
+	cr_assert_eq(C.timeouts, 0);
+	cr_assert_eq(T.streams[0].nread, strlen(CMSG));
+	cr_assert_eq(T.streams[0].eof_calls, 1, "the server saw our FIN");
+	cr_assert_eq(T.streams[0].closed_calls, 1);
+}
+
+Test(net, connect_round_trip_v4)
+{
+	connect_round_trip("127.0.0.1");
+}
+
+Test(net, connect_round_trip_v6)
+{
+	connect_round_trip("::1");
+}
+
+/* A bound socket that does not listen: connections to its port are refused, and the port cannot
+ * be taken by anyone else meanwhile. */
+static int bound_only(struct sockaddr_storage *ss, int backlog)
+{
+	socklen_t len = sizeof *ss;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(fd, 0);
+	make_addr("127.0.0.1", 0, ss);
+	cr_assert_eq(bind(fd, (struct sockaddr *)ss, sizeof(struct sockaddr_in)), 0);
+	if (backlog >= 0)
+		cr_assert_eq(listen(fd, backlog), 0);
+	cr_assert_eq(getsockname(fd, (struct sockaddr *)ss, &len), 0);
+	return fd;
+}
+
+Test(net, connect_refused)
+{
+	struct sockaddr_storage ss;
+	int fd = bound_only(&ss, -1);
+
+	setup(MODE_ECHO);
+	c_start(CMODE_ECHO, (struct sockaddr *)&ss);
+	run_and_teardown();
+	close(fd);
+	cr_assert_eq(C.connect_calls, 1);
+	cr_assert_eq(C.connect_status, -ECONNREFUSED, "got %d", C.connect_status);
+	cr_assert_eq(C.closed_calls, 1);
+	cr_assert_eq(C.eof_calls, 0);
+	cr_assert_eq(C.rxlen, 0);
+}
+
+Test(net, connect_close_inside_on_connect_flushes)
+{
+	setup(MODE_ECHO);
+	start_listener("127.0.0.1", 4);
+	T.expect_closed = 1;
+	T.expect_ended = 1;
+	c_start(CMODE_CLOSE_IN_CONNECT, (struct sockaddr *)&T.addr);
+
+	run_and_teardown();
+	cr_assert_eq(C.connect_status, 0);
+	cr_assert_eq(C.closed_calls, 1);
+	cr_assert_eq(C.eof_calls, 0, "no callback but on_closed after close");
+	cr_assert_eq(T.streams[0].nread, 3, "the write before the close went out");
+	cr_assert_eq(T.streams[0].eof_calls, 1);
+}
+
+Test(net, connect_abort_inside_on_connect)
+{
+	setup(MODE_ECHO);
+	start_listener("127.0.0.1", 4);
+	T.expect_closed = 0;
+	T.expect_ended = 1;
+	c_start(CMODE_ABORT_IN_CONNECT, (struct sockaddr *)&T.addr);
+
+	run_and_teardown();
+	cr_assert_eq(C.connect_calls, 1);
+	cr_assert_eq(C.connect_status, 0);
+	cr_assert_eq(C.closed_calls, 1);
+	cr_assert_eq(C.timeouts, 0, "the deadline is ignored after abort");
+	cr_assert_eq(C.eof_calls, 0);
+	cr_assert_eq(T.final.active, 0);
+}
+
+Test(net, connect_deadline_after_connect)
+{
+	setup(MODE_ECHO);
+	start_listener("127.0.0.1", 4);
+	T.expect_closed = 1;
+	T.expect_ended = 1;
+	c_start(CMODE_DEADLINE, (struct sockaddr *)&T.addr);
+
+	run_and_teardown();
+	cr_assert_eq(C.connect_status, 0);
+	cr_assert_eq(C.timeouts, 1);
+	cr_assert_eq(C.closed_calls, 1);
+	cr_assert_eq(T.streams[0].eof_calls, 1, "the server saw the reset");
+}
+
+/* A listener with a full accept queue drops further SYNs (Linux), so a connect stays pending:
+ * the deadline must cut it without any on_connect. */
+Test(net, connect_deadline_while_connecting)
+{
+	struct sockaddr_storage ss;
+	int lfd = bound_only(&ss, 0);
+	int filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(filler, 0);
+	cr_assert_eq(connect(filler, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+	setup(MODE_ECHO);
+	c_start(CMODE_PENDING, (struct sockaddr *)&ss);
+	net_stream_set_deadline(C.s, 50);
+	run_and_teardown();
+	close(filler);
+	close(lfd);
+	cr_assert_eq(C.connect_calls, 0);
+	cr_assert_eq(C.timeouts, 1);
+	cr_assert_eq(C.closed_calls, 1);
+}
+
+/* Closing before the connection is up frees everything with on_closed alone. */
+Test(net, connect_close_while_connecting)
+{
+	struct sockaddr_storage ss;
+	int lfd = bound_only(&ss, 0);
+	int filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	cr_assert_geq(filler, 0);
+	cr_assert_eq(connect(filler, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)), 0);
+	setup(MODE_ECHO);
+	c_start(CMODE_PENDING, (struct sockaddr *)&ss);
+	cr_assert_eq(net_stream_write(C.s, (const uint8_t *)"queued", 6), 0);
+	net_stream_close(C.s);
+	cr_assert_eq(net_stream_write(C.s, (const uint8_t *)"x", 1), -EPIPE);
+	run_and_teardown();
+	close(filler);
+	close(lfd);
+	cr_assert_eq(C.connect_calls, 0);
+	cr_assert_eq(C.closed_calls, 1);
+}
+
+Test(net, connect_bad_arguments)
+{
+	static const struct net_stream_ops no_connect = { .on_closed = c_closed };
+	struct sockaddr_storage ss;
+	struct net_stream *s = NULL;
+
+	setup(MODE_ECHO);
+	make_addr("127.0.0.1", 9, &ss);
+	cr_assert_eq(net_connect(&s, &T.loop, (struct sockaddr *)&ss, &no_connect, NULL), -EINVAL);
+	memset(&ss, 0, sizeof ss);
+	ss.ss_family = AF_UNIX;
+	cr_assert_eq(net_connect(&s, &T.loop, (struct sockaddr *)&ss, &c_ops, &C), -EAFNOSUPPORT);
+	cr_assert_null(s);
+	run_and_teardown();
 }
