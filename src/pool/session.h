@@ -50,23 +50,29 @@ struct pool_session_upstreams {
 	void *ud;
 };
 
+/* The most candidates one session tries (the config's bound of max-upstream-attempts). */
+#define POOL_SESSION_MAX_ATTEMPTS 16
+
 struct pool_session_config {
 	enum ke_numbering numbering; /* towards clients and upstreams alike */
 	uint64_t timeout_ms;	     /* whole client session (key-exchange-timeout-ms) */
-	unsigned max_attempts;	     /* upstream candidates tried at most (max-upstream-attempts) */
+	unsigned max_attempts;	     /* upstream candidates tried at most (max-upstream-attempts),
+				      * 1..POOL_SESSION_MAX_ATTEMPTS */
 };
 
 struct pool_session;
 
 /* creds: the broker's server credentials (a reference is taken). cfg, ups, stats: borrowed for
- * the session's life. *out is new (pool_session_free). */
+ * the session's life. *out is new (pool_session_free). Returns 0, -EINVAL (max_attempts out of
+ * range, no pick), -ENOMEM or a negative errno from TLS setup. */
 int pool_session_new(struct pool_session **out, struct tls_creds *creds,
 		     const struct pool_session_config *cfg,
 		     const struct pool_session_upstreams *ups, struct pool_session_stats *stats,
 		     uint64_t now_ms);
 void pool_session_free(struct pool_session *s);
 
-/* Client side, as ke_server_conn. */
+/* Client side, as ke_server_conn. The reason says how the session ended (borrowed, lives as
+ * long as s; "" while it runs). */
 int pool_session_input(struct pool_session *s, const uint8_t *buf, size_t len, uint64_t now_ms);
 void pool_session_eof(struct pool_session *s, uint64_t now_ms);
 void pool_session_timeout(struct pool_session *s, uint64_t now_ms);
@@ -78,7 +84,8 @@ const char *pool_session_reason(const struct pool_session *s);
 void pool_session_set_peer(struct pool_session *s, const char *peer);
 
 /* Upstream side. True when an exchange is wanted and not yet taken: *id, and the Fixed Key
- * request (*req, *len borrowed until the report). The glue takes it exactly once (a second call
+ * request (*req, *len borrowed until the report or until the session is done, when the keys are
+ * wiped: copy them). The glue takes it exactly once (a second call
  * returns false until the session wants another), runs it on a kept-alive or new connection to
  * upstream *id, and reports with one of the two calls below. */
 bool pool_session_upstream_request(struct pool_session *s, uint32_t *id, const uint8_t **req,
