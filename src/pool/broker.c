@@ -170,17 +170,20 @@ static void on_upstream_done(void *ud, int err, bool keys_sent, int parse_rc,
 	c->exchange = NULL;
 	if (err < 0) {
 		upstream_session_failed(b->registry, c->upstream, strerror(-err), now);
+		upstream_io_kick(b->io);
 		pool_session_upstream_failed(c->session, keys_sent, err, now);
 	} else {
 		if (parse_rc == 0) {
 			upstream_session_ok(b->registry, c->upstream, latency_ms);
 			upstream_server_announced(b->registry, c->upstream,
 						  resp->has_server ? resp->server.name : NULL);
-		} else
+		} else {
 			upstream_session_failed(b->registry, c->upstream,
 						resp && resp->has_error ? "answered with an Error"
 									: "malformed answer",
 						now);
+			upstream_io_kick(b->io);
+		}
 		pool_session_upstream_response(c->session, parse_rc, resp, now);
 	}
 	flush(c);

@@ -45,9 +45,14 @@ struct upstream_io_exchange;
 
 /* Runs one request (bytes copied and wiped after sending) of the given kind with upstream id on
  * an idle kept connection, or a new one (DNS resolution for names, TCP, TLS 1.3 with the pool
- * certificate, server name verified). Keep Alive is always asked for. The callback may be called
- * before this returns only with err < 0 (e.g. unknown id). *handle (may be NULL) lets the caller
- * cancel: upstream_io_cancel stops the callback (the connection is dropped if busy). */
+ * certificate, server name verified). The caller's request carries Keep Alive (the builders take
+ * it as an argument); a connection is kept when both sides agreed on it. At most max_conns
+ * connections per upstream: further exchanges wait (bounded, up to upstream_timeout_ms) for one
+ * to become idle, and beyond the bound fail with -EAGAIN. The callback may be called before this
+ * returns only with err < 0 (unknown id -ENOENT, closing -ESHUTDOWN, full queue -EAGAIN, a
+ * connection that could not even start); this returns that same err then and *handle is NULL,
+ * else 0. *handle (may be NULL) lets the caller cancel until the callback: upstream_io_cancel
+ * stops the callback (the connection is dropped if busy). */
 int upstream_io_exchange(struct upstream_io *io, uint32_t id, const uint8_t *req, size_t len,
 			 enum ke_msg_request_kind kind, upstream_io_done_cb cb, void *ud,
 			 struct upstream_io_exchange **handle);
@@ -56,7 +61,8 @@ void upstream_io_cancel(struct upstream_io_exchange *x);
 /* Kept-alive connections of one upstream (idle + busy), for /status. */
 unsigned upstream_io_kept(const struct upstream_io *io, uint32_t id);
 
-/* Stops probing and closes every connection; freed from the last close callback. */
+/* Stops probing and closes every connection; exchanges still open are reported at once with
+ * -ECANCELED (keys_sent as it stands). Freed from the last close callback: run the loop after. */
 void upstream_io_close(struct upstream_io *io);
 
 #endif
