@@ -260,7 +260,7 @@ static void serve_status(struct conn *c)
 {
 	const struct status_provider *pv = c->srv->provider;
 	json_t *doc = pv->status_json(c->srv->ud);
-	char *text = doc ? json_dumps(doc, JSON_INDENT(2)) : NULL;
+	char *text = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_REAL_PRECISION(9)) : NULL;
 	json_decref(doc);
 	if (!text) {
 		log_debug("status: no status document");

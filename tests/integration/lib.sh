@@ -361,3 +361,156 @@ repeat() {
 	done
 	printf %s "$r_out"
 }
+
+# ---- nts-pool-ke (the broker) and its time sources -------------------------------------------
+
+POOL_KE="$TOP_BUILDDIR/nts-pool-ke"
+
+# pool_certs: the set of make_certs, with the pool's certificate also for 127.0.0.1, the address
+# the broker listens on, so that clients verify it by IP.
+pool_certs() {
+	make_cert pool --dns pool.test --ip 127.0.0.1 &&
+		make_cert other --dns other.test &&
+		make_cert server-a --ip 127.0.0.2 &&
+		make_cert server-b --ip 127.0.0.3
+}
+
+# source_conf NAME IP KE NTP STATUS [PINNED]: writes $T/NAME.toml, a time source (ntp-daemon) on
+# IP: NTS-KE on IP:KE with the certificate $T/certs/NAME (make_certs' server-a for 127.0.0.2,
+# server-b for 127.0.0.3), NTP on IP:NTP, its own key file in $T/NAME-keys, local stratum 1,
+# clock untouched, status on 127.0.0.1:STATUS. It pins PINNED (default $T/certs/pool.pem).
+source_conf() {
+	case $2 in
+	127.0.0.2) s_cert=server-a ;;
+	127.0.0.3) s_cert=server-b ;;
+	*) s_cert=$1 ;;
+	esac
+	mkdir -p "$T/$1-keys"
+	chmod 700 "$T/$1-keys"
+	cat >"$T/$1.toml" <<SRC
+[[nts-ke-server]]
+listen = "$2:$3"
+certificate-chain-path = "$T/certs/$s_cert.chain.pem"
+private-key-path = "$T/certs/$s_cert.key"
+authorized-pool-server-certificates = ["${6:-$T/certs/pool.pem}"]
+ntp-port = $4
+
+[[server]]
+listen = "$2:$4"
+
+[keyset]
+key-storage-path = "$T/$1-keys/keys"
+
+[observability]
+status-listen = "127.0.0.1:$5"
+log-level = "debug"
+
+[synchronization]
+clock-control = false
+local-stratum = 1
+SRC
+}
+
+# source_start NAME IP KE NTP STATUS [PINNED]: source_conf, then daemon_start.
+source_start() {
+	source_conf "$@"
+	daemon_start "$1" "$T/$1.toml" "127.0.0.1:$5"
+}
+
+# upstream DOMAIN PORT [WEIGHT]: one key-exchange-servers entry (an inline table).
+upstream() {
+	printf '{ domain = "%s", port = %s, weight = %s }' "$1" "$2" "${3:-1}"
+}
+
+# pool_conf FILE PORT STATUS UPSTREAMS [EXTRA]: writes a broker configuration: listen on
+# 127.0.0.1:PORT with $T/certs/pool (chain and key; the pool certificate also goes to the
+# upstreams), the test CA for the upstreams, key-exchange-servers = [ UPSTREAMS ] (entries made
+# by `upstream`, comma-separated), then the EXTRA lines (options of [nts-pool-ke-server]; they
+# replace nothing: give only options not written here), status on 127.0.0.1:STATUS.
+# Probes are frequent (probe-interval-s = 1) so health changes show within seconds.
+pool_conf() {
+	cat >"$1" <<POOL
+[nts-pool-ke-server]
+listen = "127.0.0.1:$2"
+certificate-chain-path = "$T/certs/pool.chain.pem"
+private-key-path = "$T/certs/pool.key"
+certificate-authority-path = "$T/certs/ca.pem"
+probe-interval-s = 1
+support-cache-s = 60
+key-exchange-servers = [ $4 ]
+${5:-}
+
+[observability]
+status-listen = "127.0.0.1:$3"
+log-level = "debug"
+POOL
+}
+
+# pool_start NAME CONF STATUS_ADDR: starts nts-pool-ke in the background (log $T/NAME.log) and
+# waits until its status endpoint answers; like daemon_start (status_of, stat_of, daemon_stop
+# and daemon_alive work on NAME). Returns 1 with the log tail when it does not come up.
+pool_start() {
+	p_name=$1
+	if [ ! -x "$POOL_KE" ]; then
+		echo "# $POOL_KE not built"
+		return 1
+	fi
+	"$POOL_KE" -c "$2" -l debug >"$T/$p_name.log" 2>&1 &
+	pk_pid=$!
+	track "$pk_pid"
+	eval "${p_name}_pid=\$pk_pid; ${p_name}_status=\$3"
+	if "$TOOLS/http-get" "$3" /status --wait 20 >/dev/null 2>"$T/$p_name.http" &&
+		kill -0 "$pk_pid" 2>/dev/null; then
+		return 0
+	fi
+	echo "# $p_name did not come up; $(cat "$T/$p_name.http")"
+	kill -TERM "$pk_pid" 2>/dev/null || true
+	stop_pid "$pk_pid" 5
+	echo "# exit status $STOP_RC; log tail:"
+	log_tail "$T/$p_name.log"
+	return 1
+}
+
+# upstream_field NAME DOMAIN PORT FIELD: FIELD of the broker NAME's /status entry for upstream
+# DOMAIN:PORT, or "missing" when it lists no such upstream.
+upstream_field() {
+	u_doc=$(status_of "$1")
+	u_i=0
+	while :; do
+		u_name=$(jget "upstreams.$u_i.name" "$u_doc")
+		[ "$u_name" != missing ] || break
+		if [ "$u_name" = "$2" ] && [ "$(jget "upstreams.$u_i.port" "$u_doc")" = "$3" ]; then
+			jget "upstreams.$u_i.$4" "$u_doc"
+			return 0
+		fi
+		u_i=$((u_i + 1))
+	done
+	echo missing
+}
+
+# wait_upstream NAME DOMAIN PORT STATE SECONDS: waits (bounded) until the broker NAME reports
+# upstream DOMAIN:PORT in STATE; returns 1 when it never does.
+wait_upstream() {
+	w_i=0
+	while [ "$w_i" -lt $(($5 * 10)) ]; do
+		[ "$(upstream_field "$1" "$2" "$3" state)" = "$4" ] && return 0
+		sleep 0.1
+		w_i=$((w_i + 1))
+	done
+	return 1
+}
+
+# stat_gt NAME PATH BOUND SECONDS: waits (bounded) until the integer at PATH of NAME's /status
+# exceeds BOUND (counters a session updates as it ends); prints the last value read.
+stat_gt() {
+	g_i=0
+	while :; do
+		g_v=$(stat_of "$1" "$2")
+		if { is_int "$g_v" && [ "$g_v" -gt "$3" ]; } || [ "$g_i" -ge $(($4 * 10)) ]; then
+			echo "$g_v"
+			return 0
+		fi
+		sleep 0.1
+		g_i=$((g_i + 1))
+	done
+}

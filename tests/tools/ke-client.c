@@ -52,6 +52,8 @@ struct opts {
 	unsigned keep_alive;
 	int slow_ms;
 	int hold_ms;
+	const char *deny[KE_MSG_MAX_DENY];
+	size_t n_deny;
 	bool ntp;
 	const char *save;
 	const char *load;
@@ -82,6 +84,7 @@ static void usage(FILE *f)
 	      "  --no-alpn            send no ALPN extension\n"
 	      "  --request KIND       plain (default), support or fixed\n"
 	      "  --aead LIST          AEAD ids in preference order (default 15)\n"
+	      "  --deny NAME          add an NTP Server Deny record (repeatable)\n"
 	      "  --numbering N        iana (default) or ntpd-rs-v1\n"
 	      "  --send-hex HEX       send exactly these bytes as the request\n"
 	      "  --keep-alive N       send N requests on one connection\n"
@@ -248,6 +251,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "keep-alive", required_argument, NULL, 'k' },
 		{ "slow", required_argument, NULL, 's' },
 		{ "hold", required_argument, NULL, 'h' },
+		{ "deny", required_argument, NULL, 'd' },
 		{ "ntp", no_argument, NULL, 'p' },
 		{ "save", required_argument, NULL, 'S' },
 		{ "load", required_argument, NULL, 'L' },
@@ -268,6 +272,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'K': o->key = optarg; break;
 		case '2': o->tls12 = true; break;
 		case 'a': o->no_alpn = true; break;
+		case 'd':
+			if (o->n_deny == KE_MSG_MAX_DENY)
+				return -EINVAL;
+			o->deny[o->n_deny++] = optarg;
+			break;
 		case 'p': o->ntp = true; break;
 		case 'x': o->send_hex = optarg; break;
 		case 'S': o->save = optarg; break;
@@ -489,7 +498,7 @@ static int build_request(const struct opts *o, uint8_t *buf, size_t cap, struct 
 	case REQ_PLAIN: {
 		uint16_t proto = KE_MSG_PROTOCOL_NTPV4;
 		return ke_msg_build_request(buf, cap, o->numbering, &proto, 1, o->aeads, o->n_aeads,
-					    NULL, 0);
+					    o->deny, o->n_deny);
 	}
 	case REQ_SUPPORT:
 		return ke_msg_build_support_request(buf, cap, o->numbering,

@@ -1,0 +1,98 @@
+/* hang-server IP:PORT SECONDS: a TCP listener that accepts every connection and never sends a
+ * byte, holding the connections open, then exits 0 after SECONDS (1..3600). It stands for an
+ * upstream that hangs. Bytes the peers send are read and dropped so their writes never block.
+ * Exit 1 on a socket failure, 2 on usage errors. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CONNS 256
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int listen_on(const char *s)
+{
+	char host[INET_ADDRSTRLEN];
+	const char *colon = strrchr(s, ':');
+	if (!colon || (size_t)(colon - s) >= sizeof host)
+		return -EINVAL;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
+	    inet_pton(AF_INET, host, &a.sin_addr) != 1)
+		return -EINVAL;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 64) < 0) {
+		perror("hang-server");
+		if (fd >= 0)
+			close(fd);
+		return -EIO;
+	}
+	return fd;
+}
+
+int main(int argc, char **argv)
+{
+	char *end = NULL;
+	long secs = argc == 3 ? strtol(argv[2], &end, 10) : 0;
+	if (argc != 3 || *end || secs < 1 || secs > 3600) {
+		fputs("Usage: hang-server IP:PORT SECONDS\n", stderr);
+		return 2;
+	}
+	int lfd = listen_on(argv[1]);
+	if (lfd == -EINVAL) {
+		fputs("Usage: hang-server IP:PORT SECONDS (IPv4)\n", stderr);
+		return 2;
+	}
+	if (lfd < 0)
+		return 1;
+	struct pollfd p[MAX_CONNS + 1] = { { .fd = lfd, .events = POLLIN } };
+	nfds_t n = 1;
+	int64_t stop = now_ms() + secs * 1000;
+	char sink[4096];
+	for (int64_t left; (left = stop - now_ms()) > 0;) {
+		if (poll(p, n, (int)left) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("hang-server: poll");
+			return 1;
+		}
+		for (nfds_t i = n; i-- > 1;) {
+			if (!p[i].revents)
+				continue;
+			ssize_t r = read(p[i].fd, sink, sizeof sink);
+			if (r > 0 || (r < 0 && errno == EINTR))
+				continue;
+			close(p[i].fd);
+			p[i] = p[--n];
+		}
+		if (p[0].revents & POLLIN) {
+			int c = accept(lfd, NULL, NULL);
+			if (c >= 0 && n <= MAX_CONNS)
+				p[n++] = (struct pollfd){ .fd = c, .events = POLLIN };
+			else if (c >= 0)
+				close(c);
+		}
+	}
+	for (nfds_t i = 0; i < n; i++)
+		close(p[i].fd);
+	return 0;
+}
