@@ -1,0 +1,144 @@
+/* Internals shared by upstream_io.c (connections, exchanges, the timer, the life cycle) and
+ * upstream_check.c (the probes and deep checks that keep the registry current). Included by
+ * those two files only. */
+#ifndef NTSPOOL_POOL_UPSTREAM_IO_INT_H
+#define NTSPOOL_POOL_UPSTREAM_IO_INT_H
+
+#include "upstream_io.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "aead.h"
+#include "ke_client.h"
+#include "ke_msg.h"
+#include "net.h"
+#include "nts_ntp.h"
+#include "upstream.h"
+
+#define REASON_MAX 160
+
+struct conn;
+
+struct upstream_io_exchange {
+	struct upstream_io *io;
+	struct upstream_io_exchange *next; /* in io->queue while waiting */
+	struct conn *conn;		   /* while running */
+	uint32_t id;
+	enum ke_msg_request_kind kind;
+	upstream_io_done_cb cb;
+	void *ud;
+	uint64_t start_ms;
+	size_t len;
+	uint8_t req[]; /* wiped as soon as ke_client holds its copy */
+};
+
+/* One NTS-KE connection to an upstream. Freed when it is unlinked and nothing can call back:
+ * from the stream's on_closed, from the resolver callback, or at once if neither exists. */
+struct conn {
+	struct upstream_io *io;
+	struct conn *next; /* in io->conns while linked */
+	bool linked;
+	bool resolving; /* gai outstanding: its callback frees a conn unlinked meanwhile */
+	bool connected;
+	uint32_t id;
+	uint16_t port;
+	uv_getaddrinfo_t gai;
+	struct net_stream *stream;
+	struct ke_client *ke;
+	struct upstream_io_exchange *x; /* busy; NULL = idle (or not connected yet) */
+};
+
+/* A deep check (PROTOCOL.md §4.3): Fixed Key exchange, then one NTS-protected NTP request. */
+struct deep {
+	struct upstream_io *io;
+	struct deep *next; /* in io->deeps until finished */
+	bool linked;
+	bool resolving;
+	uint32_t id;
+	uint16_t aead;
+	size_t key_len;
+	uint8_t c2s[AEAD_MAX_KEY_LEN];
+	uint8_t s2c[AEAD_MAX_KEY_LEN];
+	struct upstream_io_exchange *x;
+	uint64_t deadline; /* of the resolve and NTP stages; 0 during the KE stage */
+	uv_getaddrinfo_t gai;
+	struct net_udp *udp;
+	struct sockaddr_storage to;
+	struct ke_msg_cookie cookie;
+	uint8_t uid[NTS_NTP_UID_LEN];
+	uint64_t sent_ts;
+	char reason[REASON_MAX]; /* why the last reply was refused */
+};
+
+/* What io remembers per upstream: the AEAD its last Support answer allows for deep checks. */
+struct ups {
+	struct ups *next;
+	uint32_t id;
+	uint16_t deep_aead;
+};
+
+/* A probe in flight: the callback's context. */
+struct probe {
+	struct upstream_io *io;
+	uint32_t id;
+};
+
+/* An upstream_io_exchange call in progress: tells it whether its exchange was already reported
+ * (then the caller gets no handle). Calls nest when a callback starts another exchange. */
+struct sync_call {
+	struct sync_call *outer;
+	const struct upstream_io_exchange *x;
+	bool reported;
+	int err;
+};
+
+struct upstream_io {
+	uv_loop_t *loop;
+	struct tls_creds *creds;
+	struct upstream_registry *reg;
+	const struct upstream_io_config *cfg;
+	uv_timer_t timer; /* probes, deep checks, and deadlines the streams do not cover */
+	struct conn *conns;
+	struct upstream_io_exchange *queue; /* FIFO */
+	struct deep *deeps;
+	struct ups *ups;
+	unsigned pending; /* the timer, conns and deep checks not freed yet */
+	bool closing;
+	struct sync_call *sync;
+	char reason[REASON_MAX]; /* of the failure being reported to a callback */
+};
+
+/* upstream_io.c: drops one of io->pending, freeing io with the last one once it is closing. */
+void upstream_io_release(struct upstream_io *io);
+
+/* upstream_io.c: the loop's clock, the time base of every deadline here and in the registry. */
+uint64_t upstream_io_now_ms(const struct upstream_io *io);
+
+/* upstream_io.c: reschedules the timer; call whenever a probe, check or deadline may be due. */
+void upstream_io_rearm(struct upstream_io *io);
+
+/* upstream_io.c: upstream id's domain for log lines, "(removed)" once the registry dropped it. */
+const char *upstream_io_name_of(const struct upstream_io *io, uint32_t id);
+
+/* upstream_io.c: true (port 0) when name is a literal IPv4/IPv6 address needing no resolver. */
+bool upstream_io_parse_literal(const char *name, struct sockaddr_storage *ss);
+
+/* upstream_io.c: starts resolving name for socktype into req (the caller owns req). */
+int upstream_io_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+			const char *name, int socktype);
+
+/* upstream_check.c: the timer's entry for a due probe (a Support exchange) of upstream id. */
+void upstream_check_start_probe(struct upstream_io *io, uint32_t id);
+
+/* upstream_check.c: the timer's entry for a due deep check of upstream id. */
+void upstream_check_start_deep(struct upstream_io *io, uint32_t id);
+
+/* upstream_check.c: reports deep check d once and ends it, for the timer's expiry and close. */
+void upstream_check_deep_finish(struct deep *d, bool ok, const char *reason);
+
+#endif
