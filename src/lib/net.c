@@ -20,7 +20,12 @@
 /* libuv 1.44 cuts the receive buffer into 64 KiB slots, one per datagram of a recvmmsg batch
  * (at most 20 slots). A UDP payload is at most 65527 bytes, so a slot never truncates one. */
 #define UDP_SLOT_SIZE 65536
-#define UDP_SLOTS 8
+/* libuv reads at most 20 datagrams per recvmmsg call and sizes each slot for the largest UDP
+ * payload, so 20 slots make the widest batch it can do. */
+#define UDP_SLOTS 20
+/* Replies made while a receive batch is handled leave together in one sendmmsg at its end;
+ * their bytes are copied here (an NTS reply is at most as long as its request). */
+#define UDP_SEND_SPACE (256 * 1024)
 /* Read buffer of a stream made by net_connect (accepted streams share their listener's): room
  * for one whole TLS record (16 KiB plus its overhead). */
 #define CONNECT_RBUF 16640
@@ -78,8 +83,15 @@ struct net_udp {
 	void *ud;
 	struct sockaddr_storage addr;
 	bool closing;
+	bool in_batch; /* inside a recvmmsg batch: sends are collected, not sent */
+	unsigned n_out;
+	size_t out_used;
+	struct mmsghdr out_msg[UDP_SLOTS];
+	struct iovec out_iov[UDP_SLOTS];
+	struct sockaddr_storage out_to[UDP_SLOTS];
+	uint8_t out[UDP_SEND_SPACE];
 	/* Reused for every read: datagrams are consumed in the callback, so the UV_UDP_MMSG_FREE
-	 * notice has nothing to release. */
+	 * notice has nothing to release; it marks the end of a batch. */
 	uint8_t buf[UDP_SLOTS * UDP_SLOT_SIZE];
 };
 
@@ -653,6 +665,30 @@ static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = sizeof u->buf;
 }
 
+/* Sends the replies collected during a batch with one system call. A reply the socket cannot
+ * take now is dropped, as a single send would drop it. */
+static void udp_flush(struct net_udp *u)
+{
+	unsigned done = 0;
+	int fd;
+
+	if (u->n_out > 0 && !u->closing && uv_fileno((uv_handle_t *)&u->udp, &fd) == 0) {
+		while (done < u->n_out) {
+			int n = sendmmsg(fd, u->out_msg + done, u->n_out - done, MSG_DONTWAIT);
+			if (n > 0)
+				done += (unsigned)n;
+			else if (n < 0 && errno == EINTR)
+				continue;
+			else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+				break;
+			else
+				done++; /* this datagram was refused (e.g. unreachable): skip it */
+		}
+	}
+	u->n_out = 0;
+	u->out_used = 0;
+}
+
 static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
 		     unsigned flags)
 {
@@ -660,8 +696,14 @@ static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const stru
 	char a[NET_ADDR_STRLEN];
 	char msg[128];
 
-	if (u->closing || (flags & UV_UDP_MMSG_FREE))
+	if (flags & UV_UDP_MMSG_FREE) {
+		u->in_batch = false;
+		udp_flush(u);
 		return;
+	}
+	if (u->closing)
+		return;
+	u->in_batch = (flags & UV_UDP_MMSG_CHUNK) != 0;
 	if (nread < 0) {
 		uv_strerror_r((int)nread, msg, sizeof msg);
 		log_debug("%s: receive failed: %s",
@@ -747,6 +789,24 @@ int net_udp_send(struct net_udp *u, const uint8_t *buf, size_t len, const struct
 
 	if (u->closing)
 		return -EBADF;
+	if (u->in_batch) {
+		if (u->n_out == UDP_SLOTS || len > UDP_SEND_SPACE - u->out_used)
+			udp_flush(u);
+		if (len <= UDP_SEND_SPACE) {
+			unsigned i = u->n_out++;
+			socklen_t tolen = to->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								     : sizeof(struct sockaddr_in);
+			memcpy(u->out + u->out_used, buf, len);
+			memcpy(&u->out_to[i], to, tolen);
+			u->out_iov[i] = (struct iovec){ u->out + u->out_used, len };
+			u->out_msg[i] = (struct mmsghdr){
+				.msg_hdr = { .msg_name = &u->out_to[i], .msg_namelen = tolen,
+					     .msg_iov = &u->out_iov[i], .msg_iovlen = 1 },
+			};
+			u->out_used += len;
+			return 0;
+		}
+	}
 	b.base = (char *)buf;
 	b.len = len;
 	rc = uv_udp_try_send(&u->udp, &b, 1, to);

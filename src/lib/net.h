@@ -122,8 +122,10 @@ typedef void (*net_udp_recv_cb)(struct net_udp *u, const uint8_t *buf, size_t le
 int net_udp_new(struct net_udp **out, uv_loop_t *loop, const struct sockaddr *addr,
 		net_udp_recv_cb cb, void *ud, char *err, size_t errlen);
 
-/* Sends at once without queueing (uv_udp_try_send): a reply that cannot be sent now is dropped,
- * as NTP servers do. Returns 0 or a negative errno. */
+/* Sends without queueing: at once (uv_udp_try_send), or, when called from the receive callback
+ * while a recvmmsg batch is handled, copied and sent with the batch's other replies in one
+ * sendmmsg when the batch ends. A reply that cannot be sent then is dropped, as NTP servers do.
+ * Returns 0 or a negative errno. */
 int net_udp_send(struct net_udp *u, const uint8_t *buf, size_t len, const struct sockaddr *to);
 
 const struct sockaddr *net_udp_addr(const struct net_udp *u);
