@@ -1,0 +1,1 @@
+/* placeholder: declared by the sources helper */
