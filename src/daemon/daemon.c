@@ -13,7 +13,9 @@
 #include "log.h"
 #include "ntp_listener.h"
 #include "ntp_packet.h"
+#include "sources.h"
 #include "status.h"
+#include "sync.h"
 
 /* "LOCL": the reference id of a server that serves its own clock (RFC 5905 §7.3). */
 #define REFID_LOCAL 0x4c4f434cu
@@ -172,6 +174,19 @@ out:
 
 /* ---- status ---- */
 
+static json_t *sources_json(const struct daemon *d)
+{
+	json_t *arr = sources_status(d->sources);
+	size_t i;
+	json_t *o;
+	json_array_foreach(arr, i, o) {
+		uint32_t id = (uint32_t)json_integer_value(json_object_get(o, "id"));
+		json_object_set_new(o, "selected", json_boolean(sync_selected(d->sync, id)));
+		json_object_set_new(o, "system_peer", json_boolean(sync_is_peer(d->sync, id)));
+	}
+	return arr;
+}
+
 static json_t *status_json(void *ud)
 {
 	struct daemon *d = ud;
@@ -181,7 +196,8 @@ static json_t *status_json(void *ud)
 	for (size_t i = 0; i < d->n_ntp; i++)
 		json_array_append_new(ntp, ntp_listener_status(d->ntp[i]));
 	const char *storage = d->cfg.keyset.key_storage_path;
-	return json_pack("{s:s, s:s, s:f, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:o}, s:{s:i, s:i}}",
+	json_t *doc = json_pack(
+			 "{s:s, s:s, s:f, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:o}, s:{s:i, s:i}}",
 			 "program", "ntp-daemon", "version", PACKAGE_VERSION, "uptime_s",
 			 (double)(uv_now(d->loop) - d->started_ms) / 1000.0, "nts_ke_servers", ke,
 			 "ntp_servers", ntp, "keyset", "keys", (json_int_t)keyset_count(d->keyset),
@@ -190,6 +206,11 @@ static json_t *status_json(void *ud)
 			 (json_int_t)next_rotation(d), "storage",
 			 storage ? json_string(storage) : json_null(), "synchronization",
 			 "stratum", d->clock.stratum, "leap", d->clock.leap);
+	if (doc && d->sources) {
+		json_object_set_new(doc, "system", sync_status(d->sync));
+		json_object_set_new(doc, "sources", sources_json(d));
+	}
+	return doc;
 }
 
 static void metrics(struct status_text *out, void *ud)
@@ -211,6 +232,31 @@ static void metrics(struct status_text *out, void *ud)
 }
 
 static const struct status_provider provider = { .status_json = status_json, .metrics = metrics };
+
+/* ---- sources ---- */
+
+static uint64_t ntp_now(void *ud)
+{
+	(void)ud;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ntp_packet_ts_from_timespec(&ts);
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void on_sample(void *ud, uint32_t id, const struct clock_sample *sample)
+{
+	struct daemon *d = ud;
+	(void)id;
+	(void)sample;
+	sync_update(d->sync, d->sources, mono_now(), ntp_now(NULL));
+}
 
 /* ---- lifecycle ---- */
 
@@ -241,6 +287,16 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 			return rc;
 		d->n_ke++;
 	}
+	if (d->cfg.source_count > 0) {
+		/* Without clock control the offsets are measured and reported, never applied. */
+		bool control = d->cfg.synchronization.clock_control;
+		rc = sync_new(&d->sync, &d->cfg.synchronization, &d->clock,
+			      control ? &clock_kernel_ops : NULL, NULL);
+		if (rc < 0)
+			return rc;
+		if (!control)
+			log_info("clock control is off: time is measured, the clock is never adjusted");
+	}
 	for (size_t i = 0; i < d->cfg.server_count; i++) {
 		rc = ntp_listener_new(&d->ntp[i], loop, &d->cfg.servers[i], &d->keyset, &d->clock);
 		if (rc < 0) {
@@ -268,6 +324,11 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 	for (size_t i = 0; i < d->n_ke; i++)
 		if ((rc = ke_listener_start(d->ke[i], err, errlen)) < 0)
 			return rc;
+	if (d->cfg.source_count > 0) {
+		rc = sources_new(&d->sources, d->loop, &d->cfg, on_sample, ntp_now, d, err, errlen);
+		if (rc < 0)
+			return rc;
+	}
 	if (d->cfg.observability.has_status_listen) {
 		const struct config_listen *sl = &d->cfg.observability.status_listen;
 		rc = status_server_new(&d->status, d->loop, (const struct sockaddr *)&sl->addr,
@@ -306,6 +367,10 @@ void daemon_stop(struct daemon *d)
 	}
 	if (d->timer_ready)
 		uv_close((uv_handle_t *)&d->rotate_timer, NULL);
+	if (d->sources) {
+		sources_close(d->sources);
+		d->sources = NULL;
+	}
 	if (d->cfg.keyset.key_storage_path && d->keyset) {
 		char err[512];
 		/* The file keeps the time of the last rotation, which schedules the next one after
@@ -325,6 +390,7 @@ void daemon_free(struct daemon *d)
 	free(d->ke);
 	free(d->ntp);
 	keyset_unref(d->keyset);
+	sync_free(d->sync);
 	config_daemon_free(&d->cfg);
 	free(d->config_path);
 	memset(d, 0, sizeof *d);

@@ -19,7 +19,9 @@
 
 struct ke_listener;
 struct ntp_listener;
+struct sources;
 struct status_server;
+struct sync;
 
 struct daemon {
 	uv_loop_t *loop;
@@ -37,6 +39,8 @@ struct daemon {
 	struct ntp_listener **ntp;
 	size_t n_ntp;
 	struct status_server *status;
+	struct sources *sources; /* the [[source]] entries, NULL without any */
+	struct sync *sync;	 /* selection and discipline over the sources */
 
 	struct ntp_server_clock clock;
 	uint64_t started_ms; /* uv_now at start, for uptime */

@@ -1,6 +1,7 @@
 /* ntp-daemon: command line, configuration, signals, the loop. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@ static void usage(FILE *f)
 		"\n"
 		"  -c, --config FILE     configuration file (TOML; see ntp.toml(5))\n"
 		"  -l, --log-level LEVEL error, warn, info, debug or trace (overrides the file)\n"
+		"      --no-clock-control measure and serve time, never adjust the system clock\n"
 		"  -h, --help            show this help\n"
 		"  -V, --version         show the version\n"
 		"\n"
@@ -75,11 +77,13 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "no-clock-control", no_argument, NULL, 'n' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config_path = NULL, *level_arg = NULL;
+	bool no_clock_control = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "c:l:hV", opts, NULL)) != -1) {
 		switch (c) {
@@ -88,6 +92,9 @@ int main(int argc, char **argv)
 			break;
 		case 'l':
 			level_arg = optarg;
+			break;
+		case 'n':
+			no_clock_control = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -118,6 +125,8 @@ int main(int argc, char **argv)
 		return DAEMON_EXIT_CONFIG;
 	}
 	log_set_level(level_arg ? cli_level : cfg.observability.log_level);
+	if (no_clock_control)
+		cfg.synchronization.clock_control = false;
 
 	/* A peer that resets a connection must not kill the process on the next write. */
 	signal(SIGPIPE, SIG_IGN);

@@ -1,0 +1,37 @@
+/* The daemon's synchronisation state: after each sample it reruns selection over every source,
+ * feeds the discipline (only with clock control), and updates what the daemon's own NTP server
+ * announces (leap, stratum, reference, root delay and dispersion). Without a selectable source the
+ * server falls back to [synchronization] local-stratum. */
+#ifndef NTSPOOL_SYNC_H
+#define NTSPOOL_SYNC_H
+
+#include <stdbool.h>
+
+#include <jansson.h>
+
+#include "clock.h"
+#include "config_daemon.h"
+#include "ntp_server.h"
+#include "sources.h"
+
+struct sync;
+
+/* cfg and clock are borrowed for the object's life; *clock is what the NTP server reads and is
+ * rewritten here. ops/ud: the clock backend the discipline drives, or NULL ops when clock control
+ * is off (then offsets are measured and reported, never applied). *out is new. */
+int sync_new(struct sync **out, const struct config_daemon_sync *cfg,
+	     struct ntp_server_clock *clock, const struct clock_backend_ops *ops, void *ud);
+void sync_free(struct sync *s);
+
+/* Reruns selection over the sources' best samples at monotonic time mono_s; now_ntp is the
+ * current NTP time (the reference timestamp when synchronised). */
+void sync_update(struct sync *s, const struct sources *src, double mono_s, uint64_t now_ntp);
+
+/* Whether source id is a truechimer / the system peer of the last selection. */
+bool sync_selected(const struct sync *s, uint32_t id);
+bool sync_is_peer(const struct sync *s, uint32_t id);
+
+/* The "system" object of doc/status.md (new reference). */
+json_t *sync_status(const struct sync *s);
+
+#endif
