@@ -5,7 +5,7 @@ set -euo pipefail
 
 build_pkgs=(gcc make autoconf automake libtool pkg-config
 	libgnutls28-dev libuv1-dev libjansson-dev libhttp-parser-dev)
-test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl chrony)
+test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl chrony clang libclang-rt-14-dev)
 demo_pkgs=(openssl chrony libcjson-dev)
 bench_pkgs=(chrony openssl jq iproute2 util-linux)
 
