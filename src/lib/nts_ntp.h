@@ -76,7 +76,8 @@ struct nts_ntp_request {
 	struct nts_ntp_span ciphertext; /* tag ‖ encrypted fields, >= 16 bytes */
 };
 
-/* Checks the shape of a request: header with mode 3 (the version is the caller's check: NTS needs NTPv4), exactly one UID (>= 32 bytes), exactly
+/* Checks the shape of a request: header with mode 3 (the version is the caller's check: NTS
+ * needs NTPv4), exactly one UID (>= 32 bytes), exactly
  * one cookie, placeholders each as long as the cookie, unknown fields allowed, and an
  * authenticator that is present, last and whose lengths fit its field. No cryptography.
  * pkt is borrowed by *req. */
