@@ -148,7 +148,7 @@ void sync_update(struct sync *s, const struct sources *src, double mono_s, uint6
 	/* Each sample of the system peer is handed to the discipline once. */
 	if (s->discipline && p->mono_s != s->fed_mono_s) {
 		s->fed_mono_s = p->mono_s;
-		if (clock_discipline_update(s->discipline, s->sel.offset_s, mono_s) ==
+		if (clock_discipline_update(s->discipline, s->sel.offset_s, p->mono_s) ==
 		    CLOCK_DISCIPLINE_PANIC)
 			log_error("offset %.6f s is beyond the panic threshold; the clock was not "
 				  "stepped", s->sel.offset_s);
