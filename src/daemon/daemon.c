@@ -243,19 +243,13 @@ static uint64_t ntp_now(void *ud)
 	return ntp_packet_ts_from_timespec(&ts);
 }
 
-static double mono_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
+/* Samples carry the loop's time (uv_now) as their monotonic stamp; selection uses the same. */
 static void on_sample(void *ud, uint32_t id, const struct clock_sample *sample)
 {
 	struct daemon *d = ud;
 	(void)id;
 	(void)sample;
-	sync_update(d->sync, d->sources, mono_now(), ntp_now(NULL));
+	sync_update(d->sync, d->sources, (double)uv_now(d->loop) / 1e3, ntp_now(NULL));
 }
 
 /* ---- lifecycle ---- */

@@ -1,0 +1,322 @@
+#include "sources_int.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <gnutls/gnutls.h>
+
+#include "aead.h"
+#include "ke_client.h"
+#include "log.h"
+
+/* One NTS-KE connection, freed from the stream's on_closed (or at once if never connected). */
+struct ke_conn {
+	struct sources *m;
+	struct slot *slot; /* NULL once abandoned */
+	struct ke_client *ke;
+	struct net_stream *stream;
+	bool connected;
+};
+
+/* Is the server name in use by another slot of the entry? (Names compare like DNS names.) */
+static bool in_use(const struct slot *sl, const char *host)
+{
+	const struct entry *e = sl->e;
+	for (size_t i = 0; i < e->n_slots; i++)
+		if (&e->slots[i] != sl && e->slots[i].host[0] &&
+		    strcasecmp(e->slots[i].host, host) == 0)
+			return true;
+	return false;
+}
+
+/* Checks the response and installs the keys; returns NULL or why the exchange failed. */
+static const char *take_response(struct slot *sl, struct ke_client *ke, int parse_rc,
+				 const struct ke_msg_response *r, char *why, size_t whylen)
+{
+	struct entry *e = sl->e;
+	struct sources *m = e->m;
+	bool bad = true;
+	if (parse_rc == -EREMOTEIO && r->has_error)
+		snprintf(why, whylen, "key exchange: server answered Error %u", r->error);
+	else if (parse_rc == -EREMOTEIO)
+		snprintf(why, whylen, "key exchange: server sent warning %u", r->warnings[0]);
+	else if (parse_rc == -EPROTO)
+		snprintf(why, whylen, "key exchange: unknown critical record in the response");
+	else if (parse_rc < 0)
+		snprintf(why, whylen, "key exchange: malformed response (%s)", strerror(-parse_rc));
+	else if (!r->has_protocol || r->protocol != KE_MSG_PROTOCOL_NTPV4)
+		snprintf(why, whylen, "key exchange: the server does not offer NTPv4");
+	else if (!r->has_aead)
+		snprintf(why, whylen, "key exchange: no common AEAD algorithm");
+	else if (r->aead != AEAD_AES_SIV_CMAC_256 && r->aead != AEAD_AES_SIV_CMAC_512)
+		snprintf(why, whylen, "key exchange: server chose AEAD %u, which we did not offer",
+			 r->aead);
+	else if (r->n_cookies == 0)
+		snprintf(why, whylen, "key exchange: no cookies");
+	else
+		bad = false;
+	if (bad)
+		return why;
+
+	const char *host = r->has_server ? r->server.name : e->cfg->address.host;
+	uint16_t port = r->has_port ? r->port : KE_MSG_PORT_DEFAULT;
+	if (sources_is_pool(e) && in_use(sl, host)) {
+		snprintf(why, whylen, "the pool answered %s, already in use: discarded", host);
+		return why;
+	}
+	bool same = sl->src && strcasecmp(sl->host, host) == 0 && sl->port == port;
+	if (!same) {
+		sources_drop_server(sl);
+		if (source_new(&sl->src, true, e->cfg->poll_interval_min, e->cfg->poll_interval_max,
+			       SOURCES_LOCAL_PRECISION) < 0) {
+			snprintf(why, whylen, "out of memory");
+			return why;
+		}
+		if (sl->id_used)
+			sl->id = ++m->next_id;
+		sl->id_used = true;
+	}
+	size_t key_len = aead_key_len(r->aead);
+	uint8_t c2s[AEAD_MAX_KEY_LEN], s2c[AEAD_MAX_KEY_LEN];
+	int rc = ke_client_export(ke, KE_MSG_PROTOCOL_NTPV4, r->aead, key_len, c2s, s2c);
+	if (rc == 0)
+		rc = source_set_keys(sl->src, r->aead, c2s, s2c, key_len, r->cookies, r->n_cookies);
+	gnutls_memset(c2s, 0, sizeof c2s);
+	gnutls_memset(s2c, 0, sizeof s2c);
+	if (rc == -EBADMSG) {
+		snprintf(why, whylen, "key exchange: a cookie over %u bytes or not a multiple of 4",
+			 SOURCE_COOKIE_MAX);
+		return why;
+	}
+	if (rc < 0) {
+		snprintf(why, whylen, "key exchange: cannot use the keys (%s)", strerror(-rc));
+		return why;
+	}
+	snprintf(sl->host, sizeof sl->host, "%s", host);
+	sl->port = port;
+	sl->denied[0] = '\0';
+	sl->last_ke_wall_s = (uint64_t)time(NULL);
+	return NULL;
+}
+
+static void ke_finish(struct ke_conn *k, bool abort)
+{
+	struct slot *sl = k->slot;
+	if (sl)
+		sl->ke = NULL;
+	k->slot = NULL;
+	if (abort)
+		net_stream_abort(k->stream);
+	else
+		net_stream_close(k->stream);
+}
+
+static void ke_flush(struct ke_conn *k)
+{
+	struct slot *sl = k->slot;
+	const uint8_t *p;
+	size_t n;
+	char why[REASON_MAX];
+	if (!sl)
+		return;
+	ke_client_output(k->ke, &p, &n);
+	if (k->connected && n > 0) {
+		if (net_stream_write(k->stream, p, n) < 0) {
+			ke_finish(k, true);
+			sources_slot_retry(sl, true, "key exchange: connection lost");
+			return;
+		}
+		ke_client_output_consume(k->ke, n);
+	}
+	uint64_t now = uv_now(k->m->loop), deadline = ke_client_deadline(k->ke);
+	switch (ke_client_state(k->ke)) {
+	case KE_CLIENT_HANDSHAKING:
+	case KE_CLIENT_WAITING:
+	case KE_CLIENT_READY:
+		if (deadline)
+			net_stream_set_deadline(k->stream, deadline > now ? deadline - now : 1);
+		return;
+	case KE_CLIENT_RESPONSE: {
+		const struct ke_msg_response *r;
+		int parse_rc = ke_client_response(k->ke, &r);
+		const char *err = take_response(sl, k->ke, parse_rc, r, why, sizeof why);
+		ke_client_response_done(k->ke, now);
+		ke_client_output(k->ke, &p, &n);
+		if (n > 0 && net_stream_write(k->stream, p, n) == 0)
+			ke_client_output_consume(k->ke, n);
+		ke_finish(k, false);
+		if (err) {
+			sources_slot_retry(sl, true, err);
+			return;
+		}
+		sl->state = SLOT_RESOLVE;
+		sources_entry_kick(sl->e);
+		sources_resolve(sl, sl->host, false);
+		return;
+	}
+	case KE_CLIENT_CLOSED:
+	case KE_CLIENT_FAILED:
+		snprintf(why, sizeof why, "key exchange with %s failed: %s", sl->e->address,
+			 ke_client_error(k->ke) < 0 ? ke_client_reason(k->ke) : "connection closed");
+		ke_finish(k, true);
+		sources_slot_retry(sl, true, why);
+		return;
+	}
+}
+
+static void ke_on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
+{
+	struct ke_conn *k = ud;
+	(void)s;
+	if (k->slot) {
+		ke_client_input(k->ke, buf, len, uv_now(k->m->loop));
+		ke_flush(k);
+	}
+}
+
+static void ke_on_eof(struct net_stream *s, int status, void *ud)
+{
+	struct ke_conn *k = ud;
+	(void)s;
+	(void)status;
+	if (k->slot) {
+		ke_client_eof(k->ke, uv_now(k->m->loop));
+		ke_flush(k);
+	}
+}
+
+static void ke_on_timeout(struct net_stream *s, void *ud)
+{
+	struct ke_conn *k = ud;
+	(void)s;
+	if (k->slot) {
+		ke_client_timeout(k->ke, uv_now(k->m->loop));
+		ke_flush(k);
+	}
+}
+
+static void ke_on_connect(struct net_stream *s, int status, void *ud)
+{
+	struct ke_conn *k = ud;
+	struct slot *sl = k->slot;
+	(void)s;
+	if (!sl)
+		return;
+	if (status < 0) {
+		char why[REASON_MAX];
+		snprintf(why, sizeof why, "cannot connect to %s: %s", sl->e->address,
+			 strerror(-status));
+		sl->ke = NULL;
+		k->slot = NULL;
+		sources_slot_retry(sl, true, why);
+		return;
+	}
+	k->connected = true;
+	ke_flush(k);
+}
+
+static void ke_on_closed(struct net_stream *s, void *ud)
+{
+	struct ke_conn *k = ud;
+	struct sources *m = k->m;
+	struct slot *sl = k->slot;
+	(void)s;
+	if (sl) {
+		sl->ke = NULL;
+		k->slot = NULL;
+		sources_slot_retry(sl, true, "key exchange: connection closed");
+	}
+	ke_client_free(k->ke);
+	free(k);
+	sources_release(m);
+}
+
+static const struct net_stream_ops ke_ops = {
+	.on_read = ke_on_read,
+	.on_eof = ke_on_eof,
+	.on_timeout = ke_on_timeout,
+	.on_closed = ke_on_closed,
+	.on_connect = ke_on_connect,
+};
+
+/* The deny list of an nts-pool exchange: every server the entry uses, and the one this slot
+ * was told to leave. */
+static size_t deny_names(const struct slot *sl, const char **deny)
+{
+	const struct entry *e = sl->e;
+	size_t n = 0;
+	if (!sources_is_pool(e))
+		return 0;
+	if (sl->denied[0])
+		deny[n++] = sl->denied;
+	for (size_t i = 0; i < e->n_slots && n < KE_MSG_MAX_DENY; i++) {
+		const char *h = e->slots[i].host;
+		bool dup = !h[0];
+		for (size_t j = 0; j < n && !dup; j++)
+			dup = strcasecmp(deny[j], h) == 0;
+		if (!dup)
+			deny[n++] = h;
+	}
+	return n;
+}
+
+void sources_ke_begin(struct slot *sl, const struct sockaddr *addr)
+{
+	struct entry *e = sl->e;
+	struct sources *m = e->m;
+	/* 15 first: the mandatory algorithm, and its cookies are the shorter (104 bytes, not
+	 * 168), so every NTS packet is smaller; 17 for servers that only have the larger one. */
+	static const uint16_t protocols[] = { KE_MSG_PROTOCOL_NTPV4 };
+	static const uint16_t aeads[] = { AEAD_AES_SIV_CMAC_256, AEAD_AES_SIV_CMAC_512 };
+	const char *deny[KE_MSG_MAX_DENY];
+	uint8_t req[KE_MSG_REQUEST_MAX];
+	uint64_t now = uv_now(m->loop);
+	struct sockaddr_storage ss;
+	memcpy(&ss, addr, addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+						     : sizeof(struct sockaddr_in6));
+	if (ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&ss)->sin_port = htons(e->cfg->address.port);
+	else
+		((struct sockaddr_in6 *)&ss)->sin6_port = htons(e->cfg->address.port);
+
+	int n = ke_msg_build_request(req, sizeof req, KE_NUMBERING_IANA, protocols, 1, aeads, 2,
+				     deny, deny_names(sl, deny));
+	struct ke_conn *k = n > 0 ? calloc(1, sizeof *k) : NULL;
+	int rc = n < 0 ? n : k ? 0 : -ENOMEM;
+	if (rc == 0)
+		rc = ke_client_new(&k->ke, e->creds, e->cfg->address.host, KE_NUMBERING_IANA, now,
+				   KE_TIMEOUT_MS);
+	if (rc == 0)
+		rc = ke_client_send(k->ke, req, (size_t)n, KE_MSG_REQUEST_PLAIN, now, KE_TIMEOUT_MS);
+	if (rc == 0)
+		rc = net_connect(&k->stream, m->loop, (struct sockaddr *)&ss, &ke_ops, k);
+	if (rc < 0) {
+		if (k)
+			ke_client_free(k->ke);
+		free(k);
+		char why[REASON_MAX];
+		snprintf(why, sizeof why, "cannot start a key exchange: %s", strerror(-rc));
+		sources_slot_retry(sl, true, why);
+		return;
+	}
+	k->m = m;
+	k->slot = sl;
+	sl->ke = k;
+	m->pending++;
+	net_stream_set_deadline(k->stream, KE_TIMEOUT_MS);
+}
+
+void sources_ke_drop(struct slot *sl)
+{
+	struct ke_conn *k = sl->ke;
+	if (!k)
+		return;
+	sl->ke = NULL;
+	k->slot = NULL;
+	net_stream_abort(k->stream);
+}
