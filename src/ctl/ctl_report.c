@@ -27,6 +27,13 @@ static const json_t *get(const json_t *o, const char *key)
 	return json_is_object(o) ? json_object_get(o, key) : NULL;
 }
 
+/* A boolean field that is true; false when missing or of another type. */
+static bool flag(const json_t *o, const char *key)
+{
+	const json_t *v = get(o, key);
+	return v != NULL && json_typeof(v) == JSON_TRUE;
+}
+
 /* A string field, cleaned; `none` when it is null or missing. */
 static const char *fmt_str(char *buf, size_t n, const json_t *v, const char *none)
 {
@@ -206,7 +213,7 @@ static void daemon_system(FILE *out, const json_t *doc)
 	else
 		snprintf(b, sizeof b, "-");
 	fprintf(out, "System: %s, offset %s, frequency %s ppm, stratum %s, reference %s\n",
-		json_is_true(get(sys, "synchronised")) ? "synchronised" : "not synchronised",
+		flag(sys, "synchronised") ? "synchronised" : "not synchronised",
 		fmt_dur(a, sizeof a, get(sys, "offset_s"), 1, true),
 		b,
 		fmt_num(c, sizeof c, get(sys, "stratum")),
@@ -217,15 +224,15 @@ static void daemon_system(FILE *out, const json_t *doc)
 		fmt_dur(b, sizeof b, get(sys, "root_delay_s"), 1, false),
 		fmt_dur(c, sizeof c, get(sys, "root_dispersion_s"), 1, false),
 		fmt_num(e, sizeof e, get(sys, "truechimers")),
-		json_is_true(get(sys, "clock_control")) ? "on" : "off");
+		flag(sys, "clock_control") ? "on" : "off");
 }
 
 static char source_state(const json_t *s)
 {
 	json_int_t reach;
-	if (json_is_true(get(s, "system_peer")))
+	if (flag(s, "system_peer"))
 		return '*';
-	if (json_is_true(get(s, "selected")))
+	if (flag(s, "selected"))
 		return '+';
 	if (get_int(get(s, "reach"), &reach) && reach == 0)
 		return '?';

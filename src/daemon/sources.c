@@ -519,6 +519,8 @@ json_t *sources_status(const struct sources *m)
 	size_t n = sources_count(m);
 	for (size_t i = 0; arr && i < n; i++) {
 		const struct slot *sl = slot_at(m, i);
+		if (!sl)
+			break; /* i < sources_count: cannot happen */
 		struct source_info in;
 		sources_get(m, i, &in);
 		bool nts = sources_is_nts(sl->e);
