@@ -318,7 +318,8 @@ static void serve(struct ke_server_conn *c, uint64_t now_ms)
 			memmove(c->req, c->req + n, c->req_len - n);
 			c->req_len -= n;
 			gnutls_memset(c->req + c->req_len, 0, n);
-			c->deadline = now_ms + c->cfg->timeout_ms;
+			c->deadline = now_ms + (c->req_len > 0 ? c->cfg->timeout_ms
+							     : KE_SERVER_KEEP_ALIVE_IDLE_MS);
 			continue;
 		}
 		ssize_t got = tls_read(c->tls, c->req + c->req_len, sizeof c->req - c->req_len);
@@ -333,6 +334,9 @@ static void serve(struct ke_server_conn *c, uint64_t now_ms)
 			c->done = true;
 			return;
 		}
+		/* The first byte of a request on an idle kept-alive connection starts its deadline. */
+		if (c->kept_alive && c->req_len == 0)
+			c->deadline = now_ms + c->cfg->timeout_ms;
 		c->req_len += (size_t)got;
 	}
 }

@@ -28,6 +28,12 @@ struct ke_server_stats {
 	uint64_t keep_alive_reuse; /* requests after the first on a kept-alive connection */
 };
 
+/* How long a kept-alive pool connection may sit idle between requests. Longer than a broker's
+ * own idle limit (30 s by default), so the broker is the side that closes an idle connection:
+ * a request it writes into a connection we are closing would fail after its keys left. Only
+ * authorised pools get Keep Alive, and connections stay bounded by concurrent-connections. */
+#define KE_SERVER_KEEP_ALIVE_IDLE_MS 60000
+
 struct ke_server_config {
 	enum ke_numbering numbering;
 	uint64_t timeout_ms;    /* whole session without keep-alive; per request with it */

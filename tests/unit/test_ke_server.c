@@ -800,14 +800,24 @@ Test(ke_server, keep_alive_sequence)
 	parse_ok(buf, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
 	cr_assert(r.keep_alive);
 	cr_assert_not(h_server_closed(&h));
-	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 100 + TIMEOUT, "idle deadline from now");
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 100 + KE_SERVER_KEEP_ALIVE_IDLE_MS,
+		     "an idle pool connection waits longer than one request may take");
 
 	h.now = T0 + 4000;
 	fixed_key_exchange(&h, 17, true, 0, 21);
 	cr_assert_not(h_server_closed(&h));
-	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 4000 + TIMEOUT);
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 4000 + KE_SERVER_KEEP_ALIVE_IDLE_MS);
 
-	h.now = T0 + 8000; /* past the first session deadline: each request has its own */
+	/* The first bytes of the next request start that request's own deadline. */
+	h.now = T0 + 9000;
+	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, false, true);
+	h_send(&h, buf, 3);
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 9000 + TIMEOUT);
+	h_send(&h, buf + 3, (size_t)len - 3);
+	rlen = h_recv(&h, buf, sizeof buf);
+	parse_ok(buf, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
+
+	h.now = T0 + 12000; /* past the first session deadline: each request has its own */
 	fixed_key_exchange(&h, 15, true, 0, 22);
 	cr_assert_not(h_server_closed(&h));
 	cr_assert_not(ke_server_conn_done(h.srv));
@@ -816,10 +826,10 @@ Test(ke_server, keep_alive_sequence)
 	pump(&h);
 	cr_assert(ke_server_conn_done(h.srv));
 	cr_assert(h_server_closed(&h));
-	cr_assert_eq(h.st.pool_support, 1);
+	cr_assert_eq(h.st.pool_support, 2);
 	cr_assert_eq(h.st.pool_fixed_key, 2);
 	cr_assert_eq(h.st.completed, 2);
-	cr_assert_eq(h.st.keep_alive_reuse, 2);
+	cr_assert_eq(h.st.keep_alive_reuse, 3);
 	cr_assert_eq(h.st.errors[0] + h.st.errors[1] + h.st.errors[2] + h.st.timeouts, 0);
 	h_free(&h);
 }
