@@ -3,8 +3,10 @@
 # directory, and runs the loopback NTS pool there: time sources A (127.0.0.2) and B (127.0.0.3)
 # from server/*.toml and the broker (127.0.0.1) from pool/pool.toml, on free ports. A chrony
 # client (chronyd -Q as nobody: it measures, never sets the clock) then gets NTS time through the
-# pool. Prints chrony's result and the status of the broker and of the source that served it,
-# then stops everything it started. Needs root (chronyd is run as nobody through runuser).
+# pool. Prints chrony's result and the status of the broker and of the source that served it.
+# Then our own ntp-daemon runs as a client from client/client.toml (clock control off): two
+# distinct servers through the pool and time source A directly, shown with `ntp-ctl status`.
+# Stops everything it started. Needs root (chronyd is run as nobody through runuser).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -31,7 +33,7 @@ if ! make -n tests/tools/free-port >/dev/null 2>&1; then
 	die "configure did not find cJSON, which the test tools need: apt-get install libcjson-dev, then rm -r $build"
 fi
 echo "== building in $build"
-make -j"$(nproc 2>/dev/null || echo 2)" ntp-daemon nts-pool-ke "${tools[@]}" >/dev/null ||
+make -j"$(nproc 2>/dev/null || echo 2)" ntp-daemon nts-pool-ke ntp-ctl "${tools[@]}" >/dev/null ||
 	die "the build failed (see above)"
 
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/ntspool-demo.XXXXXX")
@@ -74,8 +76,8 @@ gen server-a --dns a.time.test --ip 127.0.0.2
 gen server-b --dns b.time.test --ip 127.0.0.3
 ls "$certs"
 
-ports=$("$B/tests/tools/free-port" 9) || die "no free ports found"
-read -r KE_A NTP_A ST_A KE_B NTP_B ST_B POOL POOL_ST CHRONY_NTP <<<"$(echo $ports)"
+ports=$("$B/tests/tools/free-port" 10) || die "no free ports found"
+read -r KE_A NTP_A ST_A KE_B NTP_B ST_B POOL POOL_ST CHRONY_NTP CLIENT_ST <<<"$(echo $ports)"
 
 # derive SRC DEST SED-SCRIPT...: a copy of SRC with paths and ports substituted; every port of
 # the original must have been replaced (a changed role file fails here, not mysteriously later).
@@ -83,14 +85,15 @@ derive() {
 	local src=$1 dest=$2
 	shift 2
 	sed -e "s|test-keys/out/|$certs/|g" "$@" "$src" >"$dest"
-	if grep -Eq '^[^#]*(:(4460|10123|910[123])"|port = (4460|10123))' "$dest"; then
+	if grep -Eq '^[^#]*(:(4460|10123|910[1234])"|port = (4460|10123))' "$dest"; then
 		die "$src: a port was not substituted; demo.sh needs updating"
 	fi
 }
 # The role files already say clock-control = false: the demo never lets a program touch the
 # clock, and a changed role file must not silently lose that.
-grep -q '^clock-control = false' "$top/server/server-a.toml" "$top/server/server-b.toml" ||
-	die "server/*.toml must keep clock-control = false"
+for f in server/server-a.toml server/server-b.toml client/client.toml; do
+	grep -q '^clock-control = false' "$top/$f" || die "$f must keep clock-control = false"
+done
 derive "$top/server/server-a.toml" "$scratch/server-a.toml" \
 	-e "s|127.0.0.2:4460|127.0.0.2:$KE_A|; s|127.0.0.2:10123|127.0.0.2:$NTP_A|" \
 	-e "s|^ntp-port = 10123|ntp-port = $NTP_A|; s|127.0.0.1:9102|127.0.0.1:$ST_A|"
@@ -101,6 +104,9 @@ derive "$top/pool/pool.toml" "$scratch/pool.toml" \
 	-e "s|127.0.0.1:4460|127.0.0.1:$POOL|; s|127.0.0.1:9101|127.0.0.1:$POOL_ST|" \
 	-e "s|\"127.0.0.2\", port = 4460|\"127.0.0.2\", port = $KE_A|" \
 	-e "s|\"127.0.0.3\", port = 4460|\"127.0.0.3\", port = $KE_B|"
+derive "$top/client/client.toml" "$scratch/client.toml" \
+	-e "s|\"127.0.0.1:4460\"|\"127.0.0.1:$POOL\"|; s|\"127.0.0.2:4460\"|\"127.0.0.2:$KE_A\"|" \
+	-e "s|127.0.0.1:9104|127.0.0.1:$CLIENT_ST|"
 
 # start NAME PROGRAM CONF STATUS: runs PROGRAM -c CONF (log $scratch/NAME.log) and waits for its
 # status endpoint.
@@ -191,7 +197,48 @@ status "$POOL_ST" | pretty
 echo
 echo "== the status of $served, the time source chrony was sent to (http://127.0.0.1:$served_st/status)"
 status "$served_st" | pretty
+
 echo
-echo "== stopping the broker and the time sources"
+echo "== our own client: ntp-daemon -c client/client.toml (clock control off: measures only)"
+start client ntp-daemon "$scratch/client.toml" "$CLIENT_ST"
+# pool_servers: the distinct NTP servers of the client's nts-pool source with authenticated
+# samples (reach > 0 and a measured offset), one per line.
+pool_servers() {
+	local doc i name
+	doc=$(status "$CLIENT_ST")
+	for ((i = 0; ; i++)); do
+		name=$(printf '%s\n' "$doc" | "$B/tests/tools/json-get" "sources.$i.name" 2>/dev/null) ||
+			break
+		[[ $(printf '%s\n' "$doc" | "$B/tests/tools/json-get" "sources.$i.mode") == nts-pool ]] ||
+			continue
+		[[ $(printf '%s\n' "$doc" | "$B/tests/tools/json-get" "sources.$i.reach") =~ ^[1-9] ]] ||
+			continue
+		[[ $(printf '%s\n' "$doc" | "$B/tests/tools/json-get" "sources.$i.offset_s") =~ ^-?[0-9] ]] ||
+			continue
+		echo "$name"
+	done | sort -u
+}
+n=0
+for ((i = 0; i < 120; i++)); do
+	n=$(pool_servers | wc -l)
+	((n >= 2)) && break
+	sleep 0.5
+done
+if ((n < 2)); then
+	tail -n 20 "$scratch/client.log" >&2
+	status "$CLIENT_ST" | pretty >&2
+	die "our client got no two distinct servers through the pool in 60 s (log, status above)"
+fi
+echo "   two distinct servers through the pool, authenticated: $(pool_servers | paste -sd ' ' -)"
+echo
+echo "== ntp-ctl status --address 127.0.0.1:$CLIENT_ST"
+if ! "$B/ntp-ctl" status --address "127.0.0.1:$CLIENT_ST" 2>/dev/null; then
+	echo "   (ntp-ctl status is not available in this build; the status document instead)"
+	status "$CLIENT_ST" | pretty
+fi
+
+echo
+echo "== stopping the client, the broker and the time sources"
 stop_all
-echo "done: chrony got NTS-protected time from $served through the pool's key exchange"
+echo "done: chrony got NTS-protected time from $served through the pool's key exchange,"
+echo "      and our ntp-daemon kept two distinct servers through the pool"

@@ -514,3 +514,135 @@ stat_gt() {
 		g_i=$((g_i + 1))
 	done
 }
+
+# ---- ntp-daemon as a client ([[source]]; doc/status.md "Time sources (the client half)") -----
+
+# source_entry MODE ADDRESS [COUNT [POLL_MIN [POLL_MAX]]]: one [[source]] table on stdout. The
+# NTS modes trust the test CA ($T/certs/ca.pem); COUNT (default 2) is written for nts-pool only.
+# Polls are frequent by default (2^0 .. 2^2 s) so that tests see samples within seconds.
+source_entry() {
+	printf '[[source]]\nmode = "%s"\naddress = "%s"\n' "$1" "$2"
+	case $1 in
+	nts | nts-pool) printf 'certificate-authority = "%s"\n' "$T/certs/ca.pem" ;;
+	esac
+	if [ "$1" = nts-pool ]; then
+		printf 'count = %s\n' "${3:-2}"
+	fi
+	printf 'poll-interval-min = %s\npoll-interval-max = %s\n\n' "${4:-0}" "${5:-2}"
+}
+
+# client_conf FILE STATUS SOURCES [EXTRA]: a daemon that is a client: the [[source]] tables
+# SOURCES (made by source_entry), then EXTRA (further tables, e.g. a [[server]]), status on
+# 127.0.0.1:STATUS, clock control off (ARCHITECTURE.md §7: never the host clock).
+client_conf() {
+	cat >"$1" <<CLIENT
+$3
+${4:-}
+
+[observability]
+status-listen = "127.0.0.1:$2"
+log-level = "debug"
+
+[synchronization]
+clock-control = false
+CLIENT
+}
+
+# src_rows DOC: one line per entry of DOC's "sources" array:
+#   NAME MODE ADDRESS REACH OFFSET_S COOKIES LAST_KEY_EXCHANGE ERRORS SELECTED LAST_ERROR...
+# (fields "missing" when absent, "null" when null; LAST_ERROR last, as it may hold spaces).
+src_rows() {
+	r_i=0
+	while :; do
+		r_name=$(jget "sources.$r_i.name" "$1")
+		[ "$r_name" != missing ] || break
+		r_line=$r_name
+		for r_f in mode address reach offset_s cookies last_key_exchange errors selected \
+			last_error; do
+			r_line="$r_line $(jget "sources.$r_i.$r_f" "$1")"
+		done
+		printf '%s\n' "$r_line"
+		r_i=$((r_i + 1))
+	done
+}
+
+# src_field_of DOC ADDRESS FIELD: FIELD of the first source whose configured address is
+# ADDRESS, or "missing".
+src_field_of() {
+	f_i=0
+	while :; do
+		f_addr=$(jget "sources.$f_i.address" "$1")
+		if [ "$f_addr" = missing ]; then
+			echo missing
+			return 0
+		fi
+		if [ "$f_addr" = "$2" ]; then
+			jget "sources.$f_i.$3" "$1"
+			return 0
+		fi
+		f_i=$((f_i + 1))
+	done
+}
+
+# src_working DOC [MODE]: the distinct names of the sources (of MODE, if given) with
+# authenticated/valid samples: reach > 0 and a numeric offset_s. One per line, sorted.
+src_working() {
+	src_rows "$1" | awk -v m="${2:-}" '
+		(m == "" || $2 == m) && $4 ~ /^[0-9]+$/ && $4 > 0 && $5 ~ /^-?[0-9.]+([eE][-+]?[0-9]+)?$/ \
+			{ print $1 }' | sort -u
+}
+
+# src_sum DOC FIELD_NUMBER: the sum of an integer column of src_rows (non-integers count 0).
+src_sum() {
+	src_rows "$1" | awk -v f="$2" '{ if ($f ~ /^[0-9]+$/) s += $f } END { print s + 0 }'
+}
+
+# src_diag NAME: the system and source parts of NAME's /status, for diagnostics.
+src_diag() {
+	d_doc=$(status_of "$1")
+	echo "system: $(jget system "$d_doc")"
+	echo "sources (name mode address reach offset cookies last_ke errors selected last_error):"
+	src_rows "$d_doc" | sed 's/^/  /'
+}
+
+# wait_until SECONDS COMMAND...: runs COMMAND every 0.5 s until it succeeds (0) or SECONDS have
+# passed (1). COMMAND must not use variables named wu_*.
+wait_until() {
+	wu_n=$(($1 * 2))
+	wu_i=0
+	shift
+	while :; do
+		if "$@"; then
+			return 0
+		fi
+		[ "$wu_i" -lt "$wu_n" ] || return 1
+		sleep 0.5
+		wu_i=$((wu_i + 1))
+	done
+}
+
+# working_at_least NAME N [MODE]: NAME's /status lists at least N distinct working sources
+# (src_working). Sets WORKING to their names, space-separated.
+working_at_least() {
+	WORKING=$(src_working "$(status_of "$1")" "${3:-}" | tr '\n' ' ' | sed 's/ $//')
+	[ "$(printf '%s' "$WORKING" | wc -w)" -ge "$2" ]
+}
+
+# synchronised NAME: NAME's /status says system.synchronised = true.
+synchronised() {
+	[ "$(stat_of "$1" system.synchronised)" = true ]
+}
+
+# stat_pos NAME PATH: the value at PATH of NAME's /status is an integer > 0.
+stat_pos() {
+	sp_v=$(stat_of "$1" "$2")
+	is_int "$sp_v" && [ "$sp_v" -gt 0 ]
+}
+
+# has_word LIST WORD: WORD is one of the space-separated words of LIST.
+has_word() {
+	case " $1 " in
+	*" $2 "*) return 0 ;;
+	*) return 1 ;;
+	esac
+}
