@@ -13,9 +13,6 @@
 #include "keyset.h"
 #include "ntp_server.h"
 
-/* Exit statuses (sysexits.h): a configuration problem, including files it names. */
-#define DAEMON_EXIT_CONFIG 78
-#define DAEMON_EXIT_FAILURE 1
 
 struct ke_listener;
 struct ntp_listener;
@@ -49,12 +46,12 @@ struct daemon {
 
 /* Takes ownership of cfg (moved into d) and config_path (copied). Loads every file the
  * configuration names (certificates, pinned pool certificates, the keyset), opening no socket.
- * Returns 0, or negative errno with a message in err: the caller exits DAEMON_EXIT_CONFIG. */
+ * Returns 0, or negative errno with a message in err: the caller exits PROGRAM_EXIT_CONFIG. */
 int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 		   struct config_daemon *cfg, char *err, size_t errlen);
 
 /* Binds every listener and starts the timers. Returns 0, or negative errno with a message in
- * err (e.g. address in use): the caller stops the daemon and exits DAEMON_EXIT_FAILURE. */
+ * err (e.g. address in use): the caller stops the daemon and exits PROGRAM_EXIT_FAILURE. */
 int daemon_start(struct daemon *d, char *err, size_t errlen);
 
 /* SIGHUP: reloads certificates and pinned pool certificates of every NTS-KE listener from the

@@ -14,18 +14,16 @@
 #include "config_pool.h"
 #include "session.h"
 
-#define BROKER_EXIT_CONFIG 78
-#define BROKER_EXIT_FAILURE 1
 
 struct broker;
 
 /* Takes ownership of cfg (moved). Loads certificates and builds the registry; opens no socket.
- * *out is new. Returns 0, or negative errno with a message in err (exit BROKER_EXIT_CONFIG). */
+ * *out is new. Returns 0, or negative errno with a message in err (exit PROGRAM_EXIT_CONFIG). */
 int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path,
 		   struct config_pool *cfg, char *err, size_t errlen);
 
 /* Binds the listeners and the status endpoint and starts probing. Returns 0, or negative errno
- * with err (the caller stops the broker and exits BROKER_EXIT_FAILURE). */
+ * with err (the caller stops the broker and exits PROGRAM_EXIT_FAILURE). */
 int broker_start(struct broker *b, char *err, size_t errlen);
 
 /* SIGHUP: re-reads the configuration file; on success swaps in the certificate, key and CA and

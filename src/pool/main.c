@@ -1,15 +1,12 @@
 /* nts-pool-ke: command line, configuration, signals, the loop. */
-#include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include <uv.h>
 
 #include "broker.h"
 #include "config_pool.h"
 #include "log.h"
+#include "program.h"
 
 static void usage(FILE *f)
 {
@@ -29,125 +26,47 @@ static void usage(FILE *f)
 		"Exit status: 0 after a clean stop, 78 for configuration errors, 1 otherwise.\n");
 }
 
-struct signals {
-	uv_signal_t term, intr, hup;
-	struct broker *b;
-};
-
-static void close_signals(struct signals *s)
+static int start(void *ud, char *err, size_t errlen)
 {
-	uv_close((uv_handle_t *)&s->term, NULL);
-	uv_close((uv_handle_t *)&s->intr, NULL);
-	uv_close((uv_handle_t *)&s->hup, NULL);
+	return broker_start(ud, err, errlen);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+static void reload(void *ud)
 {
-	struct signals *s = h->data;
-	if (signum == SIGHUP) {
-		broker_reload(s->b);
-		return;
-	}
-	log_info("received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-	broker_stop(s->b);
-	close_signals(s);
+	broker_reload(ud);
 }
 
-static int start_signals(uv_loop_t *loop, struct signals *s)
+static void stop(void *ud)
 {
-	uv_signal_t *hs[] = { &s->term, &s->intr, &s->hup };
-	int nums[] = { SIGTERM, SIGINT, SIGHUP };
-	for (int i = 0; i < 3; i++) {
-		uv_signal_init(loop, hs[i]);
-		hs[i]->data = s;
-	}
-	for (int i = 0; i < 3; i++) {
-		int rc = uv_signal_start(hs[i], on_signal, nums[i]);
-		if (rc < 0)
-			return rc;
-	}
-	return 0;
+	broker_stop(ud);
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "log-level", required_argument, NULL, 'l' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 },
-	};
-	const char *config_path = NULL, *level_arg = NULL;
-	int c;
-	while ((c = getopt_long(argc, argv, "c:l:hV", opts, NULL)) != -1) {
-		switch (c) {
-		case 'c':
-			config_path = optarg;
-			break;
-		case 'l':
-			level_arg = optarg;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		case 'V':
-			printf("nts-pool-ke %s\n", PACKAGE_VERSION);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	if (!config_path || optind != argc) {
-		usage(stderr);
-		return 2;
-	}
-	enum log_level cli_level = LOG_LEVEL_INFO;
-	if (level_arg && log_level_parse(level_arg, &cli_level) < 0) {
-		fprintf(stderr, "nts-pool-ke: unknown log level '%s' (error, warn, info, debug, trace)\n",
-			level_arg);
-		return 2;
-	}
+	struct program_opts o;
+	int rc = program_parse(argc, argv, "nts-pool-ke", usage, false, &o);
+	if (rc >= 0)
+		return rc;
 
 	char err[1024];
 	struct config_pool cfg;
-	if (config_pool_load(config_path, &cfg, err, sizeof err) < 0) {
+	if (config_pool_load(o.config_path, &cfg, err, sizeof err) < 0) {
 		fprintf(stderr, "%s\n", err);
-		return BROKER_EXIT_CONFIG;
+		return PROGRAM_EXIT_CONFIG;
 	}
-	log_set_level(level_arg ? cli_level : cfg.observability.log_level);
-	/* A peer that resets a connection must not kill the process on the next write. */
-	signal(SIGPIPE, SIG_IGN);
+	log_set_level(o.has_level ? o.level : cfg.observability.log_level);
 
 	uv_loop_t *loop = uv_default_loop();
 	struct broker *b = NULL;
-	if (broker_prepare(&b, loop, config_path, &cfg, err, sizeof err) < 0) {
+	if (broker_prepare(&b, loop, o.config_path, &cfg, err, sizeof err) < 0) {
 		log_error("%s", err);
 		broker_free(b);
 		config_pool_free(&cfg);
-		return BROKER_EXIT_CONFIG;
+		return PROGRAM_EXIT_CONFIG;
 	}
-	int status = 0;
-	struct signals sig = { .b = b };
-	int rc = start_signals(loop, &sig);
-	if (rc < 0)
-		snprintf(err, sizeof err, "signal handlers: %s", uv_strerror(rc));
-	else
-		rc = broker_start(b, err, sizeof err);
-	if (rc < 0) {
-		log_error("%s", err);
-		close_signals(&sig);
-		broker_stop(b);
-		status = BROKER_EXIT_FAILURE;
-	} else {
-		log_info("nts-pool-ke %s running", PACKAGE_VERSION);
-	}
-	uv_run(loop, UV_RUN_DEFAULT);
+	const struct program_hooks hooks = { .start = start, .reload = reload, .stop = stop,
+					     .ud = b };
+	int status = program_run(loop, "nts-pool-ke", &hooks);
 	broker_free(b);
-	if (uv_loop_close(loop) != 0)
-		log_error("handles left open at exit");
-	if (status == 0)
-		log_info("stopped");
 	return status;
 }

@@ -1,0 +1,128 @@
+#include "program.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <string.h>
+
+int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *),
+		  bool allow_no_clock_control, struct program_opts *out)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "no-clock-control", no_argument, NULL, 'n' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *level = NULL;
+	int c;
+	memset(out, 0, sizeof *out);
+	while ((c = getopt_long(argc, argv, "c:l:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			out->config_path = optarg;
+			break;
+		case 'l':
+			level = optarg;
+			break;
+		case 'n':
+			if (!allow_no_clock_control) {
+				usage(stderr);
+				return PROGRAM_EXIT_USAGE;
+			}
+			out->no_clock_control = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("%s %s\n", name, PACKAGE_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return PROGRAM_EXIT_USAGE;
+		}
+	}
+	if (!out->config_path || optind != argc) {
+		usage(stderr);
+		return PROGRAM_EXIT_USAGE;
+	}
+	if (level) {
+		if (log_level_parse(level, &out->level) < 0) {
+			fprintf(stderr, "%s: unknown log level '%s' (error, warn, info, debug, trace)\n",
+				name, level);
+			return PROGRAM_EXIT_USAGE;
+		}
+		out->has_level = true;
+	}
+	return -1;
+}
+
+struct signals {
+	uv_signal_t term, intr, hup;
+	const struct program_hooks *hooks;
+};
+
+static void close_signals(struct signals *s)
+{
+	uv_close((uv_handle_t *)&s->term, NULL);
+	uv_close((uv_handle_t *)&s->intr, NULL);
+	uv_close((uv_handle_t *)&s->hup, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+	struct signals *s = h->data;
+	if (signum == SIGHUP) {
+		s->hooks->reload(s->hooks->ud);
+		return;
+	}
+	log_info("received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	s->hooks->stop(s->hooks->ud);
+	close_signals(s);
+}
+
+static int start_signals(uv_loop_t *loop, struct signals *s)
+{
+	uv_signal_t *hs[] = { &s->term, &s->intr, &s->hup };
+	int nums[] = { SIGTERM, SIGINT, SIGHUP };
+	for (int i = 0; i < 3; i++) {
+		uv_signal_init(loop, hs[i]);
+		hs[i]->data = s;
+	}
+	for (int i = 0; i < 3; i++) {
+		int rc = uv_signal_start(hs[i], on_signal, nums[i]);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int program_run(uv_loop_t *loop, const char *name, const struct program_hooks *hooks)
+{
+	char err[1024];
+	int status = 0;
+	/* A peer that resets a connection must not kill the process on the next write. */
+	signal(SIGPIPE, SIG_IGN);
+	struct signals sig = { .hooks = hooks };
+	int rc = start_signals(loop, &sig);
+	if (rc < 0)
+		snprintf(err, sizeof err, "signal handlers: %s", uv_strerror(rc));
+	else
+		rc = hooks->start(hooks->ud, err, sizeof err);
+	if (rc < 0) {
+		log_error("%s", err);
+		close_signals(&sig);
+		hooks->stop(hooks->ud);
+		status = PROGRAM_EXIT_FAILURE;
+	} else {
+		log_info("%s %s running", name, PACKAGE_VERSION);
+	}
+	uv_run(loop, UV_RUN_DEFAULT);
+	if (uv_loop_close(loop) != 0)
+		log_error("handles left open at exit");
+	if (status == 0)
+		log_info("stopped");
+	return status;
+}

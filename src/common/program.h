@@ -1,0 +1,44 @@
+/* What ntp-daemon and nts-pool-ke share around their loop: the common command-line options, the
+ * signals (SIGHUP reloads, SIGTERM and SIGINT stop) and the run-to-exit sequence. */
+#ifndef NTSPOOL_PROGRAM_H
+#define NTSPOOL_PROGRAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include <uv.h>
+
+#include "log.h"
+
+#define PROGRAM_EXIT_FAILURE 1
+#define PROGRAM_EXIT_USAGE 2
+#define PROGRAM_EXIT_CONFIG 78 /* sysexits.h EX_CONFIG */
+
+struct program_opts {
+	const char *config_path;
+	bool has_level; /* -l given: level overrides the file's log-level */
+	enum log_level level;
+	bool no_clock_control; /* --no-clock-control (only where allowed) */
+};
+
+/* Parses -c/--config FILE, -l/--log-level LEVEL, -h/--help, -V/--version and, when
+ * allow_no_clock_control, --no-clock-control. name is the program's name for messages; usage
+ * prints the help to the given stream. Returns -1 to go on, or the exit status to return at once
+ * (0 after --help/--version, PROGRAM_EXIT_USAGE on misuse). */
+int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *),
+		  bool allow_no_clock_control, struct program_opts *out);
+
+struct program_hooks {
+	int (*start)(void *ud, char *err, size_t errlen); /* bind and start; negative errno */
+	void (*reload)(void *ud);			  /* SIGHUP */
+	void (*stop)(void *ud);				  /* SIGTERM, SIGINT, or a failed start */
+	void *ud;
+};
+
+/* Ignores SIGPIPE, installs the signal handlers, calls start, and runs the loop until every
+ * handle closed. Returns 0 after a stop by signal, PROGRAM_EXIT_FAILURE when start failed (its
+ * message is logged). The loop is closed before returning. */
+int program_run(uv_loop_t *loop, const char *name, const struct program_hooks *hooks);
+
+#endif
