@@ -213,9 +213,48 @@ static json_t *status_json(void *ud)
 	return doc;
 }
 
+/* Gauges of the client half, read from the same objects /status shows so the two agree. */
+static void sync_metrics(const struct daemon *d, struct status_text *out)
+{
+	static const char *const sys_fields[] = { "synchronised", "offset_s", "frequency_ppm",
+						  "jitter_s", "stratum", "truechimers" };
+	static const char *const src_fields[] = { "reach", "poll", "offset_s", "delay_s",
+						  "jitter_s", "cookies", "errors" };
+	char name[96], labels[320], esc_name[128], esc_mode[32];
+	json_t *sys = sync_status(d->sync), *srcs = sources_json(d);
+	for (size_t f = 0; f < sizeof sys_fields / sizeof sys_fields[0]; f++) {
+		json_t *v = json_object_get(sys, sys_fields[f]);
+		snprintf(name, sizeof name, "ntp_daemon_system_%s", sys_fields[f]);
+		status_metric_header(out, name, "gauge", "System state, as in /status");
+		status_metric_value(out, name, NULL,
+				    json_is_boolean(v) ? json_is_true(v) : json_number_value(v));
+	}
+	for (size_t f = 0; f < sizeof src_fields / sizeof src_fields[0]; f++) {
+		snprintf(name, sizeof name, "ntp_daemon_source_%s", src_fields[f]);
+		status_metric_header(out, name, "gauge", "Per source, as in /status");
+		size_t i;
+		json_t *o;
+		json_array_foreach(srcs, i, o) {
+			json_t *v = json_object_get(o, src_fields[f]);
+			const char *n = json_string_value(json_object_get(o, "name"));
+			if (!json_is_number(v) || !n)
+				continue;
+			snprintf(labels, sizeof labels, "source=\"%s\",mode=\"%s\"",
+				 status_label_escape(n, esc_name, sizeof esc_name),
+				 status_label_escape(json_string_value(json_object_get(o, "mode")),
+						     esc_mode, sizeof esc_mode));
+			status_metric_value(out, name, labels, json_number_value(v));
+		}
+	}
+	json_decref(sys);
+	json_decref(srcs);
+}
+
 static void metrics(struct status_text *out, void *ud)
 {
 	struct daemon *d = ud;
+	if (d->sources)
+		sync_metrics(d, out);
 	status_metric_header(out, "ntp_daemon_uptime_seconds", "gauge", "Seconds since start");
 	status_metric_value(out, "ntp_daemon_uptime_seconds", NULL,
 			    (double)(uv_now(d->loop) - d->started_ms) / 1000.0);

@@ -513,6 +513,13 @@ void sources_get(const struct sources *m, size_t index, struct source_info *out)
 					  &out->candidate.jitter_s);
 }
 
+void sources_clear_filters(struct sources *m)
+{
+	for (size_t i = 0; i < m->n_entries; i++)
+		for (size_t j = 0; j < m->entries[i].n_slots; j++)
+			clock_filter_init(&m->entries[i].slots[j].filter);
+}
+
 json_t *sources_status(const struct sources *m)
 {
 	json_t *arr = json_array();

@@ -50,6 +50,10 @@ int sources_new(struct sources **out, uv_loop_t *loop, const struct config_daemo
 size_t sources_count(const struct sources *s);
 void sources_get(const struct sources *s, size_t index, struct source_info *out);
 
+/* Forgets every source's samples: after the clock was stepped they measure a clock that no
+ * longer exists. */
+void sources_clear_filters(struct sources *s);
+
 /* The status array of doc/status.md (new reference). */
 json_t *sources_status(const struct sources *s);
 

@@ -95,7 +95,7 @@ static uint32_t short_of(double seconds)
 	return ntp_packet_short_from_ns(seconds <= 0 ? 0 : (uint64_t)(seconds * 1e9));
 }
 
-void sync_update(struct sync *s, const struct sources *src, double mono_s, uint64_t now_ntp)
+void sync_update(struct sync *s, struct sources *src, double mono_s, uint64_t now_ntp)
 {
 	struct clock_candidate cand[SYNC_MAX_SOURCES];
 	const char *names[SYNC_MAX_SOURCES];
@@ -148,10 +148,19 @@ void sync_update(struct sync *s, const struct sources *src, double mono_s, uint6
 	/* Each sample of the system peer is handed to the discipline once. */
 	if (s->discipline && p->mono_s != s->fed_mono_s) {
 		s->fed_mono_s = p->mono_s;
-		if (clock_discipline_update(s->discipline, s->sel.offset_s, p->mono_s) ==
-		    CLOCK_DISCIPLINE_PANIC)
+		double offset = s->sel.offset_s;
+		switch (clock_discipline_update(s->discipline, offset, p->mono_s)) {
+		case CLOCK_DISCIPLINE_PANIC:
 			log_error("offset %.6f s is beyond the panic threshold; the clock was not "
-				  "stepped", s->sel.offset_s);
+				  "stepped", offset);
+			break;
+		case CLOCK_DISCIPLINE_STEPPED:
+			log_warn("clock stepped by %.6f s", offset);
+			sources_clear_filters(src);
+			break;
+		default:
+			break;
+		}
 	}
 }
 

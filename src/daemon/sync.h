@@ -24,8 +24,9 @@ int sync_new(struct sync **out, const struct config_daemon_sync *cfg,
 void sync_free(struct sync *s);
 
 /* Reruns selection over the sources' best samples at monotonic time mono_s; now_ntp is the
- * current NTP time (the reference timestamp when synchronised). */
-void sync_update(struct sync *s, const struct sources *src, double mono_s, uint64_t now_ntp);
+ * current NTP time (the reference timestamp when synchronised). After the discipline stepped
+ * the clock, the sources' filters are cleared. */
+void sync_update(struct sync *s, struct sources *src, double mono_s, uint64_t now_ntp);
 
 /* Whether source id is a truechimer / the system peer of the last selection. */
 bool sync_selected(const struct sync *s, uint32_t id);
