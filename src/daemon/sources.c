@@ -131,19 +131,6 @@ static void slot_replace(struct slot *sl, bool failure, const char *reason)
 
 /* ---- NTP ------------------------------------------------------------------------------------ */
 
-static bool same_addr(const struct sockaddr *a, const struct sockaddr_storage *b)
-{
-	if (a->sa_family != b->ss_family)
-		return false;
-	if (a->sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port &&
-	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-}
-
 static void on_udp(struct net_udp *u, const uint8_t *buf, size_t len, const struct sockaddr *from,
 		   void *ud)
 {
@@ -152,7 +139,7 @@ static void on_udp(struct net_udp *u, const uint8_t *buf, size_t len, const stru
 	uint64_t rx = m->now(m->ud);
 	struct clock_sample sample;
 	(void)u;
-	if (m->closing || sl->state != SLOT_POLL || !same_addr(from, &sl->to))
+	if (m->closing || sl->state != SLOT_POLL || !net_addr_equal(from, &sl->to))
 		return;
 	int rc = source_handle_reply(sl->src, buf, len, rx, (double)uv_now(m->loop) / 1e3, &sample);
 	if (rc < 0) {
@@ -262,22 +249,6 @@ static void start_polling(struct slot *sl, const struct sockaddr *addr)
 	arm_ms(sl, random_u32() % 500);
 }
 
-static bool parse_literal(const char *name, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof *ss);
-	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, name, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		return true;
-	}
-	if (inet_pton(AF_INET6, name, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		return true;
-	}
-	return false;
-}
-
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
 	struct lookup *l = req->data;
@@ -309,7 +280,7 @@ void sources_resolve(struct slot *sl, const char *name, bool for_ke)
 {
 	struct sources *m = sl->e->m;
 	struct sockaddr_storage ss;
-	if (parse_literal(name, &ss)) {
+	if (net_addr_parse_ip(name, &ss)) {
 		if (for_ke)
 			sources_ke_begin(sl, (struct sockaddr *)&ss);
 		else

@@ -20,6 +20,14 @@
 #define NET_ADDR_STRLEN 64
 const char *net_addr_str(const struct sockaddr *addr, char *buf, size_t buflen);
 
+/* Parses an IPv4 or IPv6 literal (no brackets, no port) into *ss with port 0; false when name is
+ * not a literal (a DNS name, to be resolved). */
+bool net_addr_parse_ip(const char *name, struct sockaddr_storage *ss);
+
+/* True when a and b are the same IPv4/IPv6 address and port (e.g. a reply's source against the
+ * address a request went to). */
+bool net_addr_equal(const struct sockaddr *a, const struct sockaddr_storage *b);
+
 /* ---- Accepted TCP streams ------------------------------------------------------------------ */
 
 struct net_stream;

@@ -157,19 +157,6 @@ void upstream_check_deep_finish(struct deep *d, bool ok, const char *reason)
 		upstream_io_rearm(io);
 }
 
-static bool same_addr(const struct sockaddr *a, const struct sockaddr_storage *b)
-{
-	if (a->sa_family != b->ss_family)
-		return false;
-	if (a->sa_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-	}
-	const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-	return x->sin6_port == y->sin6_port &&
-	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-}
-
 static void deep_recv(struct net_udp *u, const uint8_t *buf, size_t len,
 		      const struct sockaddr *from, void *ud)
 {
@@ -178,7 +165,7 @@ static void deep_recv(struct net_udp *u, const uint8_t *buf, size_t len,
 	struct nts_ntp_response out;
 	(void)u;
 	/* Anyone can send us datagrams: a bad one is noted and the real reply still awaited. */
-	if (!d->linked || !same_addr(from, &d->to))
+	if (!d->linked || !net_addr_equal(from, &d->to))
 		return;
 	int rc = aead_new(&s2c, d->aead, d->s2c, d->key_len);
 	if (rc == 0)
@@ -290,7 +277,7 @@ static void deep_ke_done(void *ud, int err, bool keys_sent, int parse_rc,
 	const char *server = resp->has_server ? resp->server.name : upstream_io_name_of(io, d->id);
 	uint16_t port = resp->has_port ? resp->port : KE_MSG_PORT_DEFAULT;
 	d->deadline = upstream_io_now_ms(io) + io->cfg->upstream_timeout_ms;
-	if (upstream_io_parse_literal(server, &d->to)) {
+	if (net_addr_parse_ip(server, &d->to)) {
 		if (d->to.ss_family == AF_INET)
 			((struct sockaddr_in *)&d->to)->sin_port = htons(port);
 		else

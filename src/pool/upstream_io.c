@@ -332,23 +332,6 @@ static void on_conn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo 
 	start_connect(c, (struct sockaddr *)&ss);
 }
 
-/* Literal IPv4/IPv6 addresses need no resolver. */
-bool upstream_io_parse_literal(const char *name, struct sockaddr_storage *ss)
-{
-	memset(ss, 0, sizeof *ss);
-	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-	if (inet_pton(AF_INET, name, &a4->sin_addr) == 1) {
-		a4->sin_family = AF_INET;
-		return true;
-	}
-	if (inet_pton(AF_INET6, name, &a6->sin6_addr) == 1) {
-		a6->sin6_family = AF_INET6;
-		return true;
-	}
-	return false;
-}
-
 int upstream_io_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
 			const char *name, int socktype)
 {
@@ -390,7 +373,7 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 	io->pending++;
 
 	struct sockaddr_storage ss;
-	if (upstream_io_parse_literal(domain, &ss)) {
+	if (net_addr_parse_ip(domain, &ss)) {
 		start_connect(c, (struct sockaddr *)&ss);
 		return;
 	}

@@ -125,8 +125,6 @@ void upstream_io_rearm(struct upstream_io *io);
 /* upstream_io.c: upstream id's domain for log lines, "(removed)" once the registry dropped it. */
 const char *upstream_io_name_of(const struct upstream_io *io, uint32_t id);
 
-/* upstream_io.c: true (port 0) when name is a literal IPv4/IPv6 address needing no resolver. */
-bool upstream_io_parse_literal(const char *name, struct sockaddr_storage *ss);
 
 /* upstream_io.c: starts resolving name for socktype into req (the caller owns req). */
 int upstream_io_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
