@@ -169,7 +169,8 @@ static size_t reply_plain(struct ntp_server *s, const struct ntp_packet_header *
 }
 
 /* Opens the cookie and checks the authenticator. -ENOKEY, -EBADMSG and -EPROTO are the client's
- * problem (answered with a NAK); anything else (aead_rekey's errors, -ENOMEM) is ours. */
+ * problem (answered with a NAK), and so is -EMSGSIZE (an oversize encrypted part, dropped);
+ * anything else (aead_rekey's errors, -ENOMEM) is ours. */
 static int open_request(struct ntp_server *s, struct keyset *ks, struct nts_ntp_request *q,
 			struct client_keys *k, int *slot)
 {
@@ -221,6 +222,12 @@ static size_t reply_nts(struct ntp_server *s, const uint8_t *req, size_t len, ui
 	int slot = SLOT_SIV_256;
 	size_t n = 0;
 	rc = open_request(s, ks, &q, &k, &slot);
+	if (rc == -EMSGSIZE) {
+		/* An encrypted part larger than any request needs: the client's doing, not ours. */
+		s->stats->dropped_malformed++;
+		note_peer(s, rx_ts, "oversize NTS authenticator", len, rc);
+		goto out;
+	}
 	if (rc == -ENOKEY || rc == -EBADMSG || rc == -EPROTO) {
 		note_peer(s, rx_ts, "NTS NAK", len, rc);
 		n = reply_nak(s, &q, rx_ts, clk, out, cap);

@@ -543,6 +543,38 @@ Test(ntp_server, nts_broken_shape_is_dropped)
 	cr_assert_eq(stats.plain + stats.nts_naks, 0);
 }
 
+Test(ntp_server, nts_oversize_authenticator_is_the_peers_fault)
+{
+	/* A valid cookie with an encrypted part far beyond any real request: dropped as malformed,
+	 * never counted or logged as our own failure. */
+	struct tu_rng rng;
+	tu_rng_seed(&rng, 12);
+	struct client c;
+	client_init(&c, &rng, AEAD_AES_SIV_CMAC_256, slot);
+	static uint8_t req[8192], out[8192];
+	size_t hl = put_header(req, sizeof req, 4, NTP_PACKET_MODE_CLIENT, 6);
+	struct wire_writer w;
+	wire_writer_init(&w, req + hl, sizeof req - hl);
+	cr_assert_eq(ntp_packet_put_ef(&w, NTS_NTP_EF_UID, c.uid, sizeof c.uid), 0);
+	cr_assert_eq(ntp_packet_put_ef(&w, NTS_NTP_EF_COOKIE, c.cookie, c.cookie_len), 0);
+	const size_t ct_len = 5016;
+	cr_assert_eq(ntp_packet_put_ef_header(&w, NTS_NTP_EF_AUTH, 4 + 4 + 16 + ct_len), 0);
+	wire_put_u16(&w, 16);
+	wire_put_u16(&w, (uint16_t)ct_len);
+	wire_put_zeros(&w, 16 + ct_len);
+	cr_assert_eq(wire_writer_error(&w), 0);
+	struct capture cap;
+	capture_start(&cap);
+	cr_assert_eq(handle_cap(req, hl + wire_written(&w), out, sizeof out), 0);
+	log_set_stream(NULL);
+	fclose(cap.f);
+	cr_assert_eq(stats.dropped_malformed, 1);
+	cr_assert_eq(stats.dropped_internal + stats.nts_naks + stats.nts_accepted, 0);
+	cr_assert_null(strstr(cap.text ? cap.text : "", "error"), "no error-level line: %s", cap.text);
+	free(cap.text);
+	client_free(&c);
+}
+
 Test(ntp_server, nts_daemons_sharing_keys_accept_each_others_cookies)
 {
 	struct tu_rng rng;
