@@ -285,6 +285,13 @@ static void handle_request(struct ke_server_conn *c, size_t len)
 	}
 	switch (req.kind) {
 	case KE_MSG_REQUEST_PLAIN:
+		/* Keys come from the TLS exporter, so a second plain exchange on one session would
+		 * hand out the same keys again (PROTOCOL.md §4.4: no export on kept connections). */
+		if (c->kept_alive) {
+			debug(c, "plain request on a kept-alive connection refused with Error 1");
+			send_error(c, KE_MSG_ERROR_BAD_REQUEST);
+			break;
+		}
 		answer_plain(c, &req);
 		break;
 	case KE_MSG_REQUEST_SUPPORT:

@@ -896,6 +896,33 @@ Test(ke_server, plain_request_never_kept_alive)
 	}
 }
 
+Test(ke_server, plain_request_on_a_kept_alive_connection_is_refused)
+{
+	/* The exporter would give the same keys again on the same session: Error 1, no cookies. */
+	struct h h;
+	uint8_t buf[KE_MSG_RESPONSE_MAX];
+	struct ke_msg_response r;
+	static const uint16_t aeads[] = { 15 };
+	h_init(&h, KE_NUMBERING_IANA);
+	h_connect(&h, "pool");
+	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, true,
+					       true);
+	h_send(&h, buf, (size_t)len);
+	size_t rlen = h_recv(&h, buf, sizeof buf);
+	parse_ok(buf, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
+	cr_assert(r.keep_alive);
+	h_send(&h, buf, plain_request(buf, sizeof buf, KE_NUMBERING_IANA, aeads, 1));
+	rlen = h_recv(&h, buf, sizeof buf);
+	cr_assert_eq(ke_msg_parse_response(buf, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_PLAIN, &r),
+		     -EREMOTEIO);
+	cr_assert(r.has_error);
+	cr_assert_eq(r.error, KE_MSG_ERROR_BAD_REQUEST);
+	cr_assert_eq(r.n_cookies, 0);
+	cr_assert_eq(h.st.errors[KE_MSG_ERROR_BAD_REQUEST], 1);
+	cr_assert_eq(h.st.completed, 0);
+	h_free(&h);
+}
+
 Test(ke_server, ntpdrs_v1_numbering)
 {
 	struct h h;
