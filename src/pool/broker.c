@@ -197,13 +197,11 @@ static void start_upstream_work(struct client *c)
 	if (c->exchange || !pool_session_upstream_request(c->session, &id, &req, &len))
 		return;
 	c->upstream = id;
-	int rc = upstream_io_exchange(c->b->io, id, req, len, KE_MSG_REQUEST_FIXED_KEY,
-				      on_upstream_done, c, &c->exchange);
-	if (rc < 0) {
-		c->exchange = NULL;
-		pool_session_upstream_failed(c->session, false, rc, uv_now(c->b->loop));
-		flush(c);
-	}
+	/* A failure reported at once has already gone through on_upstream_done, which may have
+	 * started the next candidate's exchange (its handle is in c->exchange by now): reporting
+	 * it again would send the client's keys to one more upstream. */
+	upstream_io_exchange(c->b->io, id, req, len, KE_MSG_REQUEST_FIXED_KEY, on_upstream_done, c,
+			     &c->exchange);
 }
 
 static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
@@ -219,11 +217,14 @@ static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *
 static void on_eof(struct net_stream *s, int status, void *ud)
 {
 	struct client *c = ud;
-	(void)s;
-	(void)status;
+	if (status < 0) {
+		net_stream_abort(s);
+		return;
+	}
+	/* A client may close only its sending side after its request: the answer still goes out,
+	 * and flush closes the socket once the session is done (its deadline bounds the wait). */
 	pool_session_eof(c->session, uv_now(c->b->loop));
 	flush(c);
-	net_stream_close(c->stream);
 }
 
 static void on_timeout(struct net_stream *s, void *ud)
