@@ -421,7 +421,12 @@ void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
 		       const struct ke_msg_response *support, uint64_t now_ms)
 {
 	struct upstream *u = find(r, id);
-	if (!u || u->state == UPSTREAM_DRAINING)
+	if (!u)
+		return;
+	/* Cleared even for a draining upstream: a reload may configure it again, and a probe
+	 * marked as running would never be scheduled. */
+	u->probe_running = false;
+	if (u->state == UPSTREAM_DRAINING)
 		return;
 
 	/* Only what a Fixed Key request can carry: the builder insists on the AEAD's key length. */
@@ -467,7 +472,10 @@ void upstream_probe_failed(struct upstream_registry *r, uint32_t id, const char 
 			   uint64_t now_ms)
 {
 	struct upstream *u = find(r, id);
-	if (u && u->state != UPSTREAM_DRAINING)
+	if (!u)
+		return;
+	u->probe_running = false; /* as in upstream_probe_ok */
+	if (u->state != UPSTREAM_DRAINING)
 		probe_failed(r, u, reason, now_ms);
 }
 
@@ -502,9 +510,11 @@ void upstream_deep_result(struct upstream_registry *r, uint32_t id, bool ok, con
 			  uint64_t now_ms)
 {
 	struct upstream *u = find(r, id);
-	if (!u || u->state == UPSTREAM_DRAINING)
+	if (!u)
 		return;
-	u->deep_running = false;
+	u->deep_running = false; /* as in upstream_probe_ok */
+	if (u->state == UPSTREAM_DRAINING)
+		return;
 	u->deep_checked = true;
 	u->last_deep_ms = now_ms;
 	u->next_deep_ms = now_ms + r->timing.deep_check_ms;

@@ -412,6 +412,32 @@ Test(upstream, deep_check_off)
 	upstream_registry_free(r);
 }
 
+Test(upstream, readded_while_probing_is_probed_again)
+{
+	/* Removed while its probe ran, the result arriving while it drains, then configured again:
+	 * it must be probed, not left waiting for a probe nobody runs. */
+	const struct upstream_spec v1[] = { { "a.test", 4460, 1 } };
+	struct upstream_registry *r = make(v1, 1, &timing);
+	uint32_t id;
+	cr_assert_eq(upstream_probe_due(r, T0, &id), 0);
+	upstream_probe_started(r, id, T0);
+	const struct upstream_spec none[] = { { "z.test", 4460, 1 } };
+	cr_assert_eq(upstream_registry_update(r, none, 1, T0 + 1), 0);
+	cr_assert_eq(upstream_state(r, id), UPSTREAM_DRAINING);
+	struct ke_msg_response s = support();
+	upstream_probe_ok(r, id, &s, T0 + 2);
+	cr_assert_eq(upstream_registry_update(r, v1, 1, T0 + 3), 0);
+	cr_assert_eq(upstream_state(r, id), UPSTREAM_PROBING);
+	cr_assert_neq(upstream_next_probe_ms(r), UINT64_MAX);
+	uint32_t due = UINT32_MAX;
+	for (int i = 0; i < 2 && due != id; i++) {
+		cr_assert_eq(upstream_probe_due(r, T0 + 3, &due), 0);
+		upstream_probe_started(r, due, T0 + 3);
+	}
+	cr_assert_eq(due, id, "the re-added upstream is due for a probe");
+	upstream_registry_free(r);
+}
+
 Test(upstream, update_keeps_adds_drains)
 {
 	const struct upstream_spec v1[] = { { "a.test", 4460, 1 }, { "b.test", 4460, 1 },
