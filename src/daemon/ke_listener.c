@@ -18,6 +18,8 @@ struct ke_listener {
 	struct tls_creds *creds; /* one reference; each session holds its own */
 	struct net_listener *net;
 	struct net_listener_stats last_net; /* kept after the socket closed */
+	struct ke_conn *conns;		    /* open connections, for a graceful stop */
+	bool stopping;
 };
 
 /* One accepted connection: the socket and its state machine. Freed in on_closed. */
@@ -25,6 +27,7 @@ struct ke_conn {
 	struct ke_listener *l;
 	struct net_stream *stream;
 	struct ke_server_conn *ke;
+	struct ke_conn *prev, *next;
 };
 
 static struct log_ratelimit conn_log = LOG_RATELIMIT_INIT(5, 20);
@@ -82,6 +85,12 @@ static bool flush(struct ke_conn *c)
 		}
 		ke_server_conn_output_consume(c->ke, n);
 	}
+	/* A stopping daemon lets requests in progress finish but does not keep idle pool
+	 * connections: a pool that keeps asking would otherwise hold the daemon forever. */
+	if (c->l->stopping && ke_server_conn_idle(c->ke)) {
+		ke_server_conn_timeout(c->ke, uv_now(c->l->loop));
+		return flush(c);
+	}
 	if (ke_server_conn_done(c->ke)) {
 		net_stream_close(c->stream);
 		return false;
@@ -124,6 +133,12 @@ static void on_closed(struct net_stream *s, void *ud)
 {
 	struct ke_conn *c = ud;
 	(void)s;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		c->l->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	ke_server_conn_free(c->ke);
 	free(c);
 }
@@ -153,6 +168,10 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	}
 	c->l = l;
 	c->stream = s;
+	c->next = l->conns;
+	if (l->conns)
+		l->conns->prev = c;
+	l->conns = c;
 	char peer[NET_ADDR_STRLEN];
 	ke_server_conn_set_peer(c->ke, net_addr_str(net_stream_peer(s), peer, sizeof peer));
 	net_stream_set_ops(s, &stream_ops, c);
@@ -200,8 +219,12 @@ int ke_listener_reload(struct ke_listener *l, char *err, size_t errlen)
 
 void ke_listener_stop(struct ke_listener *l)
 {
+	l->stopping = true;
 	if (l->net)
 		net_listener_close(l->net);
+	/* flush only asks for closes; the list changes in on_closed, which runs later. */
+	for (struct ke_conn *c = l->conns; c; c = c->next)
+		flush(c);
 }
 
 void ke_listener_free(struct ke_listener *l)

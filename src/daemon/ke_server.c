@@ -431,6 +431,11 @@ uint64_t ke_server_conn_deadline(const struct ke_server_conn *c)
 	return c->done ? 0 : c->deadline;
 }
 
+bool ke_server_conn_idle(const struct ke_server_conn *c)
+{
+	return !c->done && c->kept_alive && c->req_len == 0;
+}
+
 bool ke_server_conn_done(const struct ke_server_conn *c)
 {
 	return c->done;

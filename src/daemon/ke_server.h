@@ -83,6 +83,10 @@ uint64_t ke_server_conn_deadline(const struct ke_server_conn *c);
 /* True once nothing more will be read: send the remaining output, then close the socket. */
 bool ke_server_conn_done(const struct ke_server_conn *c);
 
+/* True while a kept-alive pool connection waits for its next request (nothing buffered): a
+ * daemon that is stopping closes such connections instead of waiting for their idle deadline. */
+bool ke_server_conn_idle(const struct ke_server_conn *c);
+
 /* For logs and status: the TLS failure reason, "" if none (borrowed). */
 const char *ke_server_conn_reason(const struct ke_server_conn *c);
 

@@ -5,7 +5,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init reload
-plan 11
+plan 12
 
 make_certs || bail_out "gen-cert.sh failed"
 alloc_ports 2
@@ -92,5 +92,23 @@ cut=$(bash -c "exec 3<>/dev/tcp/127.0.0.2/$KE && timeout 15 cat <&3 >/dev/null; 
 expect "a silent TCP client is disconnected by the daemon" "$cut" 0
 expect_gt "status: timeouts grows" "$(stat_of d nts_ke_servers.0.timeouts)" "$to0"
 
+# A pool that keeps its connection open and idle must not hold off SIGTERM: the daemon closes
+# idle kept-alive connections when it stops instead of waiting out their 60 s idle time.
+sup0=$(stat_of d nts_ke_servers.0.pool_support)
+"$TOOLS/ke-client" --connect "127.0.0.2:$KE" --ca "$C/ca.pem" --cert "$C/other.pem" \
+	--key "$C/other.key" --request support --keep-alive 2 --linger 45000 >"$T/linger.json" \
+	2>/dev/null &
+linger_pid=$!
+track "$linger_pid"
+i=0
+while [ "$(stat_of d nts_ke_servers.0.pool_support)" = "$sup0" ] && [ $i -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
 daemon_stop d
-expect "SIGTERM: exit status 0" "$STOP_RC $STOP_KILLED" "0 no" "$(log_tail "$T/d.log" 10)"
+expect "SIGTERM with an idle kept-alive pool connection: exit status 0, not killed" \
+	"$STOP_RC $STOP_KILLED" "0 no" "$(log_tail "$T/d.log" 10)"
+wait "$linger_pid" 2>/dev/null || true
+expect "the daemon closed the pool's idle connection when it stopped" \
+	"$(jget answered "$(cat "$T/linger.json")") $(jget closed_by_server "$(cat "$T/linger.json")")" \
+	"2 true" "$(cat "$T/linger.json")"

@@ -52,6 +52,7 @@ struct opts {
 	unsigned keep_alive;
 	int slow_ms;
 	int hold_ms;
+	int linger_ms; /* after the requests, stay idle and report whether the server closes */
 	const char *deny[KE_MSG_MAX_DENY];
 	size_t n_deny;
 	bool ntp;
@@ -90,6 +91,7 @@ static void usage(FILE *f)
 	      "  --keep-alive N       send N requests on one connection\n"
 	      "  --slow MS            send the request one byte at a time, MS apart\n"
 	      "  --hold MS            after the handshake send nothing for MS\n"
+	      "  --linger MS          after the requests stay connected and idle for MS\n"
 	      "  --ntp                send one NTS NTP request with the first cookie\n"
 	      "  --save FILE          save keys and cookies after the exchange\n"
 	      "  --load FILE          skip the exchange: NTS NTP with a saved cookie\n"
@@ -251,6 +253,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "keep-alive", required_argument, NULL, 'k' },
 		{ "slow", required_argument, NULL, 's' },
 		{ "hold", required_argument, NULL, 'h' },
+		{ "linger", required_argument, NULL, 'g' },
 		{ "deny", required_argument, NULL, 'd' },
 		{ "ntp", no_argument, NULL, 'p' },
 		{ "save", required_argument, NULL, 'S' },
@@ -260,7 +263,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ NULL, 0, NULL, 0 },
 	};
 	*o = (struct opts){ .kind = REQ_PLAIN, .aeads = { AEAD_AES_SIV_CMAC_256 }, .n_aeads = 1,
-			    .keep_alive = 1, .slow_ms = -1, .hold_ms = -1, .timeout_ms = 5000 };
+			    .keep_alive = 1, .slow_ms = -1, .hold_ms = -1, .linger_ms = -1, .timeout_ms = 5000 };
 	int c;
 	long v;
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -310,10 +313,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 's':
 		case 'h':
+		case 'g':
 		case 't':
 			if (parse_int(optarg, c == 't' ? 1 : 0, 3600000, &v) < 0)
 				return -EINVAL;
-			*(c == 's' ? &o->slow_ms : c == 'h' ? &o->hold_ms : &o->timeout_ms) = (int)v;
+			*(c == 's'   ? &o->slow_ms
+			  : c == 'h' ? &o->hold_ms
+			  : c == 'g' ? &o->linger_ms
+				     : &o->timeout_ms) = (int)v;
 			break;
 		case 'H':
 			usage(stdout);
@@ -621,9 +628,9 @@ out:
 	return ret;
 }
 
-/* The part of a --hold run after the handshake: wait, reading whatever comes, until the server
- * closes or hold_ms pass. */
-static int hold(gnutls_session_t gs, int hold_ms, cJSON *out)
+/* Waits idle (--hold: right after the handshake; --linger: after the requests), reading whatever
+ * comes, until the server closes or hold_ms pass. keep_bytes reports what arrived meanwhile. */
+static int hold(gnutls_session_t gs, int hold_ms, bool keep_bytes, cJSON *out)
 {
 	uint8_t buf[4096];
 	size_t have = 0;
@@ -651,7 +658,7 @@ static int hold(gnutls_session_t gs, int hold_ms, cJSON *out)
 	if (!cJSON_AddBoolToObject(out, "closed_by_server", closed) ||
 	    !cJSON_AddStringToObject(out, "close", how) ||
 	    !cJSON_AddNumberToObject(out, "held_ms", (double)(now_ms() - start)) ||
-	    add_hex(out, "response_hex", buf, have))
+	    (keep_bytes && add_hex(out, "response_hex", buf, have)))
 		return -ENOMEM;
 	return 0;
 }
@@ -710,7 +717,7 @@ static int key_exchange(const struct opts *o, cJSON *out, struct ke_state *st)
 	if (h < 0)
 		goto done;
 	if (o->hold_ms >= 0) {
-		ret = hold(gs, o->hold_ms, out);
+		ret = hold(gs, o->hold_ms, true, out);
 		goto done;
 	}
 	cJSON *responses = cJSON_AddArrayToObject(out, "responses");
@@ -750,6 +757,11 @@ static int key_exchange(const struct opts *o, cJSON *out, struct ke_state *st)
 	    !cJSON_AddNumberToObject(out, "answered", answered)) {
 		ret = -ENOMEM;
 		goto done;
+	}
+	if (o->linger_ms >= 0 && answered > 0) {
+		ret = hold(gs, o->linger_ms, false, out);
+		if (ret < 0)
+			goto done;
 	}
 	/* The first response's fields at the top level too, for simple scripts. */
 	cJSON *first = cJSON_GetArrayItem(responses, 0);
