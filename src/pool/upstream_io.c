@@ -107,6 +107,37 @@ enum kill_mode {
 	KILL_GONE,  /* net is closing the stream already: on_closed frees c */
 };
 
+static unsigned conns_of(const struct upstream_io *io, uint32_t id);
+
+static bool queued_for(const struct upstream_io *io, uint32_t id)
+{
+	for (const struct upstream_io_exchange *q = io->queue; q; q = q->next)
+		if (q->id == id)
+			return true;
+	return false;
+}
+
+/* A removed (draining) upstream leaves the registry, and /status, once nothing of it is left
+ * here; then what io kept for upstreams the registry no longer knows goes too. */
+static void forget_drained(struct upstream_io *io)
+{
+	for (size_t i = upstream_count(io->reg); i-- > 0;) {
+		uint32_t id = upstream_id_at(io->reg, i);
+		if (upstream_state(io->reg, id) == UPSTREAM_DRAINING && conns_of(io, id) == 0 &&
+		    !queued_for(io, id))
+			upstream_forget(io->reg, id);
+	}
+	for (struct ups **p = &io->ups; *p;) {
+		struct ups *u = *p;
+		if (upstream_domain(io->reg, u->id)) {
+			p = &u->next;
+			continue;
+		}
+		*p = u->next;
+		free(u);
+	}
+}
+
 /* Unlinks c, lets it go as mode says, and fails its exchange with err. */
 static void conn_kill(struct conn *c, int err, enum kill_mode mode)
 {
@@ -136,6 +167,8 @@ static void conn_kill(struct conn *c, int err, enum kill_mode mode)
 				  io->reason);
 		finish(x, err, sent, 0, NULL);
 	}
+	if (!io->closing)
+		forget_drained(io);
 }
 
 /* The stream's deadline for the state c is in; idle connections get the idle timeout. */
@@ -637,16 +670,7 @@ void upstream_io_set_creds(struct upstream_io *io, struct tls_creds *creds)
 
 void upstream_io_kick(struct upstream_io *io)
 {
-	/* Forget what we kept for upstreams the registry no longer knows. */
-	for (struct ups **p = &io->ups; *p;) {
-		struct ups *u = *p;
-		if (upstream_domain(io->reg, u->id)) {
-			p = &u->next;
-			continue;
-		}
-		*p = u->next;
-		free(u);
-	}
+	forget_drained(io);
 	upstream_io_rearm(io);
 }
 

@@ -6,7 +6,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init pool-limits
-plan 14
+plan 15
 
 pool_certs || bail_out "gen-cert.sh failed"
 alloc_ports 8
@@ -20,6 +20,7 @@ PK=$PORT7
 PS=$PORT8
 C="$T/certs"
 LIMITS="deep-check-interval-s = 0
+upstream-idle-s = 1
 max-connections = 8
 key-exchange-timeout-ms = 2000
 upstream-timeout-ms = 1000"
@@ -101,6 +102,14 @@ while [ "$i" -lt 6 ]; do
 	i=$((i + 1))
 done
 expect "after removing A: 6 of 6 sessions at B" "$n_b" 6 "$out"
+# Once its last kept connection has idled out (upstream-idle-s = 1), A leaves the status.
+i=0
+while [ "$(upstream_field p 127.0.0.2 "$KEA" state)" != missing ] && [ "$i" -lt 100 ]; do
+	sleep 0.1
+	i=$((i + 1))
+done
+expect "a removed upstream is forgotten once its connections are gone" \
+	"$(upstream_field p 127.0.0.2 "$KEA" state)" missing "$(status_of p)"
 
 daemon_stop p
 expect "broker: SIGTERM -> exit 0" "$STOP_RC $STOP_KILLED" "0 no" "$(log_tail "$T/p.log" 10)"
