@@ -31,23 +31,6 @@ static const uint8_t zeros[KE_MSG_RESPONSE_MAX];
 static char *dir;
 static FILE *devnull;
 
-static char *path_of(const char *file)
-{
-	char *p = NULL;
-	cr_assert(asprintf(&p, "%s/%s", dir, file) >= 0);
-	return p;
-}
-
-static void gen(const char *args)
-{
-	char *script = tu_srcpath("test-keys/gen-cert.sh");
-	char *cmd = NULL;
-	cr_assert(asprintf(&cmd, "bash '%s' --dir '%s' %s >/dev/null", script, dir, args) >= 0);
-	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
-	free(cmd);
-	free(script);
-}
-
 static void setup(void)
 {
 	devnull = fopen("/dev/null", "w");
@@ -55,8 +38,8 @@ static void setup(void)
 	log_set_stream(devnull);
 	log_set_level(LOG_LEVEL_DEBUG);
 	dir = tu_tempdir();
-	gen("server --dns ntp.test");
-	gen("pool --dns pool.test");
+	tu_gen_cert(dir, "server --dns ntp.test");
+	tu_gen_cert(dir, "pool --dns pool.test");
 }
 
 static void teardown(void)
@@ -71,8 +54,8 @@ TestSuite(ke_client, .init = setup, .fini = teardown);
 
 static struct tls_creds *server_creds(void)
 {
-	char *cp = path_of("server.chain.pem"), *kp = path_of("server.key");
-	char *pin = path_of("pool.pem");
+	char *cp = tu_path(dir, "server.chain.pem"), *kp = tu_path(dir, "server.key");
+	char *pin = tu_path(dir, "pool.pem");
 	const char *pins[] = { pin };
 	struct tls_server_options o = { .cert_file = cp, .key_file = kp, .pool_cert_files = pins,
 					.n_pool_cert_files = 1 };
@@ -88,9 +71,9 @@ static struct tls_creds *server_creds(void)
 /* Trusting the test CA; presenting the pool certificate when pool is true. */
 static struct tls_creds *client_creds(bool pool)
 {
-	char *ca = path_of("ca.pem");
-	char *cp = pool ? path_of("pool.chain.pem") : NULL;
-	char *kp = pool ? path_of("pool.key") : NULL;
+	char *ca = tu_path(dir, "ca.pem");
+	char *cp = pool ? tu_path(dir, "pool.chain.pem") : NULL;
+	char *kp = pool ? tu_path(dir, "pool.key") : NULL;
 	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca, .cert_file = cp,
 					.key_file = kp };
 	char err[TLS_CREDS_ERR_MAX] = "";

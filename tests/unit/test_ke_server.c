@@ -25,23 +25,6 @@
 static char *dir;
 static FILE *devnull;
 
-static char *path_of(const char *file)
-{
-	char *p = NULL;
-	cr_assert(asprintf(&p, "%s/%s", dir, file) >= 0);
-	return p;
-}
-
-static void gen(const char *args)
-{
-	char *script = tu_srcpath("test-keys/gen-cert.sh");
-	char *cmd = NULL;
-	cr_assert(asprintf(&cmd, "bash '%s' --dir '%s' %s >/dev/null", script, dir, args) >= 0);
-	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
-	free(cmd);
-	free(script);
-}
-
 static void setup(void)
 {
 	/* Every debug line is formatted, so its arguments are checked under the sanitizers. */
@@ -50,9 +33,9 @@ static void setup(void)
 	log_set_stream(devnull);
 	log_set_level(LOG_LEVEL_DEBUG);
 	dir = tu_tempdir();
-	gen("server --dns ntp.test");
-	gen("pool --dns pool.test");
-	gen("other --dns other.test");
+	tu_gen_cert(dir, "server --dns ntp.test");
+	tu_gen_cert(dir, "pool --dns pool.test");
+	tu_gen_cert(dir, "other --dns other.test");
 }
 
 static void teardown(void)
@@ -78,8 +61,8 @@ struct h {
 
 static struct tls_creds *server_creds(void)
 {
-	char *cp = path_of("server.chain.pem"), *kp = path_of("server.key");
-	char *pin = path_of("pool.pem");
+	char *cp = tu_path(dir, "server.chain.pem"), *kp = tu_path(dir, "server.key");
+	char *pin = tu_path(dir, "pool.pem");
 	const char *pins[] = { pin };
 	struct tls_server_options o = { .cert_file = cp, .key_file = kp, .pool_cert_files = pins,
 					.n_pool_cert_files = 1 };
@@ -96,12 +79,12 @@ static struct tls_creds *server_creds(void)
 static struct tls_session *client_session(const char *name)
 {
 	char cert[64], key[64];
-	char *ca = path_of("ca.pem"), *cp = NULL, *kp = NULL;
+	char *ca = tu_path(dir, "ca.pem"), *cp = NULL, *kp = NULL;
 	if (name) {
 		snprintf(cert, sizeof cert, "%s.chain.pem", name);
 		snprintf(key, sizeof key, "%s.key", name);
-		cp = path_of(cert);
-		kp = path_of(key);
+		cp = tu_path(dir, cert);
+		kp = tu_path(dir, key);
 	}
 	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca, .cert_file = cp,
 					.key_file = kp };

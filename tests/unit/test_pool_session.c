@@ -27,13 +27,6 @@
 static char *dir;
 static FILE *devnull;
 
-static char *path_of(const char *file)
-{
-	char *p = NULL;
-	cr_assert(asprintf(&p, "%s/%s", dir, file) >= 0);
-	return p;
-}
-
 static void setup(void)
 {
 	/* Every debug line is formatted, so its arguments are checked under the sanitizers. */
@@ -42,13 +35,7 @@ static void setup(void)
 	log_set_stream(devnull);
 	log_set_level(LOG_LEVEL_DEBUG);
 	dir = tu_tempdir();
-	char *script = tu_srcpath("test-keys/gen-cert.sh");
-	char *cmd = NULL;
-	cr_assert(asprintf(&cmd, "bash '%s' --dir '%s' broker --dns pool.test >/dev/null", script,
-			   dir) >= 0);
-	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
-	free(cmd);
-	free(script);
+	tu_gen_cert(dir, "broker --dns pool.test");
 }
 
 static void teardown(void)
@@ -148,7 +135,7 @@ struct h {
 static void h_init(struct h *h, enum ke_numbering n)
 {
 	memset(h, 0, sizeof *h);
-	char *cp = path_of("broker.chain.pem"), *kp = path_of("broker.key");
+	char *cp = tu_path(dir, "broker.chain.pem"), *kp = tu_path(dir, "broker.key");
 	struct tls_server_options o = { .cert_file = cp, .key_file = kp };
 	char err[TLS_CREDS_ERR_MAX] = "";
 	cr_assert_eq(tls_creds_new_server(&h->sc, &o, err, sizeof err), 0, "%s", err);
@@ -177,7 +164,7 @@ static void h_free(struct h *h)
 
 static struct tls_session *client_session(void)
 {
-	char *ca = path_of("ca.pem");
+	char *ca = tu_path(dir, "ca.pem");
 	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca };
 	char err[TLS_CREDS_ERR_MAX] = "";
 	struct tls_creds *cc = NULL;

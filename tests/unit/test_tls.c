@@ -17,29 +17,12 @@
 
 static char *dir;
 
-static char *path_of(const char *file)
-{
-	char *p = NULL;
-	cr_assert(asprintf(&p, "%s/%s", dir, file) >= 0);
-	return p;
-}
-
-static void gen(const char *args)
-{
-	char *script = tu_srcpath("test-keys/gen-cert.sh");
-	char *cmd = NULL;
-	cr_assert(asprintf(&cmd, "bash '%s' --dir '%s' %s >/dev/null", script, dir, args) >= 0);
-	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
-	free(cmd);
-	free(script);
-}
-
 static void setup(void)
 {
 	dir = tu_tempdir();
-	gen("server --dns ntp.test --ip 127.0.0.2 --ip ::1");
-	gen("pool --dns pool.test");
-	gen("other --dns other.test");
+	tu_gen_cert(dir, "server --dns ntp.test --ip 127.0.0.2 --ip ::1");
+	tu_gen_cert(dir, "pool --dns pool.test");
+	tu_gen_cert(dir, "other --dns other.test");
 }
 
 static void teardown(void)
@@ -56,11 +39,11 @@ static struct tls_creds *server_creds_pins(const char *name, const char *const *
 	char cert[64], key[64];
 	snprintf(cert, sizeof(cert), "%s.chain.pem", name);
 	snprintf(key, sizeof(key), "%s.key", name);
-	char *cp = path_of(cert), *kp = path_of(key);
+	char *cp = tu_path(dir, cert), *kp = tu_path(dir, key);
 	char **pp = calloc(n + 1, sizeof(*pp));
 	cr_assert(pp);
 	for (size_t i = 0; i < n; i++)
-		pp[i] = path_of(pins[i]);
+		pp[i] = tu_path(dir, pins[i]);
 	struct tls_server_options o = { .cert_file = cp, .key_file = kp,
 					.pool_cert_files = (const char *const *)pp,
 					.n_pool_cert_files = n };
@@ -86,12 +69,12 @@ static struct tls_creds *server_creds(void)
 static struct tls_creds *client_creds(const char *name)
 {
 	char cert[64] = "", key[64] = "";
-	char *ca = path_of("ca.pem"), *cp = NULL, *kp = NULL;
+	char *ca = tu_path(dir, "ca.pem"), *cp = NULL, *kp = NULL;
 	if (name) {
 		snprintf(cert, sizeof(cert), "%s.chain.pem", name);
 		snprintf(key, sizeof(key), "%s.key", name);
-		cp = path_of(cert);
-		kp = path_of(key);
+		cp = tu_path(dir, cert);
+		kp = tu_path(dir, key);
 	}
 	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca, .cert_file = cp,
 					.key_file = kp };
@@ -273,7 +256,7 @@ Test(tls, ip_literal_mismatch_refused)
 Test(tls, ip_literal_not_matched_against_dns_san)
 {
 	/* The address written as a DNS SAN (and as CN) must not stand in for an IP SAN. */
-	gen("127.0.0.2 --dns 127.0.0.2");
+	tu_gen_cert(dir, "127.0.0.2 --dns 127.0.0.2");
 	struct pair p;
 	pair_run(&p, client_creds(NULL), server_creds_pins("127.0.0.2", NULL, 0), "127.0.0.2");
 	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
@@ -317,13 +300,13 @@ static void make_cert(const char *name, time_t nb, time_t na, bool self_signed)
 		cr_assert_eq(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0), 0);
 	} else {
 		gnutls_datum_t d;
-		char *p = path_of("ca.pem");
+		char *p = tu_path(dir, "ca.pem");
 		cr_assert_eq(gnutls_load_file(p, &d), 0);
 		cr_assert_eq(gnutls_x509_crt_init(&ca), 0);
 		cr_assert_eq(gnutls_x509_crt_import(ca, &d, GNUTLS_X509_FMT_PEM), 0);
 		gnutls_free(d.data);
 		free(p);
-		p = path_of("ca.key");
+		p = tu_path(dir, "ca.key");
 		cr_assert_eq(gnutls_load_file(p, &d), 0);
 		cr_assert_eq(gnutls_x509_privkey_init(&ca_key), 0);
 		cr_assert_eq(gnutls_x509_privkey_import(ca_key, &d, GNUTLS_X509_FMT_PEM), 0);
@@ -414,7 +397,7 @@ Test(tls, anonymous_client_not_authorised)
 
 Test(tls, system_trust_plus_ca_file)
 {
-	char *ca = path_of("ca.pem");
+	char *ca = tu_path(dir, "ca.pem");
 	struct tls_client_options o = { .ca_file = ca };
 	char err[TLS_CREDS_ERR_MAX] = "";
 	struct tls_creds *cc = NULL;
@@ -430,8 +413,8 @@ Test(tls, credential_load_errors_name_the_file)
 {
 	char err[TLS_CREDS_ERR_MAX];
 	struct tls_creds *c = NULL;
-	char *chain = path_of("server.chain.pem"), *key = path_of("server.key");
-	char *pool_key = path_of("pool.key"), *missing = path_of("missing.pem");
+	char *chain = tu_path(dir, "server.chain.pem"), *key = tu_path(dir, "server.key");
+	char *pool_key = tu_path(dir, "pool.key"), *missing = tu_path(dir, "missing.pem");
 
 	/* A pinned file with two certificates. */
 	const char *two[] = { chain };
@@ -573,7 +556,7 @@ static void raw_init(struct raw *r, bool server, const char *prio, const char *a
 	cr_assert_eq(gnutls_priority_set_direct(r->gs, prio, NULL), 0);
 	cr_assert_eq(gnutls_certificate_allocate_credentials(&r->cred), 0);
 	if (server) {
-		char *c = path_of("server.chain.pem"), *k = path_of("server.key");
+		char *c = tu_path(dir, "server.chain.pem"), *k = tu_path(dir, "server.key");
 		cr_assert_eq(gnutls_certificate_set_x509_key_file(r->cred, c, k, GNUTLS_X509_FMT_PEM), 0);
 		free(c);
 		free(k);

@@ -43,6 +43,23 @@ char *tu_srcpath(const char *rel)
 	return p;
 }
 
+char *tu_path(const char *dir, const char *file)
+{
+	char *p = NULL;
+	cr_assert(asprintf(&p, "%s/%s", dir, file) >= 0);
+	return p;
+}
+
+void tu_gen_cert(const char *dir, const char *args)
+{
+	char *script = tu_srcpath("test-keys/gen-cert.sh");
+	char *cmd = NULL;
+	cr_assert(asprintf(&cmd, "bash '%s' --dir '%s' %s >/dev/null", script, dir, args) >= 0);
+	cr_assert_eq(system(cmd), 0, "%s failed", cmd);
+	free(cmd);
+	free(script);
+}
+
 char *tu_vector(const char *file, const char *name)
 {
 	const char *dir = getenv("VECTORS_DIR");

@@ -32,4 +32,11 @@ void tu_rmtree(const char *path);
 /* Path of a file in the source tree, e.g. tu_srcpath("test-keys/gen-cert.sh"); caller frees. */
 char *tu_srcpath(const char *rel);
 
+/* dir/file as a new string (caller frees). */
+char *tu_path(const char *dir, const char *file);
+
+/* Runs test-keys/gen-cert.sh --dir DIR ARGS (e.g. "pool --dns pool.test"): the test CA once per
+ * directory, then a leaf. Fails the test if the script fails. */
+void tu_gen_cert(const char *dir, const char *args);
+
 #endif
