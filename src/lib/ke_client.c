@@ -57,6 +57,17 @@ static void fail_tls(struct ke_client *c, int error)
 	fail(c, error, tls_reason(c->tls));
 }
 
+/* The server ended the connection mid-response. How much had arrived tells a server that truncated
+ * its response from records that reached us but were never read out of TLS. */
+static void fail_incomplete(struct ke_client *c, const char *how)
+{
+	char reason[sizeof c->reason];
+	snprintf(reason, sizeof reason,
+		 "server %s before the response was complete (%zu bytes of it received)", how,
+		 c->in_len);
+	fail(c, -ECONNRESET, reason);
+}
+
 static void close_session(struct ke_client *c)
 {
 	tls_close(c->tls);
@@ -123,7 +134,9 @@ static void take_response(struct ke_client *c, size_t len)
 	c->state = KE_CLIENT_RESPONSE;
 }
 
-/* Reads every decrypted byte TLS has: the response while WAITING, close_notify any time. */
+/* Reads every decrypted byte TLS has: the response while WAITING, close_notify any time. Session
+ * tickets and KeyUpdate never surface here (tls_read consumes them), so they are allowed in every
+ * state, idle ones included: servers send them unasked. */
 static void read_all(struct ke_client *c)
 {
 	for (;;) {
@@ -139,7 +152,7 @@ static void read_all(struct ke_client *c)
 		}
 		if (n == 0) {
 			if (c->state == KE_CLIENT_WAITING)
-				fail(c, -ECONNRESET, "server closed before the response was complete");
+				fail_incomplete(c, "sent close_notify");
 			else if (c->state == KE_CLIENT_READY)
 				close_session(c);
 			else
@@ -206,7 +219,7 @@ void ke_client_eof(struct ke_client *c, uint64_t now_ms)
 		fail(c, -ECONNRESET, "server closed during the handshake");
 		break;
 	case KE_CLIENT_WAITING:
-		fail(c, -ECONNRESET, "server closed before the response was complete");
+		fail_incomplete(c, "closed");
 		break;
 	case KE_CLIENT_READY:
 		close_session(c);

@@ -34,10 +34,12 @@ int ke_client_new(struct ke_client **out, struct tls_creds *creds, const char *s
 		  enum ke_numbering numbering, uint64_t now_ms, uint64_t timeout_ms);
 void ke_client_free(struct ke_client *c);
 
-/* Ciphertext from the server (borrowed). Returns 0 or a negative errno (then FAILED): besides
- * the TLS errors, -ECONNRESET for close_notify before the response was complete, -EMSGSIZE for a
- * response over KE_MSG_RESPONSE_MAX, -EPROTO for data the server sends unasked. Input after
- * CLOSED is ignored; after FAILED the failure is returned again. */
+/* Ciphertext from the server (borrowed), in pieces of any size. Returns 0 or a negative errno
+ * (then FAILED): besides the TLS errors, -ECONNRESET for close_notify before the response was
+ * complete, -EMSGSIZE for a response over KE_MSG_RESPONSE_MAX, -EPROTO for data the server sends
+ * unasked. TLS 1.3 post-handshake messages (session tickets, KeyUpdate) are not data: they are
+ * consumed in any state. Input after CLOSED is ignored; after FAILED the failure is returned
+ * again. */
 int ke_client_input(struct ke_client *c, const uint8_t *buf, size_t len, uint64_t now_ms);
 /* The server closed the TCP connection. WAITING/HANDSHAKING -> FAILED (-ECONNRESET); an idle
  * READY connection -> CLOSED; in RESPONSE the response stays usable but the connection will not

@@ -369,6 +369,7 @@ ssize_t tls_read(struct tls_session *s, void *buf, size_t cap)
 	if (s->peer_closed)
 		return 0;
 	for (;;) {
+		size_t queued = s->in.len;
 		ssize_t n = gnutls_record_recv(s->gs, buf, cap);
 		if (n > 0)
 			return n;
@@ -377,8 +378,15 @@ ssize_t tls_read(struct tls_session *s, void *buf, size_t cap)
 			s->state = TLS_CLOSED;
 			return 0;
 		}
-		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+		/* GnuTLS also says "again" right after it consumed a post-handshake message
+		 * (NewSessionTicket, KeyUpdate), whatever is queued behind it. Read on while it
+		 * takes input: each pass drains the bounded queue, so an incomplete record ends
+		 * the loop. */
+		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+			if (s->in.len > 0 && s->in.len < queued)
+				continue;
 			return -EAGAIN;
+		}
 		/* A warning alert (user_canceled in TLS 1.3) consumed its record; carry on. */
 		if (n != GNUTLS_E_WARNING_ALERT_RECEIVED)
 			return fail_gnutls(s, (int)n, "read");
@@ -395,11 +403,13 @@ int tls_write(struct tls_session *s, const void *buf, size_t len)
 		return -EPIPE;
 	if (len == 0)
 		return 0;
-	/* Refuse up front what cannot fit, so a message is either queued whole or not at all. */
+	/* Refuse up front what cannot fit, so a message is either queued whole or not at all. One
+	 * record more than the data needs: a KeyUpdate the peer asked for (a 5-byte message) goes
+	 * out ahead of it, and GnuTLS does not tell whether one is owed. */
 	size_t rec = gnutls_record_get_max_size(s->gs);
 	if (rec == 0)
 		rec = 1;
-	size_t overhead = (len / rec + 1) * (gnutls_record_overhead_size(s->gs) + 5);
+	size_t overhead = (len / rec + 2) * (gnutls_record_overhead_size(s->gs) + 5);
 	if (len > TLS_OUT_MAX || overhead > TLS_OUT_MAX - len || s->out.len > TLS_OUT_MAX - len - overhead)
 		return -EMSGSIZE;
 	const uint8_t *p = buf;

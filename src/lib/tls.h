@@ -64,9 +64,11 @@ enum tls_state tls_state(const struct tls_session *s);
 /* Human-readable reason of the failure (borrowed, lives as long as s); "" when not failed. */
 const char *tls_reason(const struct tls_session *s);
 
-/* Reads decrypted application data into buf. Returns bytes read (> 0), 0 when the peer sent
- * close_notify, -EAGAIN when no complete record is queued, -ENOTCONN before the handshake
- * completed, or a negative errno on failure (the session is then failed). */
+/* Reads decrypted application data into buf. Post-handshake messages queued ahead of it (TLS 1.3
+ * session tickets, KeyUpdate) are consumed on the way and never returned. Returns bytes read
+ * (> 0), 0 when the peer sent close_notify, -EAGAIN once the queued input holds no complete
+ * record (only more input can change that), -ENOTCONN before the handshake completed, or a
+ * negative errno on failure (the session is then failed). */
 ssize_t tls_read(struct tls_session *s, void *buf, size_t cap);
 
 /* Encrypts the whole of buf (borrowed) into the output queue. Returns 0, -ENOTCONN (not

@@ -698,3 +698,159 @@ Test(tls, client_refuses_server_without_alpn)
 	raw_deinit(&r);
 	tls_free(c);
 }
+
+/* A raw server's session pointer: the tickets it sent, and its output while held back. */
+struct held {
+	unsigned tickets;
+	uint8_t buf[4096];
+	size_t len;
+};
+
+static int count_sent_tickets(gnutls_session_t gs, unsigned htype, unsigned when, unsigned incoming,
+			      const gnutls_datum_t *msg)
+{
+	(void)when;
+	(void)msg;
+	if (!incoming && htype == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET)
+		((struct held *)gnutls_session_get_ptr(gs))->tickets++;
+	return 0;
+}
+
+static ssize_t raw_push_held(gnutls_transport_ptr_t ptr, const void *data, size_t len)
+{
+	struct held *h = gnutls_session_get_ptr(((struct raw *)ptr)->gs);
+	cr_assert_leq(len, sizeof(h->buf) - h->len);
+	memcpy(h->buf + h->len, data, len);
+	h->len += len;
+	return (ssize_t)len;
+}
+
+/* A server with TLS 1.3 session tickets (OpenSSL's and Go's default): GnuTLS answers "again" after
+ * consuming each ticket, though application data may be queued right behind it. */
+Test(tls, read_past_session_tickets)
+{
+	struct tls_creds *cc = client_creds(NULL);
+	struct tls_session *c = NULL;
+	cr_assert_eq(tls_session_new_client(&c, cc, "ntp.test"), 0);
+	tls_creds_unref(cc);
+	struct raw r;
+	raw_init(&r, true, "NORMAL:-VERS-ALL:+VERS-TLS1.3", TLS_ALPN);
+	gnutls_datum_t key = { NULL, 0 };
+	struct held held = { 0 };
+	cr_assert_eq(gnutls_session_ticket_key_generate(&key), 0);
+	cr_assert_eq(gnutls_session_ticket_enable_server(r.gs, &key), 0);
+	gnutls_session_set_ptr(r.gs, &held);
+	gnutls_handshake_set_hook_function(r.gs, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
+					   GNUTLS_HOOK_POST, count_sent_tickets);
+	int raw_ret;
+	cr_assert_eq(raw_handshake(&r, c, &raw_ret), TLS_ESTABLISHED, "%s", tls_reason(c));
+	cr_assert_eq(raw_ret, 0);
+	unsigned tickets = held.tickets;
+	cr_assert_geq(tickets, 1, "the server sent no ticket, so this test would prove nothing");
+
+	/* The handshake's tickets and two records of data, all queued before the first read. */
+	cr_assert_eq(gnutls_record_send(r.gs, "first", 5), 5);
+	cr_assert_eq(gnutls_record_send(r.gs, "second", 6), 6);
+	char buf[64];
+	cr_assert_eq(tls_read(c, buf, sizeof(buf)), 5, "%s", tls_reason(c));
+	cr_assert_arr_eq(buf, "first", 5);
+	cr_assert_eq(tls_read(c, buf, sizeof(buf)), 6);
+	cr_assert_arr_eq(buf, "second", 6);
+	cr_assert_eq(tls_read(c, buf, sizeof(buf)), -EAGAIN);
+
+	/* A late ticket, data and close_notify, fed in two pieces splitting the ticket's record. */
+	gnutls_transport_set_push_function(r.gs, raw_push_held);
+	cr_assert_eq(gnutls_session_ticket_send(r.gs, 1, 0), 0);
+	cr_assert_eq(held.tickets, tickets + 1);
+	cr_assert_eq(gnutls_record_send(r.gs, "third", 5), 5);
+	cr_assert_eq(gnutls_bye(r.gs, GNUTLS_SHUT_WR), 0);
+	cr_assert_eq(tls_feed(c, held.buf, 10), 0);
+	cr_assert_eq(tls_read(c, buf, sizeof(buf)), -EAGAIN, "half a record is nothing yet");
+	cr_assert_eq(tls_feed(c, held.buf + 10, held.len - 10), 0);
+	cr_assert_eq(tls_read(c, buf, sizeof(buf)), 5, "%s", tls_reason(c));
+	cr_assert_arr_eq(buf, "third", 5);
+	cr_assert_eq(tls_read(c, buf, sizeof(buf)), 0, "close_notify behind the data");
+	cr_assert_eq(tls_state(c), TLS_CLOSED);
+	raw_deinit(&r);
+	gnutls_memset(key.data, 0, key.size);
+	gnutls_free(key.data);
+	tls_free(c);
+}
+
+/* Our output to a raw peer, then one record of data read there; GnuTLS says "again" after a
+ * post-handshake message, so the raw side reads on while input is left. */
+static ssize_t raw_read_from(struct raw *r, struct tls_session *s, void *buf, size_t cap)
+{
+	const uint8_t *p;
+	size_t n;
+	tls_output(s, &p, &n);
+	cr_assert_leq(n, sizeof(r->in) - r->in_len);
+	if (n)
+		memcpy(r->in + r->in_len, p, n);
+	r->in_len += n;
+	tls_output_consume(s, n);
+	ssize_t got;
+	while ((got = gnutls_record_recv(r->gs, buf, cap)) == GNUTLS_E_AGAIN && r->in_len > 0)
+		;
+	return got;
+}
+
+/* A client's KeyUpdate ahead of its request, as the broker's and the daemon's KE servers may see;
+ * it asks for ours in return, which goes out ahead of the response. */
+Test(tls, server_reads_past_key_update)
+{
+	struct raw r;
+	struct tls_session *s = NULL;
+	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", TLS_ALPN, &s, &r);
+	cr_assert_eq(rs, TLS_ESTABLISHED, "%d %s", rs, tls_reason(s));
+	cr_assert_eq(gnutls_session_key_update(r.gs, GNUTLS_KU_PEER), 0);
+	cr_assert_eq(gnutls_record_send(r.gs, "request", 7), 7);
+	char buf[64];
+	cr_assert_eq(tls_read(s, buf, sizeof(buf)), 7, "%s", tls_reason(s));
+	cr_assert_arr_eq(buf, "request", 7);
+	cr_assert_eq(tls_read(s, buf, sizeof(buf)), -EAGAIN);
+	cr_assert_eq(tls_write(s, "response", 8), 0);
+	cr_assert_eq(raw_read_from(&r, s, buf, sizeof(buf)), 8, "the peer followed our KeyUpdate");
+	cr_assert_arr_eq(buf, "response", 8);
+	raw_deinit(&r);
+	tls_free(s);
+}
+
+/* The KeyUpdate we owe goes out ahead of the next write's data, so the up-front size check counts
+ * it: the largest write the check accepts still fits whole, instead of failing the session with
+ * the output half queued. */
+Test(tls, owed_key_update_counted_in_write_limit)
+{
+	struct raw r;
+	struct tls_session *s = NULL;
+	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", TLS_ALPN, &s, &r);
+	cr_assert_eq(rs, TLS_ESTABLISHED, "%d %s", rs, tls_reason(s));
+	static const uint8_t fill[4096];
+	const uint8_t *p;
+	size_t queued, after;
+	cr_assert_eq(tls_write(s, fill, 1000), 0);
+	tls_output(s, &p, &queued);
+	size_t per_record = queued - 1000;
+	while (TLS_OUT_MAX - queued > 3000) {
+		cr_assert_eq(tls_write(s, fill, 1000), 0);
+		tls_output(s, &p, &queued);
+	}
+	cr_assert_eq(gnutls_session_key_update(r.gs, GNUTLS_KU_PEER), 0);
+	char buf[16];
+	cr_assert_eq(tls_read(s, buf, sizeof(buf)), -EAGAIN, "%s", tls_reason(s));
+	size_t len = TLS_OUT_MAX - queued;
+	int ret;
+	while ((ret = tls_write(s, fill, len)) == -EMSGSIZE && tls_state(s) == TLS_ESTABLISHED) {
+		tls_output(s, &p, &after);
+		cr_assert_eq(after, queued, "a refused write queues nothing");
+		len--;
+	}
+	cr_assert_eq(ret, 0, "write of %zu with %zu free: %s", len, TLS_OUT_MAX - queued,
+		     tls_reason(s));
+	cr_assert_eq(tls_state(s), TLS_ESTABLISHED);
+	tls_output(s, &p, &after);
+	cr_assert_leq(after, (size_t)TLS_OUT_MAX);
+	cr_assert_gt(after - queued, len + per_record, "a KeyUpdate record went out with the data");
+	raw_deinit(&r);
+	tls_free(s);
+}
