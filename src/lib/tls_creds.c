@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +19,7 @@
 const char tls_creds_priority_string[] = "NORMAL:-VERS-ALL:+VERS-TLS1.3";
 
 struct tls_creds {
-	unsigned refs;
+	atomic_uint refs; /* sessions on other loops hold references too */
 	bool server;
 	gnutls_certificate_credentials_t cred;
 	gnutls_priority_t prio;
@@ -235,7 +236,7 @@ static int creds_alloc(struct tls_creds **out, bool server, char *err, size_t er
 		set_err(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	c->refs = 1;
+	atomic_init(&c->refs, 1);
 	c->server = server;
 	int g = gnutls_certificate_allocate_credentials(&c->cred);
 	if (g < 0) {
@@ -346,13 +347,13 @@ fail:
 
 struct tls_creds *tls_creds_ref(struct tls_creds *c)
 {
-	c->refs++;
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 	return c;
 }
 
 void tls_creds_unref(struct tls_creds *c)
 {
-	if (!c || --c->refs > 0)
+	if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	if (c->cred)
 		gnutls_certificate_free_credentials(c->cred);

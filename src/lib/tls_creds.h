@@ -43,7 +43,8 @@ int tls_creds_new_server(struct tls_creds **out, const struct tls_server_options
 int tls_creds_new_client(struct tls_creds **out, const struct tls_client_options *opts, char *err,
 			 size_t errlen);
 
-/* Adds a reference; returns c (borrowed in, shared out). */
+/* Adds a reference (atomically: credentials are shared by every loop); returns c (borrowed in,
+ * shared out). */
 struct tls_creds *tls_creds_ref(struct tls_creds *c);
 
 /* Drops a reference; frees the object (wiping key material) with the last one. NULL is a no-op. */
