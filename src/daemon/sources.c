@@ -13,7 +13,6 @@
 
 #include "log.h"
 
-static struct log_ratelimit recv_log = LOG_RATELIMIT_INIT(5, 20);
 
 static void slot_start(struct slot *sl);
 static void poll_cb(uv_timer_t *t);
@@ -144,7 +143,7 @@ static void on_udp(struct net_udp *u, const uint8_t *buf, size_t len, const stru
 	int rc = source_handle_reply(sl->src, buf, len, rx, (double)uv_now(m->loop) / 1e3, &sample);
 	if (rc < 0) {
 		/* Anyone can send us datagrams: noted, and the real reply still awaited. */
-		if (log_ratelimit_allow(&recv_log, uv_now(m->loop)))
+		if (log_ratelimit_allow(&m->recv_log, uv_now(m->loop)))
 			log_debug("source %s: reply refused: %s", sl->name, strerror(-rc));
 		return;
 	}
@@ -197,7 +196,7 @@ static void do_poll(struct slot *sl)
 		return;
 	}
 	int rc = net_udp_send(sl->udp, pkt, (size_t)n, (const struct sockaddr *)&sl->to);
-	if (rc < 0 && log_ratelimit_allow(&recv_log, uv_now(m->loop)))
+	if (rc < 0 && log_ratelimit_allow(&m->recv_log, uv_now(m->loop)))
 		log_debug("source %s: send failed: %s", sl->name, strerror(-rc));
 	/* ±1/16 of the interval, so sources started together drift apart. */
 	double s = source_poll_interval_s(sl->src);
@@ -407,6 +406,7 @@ int sources_new(struct sources **out, uv_loop_t *loop, const struct config_daemo
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	m->recv_log = (struct log_ratelimit)LOG_RATELIMIT_INIT(5, 20);
 	m->loop = loop;
 	m->cfg = cfg;
 	m->on_sample = on_sample;

@@ -88,6 +88,7 @@ struct entry {
 
 struct sources {
 	uv_loop_t *loop;
+	struct log_ratelimit recv_log; /* per manager: nothing mutable is shared between loops */
 	const struct config_daemon *cfg;
 	sources_sample_cb on_sample;
 	sources_now_fn now;
