@@ -23,6 +23,7 @@
 #include "keyset.h"
 #include "ntp_packet.h"
 #include "nts_ntp.h"
+#include "pool_proto.h"
 #include "tls.h"
 
 static bool quiet;
@@ -179,15 +180,18 @@ int main(int argc, char **argv)
 	say("", "the time source recognises the pool's pinned client certificate");
 
 	/* Support probe: which protocols and algorithms does the upstream have? */
-	len = ke_msg_build_support_request(msg, sizeof msg, num, true, true, true);
+	len = ke_msg_build_support_request(msg, sizeof msg, num, NULL, true, true, true);
 	CHECK(len > 0, "support request: %d", len);
 	CHECK(tls_write(back.client, msg, (size_t)len) == 0 && pump(&back) == 0, "send");
 	len = read_message(back.server, msg, sizeof msg, KE_MSG_REQUEST_MAX);
 	CHECK(len > 0, "time source read: %d", len);
-	rc = ke_msg_parse_request(msg, (size_t)len, num, tls_peer_is_authorised_pool(back.server),
-				  &up_req, &rej);
+	rc = ke_msg_parse_request(msg, (size_t)len, num, &up_req, &rej);
 	CHECK(rc == 0 && up_req.kind == KE_MSG_REQUEST_SUPPORT, "support request refused: %s",
 	      rc ? rej.reason : "wrong kind");
+	struct pool_proto_verdict verdict;
+	pool_proto_authorise(NULL, tls_peer_is_authorised_pool(back.server), &up_req, &verdict);
+	CHECK(verdict.allowed && verdict.identity == POOL_IDENTITY_CERTIFICATE && verdict.keep_alive,
+	      "support request not authorised: %s", verdict.reason);
 	static const uint16_t protocols[] = { KE_MSG_PROTOCOL_NTPV4 };
 	static const struct ke_msg_algorithm algs[] = { { AEAD_AES_SIV_CMAC_256, 32 },
 							{ AEAD_AES_SIV_CMAC_512, 64 } };
@@ -221,7 +225,7 @@ int main(int argc, char **argv)
 	      "client request");
 	len = read_message(front.server, msg, sizeof msg, KE_MSG_REQUEST_MAX);
 	CHECK(len > 0, "pool read: %d", len);
-	rc = ke_msg_parse_request(msg, (size_t)len, num, false, &req, &rej);
+	rc = ke_msg_parse_request(msg, (size_t)len, num, &req, &rej);
 	CHECK(rc == 0 && req.kind == KE_MSG_REQUEST_PLAIN, "client request refused: %s",
 	      rc ? rej.reason : "wrong kind");
 	CHECK(ke_msg_request_denies(&req, "TIME-B.test"), "deny names compare case-insensitively");
@@ -244,7 +248,7 @@ int main(int argc, char **argv)
 	say("[pool]", "chose NTPv4 + AEAD %u; exported C2S and S2C (%zu bytes each) from the "
 	    "client's TLS session", aead, key_len);
 
-	len = ke_msg_build_fixed_key_request(msg, sizeof msg, num, c2s, s2c, key_len,
+	len = ke_msg_build_fixed_key_request(msg, sizeof msg, num, NULL, c2s, s2c, key_len,
 					     KE_MSG_PROTOCOL_NTPV4, aead, true);
 	gnutls_memset(c2s, 0, sizeof c2s);
 	gnutls_memset(s2c, 0, sizeof s2c);
@@ -256,11 +260,13 @@ int main(int argc, char **argv)
 	/* The time source: seal eight cookies around the keys it was given. */
 	len = read_message(back.server, msg, sizeof msg, KE_MSG_REQUEST_MAX);
 	CHECK(len > 0, "time source read: %d", len);
-	rc = ke_msg_parse_request(msg, (size_t)len, num, tls_peer_is_authorised_pool(back.server),
-				  &up_req, &rej);
+	rc = ke_msg_parse_request(msg, (size_t)len, num, &up_req, &rej);
 	gnutls_memset(msg, 0, (size_t)len);
 	CHECK(rc == 0 && up_req.kind == KE_MSG_REQUEST_FIXED_KEY, "fixed key refused: %s",
 	      rc ? rej.reason : "wrong kind");
+	pool_proto_authorise(NULL, tls_peer_is_authorised_pool(back.server), &up_req, &verdict);
+	CHECK(verdict.allowed && verdict.identity == POOL_IDENTITY_CERTIFICATE,
+	      "fixed key request not authorised: %s", verdict.reason);
 	struct ke_msg_cookie cookies[KE_MSG_MAX_COOKIES];
 	for (size_t i = 0; i < KE_MSG_MAX_COOKIES; i++) {
 		rc = keyset_seal_cookie_random(ks, up_req.aeads[0], up_req.fixed_c2s,

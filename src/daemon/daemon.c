@@ -314,8 +314,8 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 	if (!d->ke || !d->ntp)
 		return -ENOMEM;
 	for (size_t i = 0; i < d->cfg.nts_ke_server_count; i++) {
-		rc = ke_listener_new(&d->ke[i], loop, &d->cfg.nts_ke_servers[i], &d->keyset, err,
-				     errlen);
+		rc = ke_listener_new(&d->ke[i], loop, &d->cfg.nts_ke_servers[i], d->config_path,
+				     &d->keyset, err, errlen);
 		if (rc < 0)
 			return rc;
 		d->n_ke++;
@@ -378,10 +378,11 @@ void daemon_reload(struct daemon *d)
 	char err[512];
 	if (d->stopping)
 		return;
-	log_info("reloading certificates");
+	log_info("reloading certificates and pool tokens");
 	for (size_t i = 0; i < d->n_ke; i++)
 		if (ke_listener_reload(d->ke[i], err, sizeof err) < 0)
-			log_warn("reload failed, keeping the previous certificates: %s", err);
+			log_warn("reload failed, keeping the previous certificates and tokens: %s",
+				 err);
 }
 
 void daemon_stop(struct daemon *d)

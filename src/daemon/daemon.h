@@ -54,9 +54,10 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
  * err (e.g. address in use): the caller stops the daemon and exits PROGRAM_EXIT_FAILURE. */
 int daemon_start(struct daemon *d, char *err, size_t errlen);
 
-/* SIGHUP: reloads certificates and pinned pool certificates of every NTS-KE listener from the
- * files of the running configuration. A listener whose files fail to load keeps its old
- * credentials (and the reason is logged); listeners are never dropped. */
+/* SIGHUP: reloads certificates, pinned pool certificates and the accepted-token file of every
+ * NTS-KE listener from the files of the running configuration. A listener whose files fail to
+ * load keeps its old credentials and tokens (and the reason is logged); listeners are never
+ * dropped. */
 void daemon_reload(struct daemon *d);
 
 /* SIGTERM: stops accepting and receiving, stores the keyset, and closes every handle; sessions in

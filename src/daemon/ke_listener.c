@@ -12,13 +12,16 @@
 struct ke_listener {
 	uv_loop_t *loop;
 	const struct config_daemon_nts_ke_server *cfg;
+	const char *config_file;
 	struct keyset *const *keyset_slot;
+	struct pool_tokens *tokens; /* one reference; read by every connection at each request */
 	struct ke_server_config server_cfg;
 	struct ke_server_stats stats;
 	struct tls_creds *creds; /* one reference; each session holds its own */
 	struct net_listener *net;
 	struct net_listener_stats last_net; /* kept after the socket closed */
 	struct ke_conn *conns;		    /* open connections, for a graceful stop */
+	struct log_ratelimit conn_log;
 	bool stopping;
 };
 
@@ -29,8 +32,6 @@ struct ke_conn {
 	struct ke_server_conn *ke;
 	struct ke_conn *prev, *next;
 };
-
-static struct log_ratelimit conn_log = LOG_RATELIMIT_INIT(5, 20);
 
 static int load_creds(const struct config_daemon_nts_ke_server *cfg, struct tls_creds **out,
 		      char *err, size_t errlen)
@@ -45,27 +46,33 @@ static int load_creds(const struct config_daemon_nts_ke_server *cfg, struct tls_
 }
 
 int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
-		    const struct config_daemon_nts_ke_server *cfg,
+		    const struct config_daemon_nts_ke_server *cfg, const char *config_file,
 		    struct keyset *const *keyset_slot, char *err, size_t errlen)
 {
 	struct ke_listener *l = calloc(1, sizeof *l);
 	if (!l)
 		return -ENOMEM;
 	int rc = load_creds(cfg, &l->creds, err, errlen);
+	if (rc == 0) {
+		rc = config_daemon_load_tokens(cfg, config_file, &l->tokens, err, errlen);
+		if (rc < 0)
+			tls_creds_unref(l->creds);
+	}
 	if (rc < 0) {
 		free(l);
 		return rc;
 	}
 	l->loop = loop;
+	l->conn_log = (struct log_ratelimit)LOG_RATELIMIT_INIT(5, 20);
 	l->cfg = cfg;
+	l->config_file = config_file;
 	l->keyset_slot = keyset_slot;
 	l->server_cfg = (struct ke_server_config){
-		.numbering = cfg->pool_record_numbers == CONFIG_RECORDS_NTPDRS_V1
-				     ? KE_NUMBERING_NTPDRS_V1
-				     : KE_NUMBERING_IANA,
+		.numbering = cfg->pool_record_numbers,
 		.timeout_ms = cfg->key_exchange_timeout_ms,
 		.ntp_port = cfg->ntp_port,
 		.ntp_server = cfg->ntp_server,
+		.tokens = &l->tokens,
 	};
 	*out = l;
 	return 0;
@@ -160,7 +167,7 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	int rc = ke_server_conn_new(&c->ke, l->creds, &l->server_cfg, l->keyset_slot, &l->stats,
 				    uv_now(l->loop));
 	if (rc < 0) {
-		if (log_ratelimit_allow(&conn_log, uv_now(l->loop)))
+		if (log_ratelimit_allow(&l->conn_log, uv_now(l->loop)))
 			log_warn("nts-ke %s: cannot start a session: %s", l->cfg->listen.text,
 				 strerror(-rc));
 		free(c);
@@ -197,23 +204,33 @@ int ke_listener_start(struct ke_listener *l, char *err, size_t errlen)
 				  l->cfg->concurrent_connections, &listener_ops, l, err, errlen);
 	if (rc < 0)
 		return rc;
-	log_info("nts-ke listening on %s (%zu authorised pool certificate%s)", l->cfg->listen.text,
-		 tls_creds_pinned_count(l->creds),
-		 tls_creds_pinned_count(l->creds) == 1 ? "" : "s");
+	size_t pins = tls_creds_pinned_count(l->creds), toks = pool_tokens_count(l->tokens);
+	log_info("nts-ke listening on %s (%zu authorised pool certificate%s, %zu accepted pool "
+		 "token%s)",
+		 l->cfg->listen.text, pins, pins == 1 ? "" : "s", toks, toks == 1 ? "" : "s");
 	return 0;
 }
 
 int ke_listener_reload(struct ke_listener *l, char *err, size_t errlen)
 {
 	struct tls_creds *fresh;
+	struct pool_tokens *tokens;
 	int rc = load_creds(l->cfg, &fresh, err, errlen);
 	if (rc < 0)
 		return rc;
+	rc = config_daemon_load_tokens(l->cfg, l->config_file, &tokens, err, errlen);
+	if (rc < 0) {
+		tls_creds_unref(fresh);
+		return rc;
+	}
 	tls_creds_unref(l->creds);
 	l->creds = fresh;
-	log_info("nts-ke %s: certificates reloaded (%zu authorised pool certificate%s)",
-		 l->cfg->listen.text, tls_creds_pinned_count(fresh),
-		 tls_creds_pinned_count(fresh) == 1 ? "" : "s");
+	pool_tokens_unref(l->tokens);
+	l->tokens = tokens;
+	size_t pins = tls_creds_pinned_count(fresh), toks = pool_tokens_count(tokens);
+	log_info("nts-ke %s: certificates reloaded (%zu authorised pool certificate%s), pool "
+		 "tokens reloaded (%zu accepted pool token%s)",
+		 l->cfg->listen.text, pins, pins == 1 ? "" : "s", toks, toks == 1 ? "" : "s");
 	return 0;
 }
 
@@ -232,6 +249,7 @@ void ke_listener_free(struct ke_listener *l)
 	if (!l)
 		return;
 	tls_creds_unref(l->creds);
+	pool_tokens_unref(l->tokens);
 	free(l);
 }
 
@@ -245,7 +263,7 @@ json_t *ke_listener_status(const struct ke_listener *l)
 	const struct net_listener_stats *ns = net_stats(l);
 	const struct ke_server_stats *st = &l->stats;
 	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I, "
-			 "s:I, s:I, s:I, s:I}",
+			 "s:I, s:I, s:I, s:I, s:{s:I, s:I}, s:I, s:I}",
 			 "listen", l->cfg->listen.text,
 			 "accepted", (json_int_t)ns->accepted,
 			 "active", (json_int_t)ns->active,
@@ -262,7 +280,11 @@ json_t *ke_listener_status(const struct ke_listener *l)
 			 "unauthorised", (json_int_t)st->unauthorised,
 			 "keep_alive_reuse", (json_int_t)st->keep_alive_reuse,
 			 "authorized_pool_certificates",
-			 (json_int_t)tls_creds_pinned_count(l->creds));
+			 (json_int_t)tls_creds_pinned_count(l->creds),
+			 "pool_authorised", "certificate", (json_int_t)st->pool_auth_certificate,
+			 "token", (json_int_t)st->pool_auth_token,
+			 "token_refused", (json_int_t)st->token_refused,
+			 "accepted_pool_tokens", (json_int_t)pool_tokens_count(l->tokens));
 }
 
 /* One counter family across listeners: name, help, and where the value sits. */
@@ -295,6 +317,7 @@ STAT_GETTER(pool_support)
 STAT_GETTER(pool_fixed_key)
 STAT_GETTER(unauthorised)
 STAT_GETTER(keep_alive_reuse)
+STAT_GETTER(token_refused)
 
 static const struct ke_metric ke_metrics[] = {
 	{ "ntp_daemon_ke_accepted_total", "counter", "NTS-KE connections accepted", get_accepted },
@@ -314,7 +337,11 @@ static const struct ke_metric ke_metrics[] = {
 	{ "ntp_daemon_ke_pool_fixed_key_total", "counter",
 	  "Fixed Key requests answered for authorised pools", get_pool_fixed_key },
 	{ "ntp_daemon_ke_unauthorised_total", "counter",
-	  "Pool requests from peers without a pinned certificate", get_unauthorised },
+	  "Pool requests refused: neither a pinned certificate nor an accepted token",
+	  get_unauthorised },
+	{ "ntp_daemon_ke_token_refused_total", "counter",
+	  "Pool requests whose token was not accepted or not the first record",
+	  get_token_refused },
 	{ "ntp_daemon_ke_keep_alive_reuse_total", "counter",
 	  "Requests after the first on kept-alive connections", get_keep_alive_reuse },
 };
@@ -331,6 +358,17 @@ void ke_listener_metrics(const struct ke_listener *const *ls, size_t n, struct s
 			status_metric_value(out, ke_metrics[m].name, labels,
 					    (double)ke_metrics[m].get(ls[i]));
 		}
+	}
+	status_metric_header(out, "ntp_daemon_ke_pool_authorised_total", "counter",
+			     "Pool requests authorised, by method");
+	for (size_t i = 0; i < n; i++) {
+		status_label_escape(ls[i]->cfg->listen.text, esc, sizeof esc);
+		snprintf(labels, sizeof labels, "listen=\"%s\",method=\"certificate\"", esc);
+		status_metric_value(out, "ntp_daemon_ke_pool_authorised_total", labels,
+				    (double)ls[i]->stats.pool_auth_certificate);
+		snprintf(labels, sizeof labels, "listen=\"%s\",method=\"token\"", esc);
+		status_metric_value(out, "ntp_daemon_ke_pool_authorised_total", labels,
+				    (double)ls[i]->stats.pool_auth_token);
 	}
 	status_metric_header(out, "ntp_daemon_ke_errors_total", "counter",
 			     "Error records sent, by code");

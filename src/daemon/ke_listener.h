@@ -11,18 +11,21 @@
 
 struct ke_listener;
 
-/* Loads the listener's credentials (chain, key, pinned pool certificates) from the files cfg
- * names; cfg and keyset_slot are borrowed for the listener's life. Opens no socket. *out is new.
+/* Loads the listener's credentials (chain, key, pinned pool certificates) and accepted pool
+ * tokens from what cfg names; cfg, config_file (the configuration's path, for messages) and
+ * keyset_slot are borrowed for the listener's life. Opens no socket. *out is new.
  * Returns 0 or negative errno with a message naming the file in err. */
 int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
-		    const struct config_daemon_nts_ke_server *cfg,
+		    const struct config_daemon_nts_ke_server *cfg, const char *config_file,
 		    struct keyset *const *keyset_slot, char *err, size_t errlen);
 
 /* Binds and starts accepting. Returns 0 or negative errno with err. */
 int ke_listener_start(struct ke_listener *l, char *err, size_t errlen);
 
-/* Re-reads the credential files; on failure keeps the old credentials and returns negative errno
- * with err. Sessions in progress keep the credentials they started with. */
+/* Re-reads the credential files and the token file; on failure keeps the old credentials and
+ * tokens and returns negative errno with err. Sessions in progress keep the credentials they
+ * started with; the next request of a kept-alive pool connection is checked against the new
+ * tokens. */
 int ke_listener_reload(struct ke_listener *l, char *err, size_t errlen);
 
 /* Stops accepting; open sessions finish on their own. */

@@ -12,6 +12,7 @@
 #include "aead.h"
 #include "ke_msg.h"
 #include "log.h"
+#include "pool_proto.h"
 
 /* The largest response we build: Next Protocol, AEAD, 8 cookies of AEAD 17, Port, a 255-byte
  * Server name, Keep Alive and End come to about 1.7 KB. */
@@ -119,19 +120,6 @@ static void send_error(struct ke_server_conn *c, uint16_t code)
 		c->stats->errors[code]++;
 }
 
-/* An Error 0 for a peer that is not an authorised pool is "unauthorised" when authorisation
- * alone would have avoided it, i.e. a pool-only record and nothing else was the unknown
- * critical record. Parsing again as a pool says exactly that. */
-static bool refused_for_authorisation(const struct ke_server_conn *c, const uint8_t *buf,
-				      size_t len)
-{
-	struct ke_msg_request as_pool;
-	struct ke_msg_reject rej;
-	int rc = ke_msg_parse_request(buf, len, c->cfg->numbering, true, &as_pool, &rej);
-	ke_msg_request_wipe(&as_pool);
-	return rc == 0 || rej.code != KE_MSG_ERROR_UNRECOGNIZED_CRITICAL;
-}
-
 /* The first client protocol and AEAD we implement, in the client's order (PROTOCOL.md §3.1).
  * Answers no overlap itself and returns false then. */
 static bool negotiate(struct ke_server_conn *c, const struct ke_msg_request *req,
@@ -229,21 +217,23 @@ static void answer_plain(struct ke_server_conn *c, const struct ke_msg_request *
 		debug(c, "key exchange done: protocol %u, AEAD %u", protocol, aead);
 }
 
-static void answer_fixed_key(struct ke_server_conn *c, const struct ke_msg_request *req)
+static void answer_fixed_key(struct ke_server_conn *c, const struct ke_msg_request *req,
+			     bool keep_alive)
 {
 	uint16_t protocol, aead;
 	c->stats->pool_fixed_key++;
 	if (!negotiate(c, req, &protocol, &aead))
 		return;
 	if (send_cookies(c, protocol, aead, req->fixed_c2s, req->fixed_s2c, req->fixed_key_len,
-			 req->keep_alive) < 0)
+			 keep_alive) < 0)
 		send_error(c, KE_MSG_ERROR_INTERNAL);
 	else
 		debug(c, "pool Fixed Key answered: AEAD %u%s", aead,
-		      req->keep_alive ? ", kept alive" : "");
+		      keep_alive ? ", kept alive" : "");
 }
 
-static void answer_support(struct ke_server_conn *c, const struct ke_msg_request *req)
+static void answer_support(struct ke_server_conn *c, const struct ke_msg_request *req,
+			   bool keep_alive)
 {
 	static const uint16_t protocols[] = { KE_MSG_PROTOCOL_NTPV4 };
 	static const struct ke_msg_algorithm algs[] = {
@@ -252,7 +242,7 @@ static void answer_support(struct ke_server_conn *c, const struct ke_msg_request
 	};
 	struct ke_msg_support s = { .protocols = req->want_protocols, .protocol_ids = protocols,
 				    .n_protocols = 1, .algorithms = req->want_algorithms,
-				    .algs = algs, .n_algs = 2, .keep_alive = req->keep_alive };
+				    .algs = algs, .n_algs = 2, .keep_alive = keep_alive };
 	uint8_t msg[128];
 	c->stats->pool_support++;
 	int len = ke_msg_build_support_response(msg, sizeof msg, c->cfg->numbering, &s);
@@ -261,8 +251,31 @@ static void answer_support(struct ke_server_conn *c, const struct ke_msg_request
 		send_error(c, KE_MSG_ERROR_INTERNAL);
 		return;
 	}
-	respond(c, msg, (size_t)len, req->keep_alive);
-	debug(c, "pool Support answered%s", req->keep_alive ? ", kept alive" : "");
+	respond(c, msg, (size_t)len, keep_alive);
+	debug(c, "pool Support answered%s", keep_alive ? ", kept alive" : "");
+}
+
+/* Counts who a pool request was authorised as, or why it was refused. */
+static bool authorised(struct ke_server_conn *c, const struct ke_msg_request *req,
+		       struct pool_proto_verdict *v)
+{
+	const struct pool_tokens *tokens = c->cfg->tokens ? *c->cfg->tokens : NULL;
+	pool_proto_authorise(tokens, tls_peer_is_authorised_pool(c->tls), req, v);
+	if (v->token_refused)
+		c->stats->token_refused++;
+	if (!v->allowed) {
+		c->stats->unauthorised++;
+		debug(c, "request refused with Error %u: %s", v->error, v->reason);
+		send_error(c, v->error);
+		return false;
+	}
+	if (req->kind != KE_MSG_REQUEST_PLAIN) {
+		if (v->identity == POOL_IDENTITY_TOKEN)
+			c->stats->pool_auth_token++;
+		else
+			c->stats->pool_auth_certificate++;
+	}
+	return true;
 }
 
 /* One complete request of len bytes at the start of the buffer. */
@@ -270,17 +283,16 @@ static void handle_request(struct ke_server_conn *c, size_t len)
 {
 	struct ke_msg_request req;
 	struct ke_msg_reject rej;
-	bool pool = tls_peer_is_authorised_pool(c->tls);
+	struct pool_proto_verdict v;
 	if (c->kept_alive)
 		c->stats->keep_alive_reuse++;
-	if (ke_msg_parse_request(c->req, len, c->cfg->numbering, pool, &req, &rej) < 0) {
+	if (ke_msg_parse_request(c->req, len, c->cfg->numbering, &req, &rej) < 0) {
 		debug(c, "request refused with Error %u: %s", rej.code, rej.reason);
-		if (rej.code == KE_MSG_ERROR_UNRECOGNIZED_CRITICAL && !pool &&
-		    refused_for_authorisation(c, c->req, len)) {
-			c->stats->unauthorised++;
-			debug(c, "pool request from a peer without a pinned certificate");
-		}
 		send_error(c, rej.code);
+		return;
+	}
+	if (!authorised(c, &req, &v)) {
+		ke_msg_request_wipe(&req);
 		return;
 	}
 	switch (req.kind) {
@@ -295,10 +307,10 @@ static void handle_request(struct ke_server_conn *c, size_t len)
 		answer_plain(c, &req);
 		break;
 	case KE_MSG_REQUEST_SUPPORT:
-		answer_support(c, &req);
+		answer_support(c, &req, v.keep_alive);
 		break;
 	case KE_MSG_REQUEST_FIXED_KEY:
-		answer_fixed_key(c, &req);
+		answer_fixed_key(c, &req, v.keep_alive);
 		break;
 	}
 	ke_msg_request_wipe(&req);

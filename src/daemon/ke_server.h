@@ -12,6 +12,7 @@
 
 #include "ke_record.h"
 #include "keyset.h"
+#include "pool_proto.h"
 #include "tls.h"
 
 /* Counters of one NTS-KE listener; the glue adds the listener's own (accepted, refused). */
@@ -25,6 +26,9 @@ struct ke_server_stats {
 	uint64_t pool_support;	   /* Support requests answered for an authorised pool */
 	uint64_t pool_fixed_key;   /* Fixed Key requests answered for an authorised pool */
 	uint64_t unauthorised;	   /* pool requests from a peer that is not an authorised pool */
+	uint64_t token_refused;	   /* pool requests whose token was not accepted or not first */
+	uint64_t pool_auth_certificate; /* pool requests authorised by a pinned certificate */
+	uint64_t pool_auth_token;	/* pool requests authorised by an accepted token */
 	uint64_t keep_alive_reuse; /* requests after the first on a kept-alive connection */
 };
 
@@ -39,6 +43,10 @@ struct ke_server_config {
 	uint64_t timeout_ms;    /* whole session without keep-alive; per request with it */
 	uint16_t ntp_port;      /* 0 or 123: no Port record */
 	const char *ntp_server; /* NULL: no Server record; borrowed */
+	/* Borrowed slot of the accepted pool tokens: *tokens is read at every request, so a reload
+	 * that swaps the set applies to the next request of a kept-alive connection. NULL, or a
+	 * slot holding NULL: no token is accepted. */
+	struct pool_tokens *const *tokens;
 };
 
 struct ke_server_conn;

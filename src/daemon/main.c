@@ -22,7 +22,8 @@ static void usage(FILE *f)
 		"  -h, --help            show this help\n"
 		"  -V, --version         show the version\n"
 		"\n"
-		"Signals: SIGHUP reloads certificates; SIGTERM and SIGINT stop gracefully.\n"
+		"Signals: SIGHUP reloads certificates and pool token files; SIGTERM and SIGINT\n"
+		"stop gracefully.\n"
 		"Exit status: 0 after a clean stop, 78 for configuration errors, 1 otherwise.\n");
 }
 

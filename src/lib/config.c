@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "pool_proto.h"
+
 int config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
 {
 	if (!ctx->err || ctx->errlen == 0)
@@ -618,14 +620,15 @@ int config_get_log_level(struct config_ctx *ctx, const struct toml_value *table,
 }
 
 int config_get_record_numbers(struct config_ctx *ctx, const struct toml_value *table,
-			      const char *where, enum config_record_numbers *out)
+			      const char *where, enum ke_numbering *out)
 {
-	/* Index order matches enum config_record_numbers. */
-	static const char *const names[] = { "iana", "ntpd-rs-v1", NULL };
+	const char *const names[] = { pool_proto_numbering_name(KE_NUMBERING_IANA),
+				      pool_proto_numbering_name(KE_NUMBERING_NTPDRS_V1), NULL };
 	int i = 0;
 	int r = config_get_enum(ctx, table, "pool-record-numbers", where, names, &i);
-	if (r > 0)
-		*out = i == 0 ? CONFIG_RECORDS_IANA : CONFIG_RECORDS_NTPDRS_V1;
+	if (r > 0 && pool_proto_numbering_parse(names[i], out) < 0)
+		return config_error(ctx, config_key_line(table, "pool-record-numbers"),
+				    "'pool-record-numbers' in %s: unknown numbering", where);
 	return r;
 }
 

@@ -13,14 +13,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "ke_record.h"
 #include "log.h"
 #include "toml.h"
-
-/* The pool extension record numbering (PROTOCOL.md §2, "Pool extension records"). */
-enum config_record_numbers {
-	CONFIG_RECORDS_IANA,
-	CONFIG_RECORDS_NTPDRS_V1,
-};
 
 /* A listening address: an IP literal and a port, resolved without DNS. */
 struct config_listen {
@@ -127,8 +122,9 @@ int config_get_listens(struct config_ctx *ctx, const struct toml_value *table, c
 int config_get_log_level(struct config_ctx *ctx, const struct toml_value *table,
 			 const char *where, enum log_level *out);
 
+/* "pool-record-numbers": a generation name pool_proto knows ("iana", "ntpd-rs-v1"). */
 int config_get_record_numbers(struct config_ctx *ctx, const struct toml_value *table,
-			      const char *where, enum config_record_numbers *out);
+			      const char *where, enum ke_numbering *out);
 
 /* Parses "IP:PORT" or "[IPv6]:PORT" (no DNS). Returns 0 or -EINVAL with a reason (no file or
  * line) in why. */

@@ -1,8 +1,12 @@
 #include "config_daemon.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "config_secret.h"
+#include "pool_proto.h"
 
 /* The documented defaults (ntp.toml(5)); everything not listed is zero, NULL or absent. */
 static const struct config_daemon daemon_defaults = {
@@ -30,7 +34,7 @@ static const struct config_daemon_source source_defaults = {
 static const struct config_daemon_nts_ke_server nts_ke_defaults = {
 	.key_exchange_timeout_ms = 1000,
 	.concurrent_connections = 512,
-	.pool_record_numbers = CONFIG_RECORDS_IANA,
+	.pool_record_numbers = KE_NUMBERING_IANA,
 };
 
 /* Step thresholds: at least 1 ms, at most about 300 years. */
@@ -141,6 +145,81 @@ static void nts_ke_server_free(struct config_daemon_nts_ke_server *s)
 	free(s->ntp_server);
 	config_strings_free(s->authorized_pool_server_certificates,
 			    s->authorized_pool_server_certificate_count);
+	for (size_t i = 0; i < s->accepted_pool_authentication_token_count; i++) {
+		config_secret_free(s->accepted_pool_authentication_tokens[i]);
+		s->accepted_pool_authentication_tokens[i] = NULL;
+	}
+	config_strings_free(s->accepted_pool_authentication_tokens,
+			    s->accepted_pool_authentication_token_count);
+	free(s->accepted_pool_authentication_tokens_path);
+}
+
+static const char nts_ke_where[] = "[[nts-ke-server]]";
+static const char tokens_key[] = "accepted-pool-authentication-tokens";
+static const char tokens_path_key[] = "accepted-pool-authentication-tokens-path";
+
+/* A token file: at most POOL_TOKENS_MAX lines of a token and its line end. */
+#define TOKEN_FILE_MAX (POOL_TOKENS_MAX * (KE_MSG_TOKEN_MAX + 2))
+
+static int tokens_from_file(struct config_ctx *ctx, const struct config_daemon_nts_ke_server *s,
+			    struct pool_tokens *t)
+{
+	const char *path = s->accepted_pool_authentication_tokens_path;
+	int line = s->tokens_path_line;
+	char *text;
+	size_t len;
+	int r = config_read_secret_file(ctx, line, tokens_path_key, nts_ke_where, path,
+					TOKEN_FILE_MAX, &text, &len);
+	if (r < 0)
+		return r;
+	const char *tok;
+	size_t tok_len, pos = 0;
+	int lineno = 0;
+	while (r == 0 && config_secret_next_line(text, len, &pos, &tok, &tok_len, &lineno)) {
+		char where[64];
+		snprintf(where, sizeof where, "%s (token file line %d)", nts_ke_where, lineno);
+		r = config_check_token(ctx, line, tokens_path_key, where, tok, tok_len);
+		if (r == 0 && (r = pool_tokens_add(t, tok, tok_len)) == -E2BIG)
+			r = config_error(ctx, line, "'%s' in %s: %s holds more than %d tokens",
+					 tokens_path_key, nts_ke_where, path, POOL_TOKENS_MAX);
+	}
+	config_secret_free(text);
+	return r;
+}
+
+static int load_tokens(struct config_ctx *ctx, const struct config_daemon_nts_ke_server *s,
+		       struct pool_tokens **out)
+{
+	*out = NULL;
+	if (s->accepted_pool_authentication_token_count == 0 &&
+	    !s->accepted_pool_authentication_tokens_path)
+		return 0;
+	struct pool_tokens *t;
+	int r = pool_tokens_new(&t);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < s->accepted_pool_authentication_token_count && r == 0; i++) {
+		const char *tok = s->accepted_pool_authentication_tokens[i];
+		r = pool_tokens_add(t, tok, strlen(tok));
+		if (r == -E2BIG)
+			r = config_error(ctx, s->tokens_line, "'%s' in %s lists more than %d tokens",
+					 tokens_key, nts_ke_where, POOL_TOKENS_MAX);
+	}
+	if (r == 0 && s->accepted_pool_authentication_tokens_path)
+		r = tokens_from_file(ctx, s, t);
+	if (r < 0) {
+		pool_tokens_unref(t);
+		return r;
+	}
+	*out = t;
+	return 0;
+}
+
+int config_daemon_load_tokens(const struct config_daemon_nts_ke_server *s, const char *file,
+			      struct pool_tokens **out, char *err, size_t errlen)
+{
+	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen };
+	return load_tokens(&ctx, s, out);
 }
 
 static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t,
@@ -155,6 +234,8 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 		"ntp-port",
 		"ntp-server",
 		"authorized-pool-server-certificates",
+		"accepted-pool-authentication-tokens",
+		"accepted-pool-authentication-tokens-path",
 		"pool-record-numbers",
 		NULL,
 	};
@@ -176,8 +257,26 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 	    (r = config_get_strings(ctx, t, "authorized-pool-server-certificates", w, 0,
 				    &s->authorized_pool_server_certificates,
 				    &s->authorized_pool_server_certificate_count)) < 0 ||
+	    (r = config_get_strings(ctx, t, tokens_key, w, 0,
+				    &s->accepted_pool_authentication_tokens,
+				    &s->accepted_pool_authentication_token_count)) < 0 ||
+	    (r = config_get_string(ctx, t, tokens_path_key, w, false,
+				   &s->accepted_pool_authentication_tokens_path)) < 0 ||
 	    (r = config_get_record_numbers(ctx, t, w, &s->pool_record_numbers)) < 0)
 		return r;
+	s->tokens_line = config_key_line(t, tokens_key);
+	s->tokens_path_line = config_key_line(t, tokens_path_key);
+	for (size_t i = 0; i < s->accepted_pool_authentication_token_count; i++) {
+		const char *tok = s->accepted_pool_authentication_tokens[i];
+		if ((r = config_check_token(ctx, config_key_line(t, tokens_key), tokens_key, w, tok,
+					    strlen(tok))) < 0)
+			return r;
+	}
+	/* The token file is read here too, so a bad one stops the start and `validate`. */
+	struct pool_tokens *tokens;
+	if ((r = load_tokens(ctx, s, &tokens)) < 0)
+		return r;
+	pool_tokens_unref(tokens);
 	s->ntp_port = (uint16_t)ntp_port;
 	if (s->ntp_server) {
 		/* It goes into the NTPv4 Server record: a name or an address, never a port. */

@@ -39,7 +39,13 @@ struct config_daemon_nts_ke_server {
 	char *ntp_server;   /* NULL: not announced (clients use the KE server's address) */
 	char **authorized_pool_server_certificates; /* paths */
 	size_t authorized_pool_server_certificate_count;
-	enum config_record_numbers pool_record_numbers;
+	char **accepted_pool_authentication_tokens; /* secrets, checked for shape at load */
+	size_t accepted_pool_authentication_token_count;
+	char *accepted_pool_authentication_tokens_path; /* NULL: none; read (and re-read on
+							  * SIGHUP) by config_daemon_load_tokens */
+	int tokens_line;      /* where the inline tokens and the token file were configured */
+	int tokens_path_line;
+	enum ke_numbering pool_record_numbers;
 };
 
 struct config_daemon_keyset {
@@ -83,5 +89,14 @@ int config_daemon_from_tree(const struct toml_value *root, const char *file,
 
 /* Frees what cfg owns and empties it; cfg itself is the caller's. */
 void config_daemon_free(struct config_daemon *cfg);
+
+struct pool_tokens;
+
+/* The accepted pool tokens of one [[nts-ke-server]] (borrowed): the inline list and, when a
+ * path is configured, the token file read now (one token per line, '#' comments, mode 0600).
+ * *out is new (pool_tokens_unref), or NULL when neither is configured. file (borrowed) names
+ * the configuration in errors ("FILE:LINE: message" in err). Returns 0 or negative errno. */
+int config_daemon_load_tokens(const struct config_daemon_nts_ke_server *s, const char *file,
+			      struct pool_tokens **out, char *err, size_t errlen);
 
 #endif

@@ -5,13 +5,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_secret.h"
+#include "pool_proto.h"
+
 /* The documented defaults (pool.toml(5)); everything not listed is zero, NULL or absent. */
 static const struct config_pool pool_defaults = {
 	.key_exchange_timeout_ms = 5000,
 	.upstream_timeout_ms = 2500,
 	.max_connections = 512,
 	.max_upstream_attempts = 3,
-	.pool_record_numbers = CONFIG_RECORDS_IANA,
+	.pool_record_numbers = KE_NUMBERING_IANA,
 	.probe_interval_s = 60,
 	.support_cache_s = 300,
 	.deep_check_interval_s = 300,
@@ -25,19 +28,72 @@ static const struct config_pool pool_defaults = {
 static const char server_where[] = "[nts-pool-ke-server]";
 static const char upstream_where[] = "[nts-pool-ke-server] key-exchange-servers entry";
 
-static int read_upstream(struct config_ctx *ctx, const struct toml_value *t,
-			 struct config_pool_upstream *out)
+/* A token file holds exactly one token; blank lines and '#' comments around it are allowed. */
+static int read_token_file(struct config_ctx *ctx, const struct toml_value *t,
+			   struct config_pool_upstream *out)
 {
-	static const char *const keys[] = { "domain", "port", "weight", NULL };
+	static const char key[] = "authentication-token-path";
+	int line = config_key_line(t, key);
+	char *text;
+	size_t len;
+	int r = config_read_secret_file(ctx, line, key, upstream_where, out->token_path, 4096,
+					&text, &len);
+	if (r < 0)
+		return r;
+	const char *tok = NULL, *l;
+	size_t tok_len = 0, n, pos = 0;
+	int lineno = 0;
+	unsigned found = 0;
+	for (; config_secret_next_line(text, len, &pos, &l, &n, &lineno); found++) {
+		tok = l;
+		tok_len = n;
+	}
+	if (found != 1)
+		r = config_error(ctx, line, "'%s' in %s: %s must hold exactly one token, not %u",
+				 key, upstream_where, out->token_path, found);
+	else if ((r = config_check_token(ctx, line, key, upstream_where, tok, tok_len)) == 0 &&
+		 !(out->token = strndup(tok, tok_len)))
+		r = -ENOMEM;
+	config_secret_free(text);
+	return r;
+}
+
+static int read_upstream(struct config_ctx *ctx, const struct toml_value *t,
+			 struct config_pool_upstream *out, enum ke_numbering numbering)
+{
+	static const char *const keys[] = {
+		"domain", "port", "weight", "pool-record-numbers", "authentication-token",
+		"authentication-token-path", NULL,
+	};
 	char *domain = NULL;
 	int64_t port = UPSTREAM_DEFAULT_PORT;
 	out->weight = UPSTREAM_DEFAULT_WEIGHT;
+	out->numbering = numbering;
 	out->line = toml_line(t);
 	int r;
 	if ((r = config_check_keys(ctx, t, upstream_where, keys)) < 0 ||
 	    (r = config_get_string(ctx, t, "domain", upstream_where, true, &domain)) < 0 ||
 	    (r = config_get_int(ctx, t, "port", upstream_where, 1, 65535, &port)) < 0 ||
-	    (r = config_get_u32(ctx, t, "weight", upstream_where, 1, 65535, &out->weight)) < 0)
+	    (r = config_get_u32(ctx, t, "weight", upstream_where, 1, 65535, &out->weight)) < 0 ||
+	    (r = config_get_record_numbers(ctx, t, upstream_where, &out->numbering)) < 0 ||
+	    (r = config_get_string(ctx, t, "authentication-token", upstream_where, false,
+				   &out->token)) < 0 ||
+	    (r = config_get_string(ctx, t, "authentication-token-path", upstream_where, false,
+				   &out->token_path)) < 0)
+		goto out;
+	if (out->token && out->token_path) {
+		r = config_error(ctx, config_key_line(t, "authentication-token-path"),
+				 "%s sets both 'authentication-token' and "
+				 "'authentication-token-path'; choose one",
+				 upstream_where);
+		goto out;
+	}
+	if (out->token &&
+	    (r = config_check_token(ctx, config_key_line(t, "authentication-token"),
+				    "authentication-token", upstream_where, out->token,
+				    strlen(out->token))) < 0)
+		goto out;
+	if (out->token_path && (r = read_token_file(ctx, t, out)) < 0)
 		goto out;
 	char why[192];
 	if (config_parse_hostname(domain, &out->addr, why, sizeof(why)) < 0) {
@@ -76,6 +132,7 @@ static int read_upstreams(struct config_ctx *ctx, const struct toml_value *serve
 	cfg->key_exchange_servers = calloc(n, sizeof(*cfg->key_exchange_servers));
 	if (!cfg->key_exchange_servers)
 		return -ENOMEM;
+	/* Entries are freed up to the count, so one that fails half-read is counted too. */
 	for (size_t i = 0; i < n; i++) {
 		const struct toml_value *e = toml_array_get(v, i);
 		if (toml_type(e) != TOML_TABLE)
@@ -84,7 +141,8 @@ static int read_upstreams(struct config_ctx *ctx, const struct toml_value *serve
 					    "not %s",
 					    server_where, toml_type_name(toml_type(e)));
 		struct config_pool_upstream *u = &cfg->key_exchange_servers[i];
-		int r = read_upstream(ctx, e, u);
+		cfg->key_exchange_server_count = i + 1;
+		int r = read_upstream(ctx, e, u, cfg->pool_record_numbers);
 		if (r < 0)
 			return r;
 		for (size_t j = 0; j < i; j++) {
@@ -96,7 +154,6 @@ static int read_upstreams(struct config_ctx *ctx, const struct toml_value *serve
 						    u->addr.host, (unsigned)u->addr.port,
 						    prev->line);
 		}
-		cfg->key_exchange_server_count = i + 1;
 	}
 	return 0;
 }
@@ -217,6 +274,10 @@ void config_pool_free(struct config_pool *cfg)
 	free(cfg->certificate_chain_path);
 	free(cfg->private_key_path);
 	free(cfg->certificate_authority_path);
+	for (size_t i = 0; i < cfg->key_exchange_server_count; i++) {
+		config_secret_free(cfg->key_exchange_servers[i].token);
+		free(cfg->key_exchange_servers[i].token_path);
+	}
 	free(cfg->key_exchange_servers);
 	memset(cfg, 0, sizeof(*cfg));
 }

@@ -14,6 +14,10 @@
 struct config_pool_upstream {
 	struct config_host addr; /* "domain" and "port" */
 	uint32_t weight;
+	enum ke_numbering numbering; /* "pool-record-numbers", default the broker's */
+	char *token;		     /* secret: "authentication-token" or the token read from
+				      * "authentication-token-path"; NULL: none */
+	char *token_path;	     /* "authentication-token-path", re-read on every load */
 	int line; /* where the entry was written */
 };
 
@@ -27,7 +31,7 @@ struct config_pool {
 	uint32_t upstream_timeout_ms;
 	uint32_t max_connections;
 	uint32_t max_upstream_attempts;
-	enum config_record_numbers pool_record_numbers;
+	enum ke_numbering pool_record_numbers;
 	uint32_t probe_interval_s;
 	uint32_t support_cache_s;
 	uint32_t deep_check_interval_s; /* 0: no deep checks */

@@ -103,11 +103,21 @@ static void bad(struct req_state *st, const char *why)
 		st->bad = why;
 }
 
-/* Records only an authorised pool may send; to anyone else they are unknown types. */
-static bool pool_only(enum ke_record_kind kind)
+/* The first record may carry the pool's token; any other Authentication record spoils it. */
+static void req_token(struct ke_msg_request *req, const struct ke_record *rec, bool first)
 {
-	return kind == KE_RECORD_KEEP_ALIVE || kind == KE_RECORD_SUPPORTED_PROTOCOLS ||
-	       kind == KE_RECORD_SUPPORTED_ALGORITHMS || kind == KE_RECORD_FIXED_KEY;
+	if (!first || req->has_token || req->token_misplaced || rec->len == 0 ||
+	    rec->len > KE_MSG_TOKEN_MAX) {
+		/* A spoiled token is not kept either: it can never authorise. */
+		gnutls_memset(req->token, 0, sizeof req->token);
+		req->token_len = 0;
+		req->token_misplaced = true;
+		req->has_token = false;
+		return;
+	}
+	memcpy(req->token, rec->body, rec->len);
+	req->token_len = rec->len;
+	req->has_token = true;
 }
 
 static void req_list(struct req_state *st, const struct ke_record *rec, bool *seen,
@@ -173,9 +183,9 @@ static void req_flag(struct req_state *st, const struct ke_record *rec, bool *fl
 }
 
 static void req_record(struct req_state *st, struct ke_msg_request *req,
-		       const struct ke_record *rec, enum ke_record_kind kind)
+		       const struct ke_record *rec, bool first)
 {
-	switch (kind) {
+	switch (rec->kind) {
 	case KE_RECORD_END:
 		st->ended = true;
 		if (rec->len != 0)
@@ -194,7 +204,9 @@ static void req_record(struct req_state *st, struct ke_msg_request *req,
 		bad(st, "Error, Warning or New Cookie from a client");
 		break;
 	case KE_RECORD_SERVER:
+		break;
 	case KE_RECORD_AUTH_TOKEN:
+		req_token(req, rec, first);
 		break;
 	case KE_RECORD_PORT:
 		if (rec->len != 2)
@@ -259,8 +271,7 @@ static void req_shape(struct req_state *st, struct ke_msg_request *req)
 }
 
 int ke_msg_parse_request(const uint8_t *buf, size_t len, enum ke_numbering n,
-			 bool authorised_pool, struct ke_msg_request *req,
-			 struct ke_msg_reject *rej)
+			 struct ke_msg_request *req, struct ke_msg_reject *rej)
 {
 	struct req_state st = { 0 };
 	struct ke_record_iter it;
@@ -273,12 +284,9 @@ int ke_msg_parse_request(const uint8_t *buf, size_t len, enum ke_numbering n,
 	}
 
 	ke_record_iter_init(&it, buf, len, n);
-	while (!st.ended && (rc = ke_record_iter_next(&it, &rec)) == 1) {
-		enum ke_record_kind kind = rec.kind;
-		if (!authorised_pool && pool_only(kind))
-			kind = KE_RECORD_UNKNOWN;
-		req_record(&st, req, &rec, kind);
-	}
+	for (bool first = true; !st.ended && (rc = ke_record_iter_next(&it, &rec)) == 1;
+	     first = false)
+		req_record(&st, req, &rec, first);
 	if (!st.ended)
 		bad(&st, rc < 0 ? "record overruns the message" : "no End of Message");
 	else if (ke_record_iter_offset(&it) != len)
@@ -315,6 +323,9 @@ void ke_msg_request_wipe(struct ke_msg_request *req)
 	gnutls_memset(req->fixed_c2s, 0, sizeof req->fixed_c2s);
 	gnutls_memset(req->fixed_s2c, 0, sizeof req->fixed_s2c);
 	req->fixed_key_len = 0;
+	gnutls_memset(req->token, 0, sizeof req->token);
+	req->token_len = 0;
+	req->has_token = false;
 }
 
 /* ---- Responses ---------------------------------------------------------------------------- */
@@ -531,14 +542,26 @@ int ke_msg_build_request(void *buf, size_t cap, enum ke_numbering n, const uint1
 	return finish(&w, n, err);
 }
 
-int ke_msg_build_support_request(void *buf, size_t cap, enum ke_numbering n, bool protocols,
-				 bool algorithms, bool keep_alive)
+/* The Authentication record that opens a pool request, when there is a token. */
+static int put_token(struct wire_writer *w, enum ke_numbering n, const char *token)
+{
+	if (!token)
+		return 0;
+	size_t len = strlen(token);
+	if (len == 0 || len > KE_MSG_TOKEN_MAX)
+		return -EINVAL;
+	return ke_record_put(w, n, KE_RECORD_AUTH_TOKEN, token, len);
+}
+
+int ke_msg_build_support_request(void *buf, size_t cap, enum ke_numbering n, const char *token,
+				 bool protocols, bool algorithms, bool keep_alive)
 {
 	if (!protocols && !algorithms)
 		return -EINVAL;
 	struct wire_writer w;
 	int err = 0;
 	wire_writer_init(&w, buf, cap);
+	keep(&err, put_token(&w, n, token));
 	if (protocols)
 		keep(&err, ke_record_put(&w, n, KE_RECORD_SUPPORTED_PROTOCOLS, NULL, 0));
 	if (algorithms)
@@ -548,7 +571,7 @@ int ke_msg_build_support_request(void *buf, size_t cap, enum ke_numbering n, boo
 	return finish(&w, n, err);
 }
 
-int ke_msg_build_fixed_key_request(void *buf, size_t cap, enum ke_numbering n,
+int ke_msg_build_fixed_key_request(void *buf, size_t cap, enum ke_numbering n, const char *token,
 				   const uint8_t *c2s, const uint8_t *s2c, size_t key_len,
 				   uint16_t protocol, uint16_t aead, bool keep_alive)
 {
@@ -557,6 +580,7 @@ int ke_msg_build_fixed_key_request(void *buf, size_t cap, enum ke_numbering n,
 	struct wire_writer w;
 	int err = 0;
 	wire_writer_init(&w, buf, cap);
+	keep(&err, put_token(&w, n, token));
 	keep(&err, ke_record_put_header(&w, n, KE_RECORD_FIXED_KEY, 2 * key_len));
 	wire_put_bytes(&w, c2s, key_len);
 	wire_put_bytes(&w, s2c, key_len);

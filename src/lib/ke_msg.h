@@ -21,6 +21,7 @@
 #define KE_MSG_COOKIE_MAX 256
 #define KE_MSG_MAX_WARNINGS 8
 #define KE_MSG_KEY_MAX 64 /* one Fixed Key half: the longest AEAD key (AEAD 17) */
+#define KE_MSG_TOKEN_MAX 255 /* an Authentication token's bytes (PROTOCOL.md §3.5) */
 
 #define KE_MSG_PROTOCOL_NTPV4 0
 #define KE_MSG_PORT_DEFAULT 123
@@ -69,10 +70,18 @@ struct ke_msg_request {
 	uint8_t fixed_c2s[KE_MSG_KEY_MAX]; /* secret: wipe with ke_msg_request_wipe */
 	uint8_t fixed_s2c[KE_MSG_KEY_MAX];
 	size_t fixed_key_len; /* 0 unless kind is KE_MSG_REQUEST_FIXED_KEY */
-	bool keep_alive;      /* only ever set for an authorised pool */
+	bool keep_alive;      /* asked for; honoured only for an authorised pool (pool_proto) */
 	bool want_protocols;  /* Supported Next Protocol List asked for */
 	bool want_algorithms; /* Supported Algorithm List asked for */
 	unsigned ignored;     /* unknown non-critical records skipped */
+	/* An Authentication record as the first record, with a body of 1..KE_MSG_TOKEN_MAX bytes.
+	 * Secret: wiped by ke_msg_request_wipe. Any other Authentication record (not first,
+	 * repeated, empty or too long) sets token_misplaced and clears has_token, so it can never
+	 * authorise (PROTOCOL.md §3.5: the token comes first). */
+	bool has_token;
+	bool token_misplaced;
+	size_t token_len;
+	uint8_t token[KE_MSG_TOKEN_MAX];
 };
 
 /* Why a request was refused: the RFC 8915 error code to answer and a static reason for a
@@ -83,14 +92,12 @@ struct ke_msg_reject {
 };
 
 /* Parses and validates one complete request buf[0, len) (borrowed; len as returned by
- * ke_msg_frame) into *req (caller-owned; fully rewritten). authorised_pool says whether the
- * TLS peer presented a pinned pool certificate (PROTOCOL.md §3.4).
+ * ke_msg_frame) into *req (caller-owned; fully rewritten). The parse is the same for every peer:
+ * who may send which shape is pool_proto's decision, taken on the parsed request.
  *
  * Returns 0 for a valid request, or -EPROTO with *rej filled. The code answered:
- *   Error 0 — any record with the C bit set that is unknown to this peer: a type the numbering
- *     lacks, and, from a peer that is not an authorised pool, the Supported lists and Fixed Key
- *     (they are critical, so such a request gets Error 0 per §3.4). Error 0 wins over every
- *     other rule below, since the peer speaks something we do not understand.
+ *   Error 0 — any record with the C bit set whose type the numbering lacks. Error 0 wins over
+ *     every other rule below, since the peer speaks something we do not understand.
  *   Error 1 — everything else that is wrong: over KE_MSG_REQUEST_MAX; no End, or bytes after it,
  *     or a body overrunning the buffer; End with a body; Error, Warning or New Cookie records;
  *     Next Protocol missing, repeated or empty; AEAD repeated or empty; NTPv4 offered without
@@ -101,20 +108,18 @@ struct ke_msg_reject {
  *     Fixed Key with a Supported list, a Supported list with Next Protocol or AEAD, Fixed Key
  *     with other than exactly one protocol and one AEAD; a repeated Fixed Key, Keep Alive or
  *     Supported list.
- * Ignored: unknown records with C=0 (counted), Authentication tokens, Server and Port records a
- * client may add as hints (RFC 8915 §4.1.7/8), and Keep Alive from a peer that is not an
- * authorised pool (unknown to it; ignored when non-critical). NTP Server Deny is parsed from
- * any peer: the broker serves ordinary clients.
- * On failure *req holds no key material. */
+ * Ignored: unknown records with C=0 (counted), Server and Port records a client may add as hints
+ * (RFC 8915 §4.1.7/8). Authentication records are kept as described at has_token. NTP Server
+ * Deny is parsed from any peer: the broker serves ordinary clients.
+ * On failure *req holds no key material and no token. */
 int ke_msg_parse_request(const uint8_t *buf, size_t len, enum ke_numbering n,
-			 bool authorised_pool, struct ke_msg_request *req,
-			 struct ke_msg_reject *rej);
+			 struct ke_msg_request *req, struct ke_msg_reject *rej);
 
 /* True when name (borrowed, NUL-terminated) is in the request's deny set (ASCII
  * case-insensitive, as DNS names are). */
 bool ke_msg_request_denies(const struct ke_msg_request *req, const char *name);
 
-/* Wipes the fixed key halves (gnutls_memset). */
+/* Wipes the fixed key halves and the token (gnutls_memset). */
 void ke_msg_request_wipe(struct ke_msg_request *req);
 
 /* ---- Responses ---------------------------------------------------------------------------- */
@@ -193,14 +198,18 @@ int ke_msg_build_request(void *buf, size_t cap, enum ke_numbering n, const uint1
 			 size_t n_protocols, const uint16_t *aeads, size_t n_aeads,
 			 const char *const *deny, size_t n_deny);
 
-/* [Supported Next Protocol List], [Supported Algorithm List], [Keep Alive], End; at least one
- * list must be asked for. */
-int ke_msg_build_support_request(void *buf, size_t cap, enum ke_numbering n, bool protocols,
-				 bool algorithms, bool keep_alive);
+/* The pool requests below start with an Authentication record when token is not NULL
+ * (PROTOCOL.md §3.5): a NUL-terminated secret of 1..KE_MSG_TOKEN_MAX bytes, copied into buf
+ * only. */
 
-/* Fixed Key(c2s ‖ s2c), Next Protocol[protocol], AEAD[aead], [Keep Alive], End. key_len must be
- * ke_msg_aead_key_len(aead). The keys are copied into buf only. */
-int ke_msg_build_fixed_key_request(void *buf, size_t cap, enum ke_numbering n,
+/* [Authentication], [Supported Next Protocol List], [Supported Algorithm List], [Keep Alive],
+ * End; at least one list must be asked for. */
+int ke_msg_build_support_request(void *buf, size_t cap, enum ke_numbering n, const char *token,
+				 bool protocols, bool algorithms, bool keep_alive);
+
+/* [Authentication], Fixed Key(c2s ‖ s2c), Next Protocol[protocol], AEAD[aead], [Keep Alive],
+ * End. key_len must be ke_msg_aead_key_len(aead). The keys are copied into buf only. */
+int ke_msg_build_fixed_key_request(void *buf, size_t cap, enum ke_numbering n, const char *token,
 				   const uint8_t *c2s, const uint8_t *s2c, size_t key_len,
 				   uint16_t protocol, uint16_t aead, bool keep_alive);
 

@@ -2,9 +2,6 @@
 
 #include <errno.h>
 
-/* A wire type no numbering can use: real types fit in 15 bits. */
-#define ABSENT 0xffffu
-
 /* One row per logical kind. The C bit is the one we send; it is the same in both numberings.
  * AEAD may be sent either way (RFC 8915 §4.1.5); we set it, as chrony does. */
 static const struct {
@@ -23,11 +20,11 @@ static const struct {
 	{ KE_RECORD_SERVER, 6, 6, true, "NTPv4 Server" },
 	{ KE_RECORD_PORT, 7, 7, true, "NTPv4 Port" },
 	{ KE_RECORD_KEEP_ALIVE, 8, 0x4000, false, "Keep Alive" },
-	{ KE_RECORD_SUPPORTED_PROTOCOLS, 9, ABSENT, true, "Supported Next Protocol List" },
+	{ KE_RECORD_SUPPORTED_PROTOCOLS, 9, 0x4004, true, "Supported Next Protocol List" },
 	{ KE_RECORD_SUPPORTED_ALGORITHMS, 10, 0x4001, true, "Supported Algorithm List" },
 	{ KE_RECORD_FIXED_KEY, 12, 0x4002, true, "Fixed Key Request" },
 	{ KE_RECORD_SERVER_DENY, 13, 0x4003, false, "NTP Server Deny" },
-	{ KE_RECORD_AUTH_TOKEN, 14, ABSENT, false, "Authentication" },
+	{ KE_RECORD_AUTH_TOKEN, 14, 0x4005, false, "Authentication" },
 };
 
 #define TABLE_LEN (sizeof table / sizeof table[0])
@@ -52,8 +49,6 @@ int ke_record_wire_type(enum ke_numbering n, enum ke_record_kind kind, uint16_t 
 		if (table[i].kind != kind)
 			continue;
 		uint16_t t = type_in(i, n);
-		if (t == ABSENT)
-			return -EINVAL;
 		*type_out = (uint16_t)(t | (table[i].critical ? KE_RECORD_CRITICAL : 0));
 		return 0;
 	}

@@ -59,9 +59,8 @@ struct ke_record_iter {
 /* Logical kind of wire type `type` (the C bit is ignored) under numbering n. */
 enum ke_record_kind ke_record_kind_of(enum ke_numbering n, uint16_t type);
 
-/* Wire type of kind under numbering n, with the C bit we send set in it.
- * -EINVAL when the numbering has no such record (e.g. Supported Next Protocol List in
- * ntpd-rs-v1) or kind is KE_RECORD_UNKNOWN. */
+/* Wire type of kind under numbering n, with the C bit we send set in it. Every kind exists in
+ * both numberings (ntpd-rs-v1 includes 0x4004/0x4005); -EINVAL for KE_RECORD_UNKNOWN. */
 int ke_record_wire_type(enum ke_numbering n, enum ke_record_kind kind, uint16_t *type_out);
 
 /* Static name of a kind, for logs. */

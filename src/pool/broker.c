@@ -28,6 +28,7 @@ struct listener {
 
 struct broker {
 	uv_loop_t *loop;
+	struct log_ratelimit session_log;
 	char *config_path;
 	struct config_pool cfg;
 	struct tls_creds *server_creds; /* presented to clients */
@@ -64,7 +65,6 @@ struct client {
 	uint32_t upstream;
 };
 
-static struct log_ratelimit session_log = LOG_RATELIMIT_INIT(5, 20);
 
 static int pick(void *ud, const struct ke_msg_request *req, const uint32_t *tried, size_t n_tried,
 		uint64_t now_ms, struct pool_upstream_info *out)
@@ -101,7 +101,9 @@ static struct upstream_spec *specs_of(const struct config_pool *cfg)
 	for (size_t i = 0; i < cfg->key_exchange_server_count; i++)
 		s[i] = (struct upstream_spec){ .domain = cfg->key_exchange_servers[i].addr.host,
 					       .port = cfg->key_exchange_servers[i].addr.port,
-					       .weight = cfg->key_exchange_servers[i].weight };
+					       .weight = cfg->key_exchange_servers[i].weight,
+					       .numbering = cfg->key_exchange_servers[i].numbering,
+					       .token = cfg->key_exchange_servers[i].token };
 	return s;
 }
 
@@ -109,14 +111,11 @@ static void apply_limits(struct broker *b)
 {
 	const struct config_pool *c = &b->cfg;
 	b->session_cfg = (struct pool_session_config){
-		.numbering = c->pool_record_numbers == CONFIG_RECORDS_NTPDRS_V1
-				     ? KE_NUMBERING_NTPDRS_V1
-				     : KE_NUMBERING_IANA,
+		.numbering = c->pool_record_numbers,
 		.timeout_ms = c->key_exchange_timeout_ms,
 		.max_attempts = c->max_upstream_attempts,
 	};
 	b->io_cfg = (struct upstream_io_config){
-		.numbering = b->session_cfg.numbering,
 		.upstream_timeout_ms = c->upstream_timeout_ms,
 		.idle_ms = (uint64_t)c->upstream_idle_s * 1000,
 		.max_conns = c->upstream_connections,
@@ -267,7 +266,7 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	int rc = pool_session_new(&c->session, b->server_creds, &b->session_cfg, &b->upstreams,
 				  &b->stats, uv_now(b->loop));
 	if (rc < 0) {
-		if (log_ratelimit_allow(&session_log, uv_now(b->loop)))
+		if (log_ratelimit_allow(&b->session_log, uv_now(b->loop)))
 			log_warn("%s: cannot start a session: %s", l->text, strerror(-rc));
 		free(c);
 		return rc;
@@ -414,6 +413,7 @@ int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path
 	if (!b)
 		return -ENOMEM;
 	*out = b;
+	b->session_log = (struct log_ratelimit)LOG_RATELIMIT_INIT(5, 20);
 	b->loop = loop;
 	b->cfg = *cfg;
 	memset(cfg, 0, sizeof *cfg);

@@ -10,9 +10,11 @@
 #include <gnutls/gnutls.h>
 
 #include "log.h"
+#include "pool_proto.h"
 
-/* Fixed Key(2 × 64), Next Protocol, AEAD, Keep Alive and End come to 152 bytes. */
-#define FIXED_KEY_CAP 256
+/* Authentication (255), Fixed Key(2 × 64), Next Protocol, AEAD, Keep Alive and End come to
+ * 411 bytes. */
+#define FIXED_KEY_CAP 512
 /* Next Protocol, AEAD, 8 cookies of 256 bytes, Port, a 255-byte Server and End: 2361 bytes. */
 #define RESPONSE_CAP 2400
 
@@ -235,8 +237,9 @@ static enum verdict prepare(struct pool_session *s, const struct pool_upstream_i
 	uint8_t c2s[KE_MSG_KEY_MAX], s2c[KE_MSG_KEY_MAX];
 	int rc = tls_export_nts_keys(s->tls, s->protocol, s->aead, key_len, c2s, s2c);
 	if (rc == 0)
-		rc = ke_msg_build_fixed_key_request(s->fixed, sizeof s->fixed, s->cfg->numbering,
-						    c2s, s2c, key_len, s->protocol, s->aead, true);
+		rc = ke_msg_build_fixed_key_request(s->fixed, sizeof s->fixed, up->numbering,
+						    up->token, c2s, s2c, key_len, s->protocol,
+						    s->aead, true);
 	gnutls_memset(c2s, 0, sizeof c2s);
 	gnutls_memset(s2c, 0, sizeof s2c);
 	if (rc < 0) {
@@ -280,13 +283,21 @@ static void next_candidate(struct pool_session *s, uint64_t now_ms)
 static void handle_request(struct pool_session *s, size_t len, uint64_t now_ms)
 {
 	struct ke_msg_reject rej;
-	/* Clients of the pool are never pools: Fixed Key and Support lists are Error 0. */
-	int rc = ke_msg_parse_request(s->req_buf, len, s->cfg->numbering, false, &s->req, &rej);
+	struct pool_proto_verdict v;
+	int rc = ke_msg_parse_request(s->req_buf, len, s->cfg->numbering, &s->req, &rej);
 	gnutls_memset(s->req_buf, 0, sizeof s->req_buf);
 	s->req_len = 0;
 	if (rc < 0) {
 		debug(s, "request refused: %s", rej.reason);
 		send_error(s, rej.code, &s->stats->failed_bad_request, "bad request");
+		return;
+	}
+	/* The broker accepts no pool: a client is never authorised for pool requests. */
+	pool_proto_authorise(NULL, false, &s->req, &v);
+	if (!v.allowed) {
+		debug(s, "request refused: %s", v.reason);
+		ke_msg_request_wipe(&s->req);
+		send_error(s, v.error, &s->stats->failed_bad_request, "bad request");
 		return;
 	}
 	next_candidate(s, now_ms);

@@ -39,6 +39,8 @@ struct pool_upstream_info {
 	size_t n_protocols;
 	const struct ke_msg_algorithm *algorithms; /* (AEAD id, key length) */
 	size_t n_algorithms;
+	enum ke_numbering numbering; /* the upstream's record numbers (pool-record-numbers) */
+	const char *token;	     /* its authentication token (secret), NULL: none */
 };
 
 /* The upstream registry as the session sees it. pick: a healthy upstream not among tried[0..n),
@@ -54,7 +56,7 @@ struct pool_session_upstreams {
 #define POOL_SESSION_MAX_ATTEMPTS 16
 
 struct pool_session_config {
-	enum ke_numbering numbering; /* towards clients and upstreams alike */
+	enum ke_numbering numbering; /* towards clients; each upstream has its own */
 	uint64_t timeout_ms;	     /* whole client session (key-exchange-timeout-ms) */
 	unsigned max_attempts;	     /* upstream candidates tried at most (max-upstream-attempts),
 				      * 1..POOL_SESSION_MAX_ATTEMPTS */

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <gnutls/gnutls.h>
+
 #include "log.h"
 
 #define LATENCY_SAMPLES 1024
@@ -17,6 +19,8 @@ struct upstream {
 	char *domain;
 	uint16_t port;
 	uint32_t weight;
+	enum ke_numbering numbering;
+	char *token; /* secret, NULL: none; wiped when replaced or freed */
 	enum upstream_state state;
 	/* Smooth weighted round-robin (nginx): signed, since the pick subtracts the total. */
 	int64_t current;
@@ -74,6 +78,15 @@ static struct upstream *find_spec(const struct upstream_registry *r,
 	return NULL;
 }
 
+static const struct upstream_spec *find_in_specs(const struct upstream_spec *specs, size_t n,
+					       const struct upstream *u)
+{
+	for (size_t j = 0; j < n; j++)
+		if (specs[j].port == u->port && strcasecmp(specs[j].domain, u->domain) == 0)
+			return &specs[j];
+	return NULL;
+}
+
 static int check_specs(const struct upstream_spec *specs, size_t n)
 {
 	if (n > UPSTREAM_MAX)
@@ -81,6 +94,9 @@ static int check_specs(const struct upstream_spec *specs, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		size_t len = specs[i].domain ? strlen(specs[i].domain) : 0;
 		if (len == 0 || len > KE_MSG_NAME_MAX || specs[i].weight == 0)
+			return -EINVAL;
+		size_t tlen = specs[i].token ? strlen(specs[i].token) : 1;
+		if (tlen == 0 || tlen > KE_MSG_TOKEN_MAX)
 			return -EINVAL;
 		for (size_t j = 0; j < i; j++)
 			if (specs[j].port == specs[i].port &&
@@ -90,8 +106,18 @@ static int check_specs(const struct upstream_spec *specs, size_t n)
 	return 0;
 }
 
+static void drop_token(struct upstream *u)
+{
+	if (u->token) {
+		gnutls_memset(u->token, 0, strlen(u->token));
+		free(u->token);
+		u->token = NULL;
+	}
+}
+
 static void upstream_free_one(struct upstream *u)
 {
+	drop_token(u);
 	free(u->domain);
 	free(u);
 }
@@ -102,12 +128,14 @@ static struct upstream *upstream_alloc(const struct upstream_spec *spec, uint64_
 	if (!u)
 		return NULL;
 	u->domain = strdup(spec->domain);
-	if (!u->domain) {
-		free(u);
+	u->token = spec->token ? strdup(spec->token) : NULL;
+	if (!u->domain || (spec->token && !u->token)) {
+		upstream_free_one(u);
 		return NULL;
 	}
 	u->port = spec->port;
 	u->weight = spec->weight;
+	u->numbering = spec->numbering;
 	u->state = UPSTREAM_PROBING;
 	u->next_probe_ms = now_ms;
 	return u;
@@ -178,17 +206,23 @@ int upstream_registry_update(struct upstream_registry *r, const struct upstream_
 			goto nomem;
 		n_added++;
 	}
+	/* New token copies for the upstreams that stay, made before anything changes. */
+	char **tokens = calloc(r->n ? r->n : 1, sizeof *tokens);
+	if (!tokens)
+		goto nomem;
+	for (size_t i = 0; i < r->n; i++) {
+		const struct upstream_spec *spec = find_in_specs(specs, n, r->v[i]);
+		if (spec && spec->token && !(tokens[i] = strdup(spec->token)))
+			goto nomem_tokens;
+	}
 	struct upstream **v = realloc(r->v, (r->n + n_added + 1) * sizeof *v);
 	if (!v)
-		goto nomem;
+		goto nomem_tokens;
 	r->v = v;
 
 	for (size_t i = 0; i < r->n; i++) {
 		struct upstream *u = r->v[i];
-		const struct upstream_spec *spec = NULL;
-		for (size_t j = 0; j < n && !spec; j++)
-			if (specs[j].port == u->port && strcasecmp(specs[j].domain, u->domain) == 0)
-				spec = &specs[j];
+		const struct upstream_spec *spec = find_in_specs(specs, n, u);
 		if (!spec) {
 			if (u->state != UPSTREAM_DRAINING)
 				log_info("upstream %s:%u removed, draining", u->domain, u->port);
@@ -196,12 +230,17 @@ int upstream_registry_update(struct upstream_registry *r, const struct upstream_
 			continue;
 		}
 		u->weight = spec->weight;
+		u->numbering = spec->numbering;
+		drop_token(u);
+		u->token = tokens[i];
+		tokens[i] = NULL;
 		if (u->state == UPSTREAM_DRAINING) {
 			u->state = UPSTREAM_PROBING;
 			if (!u->probe_running)
 				u->next_probe_ms = now_ms;
 		}
 	}
+	free(tokens);
 	for (size_t i = 0; i < n_added; i++) {
 		added[i]->id = r->next_id++;
 		r->v[r->n++] = added[i];
@@ -222,6 +261,14 @@ int upstream_registry_update(struct upstream_registry *r, const struct upstream_
 	}
 	return 0;
 
+nomem_tokens:
+	for (size_t i = 0; i < r->n; i++) {
+		if (tokens[i]) {
+			gnutls_memset(tokens[i], 0, strlen(tokens[i]));
+			free(tokens[i]);
+		}
+	}
+	free(tokens);
 nomem:
 	for (size_t i = 0; i < n_added; i++)
 		upstream_free_one(added[i]);
@@ -254,6 +301,18 @@ const char *upstream_domain(const struct upstream_registry *r, uint32_t id)
 {
 	const struct upstream *u = find(r, id);
 	return u ? u->domain : NULL;
+}
+
+enum ke_numbering upstream_numbering(const struct upstream_registry *r, uint32_t id)
+{
+	const struct upstream *u = find(r, id);
+	return u ? u->numbering : KE_NUMBERING_IANA;
+}
+
+const char *upstream_token(const struct upstream_registry *r, uint32_t id)
+{
+	const struct upstream *u = find(r, id);
+	return u ? u->token : NULL;
 }
 
 uint16_t upstream_port(const struct upstream_registry *r, uint32_t id)
@@ -335,6 +394,8 @@ int upstream_pick(struct upstream_registry *r, const struct ke_msg_request *req,
 			.n_protocols = best->n_protocols,
 			.algorithms = best->algorithms,
 			.n_algorithms = best->n_algorithms,
+			.numbering = best->numbering,
+			.token = best->token,
 		};
 		return 0;
 	}
@@ -395,12 +456,13 @@ void upstream_probe_started(struct upstream_registry *r, uint32_t id, uint64_t n
 		u->probe_running = true;
 }
 
-static void failed(struct upstream_registry *r, struct upstream *u, uint64_t now_ms)
+static void failed(struct upstream_registry *r, struct upstream *u, const char *reason,
+		   uint64_t now_ms)
 {
 	u->failures++;
 	u->fail_streak++;
 	if (u->state != UPSTREAM_UNHEALTHY)
-		log_warn("upstream %s:%u unhealthy", u->domain, u->port);
+		log_warn("upstream %s:%u unhealthy: %s", u->domain, u->port, reason);
 	leave_rotation(u, UPSTREAM_UNHEALTHY);
 	if (!u->probe_running)
 		u->next_probe_ms = now_ms + backoff_ms(r, u->fail_streak);
@@ -414,7 +476,7 @@ static void probe_failed(struct upstream_registry *r, struct upstream *u, const 
 	u->last_probe_ms = now_ms;
 	set_text(u->probe_result, reason);
 	log_debug("upstream %s:%u probe failed: %s", u->domain, u->port, u->probe_result);
-	failed(r, u, now_ms);
+	failed(r, u, u->probe_result, now_ms);
 }
 
 void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
@@ -438,15 +500,30 @@ void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
 			if (a->key_len != 0 && ke_msg_aead_key_len(a->id) == a->key_len)
 				algs[n_algs++] = *a;
 		}
-	size_t n_protocols = support->has_supported_protocols ? support->n_supported_protocols : 0;
-	if (n_protocols > KE_MSG_MAX_IDS)
-		n_protocols = KE_MSG_MAX_IDS;
-	if (n_protocols == 0 || n_algs == 0) {
+	/* A Support answer without the protocol list comes from a server that cannot be asked for
+	 * it (the seeds' ntpd-rs-v1 servers), and those speak NTPv4 only. */
+	static const uint16_t ntpv4_only[] = { KE_MSG_PROTOCOL_NTPV4 };
+	const uint16_t *protocols = ntpv4_only;
+	size_t n_protocols = 1;
+	if (support->has_supported_protocols) {
+		protocols = support->supported_protocols;
+		n_protocols = support->n_supported_protocols;
+		if (n_protocols > KE_MSG_MAX_IDS)
+			n_protocols = KE_MSG_MAX_IDS;
+	}
+	bool ntpv4 = false;
+	for (size_t i = 0; i < n_protocols; i++)
+		ntpv4 |= protocols[i] == KE_MSG_PROTOCOL_NTPV4;
+	if (!ntpv4) {
+		probe_failed(r, u, "upstream does not offer NTPv4", now_ms);
+		return;
+	}
+	if (n_algs == 0) {
 		probe_failed(r, u, "no usable algorithms", now_ms);
 		return;
 	}
 
-	memcpy(u->protocols, support->supported_protocols, n_protocols * sizeof u->protocols[0]);
+	memcpy(u->protocols, protocols, n_protocols * sizeof u->protocols[0]);
 	u->n_protocols = n_protocols;
 	memcpy(u->algorithms, algs, n_algs * sizeof algs[0]);
 	u->n_algorithms = n_algs;
@@ -525,7 +602,7 @@ void upstream_deep_result(struct upstream_registry *r, uint32_t id, bool ok, con
 		return;
 	}
 	log_debug("upstream %s:%u deep check failed: %s", u->domain, u->port, u->deep_result);
-	failed(r, u, now_ms);
+	failed(r, u, u->deep_result, now_ms);
 }
 
 /* ---- Sessions ----------------------------------------------------------------------------- */

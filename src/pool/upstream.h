@@ -36,22 +36,25 @@ struct upstream_spec {
 	const char *domain; /* DNS name or IP literal, 1..KE_MSG_NAME_MAX; borrowed, copied */
 	uint16_t port;
 	uint32_t weight;    /* >= 1 */
+	enum ke_numbering numbering; /* its pool record numbers */
+	const char *token;  /* authentication token (secret), 1..KE_MSG_TOKEN_MAX bytes, or NULL;
+			     * borrowed, copied (and wiped when replaced or forgotten) */
 };
 
 struct upstream_registry;
 
 /* *out is new (upstream_registry_free). Every upstream starts PROBING with a probe due now.
- * -EINVAL for more than UPSTREAM_MAX specs, an empty or over-long domain, a weight of 0 or the
- * same (domain, port) twice; -ENOMEM. */
+ * -EINVAL for more than UPSTREAM_MAX specs, an empty or over-long domain, an empty or over-long
+ * token, a weight of 0 or the same (domain, port) twice; -ENOMEM. */
 int upstream_registry_new(struct upstream_registry **out, const struct upstream_spec *specs,
 			  size_t n, const struct upstream_timing *timing, uint64_t now_ms);
 void upstream_registry_free(struct upstream_registry *r);
 
 /* Applies a new configuration (SIGHUP): upstreams with the same domain (ASCII case-insensitive)
- * and port keep their id, state, lists and counters (weight updated); a DRAINING one that comes
- * back is PROBING again with a probe due now; new ones are added PROBING; missing ones become
- * DRAINING. Ids are never reused. Returns 0, or -EINVAL / -ENOMEM (as upstream_registry_new)
- * with the registry unchanged. */
+ * and port keep their id, state, lists and counters (weight, numbering and token updated); a
+ * DRAINING one that comes back is PROBING again with a probe due now; new ones are added
+ * PROBING; missing ones become DRAINING. Ids are never reused. Returns 0, or -EINVAL / -ENOMEM
+ * (as upstream_registry_new) with the registry unchanged. */
 int upstream_registry_update(struct upstream_registry *r, const struct upstream_spec *specs,
 			     size_t n, uint64_t now_ms);
 
@@ -66,6 +69,10 @@ void upstream_forget(struct upstream_registry *r, uint32_t id);
 size_t upstream_count(const struct upstream_registry *r);
 uint32_t upstream_id_at(const struct upstream_registry *r, size_t index);
 const char *upstream_domain(const struct upstream_registry *r, uint32_t id);
+/* The upstream's record numbering (IANA for an unknown id) and token (borrowed until the next
+ * registry update; NULL when none or for an unknown id). */
+enum ke_numbering upstream_numbering(const struct upstream_registry *r, uint32_t id);
+const char *upstream_token(const struct upstream_registry *r, uint32_t id);
 uint16_t upstream_port(const struct upstream_registry *r, uint32_t id);
 enum upstream_state upstream_state(const struct upstream_registry *r, uint32_t id);
 const char *upstream_state_name(enum upstream_state s);
@@ -86,8 +93,9 @@ int upstream_pick(struct upstream_registry *r, const struct ke_msg_request *req,
  * An upstream with a probe started is not due again until its result. DRAINING ones are never
  * probed, and results for them are dropped.
  * Results: a Support response (its lists are cached with now_ms; HEALTHY; only algorithms whose
- * key length is the AEAD's are kept, and an empty protocol list or no such algorithm counts as
- * the failure "no usable algorithms"), or a failure (reason borrowed, copied; UNHEALTHY; next
+ * key length is the AEAD's are kept; no such algorithm is the failure "no usable algorithms", and
+ * a protocol list without NTPv4 the failure "upstream does not offer NTPv4"; an answer without a
+ * protocol list means NTPv4 only), or a failure (reason borrowed, copied; UNHEALTHY; next
  * probe after an exponential back-off: backoff_min_ms doubling per consecutive failure, capped
  * at backoff_max_ms). A successful probe resets the back-off unless the last deep check failed
  * (see below). */

@@ -50,10 +50,16 @@ static uint16_t deep_aead_of(const struct ke_msg_response *resp)
 
 /* ---- Probes ---------------------------------------------------------------------------------- */
 
+/* Error 0 and 1 to a well-formed pool request mean the upstream does not accept us as a pool:
+ * seed-era servers answer Error 0 (the pool records are unknown to an unauthorised peer),
+ * current ones Error 1 (PROTOCOL.md §3.5). */
 static const char *remote_reason(int parse_rc, const struct ke_msg_response *resp, char *buf,
 				 size_t len)
 {
-	if (parse_rc == -EREMOTEIO && resp->has_error)
+	if (parse_rc == -EREMOTEIO && resp->has_error && resp->error <= 1)
+		snprintf(buf, len, "authentication refused (upstream answered Error %u)",
+			 resp->error);
+	else if (parse_rc == -EREMOTEIO && resp->has_error)
 		snprintf(buf, len, "upstream answered Error %u", resp->error);
 	else if (parse_rc == -EREMOTEIO)
 		snprintf(buf, len, "upstream sent a warning");
@@ -75,13 +81,24 @@ static void probe_done(void *ud, int err, bool keys_sent, int parse_rc,
 	if (io->closing)
 		return;
 	uint64_t now = upstream_io_now_ms(io);
+	struct ups *u = ups_get(io, id, true);
+	if (err == 0 && parse_rc == -EREMOTEIO && resp->has_error &&
+	    resp->error == KE_MSG_ERROR_UNRECOGNIZED_CRITICAL && u && !u->no_protocol_list) {
+		/* A seed-era server does not know the Supported Next Protocol List: ask again
+		 * without it, now and from then on (it speaks NTPv4 only). */
+		log_info("upstream %s does not know the Supported Next Protocol List; probing "
+			 "without it", upstream_io_name_of(io, id));
+		u->no_protocol_list = true;
+		upstream_check_start_probe(io, id);
+		upstream_io_rearm(io);
+		return;
+	}
 	if (err < 0) {
 		upstream_probe_failed(io->reg, id, io->reason, now);
 	} else if (parse_rc < 0) {
 		upstream_probe_failed(io->reg, id, remote_reason(parse_rc, resp, buf, sizeof buf),
 				      now);
 	} else {
-		struct ups *u = ups_get(io, id, true);
 		if (u)
 			u->deep_aead = deep_aead_of(resp);
 		upstream_probe_ok(io->reg, id, resp, now);
@@ -91,11 +108,16 @@ static void probe_done(void *ud, int err, bool keys_sent, int parse_rc,
 
 void upstream_check_start_probe(struct upstream_io *io, uint32_t id)
 {
-	uint8_t buf[64];
+	/* Authentication (up to 255 bytes), both Supported lists, Keep Alive and End. */
+	uint8_t buf[320];
+	const struct ups *u = ups_get(io, id, false);
 	upstream_probe_started(io->reg, id, upstream_io_now_ms(io));
-	int n = ke_msg_build_support_request(buf, sizeof buf, io->cfg->numbering, true, true, true);
+	int n = ke_msg_build_support_request(buf, sizeof buf, upstream_numbering(io->reg, id),
+					     upstream_token(io->reg, id),
+					     !(u && u->no_protocol_list), true, true);
 	struct probe *pr = n > 0 ? malloc(sizeof *pr) : NULL;
 	if (!pr) {
+		gnutls_memset(buf, 0, sizeof buf);
 		upstream_probe_failed(io->reg, id, "cannot build a Support request",
 				      upstream_io_now_ms(io));
 		return;
@@ -103,6 +125,7 @@ void upstream_check_start_probe(struct upstream_io *io, uint32_t id)
 	pr->io = io;
 	pr->id = id;
 	upstream_io_exchange(io, id, buf, (size_t)n, KE_MSG_REQUEST_SUPPORT, probe_done, pr, NULL);
+	gnutls_memset(buf, 0, sizeof buf);
 }
 
 /* ---- Deep checks ----------------------------------------------------------------------------- */
@@ -326,7 +349,8 @@ void upstream_check_start_deep(struct upstream_io *io, uint32_t id)
 		upstream_check_deep_finish(d, false, "no randomness");
 		return;
 	}
-	int n = ke_msg_build_fixed_key_request(req, sizeof req, io->cfg->numbering, d->c2s, d->s2c,
+	int n = ke_msg_build_fixed_key_request(req, sizeof req, upstream_numbering(io->reg, id),
+					       upstream_token(io->reg, id), d->c2s, d->s2c,
 					       d->key_len, KE_MSG_PROTOCOL_NTPV4, d->aead, true);
 	if (n < 0) {
 		gnutls_memset(req, 0, sizeof req);

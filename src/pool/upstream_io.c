@@ -18,7 +18,6 @@
  * caller is told at once (-EAGAIN) rather than piling up work no upstream can take. */
 #define QUEUE_MAX 64
 
-static struct log_ratelimit fail_log = LOG_RATELIMIT_INIT(5, 20);
 
 void upstream_io_release(struct upstream_io *io)
 {
@@ -161,7 +160,7 @@ static void conn_kill(struct conn *c, int err, enum kill_mode mode)
 			conn_free(c);
 	}
 	if (x) {
-		if (log_ratelimit_allow(&fail_log, upstream_io_now_ms(io)))
+		if (log_ratelimit_allow(&io->fail_log, upstream_io_now_ms(io)))
 			log_debug("upstream %s:%u: exchange failed: %s",
 				  upstream_io_name_of(io, x->id), upstream_port(io->reg, x->id),
 				  io->reason);
@@ -381,7 +380,7 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 	struct conn *c = domain ? calloc(1, sizeof *c) : NULL;
 	int rc = !domain ? -ENOENT : c ? 0 : -ENOMEM;
 	if (c)
-		rc = ke_client_new(&c->ke, io->creds, domain, io->cfg->numbering, now,
+		rc = ke_client_new(&c->ke, io->creds, domain, upstream_numbering(io->reg, x->id), now,
 				   io->cfg->upstream_timeout_ms);
 	if (rc == 0)
 		rc = ke_client_send(c->ke, x->req, x->len, x->kind, now,
@@ -645,6 +644,7 @@ int upstream_io_new(struct upstream_io **out, uv_loop_t *loop, struct tls_creds 
 	struct upstream_io *io = calloc(1, sizeof *io);
 	if (!io)
 		return -ENOMEM;
+	io->fail_log = (struct log_ratelimit)LOG_RATELIMIT_INIT(5, 20);
 	int rc = uv_timer_init(loop, &io->timer);
 	if (rc < 0) {
 		free(io);

@@ -14,8 +14,8 @@
 #include "tls_creds.h"
 #include "upstream.h"
 
+/* Each upstream's record numbering and token come from the registry. */
 struct upstream_io_config {
-	enum ke_numbering numbering;
 	uint64_t upstream_timeout_ms; /* connect + handshake + one exchange */
 	uint64_t idle_ms;	      /* kept connections close after this idle time */
 	unsigned max_conns;	      /* per upstream: idle + busy */

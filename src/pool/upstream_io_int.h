@@ -16,6 +16,7 @@
 #include "aead.h"
 #include "ke_client.h"
 #include "ke_msg.h"
+#include "log.h"
 #include "net.h"
 #include "nts_ntp.h"
 #include "upstream.h"
@@ -75,11 +76,13 @@ struct deep {
 	char reason[REASON_MAX]; /* why the last reply was refused */
 };
 
-/* What io remembers per upstream: the AEAD its last Support answer allows for deep checks. */
+/* What io remembers per upstream: the AEAD its last Support answer allows for deep checks, and
+ * whether it refused the Supported Next Protocol List (a seed-era server) so probes omit it. */
 struct ups {
 	struct ups *next;
 	uint32_t id;
 	uint16_t deep_aead;
+	bool no_protocol_list;
 };
 
 /* A probe in flight: the callback's context. */
@@ -99,6 +102,7 @@ struct sync_call {
 
 struct upstream_io {
 	uv_loop_t *loop;
+	struct log_ratelimit fail_log;
 	struct tls_creds *creds;
 	struct upstream_registry *reg;
 	const struct upstream_io_config *cfg;

@@ -285,7 +285,7 @@ static int send_request(struct conn *c)
 		size_t kl = ke_msg_aead_key_len(opt->aead);
 		if (gnutls_rnd(GNUTLS_RND_NONCE, keys, 2 * kl) < 0)
 			return -EIO;
-		len = ke_msg_build_fixed_key_request(msg, sizeof msg, opt->numbering, keys,
+		len = ke_msg_build_fixed_key_request(msg, sizeof msg, opt->numbering, NULL, keys,
 						     keys + kl, kl, KE_MSG_PROTOCOL_NTPV4,
 						     opt->aead, opt->keep_alive);
 		gnutls_memset(keys, 0, sizeof keys);

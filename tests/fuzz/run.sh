@@ -53,7 +53,7 @@ CPPFLAGS="-include $builddir/autoconfig.h -I$srcdir/src/lib -I$srcdir/src/daemon
 # harness : library sources (wire.c and log.c are linked into every one) : -max_len
 HARNESSES='
 ke_frame:ke_record.c ke_msg.c:70000
-ke_request:ke_record.c ke_msg.c:5000
+ke_request:ke_record.c ke_msg.c pool_proto.c:5000
 ke_response:ke_record.c ke_msg.c:70000
 ke_record:ke_record.c:8192
 ntp_packet:ntp_packet.c:2048

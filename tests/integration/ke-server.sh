@@ -138,11 +138,11 @@ expect "Keep Alive: 3 Fixed Key requests answered on one connection, each with K
 # -- Pool requests from peers that are not the pinned pool.
 un0=$(ke_stat unauthorised)
 out=$(kec --request fixed)
-expect "anonymous Fixed Key request -> Error 0" "$(jget error "$out") $(jget cookies "$out")" \
-	"0 0" "$out"
+expect "anonymous Fixed Key request -> Error 1" "$(jget error "$out") $(jget cookies "$out")" \
+	"1 0" "$out"
 out=$(kec --cert "$C/other.pem" --key "$C/other.key" --request support)
-expect "Support request with an unpinned certificate of the same CA -> Error 0" \
-	"$(jget error "$out")" 0 "$out"
+expect "Support request with an unpinned certificate of the same CA -> Error 1" \
+	"$(jget error "$out")" 1 "$out"
 expect_gt "status: unauthorised grows by both" "$(ke_stat unauthorised)" "$((un0 + 1))"
 
 # -- Deadline: a client that sends nothing, and one that sends too slowly, are cut.

@@ -379,13 +379,16 @@ pool_certs() {
 # source_conf NAME IP KE NTP STATUS [PINNED]: writes $T/NAME.toml, a time source (ntp-daemon) on
 # IP: NTS-KE on IP:KE with the certificate $T/certs/NAME (make_certs' server-a for 127.0.0.2,
 # server-b for 127.0.0.3), NTP on IP:NTP, its own key file in $T/NAME-keys, local stratum 1,
-# clock untouched, status on 127.0.0.1:STATUS. It pins PINNED (default $T/certs/pool.pem).
+# clock untouched, status on 127.0.0.1:STATUS. It pins PINNED (default $T/certs/pool.pem;
+# "none" pins nothing). Lines in $SOURCE_KE_EXTRA are added to its [[nts-ke-server]] table.
 source_conf() {
 	case $2 in
 	127.0.0.2) s_cert=server-a ;;
 	127.0.0.3) s_cert=server-b ;;
 	*) s_cert=$1 ;;
 	esac
+	s_pin="authorized-pool-server-certificates = [\"${6:-$T/certs/pool.pem}\"]"
+	[ "${6:-}" != none ] || s_pin=""
 	mkdir -p "$T/$1-keys"
 	chmod 700 "$T/$1-keys"
 	cat >"$T/$1.toml" <<SRC
@@ -393,8 +396,9 @@ source_conf() {
 listen = "$2:$3"
 certificate-chain-path = "$T/certs/$s_cert.chain.pem"
 private-key-path = "$T/certs/$s_cert.key"
-authorized-pool-server-certificates = ["${6:-$T/certs/pool.pem}"]
+$s_pin
 ntp-port = $4
+${SOURCE_KE_EXTRA:-}
 
 [[server]]
 listen = "$2:$4"
@@ -418,9 +422,10 @@ source_start() {
 	daemon_start "$1" "$T/$1.toml" "127.0.0.1:$5"
 }
 
-# upstream DOMAIN PORT [WEIGHT]: one key-exchange-servers entry (an inline table).
+# upstream DOMAIN PORT [WEIGHT [EXTRA]]: one key-exchange-servers entry (an inline table);
+# EXTRA is more of its keys, e.g. 'authentication-token = "t"'.
 upstream() {
-	printf '{ domain = "%s", port = %s, weight = %s }' "$1" "$2" "${3:-1}"
+	printf '{ domain = "%s", port = %s, weight = %s%s }' "$1" "$2" "${3:-1}" "${4:+, $4}"
 }
 
 # pool_conf FILE PORT STATUS UPSTREAMS [EXTRA]: writes a broker configuration: listen on

@@ -128,9 +128,9 @@ pool_conf "$T/unpinned.toml" "$PK2" "$PS2" "$(upstream 127.0.0.3 "$KEC")" "$LIMI
 pool_start u "$T/unpinned.toml" "127.0.0.1:$PS2" ||
 	bail_out "nts-pool-ke (unpinned upstream) did not start"
 if wait_upstream u 127.0.0.3 "$KEC" unhealthy 30; then
-	ok "status: the upstream that refuses the pool (Error 0 to its probes) is unhealthy"
+	ok "status: the upstream that refuses the pool (Error 1 to its probes) is unhealthy"
 else
-	not_ok "status: the upstream that refuses the pool (Error 0 to its probes) is unhealthy" \
+	not_ok "status: the upstream that refuses the pool (Error 1 to its probes) is unhealthy" \
 		"$(status_of u)"
 fi
 error_2 "upstream without the pool's pin: the client gets Error 2"

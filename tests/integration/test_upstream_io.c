@@ -230,8 +230,7 @@ static void setup(void)
 	free(gen);
 	cr_assert_eq(uv_loop_init(&T.loop), 0);
 	T.loop_open = true;
-	T.cfg = (struct upstream_io_config){ .numbering = KE_NUMBERING_IANA,
-					     .upstream_timeout_ms = 2000, .idle_ms = 30000,
+	T.cfg = (struct upstream_io_config){ .upstream_timeout_ms = 2000, .idle_ms = 30000,
 					     .max_conns = 4 };
 }
 
@@ -363,8 +362,8 @@ static int fixed_key(struct result *r, struct upstream_io_exchange **h)
 	uint8_t c2s[32], s2c[32], req[512];
 	gnutls_rnd(GNUTLS_RND_KEY, c2s, sizeof c2s);
 	gnutls_rnd(GNUTLS_RND_KEY, s2c, sizeof s2c);
-	int n = ke_msg_build_fixed_key_request(req, sizeof req, KE_NUMBERING_IANA, c2s, s2c, 32,
-					       KE_MSG_PROTOCOL_NTPV4, 15, true);
+	int n = ke_msg_build_fixed_key_request(req, sizeof req, KE_NUMBERING_IANA, NULL, c2s, s2c,
+					       32, KE_MSG_PROTOCOL_NTPV4, 15, true);
 	cr_assert_gt(n, 0);
 	return upstream_io_exchange(T.io, id0(), req, (size_t)n, KE_MSG_REQUEST_FIXED_KEY, done, r,
 				    h);
@@ -429,14 +428,15 @@ Test(upstream_io, fixed_keys_reuse_one_kept_connection_until_idle)
 	close_io_and_loop();
 }
 
-Test(upstream_io, unauthorised_pool_gets_error_0_and_unhealthy)
+Test(upstream_io, unauthorised_pool_is_unhealthy_with_authentication_refused)
 {
 	struct daemon *d = daemon_start(0);
 	start_io(&d->ke, 1, 0);
 	cr_assert(run_until(not_probing));
 	char buf[200];
 	cr_assert_eq(upstream_state(T.reg, id0()), UPSTREAM_UNHEALTHY);
-	cr_assert(strstr(status_str("last_probe_result", buf, sizeof buf), "Error 0"), "%s", buf);
+	cr_assert_str_eq(status_str("last_probe_result", buf, sizeof buf),
+			 "authentication refused (upstream answered Error 1)");
 	close_io_and_loop();
 }
 

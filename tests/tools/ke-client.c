@@ -59,6 +59,8 @@ struct opts {
 	const char *save;
 	const char *load;
 	int timeout_ms;
+	const char *token;    /* Authentication record first in Support and Fixed Key requests */
+	const char *wait_for; /* before each kept-alive request after the first, wait for it */
 };
 
 /* What an exchange leaves for the NTP step and --save. */
@@ -95,7 +97,10 @@ static void usage(FILE *f)
 	      "  --ntp                send one NTS NTP request with the first cookie\n"
 	      "  --save FILE          save keys and cookies after the exchange\n"
 	      "  --load FILE          skip the exchange: NTS NTP with a saved cookie\n"
-	      "  --timeout MS         I/O timeout (default 5000)\n",
+	      "  --timeout MS         I/O timeout (default 5000)\n"
+	      "  --token TOKEN        authenticate Support and Fixed Key requests with TOKEN\n"
+	      "  --wait-for FILE      before each request after the first, create FILE.waiting and\n"
+	      "                       wait until FILE exists\n",
 	      f);
 }
 
@@ -111,6 +116,26 @@ static void sleep_ms(int ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
+}
+
+/* The test script creates the file once it has changed the server between two requests;
+ * PATH.waiting, created first, tells it that the previous response has been read. */
+static int wait_for_file(const char *path, int timeout_ms)
+{
+	int64_t end = now_ms() + timeout_ms;
+	struct stat st;
+	char flag[4096];
+	snprintf(flag, sizeof flag, "%s.waiting", path);
+	FILE *f = fopen(flag, "w");
+	if (!f)
+		return -errno;
+	fclose(f);
+	while (stat(path, &st) < 0) {
+		if (now_ms() >= end)
+			return -ETIMEDOUT;
+		sleep_ms(10);
+	}
+	return 0;
 }
 
 static int parse_int(const char *s, long min, long max, long *out)
@@ -259,6 +284,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "save", required_argument, NULL, 'S' },
 		{ "load", required_argument, NULL, 'L' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "token", required_argument, NULL, 'T' },
+		{ "wait-for", required_argument, NULL, 'W' },
 		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -321,6 +348,12 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			  : c == 'h' ? &o->hold_ms
 			  : c == 'g' ? &o->linger_ms
 				     : &o->timeout_ms) = (int)v;
+			break;
+		case 'T':
+			o->token = optarg;
+			break;
+		case 'W':
+			o->wait_for = optarg;
 			break;
 		case 'H':
 			usage(stdout);
@@ -508,8 +541,7 @@ static int build_request(const struct opts *o, uint8_t *buf, size_t cap, struct 
 					    o->deny, o->n_deny);
 	}
 	case REQ_SUPPORT:
-		return ke_msg_build_support_request(buf, cap, o->numbering,
-						    o->numbering == KE_NUMBERING_IANA, true,
+		return ke_msg_build_support_request(buf, cap, o->numbering, o->token, true, true,
 						    keep_alive);
 	case REQ_FIXED: {
 		size_t kl = ke_msg_aead_key_len(o->aeads[0]);
@@ -520,9 +552,9 @@ static int build_request(const struct opts *o, uint8_t *buf, size_t cap, struct 
 		st->key_len = kl;
 		st->aead = o->aeads[0];
 		st->protocol = KE_MSG_PROTOCOL_NTPV4;
-		return ke_msg_build_fixed_key_request(buf, cap, o->numbering, st->c2s, st->s2c, kl,
-						      KE_MSG_PROTOCOL_NTPV4, o->aeads[0],
-						      keep_alive);
+		return ke_msg_build_fixed_key_request(buf, cap, o->numbering, o->token, st->c2s,
+						      st->s2c, kl, KE_MSG_PROTOCOL_NTPV4,
+						      o->aeads[0], keep_alive);
 	}
 	}
 	return -EINVAL;
@@ -728,6 +760,10 @@ static int key_exchange(const struct opts *o, cJSON *out, struct ke_state *st)
 	unsigned answered = 0;
 	const char *send_status = "ok";
 	for (unsigned i = 0; i < o->keep_alive; i++) {
+		if (i > 0 && o->wait_for && wait_for_file(o->wait_for, o->timeout_ms) < 0) {
+			send_status = "gave up waiting for the --wait-for file";
+			break;
+		}
 		int len = o->send_hex ? hex_decode(o->send_hex, req, REQ_MAX)
 				      : build_request(o, req, REQ_MAX, st, o->keep_alive > 1);
 		if (len < 0) {

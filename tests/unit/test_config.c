@@ -5,10 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config_daemon.h"
 #include "config_pool.h"
 #include "config_validate.h"
+#include "pool_proto.h"
 #include "testutil.h"
 
 static char *dir;
@@ -38,6 +41,15 @@ static char *write_file(const char *name, const char *text)
 	return path;
 }
 
+/* A secret file: text written to DIR/name, then given exactly `mode` (the umask does not
+ * decide what the test sees). Returns the path (caller frees). */
+static char *write_secret(const char *name, const char *text, mode_t mode)
+{
+	char *path = write_file(name, text);
+	cr_assert_eq(chmod(path, mode), 0);
+	return path;
+}
+
 /* Checks err begins with "PATH:LINE: " and contains every needle. */
 static void check_error(const char *err, const char *path, int line, const char *needle,
 			const char *needle2)
@@ -57,7 +69,7 @@ static void pool_error(const char *text, int line, const char *needle, const cha
 	struct config_pool cfg;
 	char err[1024] = "";
 	int r = config_pool_load(path, &cfg, err, sizeof(err));
-	cr_assert_eq(r, -EINVAL, "load returned %d (%s)", r, err);
+	cr_assert_eq(r, -EINVAL, "load returned %d (%s) for:\n%.400s", r, err, text);
 	check_error(err, path, line, needle, needle2);
 	cr_assert_null(cfg.listen);
 	cr_assert_null(cfg.key_exchange_servers);
@@ -71,7 +83,7 @@ static void daemon_error(const char *text, int line, const char *needle, const c
 	struct config_daemon cfg;
 	char err[1024] = "";
 	int r = config_daemon_load(path, &cfg, err, sizeof(err));
-	cr_assert_eq(r, -EINVAL, "load returned %d (%s)", r, err);
+	cr_assert_eq(r, -EINVAL, "load returned %d (%s) for:\n%.400s", r, err, text);
 	check_error(err, path, line, needle, needle2);
 	cr_assert_null(cfg.sources);
 	config_daemon_free(&cfg);
@@ -107,7 +119,7 @@ Test(config, pool_minimal_has_documented_defaults)
 	cr_assert_eq(c.upstream_timeout_ms, 2500);
 	cr_assert_eq(c.max_connections, 512);
 	cr_assert_eq(c.max_upstream_attempts, 3);
-	cr_assert_eq(c.pool_record_numbers, CONFIG_RECORDS_IANA);
+	cr_assert_eq(c.pool_record_numbers, KE_NUMBERING_IANA);
 	cr_assert_eq(c.probe_interval_s, 60);
 	cr_assert_eq(c.support_cache_s, 300);
 	cr_assert_eq(c.deep_check_interval_s, 300);
@@ -167,7 +179,7 @@ Test(config, pool_every_option_read_back)
 	cr_assert_eq(c.upstream_timeout_ms, 3000);
 	cr_assert_eq(c.max_connections, 1000);
 	cr_assert_eq(c.max_upstream_attempts, 5);
-	cr_assert_eq(c.pool_record_numbers, CONFIG_RECORDS_NTPDRS_V1);
+	cr_assert_eq(c.pool_record_numbers, KE_NUMBERING_NTPDRS_V1);
 	cr_assert_eq(c.probe_interval_s, 30);
 	cr_assert_eq(c.support_cache_s, 600);
 	cr_assert_eq(c.deep_check_interval_s, 0);
@@ -483,7 +495,14 @@ Test(config, daemon_mode_defaults)
 	cr_assert_eq(k->ntp_port, 0);
 	cr_assert_null(k->ntp_server);
 	cr_assert_eq(k->authorized_pool_server_certificate_count, 0);
-	cr_assert_eq(k->pool_record_numbers, CONFIG_RECORDS_IANA);
+	cr_assert_eq(k->accepted_pool_authentication_token_count, 0);
+	cr_assert_null(k->accepted_pool_authentication_tokens_path);
+	cr_assert_eq(k->pool_record_numbers, KE_NUMBERING_IANA);
+	/* Nothing configured: no set at all, so the server accepts no token. (Any non-NULL
+	 * start value shows that *out is written.) */
+	struct pool_tokens *t = (struct pool_tokens *)&c;
+	cr_assert_eq(config_daemon_load_tokens(k, path, &t, err, sizeof(err)), 0, "%s", err);
+	cr_assert_null(t);
 	config_daemon_free(&c);
 	free(path);
 }
@@ -572,7 +591,7 @@ Test(config, daemon_every_option_read_back)
 	cr_assert_eq(k->authorized_pool_server_certificate_count, 2);
 	cr_assert_str_eq(k->authorized_pool_server_certificates[0], "pool1.pem");
 	cr_assert_str_eq(k->authorized_pool_server_certificates[1], "pool2.pem");
-	cr_assert_eq(k->pool_record_numbers, CONFIG_RECORDS_NTPDRS_V1);
+	cr_assert_eq(k->pool_record_numbers, KE_NUMBERING_NTPDRS_V1);
 	cr_assert_str_eq(c.keyset.key_storage_path, "/var/lib/ntp/keys");
 	cr_assert_eq(c.keyset.key_rotation_interval_s, 3600);
 	cr_assert_eq(c.keyset.stale_key_count, 0);
@@ -671,7 +690,8 @@ Test(config, daemon_server_and_ke_errors)
 		     "unknown key 'lissen' in [[nts-ke-server]]; valid keys: listen, "
 		     "certificate-chain-path, private-key-path, key-exchange-timeout-ms, "
 		     "concurrent-connections, ntp-port, ntp-server, "
-		     "authorized-pool-server-certificates, pool-record-numbers",
+		     "authorized-pool-server-certificates, accepted-pool-authentication-tokens, "
+		     "accepted-pool-authentication-tokens-path, pool-record-numbers",
 		     NULL);
 	daemon_error(KE_HEAD "ntp-port = 0\n", 5,
 		     "'ntp-port' in [[nts-ke-server]] must be between 1 and 65535 (got 0)", NULL);
@@ -689,6 +709,356 @@ Test(config, daemon_server_and_ke_errors)
 	daemon_error(KE_HEAD KE_HEAD, 6, "[[nts-ke-server]] listen address 127.0.0.1:4460 is "
 					 "already used at line 2",
 		     NULL);
+}
+
+/* ---- pool authentication tokens (PROTOCOL.md §3.5) ---- */
+
+/* 64 characters, as KELB derives them; a 255-byte one is the longest allowed. */
+#define TOK_A "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"
+
+static char *repeat(char c, size_t n)
+{
+	char *s = malloc(n + 1);
+	cr_assert(s);
+	memset(s, c, n);
+	s[n] = '\0';
+	return s;
+}
+
+Test(config, daemon_tokens_read_back)
+{
+	/* Comments, blank lines, blanks around tokens, CRLF line ends, no final newline, and
+	 * tokens also listed inline (counted once). */
+	char *longest = repeat('z', 255);
+	char *text = NULL;
+	cr_assert(asprintf(&text,
+			   "# accepted pool tokens\r\n"
+			   "\r\n"
+			   "tok-1\r\n"
+			   "   \t tok-2 \t\r\n"
+			   "#tok-not\n"
+			   "\n"
+			   "%s\r\n"
+			   TOK_A,
+			   longest) >= 0);
+	char *tokens = write_secret("tokens", text, 0600);
+	char *conf = NULL;
+	cr_assert(asprintf(&conf,
+			   KE_HEAD "accepted-pool-authentication-tokens = [\"tok-1\", \"%s\"]\n"
+				   "accepted-pool-authentication-tokens-path = \"%s\"\n",
+			   longest, tokens) >= 0);
+	char *path = write_file("ntp.toml", conf);
+	struct config_daemon c;
+	char err[1024];
+	cr_assert_eq(config_daemon_load(path, &c, err, sizeof(err)), 0, "%s", err);
+	const struct config_daemon_nts_ke_server *k = &c.nts_ke_servers[0];
+	cr_assert_eq(k->accepted_pool_authentication_token_count, 2);
+	cr_assert_str_eq(k->accepted_pool_authentication_tokens[0], "tok-1");
+	cr_assert_str_eq(k->accepted_pool_authentication_tokens[1], longest);
+	cr_assert_str_eq(k->accepted_pool_authentication_tokens_path, tokens);
+	cr_assert_eq(k->tokens_path_line, 6);
+
+	struct pool_tokens *t = NULL;
+	cr_assert_eq(config_daemon_load_tokens(k, path, &t, err, sizeof(err)), 0, "%s", err);
+	cr_assert_not_null(t);
+	cr_assert_eq(pool_tokens_count(t), 4, "tok-1, tok-2, the 255-byte one and TOK_A");
+	const char *const yes[] = { "tok-1", "tok-2", longest, TOK_A };
+	for (size_t i = 0; i < 4; i++)
+		cr_assert(pool_tokens_accepts(t, yes[i], strlen(yes[i])), "token %zu", i);
+	const char *const no[] = { "tok-1\r", "#tok-not", "tok-not", "tok-", "tok-3", "" };
+	for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+		cr_assert_not(pool_tokens_accepts(t, no[i], strlen(no[i])), "'%s'", no[i]);
+	pool_tokens_unref(t);
+
+	/* Re-read (SIGHUP): the file's new content is what counts. */
+	FILE *f = fopen(tokens, "w");
+	cr_assert(f);
+	cr_assert(fputs("tok-3\n", f) >= 0);
+	cr_assert_eq(fclose(f), 0);
+	cr_assert_eq(config_daemon_load_tokens(k, path, &t, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(pool_tokens_count(t), 3);
+	cr_assert(pool_tokens_accepts(t, "tok-3", 5));
+	cr_assert_not(pool_tokens_accepts(t, "tok-2", 5));
+	pool_tokens_unref(t);
+
+	/* Removed in between: the reload fails with the option named, and no set comes out. */
+	cr_assert_eq(unlink(tokens), 0);
+	t = (struct pool_tokens *)&c; /* any non-NULL start value: *out must be written */
+	cr_assert_eq(config_daemon_load_tokens(k, path, &t, err, sizeof(err)), -EINVAL);
+	cr_assert_null(t);
+	check_error(err, path, 6, "'accepted-pool-authentication-tokens-path' in [[nts-ke-server]]",
+		    "No such file or directory");
+	config_daemon_free(&c);
+	free(path);
+	free(conf);
+	free(tokens);
+	free(text);
+	free(longest);
+}
+
+Test(config, daemon_inline_tokens_only)
+{
+	char *path = write_file("ntp.toml", KE_HEAD "accepted-pool-authentication-tokens = [\n"
+						    "  \"" TOK_A "\",\n"
+						    "  \"b\",\n"
+						    "]\n");
+	struct config_daemon c;
+	char err[512];
+	cr_assert_eq(config_daemon_load(path, &c, err, sizeof(err)), 0, "%s", err);
+	const struct config_daemon_nts_ke_server *k = &c.nts_ke_servers[0];
+	cr_assert_null(k->accepted_pool_authentication_tokens_path);
+	struct pool_tokens *t = NULL;
+	cr_assert_eq(config_daemon_load_tokens(k, path, &t, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(pool_tokens_count(t), 2);
+	cr_assert(pool_tokens_accepts(t, "b", 1));
+	cr_assert(pool_tokens_accepts(t, TOK_A, strlen(TOK_A)));
+	pool_tokens_unref(t);
+	config_daemon_free(&c);
+	free(path);
+}
+
+/* A daemon configuration whose token file DIR/tokens holds text with the given mode. */
+static void daemon_token_file_error(const char *text, mode_t mode, const char *needle,
+				    const char *needle2)
+{
+	char *tokens = write_secret("tokens", text, mode);
+	char *conf = NULL;
+	cr_assert(asprintf(&conf, KE_HEAD "\naccepted-pool-authentication-tokens-path = \"%s\"\n",
+			   tokens) >= 0);
+	daemon_error(conf, 6, needle, needle2);
+	cr_assert_eq(unlink(tokens), 0);
+	free(conf);
+	free(tokens);
+}
+
+Test(config, daemon_token_errors)
+{
+	static const char key[] = "'accepted-pool-authentication-tokens' in [[nts-ke-server]]";
+	daemon_error(KE_HEAD "accepted-pool-authentication-tokens = [\"ok\", \"a b\"]\n", 5, key,
+		     "visible ASCII without spaces (byte 2 is 0x20)");
+	daemon_error(KE_HEAD "accepted-pool-authentication-tokens = [\"a\\tb\"]\n", 5, key,
+		     "(byte 2 is 0x09)");
+	daemon_error(KE_HEAD "accepted-pool-authentication-tokens = [\"ab\\u007f\"]\n", 5, key,
+		     "(byte 3 is 0x7f)");
+	daemon_error(KE_HEAD "accepted-pool-authentication-tokens = [\"caf\u00e9\"]\n", 5, key,
+		     "(byte 4 is 0xc3)");
+	daemon_error(KE_HEAD "accepted-pool-authentication-tokens = [\"ok\", \"\"]\n", 5, key,
+		     "must not be empty");
+	char *big = repeat('x', 256), *conf = NULL;
+	cr_assert(asprintf(&conf, KE_HEAD "accepted-pool-authentication-tokens = [\"%s\"]\n",
+			   big) >= 0);
+	daemon_error(conf, 5, key, "a token must be 1 to 255 bytes, not 256");
+	free(conf);
+	daemon_error(KE_HEAD "accepted-pool-authentication-tokens = 5\n", 5,
+		     "'accepted-pool-authentication-tokens' in [[nts-ke-server]] must be a "
+		     "string or an array of strings, not integer",
+		     NULL);
+	daemon_error(KE_HEAD "accepted-pool-authentication-tokens-path = [\"f\"]\n", 5,
+		     "'accepted-pool-authentication-tokens-path' in [[nts-ke-server]] must be a "
+		     "string",
+		     NULL);
+
+	static const char path_key[] =
+		"'accepted-pool-authentication-tokens-path' in [[nts-ke-server]]";
+	char *missing = tu_path(dir, "absent-tokens");
+	cr_assert(asprintf(&conf, KE_HEAD "\naccepted-pool-authentication-tokens-path = \"%s\"\n",
+			   missing) >= 0);
+	daemon_error(conf, 6, path_key, "No such file or directory");
+	free(conf);
+	free(missing);
+	daemon_token_file_error("tok\n", 0644, path_key, "chmod 600");
+	daemon_token_file_error("tok\n", 0640, path_key, "chmod 600");
+	daemon_token_file_error("tok\n", 0604, path_key, "chmod 600");
+	daemon_token_file_error("ok\n# fine\n\nbad token\n", 0600,
+				"[[nts-ke-server]] (token file line 4)", "without spaces");
+	char *text = NULL;
+	cr_assert(asprintf(&text, "ok\n%s\n", big) >= 0);
+	daemon_token_file_error(text, 0600, "(token file line 2)", "not 256");
+	free(text);
+	free(big);
+
+	/* A directory is no token file, whatever its mode. */
+	char *sub = tu_path(dir, "tokens.d");
+	cr_assert_eq(mkdir(sub, 0700), 0);
+	cr_assert(asprintf(&conf, KE_HEAD "\naccepted-pool-authentication-tokens-path = \"%s\"\n",
+			   sub) >= 0);
+	daemon_error(conf, 6, path_key, "is not a regular file");
+	free(conf);
+	free(sub);
+}
+
+/* One past POOL_TOKENS_MAX distinct tokens, "t0" up to "t4096", each followed by sep. */
+static char *many_tokens(const char *quote, const char *sep)
+{
+	size_t cap = (size_t)(POOL_TOKENS_MAX + 1) * 12;
+	char *text = malloc(cap);
+	cr_assert(text);
+	size_t n = 0;
+	for (int i = 0; i <= POOL_TOKENS_MAX; i++)
+		n += (size_t)snprintf(text + n, cap - n, "%st%d%s%s", quote, i, quote, sep);
+	return text;
+}
+
+Test(config, daemon_too_many_inline_tokens)
+{
+	/* Refused at load like every other configuration error: FILE:LINE and the option. */
+	char *list = many_tokens("\"", ","), *conf = NULL;
+	cr_assert(asprintf(&conf, KE_HEAD "accepted-pool-authentication-tokens = [%s]\n", list) >=
+		  0);
+	daemon_error(conf, 5, "'accepted-pool-authentication-tokens' in [[nts-ke-server]]",
+		     "4096");
+	free(conf);
+	free(list);
+}
+
+Test(config, daemon_too_many_tokens_in_the_file)
+{
+	char *text = many_tokens("", "\n");
+	daemon_token_file_error(text, 0600,
+				"'accepted-pool-authentication-tokens-path' in [[nts-ke-server]]",
+				"holds more than 4096 tokens");
+	free(text);
+}
+
+Test(config, pool_upstream_tokens_and_numbering_read_back)
+{
+	char *tok_file = write_secret("b.token", "# b.test's token\r\n\r\n  " TOK_A " \r\n", 0600);
+	char *conf = NULL;
+	cr_assert(asprintf(&conf,
+			   POOL_HEAD
+			   "key-exchange-servers = [\n"
+			   "  { domain = \"a.test\", authentication-token = \"tok-a\", "
+			   "pool-record-numbers = \"ntpd-rs-v1\" },\n"
+			   "  { domain = \"b.test\", authentication-token-path = \"%s\" },\n"
+			   "  { domain = \"c.test\", pool-record-numbers = \"iana\" },\n"
+			   "]\n",
+			   tok_file) >= 0);
+	char *path = write_file("pool.toml", conf);
+	struct config_pool c;
+	char err[1024];
+	cr_assert_eq(config_pool_load(path, &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.key_exchange_server_count, 3);
+	const struct config_pool_upstream *u = c.key_exchange_servers;
+	cr_assert_eq(u[0].numbering, KE_NUMBERING_NTPDRS_V1);
+	cr_assert_str_eq(u[0].token, "tok-a");
+	cr_assert_null(u[0].token_path);
+	cr_assert_eq(u[1].numbering, KE_NUMBERING_IANA, "the broker's own by default");
+	cr_assert_str_eq(u[1].token, TOK_A, "read from the file, blanks and comments dropped");
+	cr_assert_str_eq(u[1].token_path, tok_file);
+	cr_assert_eq(u[2].numbering, KE_NUMBERING_IANA);
+	cr_assert_null(u[2].token);
+	cr_assert_null(u[2].token_path);
+	config_pool_free(&c);
+	free(path);
+	free(conf);
+
+	/* The broker's numbering is every upstream's default, wherever the key is written. */
+	path = write_file("pool.toml",
+			  POOL_HEAD "key-exchange-servers = [\n"
+				    "  { domain = \"a.test\" },\n"
+				    "  { domain = \"b.test\", pool-record-numbers = \"iana\" },\n"
+				    "]\n"
+				    "pool-record-numbers = \"ntpd-rs-v1\"\n");
+	cr_assert_eq(config_pool_load(path, &c, err, sizeof(err)), 0, "%s", err);
+	cr_assert_eq(c.pool_record_numbers, KE_NUMBERING_NTPDRS_V1);
+	cr_assert_eq(c.key_exchange_servers[0].numbering, KE_NUMBERING_NTPDRS_V1);
+	cr_assert_eq(c.key_exchange_servers[1].numbering, KE_NUMBERING_IANA);
+	cr_assert_null(c.key_exchange_servers[0].token);
+	config_pool_free(&c);
+	free(path);
+	free(tok_file);
+}
+
+/* A pool configuration whose only upstream reads its token from DIR/up.token. */
+static void pool_token_file_error(const char *text, mode_t mode, const char *needle,
+				  const char *needle2)
+{
+	char *tok_file = write_secret("up.token", text, mode);
+	char *conf = NULL;
+	cr_assert(asprintf(&conf,
+			   POOL_HEAD
+			   "key-exchange-servers = [\n"
+			   "  { domain = \"a.test\" },\n"
+			   "  { domain = \"b.test\", authentication-token-path = \"%s\" },\n"
+			   "]\n",
+			   tok_file) >= 0);
+	pool_error(conf, 7, needle, needle2);
+	cr_assert_eq(unlink(tok_file), 0);
+	free(conf);
+	free(tok_file);
+}
+
+Test(config, pool_token_errors)
+{
+	static const char entry[] = "[nts-pool-ke-server] key-exchange-servers entry";
+	static const char path_key[] =
+		"'authentication-token-path' in [nts-pool-ke-server] key-exchange-servers entry";
+	pool_token_file_error("# nothing but a comment\n\n", 0600, path_key,
+			      "must hold exactly one token, not 0");
+	pool_token_file_error("", 0600, path_key, "must hold exactly one token, not 0");
+	pool_token_file_error("tok-1\ntok-2\n", 0600, path_key,
+			      "must hold exactly one token, not 2");
+	pool_token_file_error("tok-1\n", 0644, path_key, "chmod 600");
+	pool_token_file_error("bad\x01tok\n", 0600, path_key, "(byte 4 is 0x01)");
+	pool_token_file_error("two words\n", 0600, path_key, "without spaces");
+	char *big = repeat('y', 256);
+	pool_token_file_error(big, 0600, path_key, "a token must be 1 to 255 bytes, not 256");
+
+	char *conf = NULL;
+	cr_assert(asprintf(&conf, POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", "
+					    "authentication-token = \"%s\" }]\n",
+			   big) >= 0);
+	pool_error(conf, 5, "'authentication-token' in [nts-pool-ke-server] key-exchange-servers "
+			    "entry", "not 256");
+	free(conf);
+	free(big);
+	pool_error(POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", "
+			     "authentication-token = \"\" }]\n",
+		   5, "'authentication-token' in [nts-pool-ke-server] key-exchange-servers entry",
+		   "must not be empty");
+	pool_error(POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", "
+			     "authentication-token = \"a b\" }]\n",
+		   5, "'authentication-token'", "(byte 2 is 0x20)");
+	pool_error(POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", "
+			     "authentication-token = 5 }]\n",
+		   5, "'authentication-token' in [nts-pool-ke-server] key-exchange-servers entry "
+		      "must be a string", NULL);
+
+	char *missing = tu_path(dir, "absent.token");
+	cr_assert(asprintf(&conf, POOL_HEAD "[[nts-pool-ke-server.key-exchange-servers]]\n"
+					    "domain = \"a.test\"\n"
+					    "authentication-token-path = \"%s\"\n",
+			   missing) >= 0);
+	pool_error(conf, 7, path_key, "No such file or directory");
+	free(conf);
+	free(missing);
+
+	char *sub = tu_path(dir, "token.d");
+	cr_assert_eq(mkdir(sub, 0700), 0);
+	cr_assert(asprintf(&conf, POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", "
+					    "authentication-token-path = \"%s\" }]\n",
+			   sub) >= 0);
+	pool_error(conf, 5, path_key, "is not a regular file");
+	free(conf);
+	free(sub);
+
+	pool_error(POOL_HEAD "[[nts-pool-ke-server.key-exchange-servers]]\n"
+			     "domain = \"a.test\"\n"
+			     "authentication-token = \"t\"\n"
+			     "authentication-token-path = \"/nonexistent\"\n",
+		   8, entry, "sets both 'authentication-token' and 'authentication-token-path'");
+	pool_error(POOL_HEAD "key-exchange-servers = [\n"
+			     "  { domain = \"a.test\" },\n"
+			     "  { domain = \"b.test\", pool-record-numbers = \"v2\" },\n"
+			     "]\n",
+		   7, "'pool-record-numbers' in [nts-pool-ke-server] key-exchange-servers entry "
+		      "must be one of \"iana\", \"ntpd-rs-v1\" (got \"v2\")",
+		   NULL);
+	pool_error(POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", "
+			     "pool-record-numbers = 1 }]\n",
+		   5, "'pool-record-numbers' in [nts-pool-ke-server] key-exchange-servers entry "
+		      "must be a string",
+		   NULL);
 }
 
 Test(config, daemon_keyset_sync_observability_errors)

@@ -1,6 +1,7 @@
-/* The NTS-KE client connection against the real server state machine (ke_server_conn) and, for
- * misbehaving servers, against a bare TLS server session: ciphertext pumped by hand, certificates
- * from test-keys/gen-cert.sh, explicit time. */
+/* The NTS-KE client connection against the real server state machine (ke_server_conn), for
+ * misbehaving servers against a bare TLS server session, and against a plain GnuTLS server for
+ * TLS 1.3 post-handshake messages: ciphertext pumped by hand, certificates from
+ * test-keys/gen-cert.sh, explicit time. */
 #include "ke_client.h"
 
 #include <criterion/criterion.h>
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <gnutls/gnutls.h>
 
 #include "aead.h"
 #include "ke_msg.h"
@@ -220,7 +223,7 @@ static size_t plain_request(uint8_t *buf, size_t cap, enum ke_numbering n)
 
 static size_t support_request(uint8_t *buf, size_t cap, enum ke_numbering n, bool keep_alive)
 {
-	int len = ke_msg_build_support_request(buf, cap, n, n == KE_NUMBERING_IANA, true,
+	int len = ke_msg_build_support_request(buf, cap, n, NULL, n == KE_NUMBERING_IANA, true,
 					       keep_alive);
 	cr_assert_gt(len, 0);
 	return (size_t)len;
@@ -362,7 +365,7 @@ static void pool_keep_alive(enum ke_numbering n)
 		s2c[i] = (uint8_t)(0xff - i);
 	}
 	h.now += 10000;
-	int len = ke_msg_build_fixed_key_request(req, sizeof req, n, c2s, s2c, 64, 0,
+	int len = ke_msg_build_fixed_key_request(req, sizeof req, n, NULL, c2s, s2c, 64, 0,
 						 AEAD_AES_SIV_CMAC_512, true);
 	cr_assert_gt(len, 0);
 	h_send(&h, req, (size_t)len, KE_MSG_REQUEST_FIXED_KEY);
@@ -424,7 +427,7 @@ Test(ke_client, unauthorised_pool_request)
 	h_send(&h, req, support_request(req, sizeof req, h.n, true), KE_MSG_REQUEST_SUPPORT);
 	const struct ke_msg_response *r = h_response(&h, -EREMOTEIO);
 	cr_assert(r->has_error);
-	cr_assert_eq(r->error, KE_MSG_ERROR_UNRECOGNIZED_CRITICAL);
+	cr_assert_eq(r->error, KE_MSG_ERROR_BAD_REQUEST, "not authorised is a bad request (§3.5)");
 	ke_client_response_done(h.cli, h.now);
 	cr_assert_eq(ke_client_state(h.cli), KE_CLIENT_CLOSED, "an error never keeps the connection");
 	cr_assert_eq(h.st.unauthorised, 1);
@@ -734,5 +737,266 @@ Test(ke_client, close_while_ready)
 	cr_assert_eq(ke_client_state(h.cli), KE_CLIENT_CLOSED);
 	pump(&h);
 	raw_expect_close_notify(&h);
+	h_free(&h);
+}
+
+/* ---- Against a GnuTLS server that sends post-handshake messages ----------------------------- */
+
+/* A plain GnuTLS server over byte buffers moved by hand. With tickets it behaves like OpenSSL's and
+ * Go's defaults (NewSessionTicket after the handshake); ours never sends any (GNUTLS_NO_TICKETS).
+ * It requests a client certificate as ours does, which makes GnuTLS send its tickets after the
+ * client's Finished rather than with its own first flight. */
+struct tsrv {
+	gnutls_session_t gs;
+	gnutls_certificate_credentials_t cred;
+	gnutls_datum_t ticket_key;
+	unsigned tickets, key_updates, peer_key_updates; /* seen by the handshake hook */
+	uint8_t in[16384], out[16384];
+	size_t in_len, out_len;
+};
+
+static ssize_t tsrv_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
+{
+	struct tsrv *t = ptr;
+	cr_assert_leq(len, sizeof t->out - t->out_len);
+	memcpy(t->out + t->out_len, data, len);
+	t->out_len += len;
+	return (ssize_t)len;
+}
+
+static ssize_t tsrv_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
+{
+	struct tsrv *t = ptr;
+	if (t->in_len == 0) {
+		gnutls_transport_set_errno(t->gs, EAGAIN);
+		return -1;
+	}
+	size_t n = len < t->in_len ? len : t->in_len;
+	memcpy(data, t->in, n);
+	memmove(t->in, t->in + n, t->in_len - n);
+	t->in_len -= n;
+	return (ssize_t)n;
+}
+
+static int tsrv_hook(gnutls_session_t gs, unsigned htype, unsigned when, unsigned incoming,
+		     const gnutls_datum_t *msg)
+{
+	struct tsrv *t = gnutls_session_get_ptr(gs);
+	(void)when;
+	(void)msg;
+	if (htype == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET && !incoming)
+		t->tickets++;
+	else if (htype == GNUTLS_HANDSHAKE_KEY_UPDATE)
+		++*(incoming ? &t->peer_key_updates : &t->key_updates);
+	return 0;
+}
+
+static void tsrv_init(struct tsrv *t, bool tickets)
+{
+	memset(t, 0, sizeof *t);
+	cr_assert_eq(gnutls_init(&t->gs, GNUTLS_SERVER | GNUTLS_NONBLOCK), 0);
+	cr_assert_eq(gnutls_priority_set_direct(t->gs, "NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL), 0);
+	cr_assert_eq(gnutls_certificate_allocate_credentials(&t->cred), 0);
+	char *cp = tu_path(dir, "server.chain.pem"), *kp = tu_path(dir, "server.key");
+	cr_assert_eq(gnutls_certificate_set_x509_key_file(t->cred, cp, kp, GNUTLS_X509_FMT_PEM), 0);
+	free(cp);
+	free(kp);
+	cr_assert_eq(gnutls_credentials_set(t->gs, GNUTLS_CRD_CERTIFICATE, t->cred), 0);
+	gnutls_certificate_server_set_request(t->gs, GNUTLS_CERT_REQUEST);
+	gnutls_datum_t alpn = { (unsigned char *)TLS_ALPN, sizeof TLS_ALPN - 1 };
+	cr_assert_eq(gnutls_alpn_set_protocols(t->gs, &alpn, 1, 0), 0);
+	if (tickets) {
+		cr_assert_eq(gnutls_session_ticket_key_generate(&t->ticket_key), 0);
+		cr_assert_eq(gnutls_session_ticket_enable_server(t->gs, &t->ticket_key), 0);
+	}
+	gnutls_session_set_ptr(t->gs, t);
+	gnutls_handshake_set_hook_function(t->gs, GNUTLS_HANDSHAKE_ANY, GNUTLS_HOOK_POST,
+					   tsrv_hook);
+	gnutls_transport_set_ptr(t->gs, t);
+	gnutls_transport_set_push_function(t->gs, tsrv_push);
+	gnutls_transport_set_pull_function(t->gs, tsrv_pull);
+}
+
+static void tsrv_deinit(struct tsrv *t)
+{
+	gnutls_deinit(t->gs);
+	gnutls_certificate_free_credentials(t->cred);
+	if (t->ticket_key.data) {
+		gnutls_memset(t->ticket_key.data, 0, t->ticket_key.size);
+		gnutls_free(t->ticket_key.data);
+	}
+}
+
+static void cli_to_tsrv(struct h *h, struct tsrv *t)
+{
+	const uint8_t *p;
+	size_t n;
+	ke_client_output(h->cli, &p, &n);
+	cr_assert_leq(n, sizeof t->in - t->in_len);
+	if (n)
+		memcpy(t->in + t->in_len, p, n);
+	t->in_len += n;
+	ke_client_output_consume(h->cli, n);
+}
+
+/* Everything the server has sent, handed to the client in one input (one TCP segment). */
+static void tsrv_to_cli(struct h *h, struct tsrv *t)
+{
+	cr_assert_gt(t->out_len, 0);
+	cr_assert_eq(ke_client_input(h->cli, t->out, t->out_len, h->now), 0, "%s",
+		     ke_client_reason(h->cli));
+	t->out_len = 0;
+}
+
+/* The client READY with `req` sent behind its Finished; the server's handshake done, which
+ * leaves its tickets (if any) in t->out. */
+static void tsrv_connect_and_send(struct h *h, struct tsrv *t, const uint8_t *req, size_t len,
+				  enum ke_msg_request_kind kind)
+{
+	h_client(h, false, "ntp.test");
+	cli_to_tsrv(h, t);
+	cr_assert_eq(gnutls_handshake(t->gs), GNUTLS_E_AGAIN);
+	tsrv_to_cli(h, t);
+	cr_assert_eq(ke_client_state(h->cli), KE_CLIENT_READY, "%s", ke_client_reason(h->cli));
+	cr_assert_eq(ke_client_send(h->cli, req, len, kind, h->now, REQ_TIMEOUT), 0);
+	cli_to_tsrv(h, t);
+	cr_assert_eq(gnutls_handshake(t->gs), 0);
+}
+
+/* The server reads one whole request of `want` bytes. */
+static void tsrv_expect_request(struct tsrv *t, size_t want)
+{
+	uint8_t buf[KE_MSG_REQUEST_MAX];
+	size_t have = 0;
+	while (have < want) {
+		ssize_t n = gnutls_record_recv(t->gs, buf + have, sizeof buf - have);
+		/* GnuTLS says "again" after a post-handshake message too: read on while input
+		 * is left. */
+		if (n == GNUTLS_E_AGAIN && t->in_len > 0)
+			continue;
+		cr_assert_gt(n, 0, "request incomplete (%zd)", n);
+		have += (size_t)n;
+	}
+	cr_assert_eq(ke_msg_frame(buf, have, KE_MSG_REQUEST_MAX), (int)want);
+}
+
+/* A success response with 8 cookies (cookie i is 100 bytes of i + 1), then close_notify unless
+ * Keep Alive is echoed. */
+static void tsrv_respond(struct tsrv *t, enum ke_numbering n, bool keep_alive)
+{
+	struct ke_msg_cookie cookies[8];
+	uint8_t msg[2048];
+	for (int i = 0; i < 8; i++) {
+		cookies[i].len = 100;
+		memset(cookies[i].data, i + 1, 100);
+	}
+	struct ke_msg_success s = { .protocol = 0, .aead = 15, .cookies = cookies, .n_cookies = 8,
+				    .keep_alive = keep_alive };
+	int len = ke_msg_build_success(msg, sizeof msg, n, &s);
+	cr_assert_gt(len, 0);
+	cr_assert_eq(gnutls_record_send(t->gs, msg, (size_t)len), len);
+	if (!keep_alive)
+		cr_assert_eq(gnutls_bye(t->gs, GNUTLS_SHUT_WR), 0);
+}
+
+static void check_tsrv_cookies(struct h *h)
+{
+	const struct ke_msg_response *r = h_response(h, 0);
+	cr_assert_eq(r->aead, AEAD_AES_SIV_CMAC_256);
+	cr_assert_eq(r->n_cookies, 8);
+	for (size_t i = 0; i < 8; i++) {
+		cr_assert_eq(r->cookies[i].len, 100);
+		cr_assert_eq(r->cookies[i].data[0], i + 1);
+		cr_assert_eq(r->cookies[i].data[99], i + 1);
+	}
+}
+
+enum ticket_timing {
+	TICKETS_WITH_RESPONSE,	 /* one segment: the tickets, the response, close_notify */
+	TICKETS_BEFORE_RESPONSE, /* the tickets while the request is out, the response later */
+	TICKETS_WITH_HANDSHAKE,	 /* the tickets behind the server's first flight */
+};
+
+static void ticket_exchange(enum ticket_timing when)
+{
+	struct h h = { .n = KE_NUMBERING_IANA, .now = T0 };
+	struct tsrv t;
+	uint8_t req[64];
+	tsrv_init(&t, true);
+	/* Asking no client certificate, GnuTLS sends its tickets with its first flight. */
+	if (when == TICKETS_WITH_HANDSHAKE)
+		gnutls_certificate_server_set_request(t.gs, GNUTLS_CERT_IGNORE);
+	size_t len = plain_request(req, sizeof req, h.n);
+	tsrv_connect_and_send(&h, &t, req, len, KE_MSG_REQUEST_PLAIN);
+	cr_assert_geq(t.tickets, 1, "no ticket was sent: the test would prove nothing");
+	cr_assert_eq(t.out_len > 0, when != TICKETS_WITH_HANDSHAKE, "tickets sent at another time");
+	if (when == TICKETS_BEFORE_RESPONSE) {
+		tsrv_to_cli(&h, &t);
+		cr_assert_eq(ke_client_state(h.cli), KE_CLIENT_WAITING, "%s",
+			     ke_client_reason(h.cli));
+	}
+	tsrv_expect_request(&t, len);
+	tsrv_respond(&t, h.n, false);
+	tsrv_to_cli(&h, &t);
+	/* The FIN that follows close_notify: by now the response must be complete. */
+	ke_client_eof(h.cli, h.now);
+	check_tsrv_cookies(&h);
+	ke_client_response_done(h.cli, h.now);
+	cr_assert_eq(ke_client_state(h.cli), KE_CLIENT_CLOSED);
+	tsrv_deinit(&t);
+	h_free(&h);
+}
+
+Test(ke_client, ticket_and_response_in_one_segment)
+{
+	ticket_exchange(TICKETS_WITH_RESPONSE);
+}
+
+Test(ke_client, ticket_then_response_in_later_segment)
+{
+	ticket_exchange(TICKETS_BEFORE_RESPONSE);
+}
+
+/* GnuTLS's own default for a server that asks no certificate ("early start"): the tickets queue
+ * behind the handshake, and the client reads them while idle, before any request is out. */
+Test(ke_client, tickets_in_handshake_flight)
+{
+	ticket_exchange(TICKETS_WITH_HANDSHAKE);
+}
+
+/* A KeyUpdate asking ours in return, in the segment of the response, on a kept connection: the
+ * response reads under the server's new key, and the next request goes out under ours. */
+Test(ke_client, key_update_before_response)
+{
+	struct h h = { .n = KE_NUMBERING_IANA, .now = T0 };
+	struct tsrv t;
+	uint8_t req[256], c2s[32], s2c[32];
+	memset(c2s, 0x11, sizeof c2s);
+	memset(s2c, 0x22, sizeof s2c);
+	tsrv_init(&t, false);
+	int len = ke_msg_build_fixed_key_request(req, sizeof req, h.n, NULL, c2s, s2c, 32, 0,
+						 AEAD_AES_SIV_CMAC_256, true);
+	cr_assert_gt(len, 0);
+	tsrv_connect_and_send(&h, &t, req, (size_t)len, KE_MSG_REQUEST_FIXED_KEY);
+	cr_assert_eq(t.out_len, 0, "no tickets: the KeyUpdate is the only post-handshake message");
+	tsrv_expect_request(&t, (size_t)len);
+	cr_assert_eq(gnutls_session_key_update(t.gs, GNUTLS_KU_PEER), 0);
+	cr_assert_eq(t.key_updates, 1);
+	tsrv_respond(&t, h.n, true);
+	tsrv_to_cli(&h, &t);
+	check_tsrv_cookies(&h);
+	cr_assert(h_response(&h, 0)->keep_alive);
+	ke_client_response_done(h.cli, h.now);
+	cr_assert_eq(ke_client_state(h.cli), KE_CLIENT_READY, "%s", ke_client_reason(h.cli));
+
+	cr_assert_eq(ke_client_send(h.cli, req, (size_t)len, KE_MSG_REQUEST_FIXED_KEY, h.now,
+				    REQ_TIMEOUT), 0);
+	cli_to_tsrv(&h, &t);
+	tsrv_expect_request(&t, (size_t)len);
+	cr_assert_eq(t.peer_key_updates, 1, "the client updated its key as asked");
+	tsrv_respond(&t, h.n, false);
+	tsrv_to_cli(&h, &t);
+	check_tsrv_cookies(&h);
+	tsrv_deinit(&t);
 	h_free(&h);
 }

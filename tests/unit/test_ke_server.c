@@ -15,6 +15,7 @@
 #include "ke_msg.h"
 #include "keyset.h"
 #include "log.h"
+#include "pool_proto.h"
 #include "testutil.h"
 #include "tls.h"
 #include "wire.h"
@@ -23,14 +24,16 @@
 #define TIMEOUT 5000
 
 static char *dir;
-static FILE *devnull;
+static FILE *log_file;
 
 static void setup(void)
 {
-	/* Every debug line is formatted, so its arguments are checked under the sanitizers. */
-	devnull = fopen("/dev/null", "w");
-	cr_assert(devnull);
-	log_set_stream(devnull);
+	/* Every debug line is formatted, so its arguments are checked under the sanitizers; the
+	 * lines are kept (each test runs in its own process) so the token tests can show that no
+	 * token is ever logged. */
+	log_file = tmpfile();
+	cr_assert(log_file);
+	log_set_stream(log_file);
 	log_set_level(LOG_LEVEL_DEBUG);
 	dir = tu_tempdir();
 	tu_gen_cert(dir, "server --dns ntp.test");
@@ -43,35 +46,45 @@ static void teardown(void)
 	tu_rmtree(dir);
 	free(dir);
 	log_set_stream(NULL);
-	fclose(devnull);
+	fclose(log_file);
 }
 
 TestSuite(ke_server, .init = setup, .fini = teardown);
 
-/* One connection: our client session, the state machine, its keyset slot and counters. */
+/* Everything the server sent and the client read, kept by the token tests to show that no
+ * token ever leaves the server. */
+#define SEEN_MAX (256 * 1024)
+
+/* One connection: our client session, the state machine, its keyset and token slots and
+ * counters. */
 struct h {
 	struct tls_creds *sc;
 	struct tls_session *cli;
 	struct ke_server_conn *srv;
 	struct keyset *ks;
+	struct pool_tokens *tokens; /* the slot cfg.tokens points at (h_init_auth) */
 	struct ke_server_stats st;
 	struct ke_server_config cfg;
 	uint64_t now;
+	uint8_t *seen; /* NULL unless recorded */
+	size_t seen_len;
 };
 
-static struct tls_creds *server_creds(void)
+/* pin: pool.pem is an authorised pool certificate. */
+static struct tls_creds *server_creds(bool pin)
 {
 	char *cp = tu_path(dir, "server.chain.pem"), *kp = tu_path(dir, "server.key");
-	char *pin = tu_path(dir, "pool.pem");
-	const char *pins[] = { pin };
-	struct tls_server_options o = { .cert_file = cp, .key_file = kp, .pool_cert_files = pins,
-					.n_pool_cert_files = 1 };
+	char *pin_path = tu_path(dir, "pool.pem");
+	const char *pins[] = { pin_path };
+	struct tls_server_options o = { .cert_file = cp, .key_file = kp,
+					.pool_cert_files = pin ? pins : NULL,
+					.n_pool_cert_files = pin ? 1 : 0 };
 	char err[TLS_CREDS_ERR_MAX] = "";
 	struct tls_creds *c = NULL;
 	cr_assert_eq(tls_creds_new_server(&c, &o, err, sizeof err), 0, "%s", err);
 	free(cp);
 	free(kp);
-	free(pin);
+	free(pin_path);
 	return c;
 }
 
@@ -108,9 +121,18 @@ static void h_init(struct h *h, enum ke_numbering n)
 	tu_rng_seed(&rng, 7);
 	tu_rng_fill(&rng, keys, sizeof keys);
 	cr_assert_eq(keyset_from_keys(&h->ks, 0, 0, 1, keys, 0), 0);
-	h->sc = server_creds();
+	h->sc = server_creds(true);
 	h->cfg = (struct ke_server_config){ .numbering = n, .timeout_ms = TIMEOUT };
 	h->now = T0;
+}
+
+static void record(struct h *h, const uint8_t *p, size_t n)
+{
+	if (!h->seen)
+		return;
+	cr_assert_leq(n, SEEN_MAX - h->seen_len);
+	memcpy(h->seen + h->seen_len, p, n);
+	h->seen_len += n;
 }
 
 /* The state machine; the client session is made by h_connect. */
@@ -126,6 +148,8 @@ static void h_free(struct h *h)
 	tls_free(h->cli);
 	tls_creds_unref(h->sc);
 	keyset_unref(h->ks);
+	pool_tokens_unref(h->tokens);
+	free(h->seen);
 }
 
 /* Moves ciphertext both ways until neither side has anything to say. */
@@ -144,6 +168,7 @@ static void pump(struct h *h)
 		}
 		ke_server_conn_output(h->srv, &p, &n);
 		if (n) {
+			record(h, p, n);
 			cr_assert_eq(tls_feed(h->cli, p, n), 0);
 			ke_server_conn_output_consume(h->srv, n);
 			moved = true;
@@ -178,6 +203,7 @@ static size_t h_recv(struct h *h, uint8_t *buf, size_t cap)
 		cr_assert_geq(framed, 0);
 		if (framed > 0) {
 			cr_assert_eq((size_t)framed, have, "nothing after the response");
+			record(h, buf, have);
 			return have;
 		}
 		ssize_t n = tls_read(h->cli, buf + have, cap - have);
@@ -195,7 +221,8 @@ static bool h_server_closed(struct h *h)
 	return n == 0;
 }
 
-static void expect_error(struct h *h, uint16_t code)
+/* Error(code), End, then close_notify. */
+static void expect_error_reply(struct h *h, uint16_t code)
 {
 	uint8_t buf[256];
 	const uint8_t want[] = { 0x80, 0x02, 0x00, 0x02, 0x00, (uint8_t)code, 0x80, 0, 0, 0 };
@@ -204,6 +231,12 @@ static void expect_error(struct h *h, uint16_t code)
 	cr_assert_arr_eq(buf, want, sizeof want);
 	cr_assert(h_server_closed(h));
 	cr_assert(ke_server_conn_done(h->srv));
+}
+
+/* The connection's only answer was Error(code). */
+static void expect_error(struct h *h, uint16_t code)
+{
+	expect_error_reply(h, code);
 	cr_assert_eq(h->st.errors[code], 1);
 	cr_assert_eq(h->st.completed, 0);
 }
@@ -597,6 +630,8 @@ Test(ke_server, timeouts_before_and_after_handshake)
 
 Test(ke_server, unauthorised_pool_requests)
 {
+	/* Neither a pinned certificate nor a token: Error 1 (PROTOCOL.md §3.5 replaced the Error 0
+	 * of §3.4), counted as unauthorised but not as a refused token, since none was offered. */
 	static const char *const clients[] = { NULL, "other" };
 	uint8_t key[64] = { 9 };
 	for (size_t i = 0; i < 2; i++) {
@@ -604,24 +639,28 @@ Test(ke_server, unauthorised_pool_requests)
 		uint8_t buf[512];
 		h_init(&h, KE_NUMBERING_IANA);
 		h_connect(&h, clients[i]);
-		int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true,
-						       true, true);
+		int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL,
+						       true, true, true);
 		cr_assert_gt(len, 0);
 		h_send(&h, buf, (size_t)len);
-		expect_error(&h, 0);
+		expect_error(&h, 1);
 		cr_assert_eq(h.st.unauthorised, 1);
+		cr_assert_eq(h.st.token_refused, 0, "no token was offered");
 		cr_assert_eq(h.st.pool_support, 0);
+		cr_assert_eq(h.st.pool_auth_certificate + h.st.pool_auth_token, 0);
 		h_free(&h);
 
 		h_init(&h, KE_NUMBERING_IANA);
 		h_connect(&h, clients[i]);
-		len = ke_msg_build_fixed_key_request(buf, sizeof buf, KE_NUMBERING_IANA, key, key,
-						     64, 0, 17, false);
+		len = ke_msg_build_fixed_key_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL, key,
+						     key, 64, 0, 17, false);
 		cr_assert_gt(len, 0);
 		h_send(&h, buf, (size_t)len);
-		expect_error(&h, 0);
+		expect_error(&h, 1);
 		cr_assert_eq(h.st.unauthorised, 1);
+		cr_assert_eq(h.st.token_refused, 0);
 		cr_assert_eq(h.st.pool_fixed_key, 0);
+		cr_assert_eq(h.st.pool_auth_certificate + h.st.pool_auth_token, 0);
 		h_free(&h);
 	}
 }
@@ -645,7 +684,7 @@ Test(ke_server, authorised_support)
 	struct ke_msg_response r;
 	h_init(&h, KE_NUMBERING_IANA);
 	h_connect(&h, "pool");
-	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, true,
+	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL, true, true,
 					       false);
 	cr_assert_gt(len, 0);
 	h_send(&h, buf, (size_t)len);
@@ -671,7 +710,8 @@ Test(ke_server, authorised_support)
 	/* Only the list asked for. */
 	h_init(&h, KE_NUMBERING_IANA);
 	h_connect(&h, "pool");
-	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, false, true, false);
+	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL, false, true,
+					   false);
 	h_send(&h, buf, (size_t)len);
 	rlen = h_recv(&h, buf, sizeof buf);
 	parse_ok(buf, rlen, KE_NUMBERING_IANA, KE_MSG_REQUEST_SUPPORT, &r);
@@ -680,18 +720,21 @@ Test(ke_server, authorised_support)
 	h_free(&h);
 }
 
-static size_t fixed_key_request(uint8_t *buf, size_t cap, enum ke_numbering n, const uint8_t *c2s,
-				const uint8_t *s2c, uint16_t aead, bool keep_alive)
+/* token: NULL for none, else the first record. */
+static size_t fixed_key_request(uint8_t *buf, size_t cap, enum ke_numbering n, const char *token,
+				const uint8_t *c2s, const uint8_t *s2c, uint16_t aead,
+				bool keep_alive)
 {
-	int len = ke_msg_build_fixed_key_request(buf, cap, n, c2s, s2c, aead_key_len(aead), 0,
-						 aead, keep_alive);
+	int len = ke_msg_build_fixed_key_request(buf, cap, n, token, c2s, s2c, aead_key_len(aead),
+						 0, aead, keep_alive);
 	cr_assert_gt(len, 0);
 	return (size_t)len;
 }
 
-/* Sends a Fixed Key request for random keys and checks the cookies seal them under key_id. */
-static void fixed_key_exchange(struct h *h, uint16_t aead, bool keep_alive, uint32_t key_id,
-			       uint64_t seed)
+/* Sends a Fixed Key request (with token, unless NULL) for random keys and checks the cookies
+ * seal them under key_id. */
+static void fixed_key_exchange_token(struct h *h, const char *token, uint16_t aead,
+				     bool keep_alive, uint32_t key_id, uint64_t seed)
 {
 	uint8_t buf[KE_MSG_RESPONSE_MAX], c2s[64], s2c[64];
 	struct tu_rng rng;
@@ -699,7 +742,7 @@ static void fixed_key_exchange(struct h *h, uint16_t aead, bool keep_alive, uint
 	tu_rng_seed(&rng, seed);
 	tu_rng_fill(&rng, c2s, sizeof c2s);
 	tu_rng_fill(&rng, s2c, sizeof s2c);
-	h_send(h, buf, fixed_key_request(buf, sizeof buf, h->cfg.numbering, c2s, s2c, aead,
+	h_send(h, buf, fixed_key_request(buf, sizeof buf, h->cfg.numbering, token, c2s, s2c, aead,
 					 keep_alive));
 	size_t len = h_recv(h, buf, sizeof buf);
 	parse_ok(buf, len, h->cfg.numbering, KE_MSG_REQUEST_FIXED_KEY, &r);
@@ -707,6 +750,12 @@ static void fixed_key_exchange(struct h *h, uint16_t aead, bool keep_alive, uint
 	cr_assert_eq(r.aead, aead);
 	cr_assert_eq(r.keep_alive, keep_alive);
 	check_cookies(h->ks, &r, aead, c2s, s2c, key_id);
+}
+
+static void fixed_key_exchange(struct h *h, uint16_t aead, bool keep_alive, uint32_t key_id,
+			       uint64_t seed)
+{
+	fixed_key_exchange_token(h, NULL, aead, keep_alive, key_id, seed);
 }
 
 Test(ke_server, authorised_fixed_key)
@@ -720,6 +769,8 @@ Test(ke_server, authorised_fixed_key)
 	cr_assert_eq(h.st.pool_fixed_key, 1);
 	cr_assert_eq(h.st.completed, 1);
 	cr_assert_eq(h.st.keep_alive_reuse, 0);
+	cr_assert_eq(h.st.pool_auth_certificate, 1);
+	cr_assert_eq(h.st.pool_auth_token + h.st.unauthorised + h.st.token_refused, 0);
 	h_free(&h);
 
 	h_init(&h, KE_NUMBERING_IANA);
@@ -776,7 +827,7 @@ Test(ke_server, keep_alive_sequence)
 	h_connect(&h, "pool");
 
 	h.now = T0 + 100;
-	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, true,
+	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL, true, true,
 					       true);
 	h_send(&h, buf, (size_t)len);
 	size_t rlen = h_recv(&h, buf, sizeof buf);
@@ -793,7 +844,8 @@ Test(ke_server, keep_alive_sequence)
 
 	/* The first bytes of the next request start that request's own deadline. */
 	h.now = T0 + 9000;
-	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, false, true);
+	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL, true, false,
+					   true);
 	h_send(&h, buf, 3);
 	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 9000 + TIMEOUT);
 	h_send(&h, buf + 3, (size_t)len - 3);
@@ -825,9 +877,10 @@ Test(ke_server, keep_alive_idle_timeout_and_pipelining)
 	h_init(&h, KE_NUMBERING_IANA);
 	h_connect(&h, "pool");
 	/* Two requests in one write: both answered, in order. */
-	int a = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, false, true);
+	int a = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL, true, false,
+					     true);
 	int b = ke_msg_build_support_request(buf + a, sizeof buf - (size_t)a, KE_NUMBERING_IANA,
-					     false, true, true);
+					     NULL, false, true, true);
 	cr_assert(a > 0 && b > 0);
 	h_send(&h, buf, (size_t)(a + b));
 	size_t rlen = h_recv(&h, resp, sizeof resp);
@@ -888,7 +941,7 @@ Test(ke_server, plain_request_on_a_kept_alive_connection_is_refused)
 	static const uint16_t aeads[] = { 15 };
 	h_init(&h, KE_NUMBERING_IANA);
 	h_connect(&h, "pool");
-	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, true, true,
+	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL, true, true,
 					       true);
 	h_send(&h, buf, (size_t)len);
 	size_t rlen = h_recv(&h, buf, sizeof buf);
@@ -914,7 +967,7 @@ Test(ke_server, ntpdrs_v1_numbering)
 	static const uint16_t aeads[] = { 17 };
 	h_init(&h, KE_NUMBERING_NTPDRS_V1);
 	h_connect(&h, "pool");
-	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_NTPDRS_V1, false,
+	int len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_NTPDRS_V1, NULL, false,
 					       true, true);
 	cr_assert_gt(len, 0);
 	cr_assert_eq(buf[0], 0xc0, "Supported Algorithm List is 0x4001 with C=1");
@@ -933,7 +986,8 @@ Test(ke_server, ntpdrs_v1_numbering)
 	/* The IANA Supported Algorithm List (10) is nothing in ntpd-rs-v1: Error 0. */
 	h_init(&h, KE_NUMBERING_NTPDRS_V1);
 	h_connect(&h, "pool");
-	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, false, true, false);
+	len = ke_msg_build_support_request(buf, sizeof buf, KE_NUMBERING_IANA, NULL, false, true,
+					   false);
 	h_send(&h, buf, (size_t)len);
 	expect_error(&h, 0);
 	h_free(&h);
@@ -1085,4 +1139,379 @@ Test(ke_server, garbage_and_overflow)
 	cr_assert(ke_server_conn_done(h.srv));
 	free(big);
 	h_free(&h);
+}
+
+/* ---- Pool tokens (PROTOCOL.md §3.5) --------------------------------------------------------- */
+
+/* Shaped like the tokens KELB derives (64 lowercase hex characters). B differs from A only in
+ * its last byte, so only a comparison over the full length tells them apart. */
+#define TOKEN_A "5d3c0e6f8a9b4c1d2e3f405162738495a6b7c8d9eaf0b1c2d3e4f5061728394a"
+#define TOKEN_B "5d3c0e6f8a9b4c1d2e3f405162738495a6b7c8d9eaf0b1c2d3e4f5061728394b"
+#define TOKEN_C "pool-token-c"
+
+static const enum ke_numbering numberings[] = { KE_NUMBERING_IANA, KE_NUMBERING_NTPDRS_V1 };
+
+static struct pool_tokens *token_set(const char *const *tokens, size_t n)
+{
+	struct pool_tokens *t = NULL;
+	cr_assert_eq(pool_tokens_new(&t), 0);
+	for (size_t i = 0; i < n; i++)
+		cr_assert_eq(pool_tokens_add(t, tokens[i], strlen(tokens[i])), 0);
+	cr_assert_eq(pool_tokens_count(t), n);
+	return t;
+}
+
+/* A server accepting tokens[0, n_tokens) (none: its slot holds NULL), with pool.pem pinned
+ * when pin; everything the client receives is recorded. */
+static void h_init_auth(struct h *h, enum ke_numbering n, bool pin, const char *const *tokens,
+			size_t n_tokens)
+{
+	h_init(h, n);
+	if (!pin) {
+		tls_creds_unref(h->sc);
+		h->sc = server_creds(false);
+	}
+	if (n_tokens)
+		h->tokens = token_set(tokens, n_tokens);
+	h->cfg.tokens = &h->tokens;
+	h->seen = malloc(SEEN_MAX);
+	cr_assert(h->seen);
+}
+
+/* Tokens are secrets: neither the bytes the server sent (ciphertext, and the plaintext the
+ * client read) nor any log line of the test may hold one. */
+static void expect_secret_kept(const struct h *h, const char *secret)
+{
+	size_t n = strlen(secret);
+	cr_assert_gt(h->seen_len, 0);
+	cr_assert_null(memmem(h->seen, h->seen_len, secret, n), "the server sent a token");
+	cr_assert_eq(fflush(log_file), 0);
+	long size = ftell(log_file);
+	cr_assert_gt(size, 0);
+	char *text = malloc((size_t)size);
+	cr_assert(text);
+	rewind(log_file);
+	cr_assert_eq(fread(text, 1, (size_t)size, log_file), (size_t)size);
+	cr_assert_eq(fseek(log_file, 0, SEEK_END), 0);
+	static const char ours[] = "nts-ke 192.0.2.1:40000: ";
+	cr_assert_not_null(memmem(text, (size_t)size, ours, strlen(ours)),
+			   "the server's own lines are in the captured log");
+	cr_assert_null(memmem(text, (size_t)size, secret, n), "a token was logged");
+	free(text);
+}
+
+/* A Support request for both lists or a Fixed Key request (AEAD 15), token first unless NULL;
+ * the Authentication record is checked to be 14 (IANA) or 0x4005 (ntpd-rs-v1), C=0. */
+static size_t pool_request(uint8_t *buf, size_t cap, enum ke_numbering n,
+			   enum ke_msg_request_kind kind, const char *token, bool keep_alive)
+{
+	static const uint8_t key[32] = { 7 };
+	int len = kind == KE_MSG_REQUEST_SUPPORT
+			  ? ke_msg_build_support_request(buf, cap, n, token, true, true, keep_alive)
+			  : ke_msg_build_fixed_key_request(buf, cap, n, token, key, key, 32, 0, 15,
+							   keep_alive);
+	cr_assert_gt(len, 0);
+	if (token) {
+		cr_assert_eq(buf[0] << 8 | buf[1], n == KE_NUMBERING_IANA ? 14 : 0x4005);
+		cr_assert_eq((size_t)(buf[2] << 8 | buf[3]), strlen(token));
+		cr_assert_arr_eq(buf + 4, token, strlen(token));
+	}
+	return (size_t)len;
+}
+
+/* A Support request answered with both lists, and kept alive exactly when asked. */
+static void support_exchange(struct h *h, const char *token, bool keep_alive)
+{
+	uint8_t buf[512];
+	struct ke_msg_response r;
+	h_send(h, buf, pool_request(buf, sizeof buf, h->cfg.numbering, KE_MSG_REQUEST_SUPPORT,
+				    token, keep_alive));
+	size_t len = h_recv(h, buf, sizeof buf);
+	parse_ok(buf, len, h->cfg.numbering, KE_MSG_REQUEST_SUPPORT, &r);
+	cr_assert_eq(r.n_supported_protocols, 1);
+	cr_assert_eq(r.n_supported_algorithms, 2);
+	cr_assert_eq(r.keep_alive, keep_alive);
+	cr_assert_eq(h_server_closed(h), !keep_alive);
+}
+
+/* The first and only request of the connection was refused with Error 1. */
+static void expect_refused(struct h *h, bool token_refused)
+{
+	expect_error(h, KE_MSG_ERROR_BAD_REQUEST);
+	cr_assert_eq(h->st.unauthorised, 1);
+	cr_assert_eq(h->st.token_refused, token_refused ? 1u : 0u);
+	cr_assert_eq(h->st.pool_support + h->st.pool_fixed_key, 0);
+	cr_assert_eq(h->st.pool_auth_token + h->st.pool_auth_certificate, 0);
+}
+
+Test(ke_server, token_authorises_pool_requests)
+{
+	static const char *const accepted[] = { TOKEN_A, TOKEN_B };
+	for (size_t i = 0; i < 2; i++) {
+		struct h h;
+		h_init_auth(&h, numberings[i], false, accepted, 2);
+		h_connect(&h, NULL);
+		support_exchange(&h, TOKEN_B, true);
+		fixed_key_exchange_token(&h, TOKEN_B, 17, true, 0, 51);
+		cr_assert_not(h_server_closed(&h), "kept alive for the next request");
+		fixed_key_exchange_token(&h, TOKEN_B, 15, false, 0, 52);
+		cr_assert(h_server_closed(&h));
+		cr_assert(ke_server_conn_done(h.srv));
+		cr_assert_eq(h.st.pool_auth_token, 3, "the token is checked on every request");
+		cr_assert_eq(h.st.pool_support, 1);
+		cr_assert_eq(h.st.pool_fixed_key, 2);
+		cr_assert_eq(h.st.completed, 2);
+		cr_assert_eq(h.st.keep_alive_reuse, 2);
+		cr_assert_eq(h.st.pool_auth_certificate + h.st.unauthorised, 0);
+		cr_assert_eq(h.st.token_refused, 0);
+		cr_assert_eq(h.st.errors[0] + h.st.errors[1] + h.st.errors[2], 0);
+		expect_secret_kept(&h, TOKEN_A);
+		expect_secret_kept(&h, TOKEN_B);
+		h_free(&h);
+
+		/* Without Keep Alive asked: answered, then closed. */
+		h_init_auth(&h, numberings[i], false, accepted, 2);
+		h_connect(&h, NULL);
+		support_exchange(&h, TOKEN_A, false);
+		cr_assert(ke_server_conn_done(h.srv));
+		cr_assert_eq(h.st.pool_auth_token, 1);
+		expect_secret_kept(&h, TOKEN_A);
+		h_free(&h);
+	}
+}
+
+/* One request to a server accepting only TOKEN_A (no pinned certificate) from client (a
+ * certificate name or NULL): Error 1. offered: it carried a token, so the refusal counts. */
+static void token_refused_case(enum ke_numbering n, const char *client, const uint8_t *req,
+			       size_t len, bool offered, const char *sent)
+{
+	static const char *const accepted[] = { TOKEN_A };
+	struct h h;
+	h_init_auth(&h, n, false, accepted, 1);
+	h_connect(&h, client);
+	h_send(&h, req, len);
+	expect_refused(&h, offered);
+	expect_secret_kept(&h, TOKEN_A);
+	if (sent)
+		expect_secret_kept(&h, sent);
+	h_free(&h);
+}
+
+Test(ke_server, token_refusals)
+{
+	static const enum ke_msg_request_kind kinds[] = { KE_MSG_REQUEST_SUPPORT,
+							  KE_MSG_REQUEST_FIXED_KEY };
+	char prefix[sizeof TOKEN_A - 1], longer[sizeof TOKEN_A + 1];
+	memcpy(prefix, TOKEN_A, sizeof prefix - 1);
+	prefix[sizeof prefix - 1] = '\0';
+	snprintf(longer, sizeof longer, "%s0", TOKEN_A);
+	const char *const wrong[] = { TOKEN_B, prefix, longer, TOKEN_C };
+	uint8_t buf[512];
+	for (size_t i = 0; i < 2; i++) {
+		enum ke_numbering n = numberings[i];
+		for (size_t k = 0; k < 2; k++) {
+			for (size_t w = 0; w < sizeof wrong / sizeof wrong[0]; w++) {
+				size_t len = pool_request(buf, sizeof buf, n, kinds[k], wrong[w],
+							  false);
+				token_refused_case(n, NULL, buf, len, true, wrong[w]);
+			}
+			/* No token, from an anonymous client and from one whose certificate is
+			 * not pinned on this server. */
+			size_t len = pool_request(buf, sizeof buf, n, kinds[k], NULL, true);
+			token_refused_case(n, NULL, buf, len, false, NULL);
+			token_refused_case(n, "pool", buf, len, false, NULL);
+		}
+
+		/* The right token, but not first: a token authorises only as the first record.
+		 * Then repeated, and empty. */
+		struct wire_writer wr;
+		wire_writer_init(&wr, buf, sizeof buf);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_SUPPORTED_ALGORITHMS, NULL, 0), 0);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_AUTH_TOKEN, TOKEN_A, 64), 0);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_END, NULL, 0), 0);
+		token_refused_case(n, NULL, buf, wire_written(&wr), true, NULL);
+
+		wire_writer_init(&wr, buf, sizeof buf);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_AUTH_TOKEN, TOKEN_A, 64), 0);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_AUTH_TOKEN, TOKEN_A, 64), 0);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_SUPPORTED_ALGORITHMS, NULL, 0), 0);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_END, NULL, 0), 0);
+		token_refused_case(n, NULL, buf, wire_written(&wr), true, NULL);
+
+		wire_writer_init(&wr, buf, sizeof buf);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_AUTH_TOKEN, NULL, 0), 0);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_SUPPORTED_PROTOCOLS, NULL, 0), 0);
+		cr_assert_eq(ke_record_put(&wr, n, KE_RECORD_END, NULL, 0), 0);
+		token_refused_case(n, NULL, buf, wire_written(&wr), true, NULL);
+	}
+}
+
+Test(ke_server, token_on_a_plain_request_is_ignored)
+{
+	/* Accepted or not, a token changes nothing for a plain key exchange (§3.5). */
+	static const char *const accepted[] = { TOKEN_A };
+	static const char *const offered[] = { TOKEN_A, TOKEN_B };
+	static const uint16_t aeads[] = { 15 };
+	for (size_t c = 0; c < 4; c++) {
+		enum ke_numbering n = numberings[c / 2];
+		const char *token = offered[c % 2];
+		struct h h;
+		struct raw_msg m;
+		struct ke_msg_response r;
+		raw_begin(&m);
+		cr_assert_eq(ke_record_put(&m.w, n, KE_RECORD_AUTH_TOKEN, token, 64), 0);
+		cr_assert_eq(ke_record_put_u16_list(&m.w, n, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1), 0);
+		cr_assert_eq(ke_record_put_u16_list(&m.w, n, KE_RECORD_AEAD, aeads, 1), 0);
+		cr_assert_eq(ke_record_put(&m.w, n, KE_RECORD_END, NULL, 0), 0);
+		h_init_auth(&h, n, false, accepted, 1);
+		h_connect(&h, NULL);
+		h_send(&h, m.buf, wire_written(&m.w));
+		size_t len = h_recv(&h, m.buf, sizeof m.buf);
+		parse_ok(m.buf, len, n, KE_MSG_REQUEST_PLAIN, &r);
+		uint8_t c2s[32], s2c[32];
+		cr_assert_eq(tls_export_nts_keys(h.cli, 0, 15, 32, c2s, s2c), 0);
+		check_cookies(h.ks, &r, 15, c2s, s2c, 0);
+		cr_assert_not(r.keep_alive);
+		cr_assert(h_server_closed(&h));
+		cr_assert_eq(h.st.completed, 1);
+		cr_assert_eq(h.st.pool_auth_token + h.st.token_refused + h.st.unauthorised, 0);
+		expect_secret_kept(&h, token);
+		h_free(&h);
+	}
+}
+
+Test(ke_server, certificate_only_server_refuses_tokens)
+{
+	uint8_t buf[512];
+	for (int slot = 0; slot < 2; slot++) {
+		/* No slot at all, or a slot holding no set. */
+		struct h h;
+		h_init_auth(&h, KE_NUMBERING_IANA, true, NULL, 0);
+		if (slot == 0)
+			h.cfg.tokens = NULL;
+		h_connect(&h, NULL);
+		h_send(&h, buf, pool_request(buf, sizeof buf, KE_NUMBERING_IANA,
+					     KE_MSG_REQUEST_SUPPORT, TOKEN_A, true));
+		expect_refused(&h, true);
+		expect_secret_kept(&h, TOKEN_A);
+		h_free(&h);
+
+		/* The pinned certificate is enough, whatever token rides along. */
+		h_init_auth(&h, KE_NUMBERING_IANA, true, NULL, 0);
+		if (slot == 0)
+			h.cfg.tokens = NULL;
+		h_connect(&h, "pool");
+		support_exchange(&h, TOKEN_A, true);
+		fixed_key_exchange_token(&h, NULL, 15, false, 0, 71);
+		cr_assert(h_server_closed(&h));
+		cr_assert_eq(h.st.pool_auth_certificate, 2);
+		cr_assert_eq(h.st.pool_auth_token + h.st.token_refused + h.st.unauthorised, 0);
+		expect_secret_kept(&h, TOKEN_A);
+		h_free(&h);
+	}
+}
+
+Test(ke_server, certificate_or_token_when_both_are_configured)
+{
+	static const char *const accepted[] = { TOKEN_A };
+	uint8_t buf[512];
+	struct h h;
+
+	h_init_auth(&h, KE_NUMBERING_IANA, true, accepted, 1);
+	h_connect(&h, "pool");
+	support_exchange(&h, NULL, true);
+	fixed_key_exchange_token(&h, NULL, 17, true, 0, 81);
+	cr_assert_eq(h.st.pool_auth_certificate, 2);
+	cr_assert_eq(h.st.pool_auth_token + h.st.token_refused + h.st.unauthorised, 0);
+	h_free(&h);
+
+	/* Anonymous, and with a certificate that is not pinned: the token alone authorises. */
+	static const char *const clients[] = { NULL, "other" };
+	for (size_t i = 0; i < 2; i++) {
+		h_init_auth(&h, KE_NUMBERING_IANA, true, accepted, 1);
+		h_connect(&h, clients[i]);
+		support_exchange(&h, TOKEN_A, true);
+		fixed_key_exchange_token(&h, TOKEN_A, 15, false, 0, 82);
+		cr_assert(h_server_closed(&h));
+		cr_assert_eq(h.st.pool_auth_token, 2);
+		cr_assert_eq(h.st.pool_auth_certificate + h.st.token_refused, 0);
+		cr_assert_eq(h.st.unauthorised, 0);
+		expect_secret_kept(&h, TOKEN_A);
+		h_free(&h);
+
+		h_init_auth(&h, KE_NUMBERING_IANA, true, accepted, 1);
+		h_connect(&h, clients[i]);
+		h_send(&h, buf, pool_request(buf, sizeof buf, KE_NUMBERING_IANA,
+					     KE_MSG_REQUEST_FIXED_KEY, TOKEN_B, false));
+		expect_refused(&h, true);
+		expect_secret_kept(&h, TOKEN_B);
+		h_free(&h);
+
+		h_init_auth(&h, KE_NUMBERING_IANA, true, accepted, 1);
+		h_connect(&h, clients[i]);
+		h_send(&h, buf, pool_request(buf, sizeof buf, KE_NUMBERING_IANA,
+					     KE_MSG_REQUEST_SUPPORT, NULL, false));
+		expect_refused(&h, false);
+		h_free(&h);
+	}
+}
+
+Test(ke_server, token_reload_applies_to_the_next_request)
+{
+	static const char *const before[] = { TOKEN_A, TOKEN_B };
+	static const char *const after[] = { TOKEN_B, TOKEN_C };
+	static const char *const all[] = { TOKEN_A, TOKEN_B, TOKEN_C };
+	uint8_t buf[512];
+	for (size_t i = 0; i < 2; i++) {
+		enum ke_numbering n = numberings[i];
+		/* Two kept-alive pool connections of one listener, sharing its token slot. */
+		struct pool_tokens *slot = token_set(before, 2);
+		struct h a, b;
+		h_init_auth(&a, n, false, NULL, 0);
+		h_init_auth(&b, n, false, NULL, 0);
+		a.cfg.tokens = b.cfg.tokens = &slot;
+		h_connect(&a, NULL);
+		h_connect(&b, NULL);
+		support_exchange(&a, TOKEN_A, true);
+		support_exchange(&b, TOKEN_B, true);
+
+		/* SIGHUP: the new set replaces the old one in the slot, which is released. */
+		struct pool_tokens *old = slot;
+		slot = token_set(after, 2);
+		pool_tokens_unref(old);
+
+		h_send(&a, buf, pool_request(buf, sizeof buf, n, KE_MSG_REQUEST_SUPPORT, TOKEN_A,
+					     true));
+		expect_error_reply(&a, KE_MSG_ERROR_BAD_REQUEST);
+		cr_assert_eq(a.st.errors[KE_MSG_ERROR_BAD_REQUEST], 1);
+		cr_assert_eq(a.st.token_refused, 1);
+		cr_assert_eq(a.st.unauthorised, 1);
+		cr_assert_eq(a.st.pool_support, 1, "only the request before the reload");
+		cr_assert_eq(a.st.pool_auth_token, 1);
+		cr_assert_eq(a.st.keep_alive_reuse, 1);
+
+		fixed_key_exchange_token(&b, TOKEN_B, 15, true, 0, 91);
+		cr_assert_not(h_server_closed(&b), "a token still accepted keeps being served");
+		support_exchange(&b, TOKEN_B, true);
+		cr_assert_eq(b.st.pool_auth_token, 3);
+		cr_assert_eq(b.st.token_refused + b.st.unauthorised, 0);
+
+		/* Every token removed: the slot holds no set, and b is refused as well. */
+		old = slot;
+		slot = NULL;
+		pool_tokens_unref(old);
+		h_send(&b, buf, pool_request(buf, sizeof buf, n, KE_MSG_REQUEST_FIXED_KEY, TOKEN_B,
+					     true));
+		expect_error_reply(&b, KE_MSG_ERROR_BAD_REQUEST);
+		cr_assert_eq(b.st.token_refused, 1);
+		cr_assert_eq(b.st.unauthorised, 1);
+		cr_assert_eq(b.st.pool_fixed_key, 1);
+		cr_assert_eq(b.st.completed, 1);
+		for (size_t t = 0; t < 3; t++) {
+			expect_secret_kept(&a, all[t]);
+			expect_secret_kept(&b, all[t]);
+		}
+		h_free(&a);
+		h_free(&b);
+	}
 }

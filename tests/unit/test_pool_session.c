@@ -57,6 +57,8 @@ struct fake_upstream {
 	size_t n_protocols;
 	struct ke_msg_algorithm algs[4];
 	size_t n_algs;
+	enum ke_numbering numbering;
+	const char *token;
 };
 
 /* What one pick was given. */
@@ -69,6 +71,7 @@ struct pick_call {
 };
 
 struct fake_registry {
+	enum ke_numbering numbering; /* of the upstreams added: the broker's own by default */
 	struct fake_upstream ups[MAX_UPS];
 	size_t n;
 	struct pick_call calls[MAX_PICKS];
@@ -99,7 +102,9 @@ static int fake_pick(void *ud, const struct ke_msg_request *req, const uint32_t 
 						    .protocols = r->ups[i].protocols,
 						    .n_protocols = r->ups[i].n_protocols,
 						    .algorithms = r->ups[i].algs,
-						    .n_algorithms = r->ups[i].n_algs };
+						    .n_algorithms = r->ups[i].n_algs,
+						    .numbering = r->ups[i].numbering,
+						    .token = r->ups[i].token };
 		return 0;
 	}
 	return -ENOENT;
@@ -116,7 +121,17 @@ static void add_upstream(struct fake_registry *r, uint32_t id, const char *name)
 		.n_protocols = 1,
 		.algs = { { 15, 32 }, { 17, 64 } },
 		.n_algs = 2,
+		.numbering = r->numbering,
 	};
+}
+
+static const struct fake_upstream *fake_find(const struct fake_registry *r, uint32_t id)
+{
+	for (size_t i = 0; i < r->n; i++)
+		if (r->ups[i].id == id)
+			return &r->ups[i];
+	cr_assert_fail("no upstream %u", id);
+	return NULL;
 }
 
 /* ---- One client session ---------------------------------------------------------------------- */
@@ -129,6 +144,7 @@ struct h {
 	struct pool_session_config cfg;
 	struct pool_session_upstreams ups;
 	struct fake_registry reg;
+	enum ke_numbering up_numbering; /* of the upstream the request went to */
 	uint64_t now;
 };
 
@@ -144,6 +160,8 @@ static void h_init(struct h *h, enum ke_numbering n)
 	h->cfg = (struct pool_session_config){ .numbering = n, .timeout_ms = TIMEOUT,
 					       .max_attempts = 3 };
 	h->ups = (struct pool_session_upstreams){ .pick = fake_pick, .ud = &h->reg };
+	h->reg.numbering = n;
+	h->up_numbering = n;
 	h->now = T0;
 }
 
@@ -293,7 +311,8 @@ static void expect_only(const struct h *h, const uint64_t *except)
 	cr_assert_eq(h->st.accepted, 1);
 }
 
-/* The Fixed Key request the session offers: taken exactly once, addressed to want_id, and
+/* The Fixed Key request the session offers: taken exactly once, addressed to want_id, in that
+ * upstream's numbering with its token first (or no Authentication record without one), and
  * carrying exactly the keys the client exports on its own side of the TLS session. */
 static void take_request(struct h *h, uint32_t want_id, uint16_t aead, size_t key_len)
 {
@@ -303,10 +322,38 @@ static void take_request(struct h *h, uint32_t want_id, uint16_t aead, size_t ke
 	cr_assert(pool_session_upstream_request(h->s, &id, &req, &len));
 	cr_assert_eq(id, want_id);
 	cr_assert_eq(pool_session_upstream_id(h->s), want_id);
+	const struct fake_upstream *up = fake_find(&h->reg, want_id);
+	bool iana = up->numbering == KE_NUMBERING_IANA;
+	h->up_numbering = up->numbering;
+
+	/* On the wire: [Authentication (14 / 0x4005, C=0)], then Fixed Key (12 / 0x4002, C=1). */
+	size_t off = 0;
+	if (up->token) {
+		size_t tl = strlen(up->token);
+		cr_assert_gt(len, 4 + tl);
+		cr_assert_eq(req[0] << 8 | req[1], iana ? 14 : 0x4005);
+		cr_assert_eq((size_t)(req[2] << 8 | req[3]), tl);
+		cr_assert_arr_eq(req + 4, up->token, tl);
+		off = 4 + tl;
+	}
+	cr_assert_gt(len, off + 2);
+	cr_assert_eq(req[off] << 8 | req[off + 1], iana ? 0x8000 | 12 : 0x8000 | 0x4002);
 	struct ke_msg_request parsed;
 	struct ke_msg_reject rej;
-	cr_assert_eq(ke_msg_parse_request(req, len, h->cfg.numbering, true, &parsed, &rej), 0,
-		     "%s", rej.reason);
+	if (up->numbering != h->cfg.numbering) {
+		/* The broker's own numbering does not know the critical Fixed Key type used. */
+		cr_assert_eq(ke_msg_parse_request(req, len, h->cfg.numbering, &parsed, &rej),
+			     -EPROTO);
+		cr_assert_eq(rej.code, KE_MSG_ERROR_UNRECOGNIZED_CRITICAL);
+	}
+	cr_assert_eq(ke_msg_parse_request(req, len, up->numbering, &parsed, &rej), 0, "%s",
+		     rej.reason);
+	cr_assert_not(parsed.token_misplaced);
+	cr_assert_eq(parsed.has_token, up->token != NULL);
+	if (up->token) {
+		cr_assert_eq(parsed.token_len, strlen(up->token));
+		cr_assert_arr_eq(parsed.token, up->token, parsed.token_len);
+	}
 	cr_assert_eq(parsed.kind, KE_MSG_REQUEST_FIXED_KEY);
 	cr_assert_eq(parsed.n_protocols, 1);
 	cr_assert_eq(parsed.protocols[0], KE_MSG_PROTOCOL_NTPV4);
@@ -338,7 +385,7 @@ static void make_cookies(struct ke_msg_cookie *ck, size_t n, uint64_t seed)
 static void report(struct h *h, const uint8_t *msg, size_t len)
 {
 	struct ke_msg_response resp;
-	int rc = ke_msg_parse_response(msg, len, h->cfg.numbering, KE_MSG_REQUEST_FIXED_KEY, &resp);
+	int rc = ke_msg_parse_response(msg, len, h->up_numbering, KE_MSG_REQUEST_FIXED_KEY, &resp);
 	pool_session_upstream_response(h->s, rc, &resp, h->now);
 	pump(h);
 }
@@ -347,21 +394,21 @@ static void report(struct h *h, const uint8_t *msg, size_t len)
 static void report_success(struct h *h, const struct ke_msg_success *ok, bool unknown)
 {
 	uint8_t buf[4096], out[4096];
-	int len = ke_msg_build_success(buf, sizeof buf, h->cfg.numbering, ok);
+	int len = ke_msg_build_success(buf, sizeof buf, h->up_numbering, ok);
 	cr_assert_gt(len, 4);
 	struct wire_writer w;
 	wire_writer_init(&w, out, sizeof out);
 	wire_put_bytes(&w, buf, (size_t)len - 4);
 	if (unknown)
 		cr_assert_eq(ke_record_put_raw(&w, false, 0x2345, "xyz", 3), 0);
-	cr_assert_eq(ke_record_put(&w, h->cfg.numbering, KE_RECORD_END, NULL, 0), 0);
+	cr_assert_eq(ke_record_put(&w, h->up_numbering, KE_RECORD_END, NULL, 0), 0);
 	report(h, out, wire_written(&w));
 }
 
 static void report_error(struct h *h, uint16_t code)
 {
 	uint8_t buf[16];
-	int len = ke_msg_build_error(buf, sizeof buf, h->cfg.numbering, code);
+	int len = ke_msg_build_error(buf, sizeof buf, h->up_numbering, code);
 	cr_assert_gt(len, 0);
 	report(h, buf, (size_t)len);
 }
@@ -458,6 +505,47 @@ Test(pool_session, good_exchange_iana)
 Test(pool_session, good_exchange_ntpdrs_v1)
 {
 	good_exchange(KE_NUMBERING_NTPDRS_V1);
+}
+
+/* The broker speaks `own` to its client, and the upstream's numbering and token to the
+ * upstream (take_request checks the request; PROTOCOL.md §2: never mixed on one connection). */
+static void upstream_generation_case(enum ke_numbering own, enum ke_numbering up_n,
+				     const char *token)
+{
+	struct h h;
+	uint8_t buf[4096];
+	struct ke_msg_cookie ck[8];
+	h_init(&h, own);
+	add_upstream(&h.reg, 4, "a.test");
+	h.reg.ups[0].numbering = up_n;
+	h.reg.ups[0].token = token;
+	h_connect(&h);
+	h_request(&h, aead15, 1, NULL, 0);
+	take_request(&h, 4, 15, 32);
+	cr_assert_eq(h.up_numbering, up_n);
+	make_cookies(ck, 8, 9);
+	struct ke_msg_success ok = { .protocol = 0, .aead = 15, .cookies = ck, .n_cookies = 8,
+				     .port = 4123, .keep_alive = true };
+	report_success(&h, &ok, true);
+	size_t len = h_recv(&h, buf, sizeof buf);
+	check_success(&h, buf, len, 15, ck, 8, 4123, "a.test");
+	if (token)
+		cr_assert_null(memmem(buf, len, token, strlen(token)), "a client got the token");
+	expect_closed(&h);
+	expect_only(&h, &h.st.completed);
+	h_free(&h);
+}
+
+Test(pool_session, upstream_numbering_and_token)
+{
+	/* 64 hex characters, as KELB derives them. */
+	static const char token[] =
+		"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+	upstream_generation_case(KE_NUMBERING_IANA, KE_NUMBERING_NTPDRS_V1, token);
+	upstream_generation_case(KE_NUMBERING_IANA, KE_NUMBERING_IANA, token);
+	upstream_generation_case(KE_NUMBERING_NTPDRS_V1, KE_NUMBERING_IANA, "pool-token-1");
+	upstream_generation_case(KE_NUMBERING_IANA, KE_NUMBERING_NTPDRS_V1, NULL);
+	upstream_generation_case(KE_NUMBERING_NTPDRS_V1, KE_NUMBERING_IANA, NULL);
 }
 
 static void server_port_case(uint16_t port, const char *server, uint16_t want_port,
@@ -565,17 +653,23 @@ static void raw_put(struct raw_msg *m, bool critical, uint16_t type, const void 
 	cr_assert_eq(ke_record_put_raw(&m->w, critical, type, body, len), 0);
 }
 
-static void bad_request_case(struct raw_msg *m, size_t len, uint16_t code)
+static void bad_request_case_n(enum ke_numbering n, const uint8_t *msg, size_t len,
+			       uint16_t code)
 {
 	struct h h;
-	h_init(&h, KE_NUMBERING_IANA);
+	h_init(&h, n);
 	add_upstream(&h.reg, 1, "a.test");
 	h_connect(&h);
-	h_send(&h, m->buf, len);
+	h_send(&h, msg, len);
 	expect_error(&h, code);
 	expect_only(&h, &h.st.failed_bad_request);
 	cr_assert_eq(h.reg.n_calls, 0, "no upstream picked for a refused request");
 	h_free(&h);
+}
+
+static void bad_request_case(struct raw_msg *m, size_t len, uint16_t code)
+{
+	bad_request_case_n(KE_NUMBERING_IANA, m->buf, len, code);
 }
 
 Test(pool_session, bad_requests)
@@ -590,12 +684,14 @@ Test(pool_session, bad_requests)
 	raw_put(&m, true, 0, NULL, 0);
 	bad_request_case(&m, wire_written(&m.w), 0);
 
-	raw_begin(&m); /* a Fixed Key request: clients of the pool are never pools */
+	/* A Fixed Key request: clients of the pool are never pools, and an unauthorised pool
+	 * request is Error 1 (PROTOCOL.md §3.5). */
+	raw_begin(&m);
 	cr_assert_eq(ke_record_put(&m.w, KE_NUMBERING_IANA, KE_RECORD_FIXED_KEY, key, 64), 0);
 	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
 	raw_list(&m, KE_RECORD_AEAD, aead15, 1);
 	raw_put(&m, true, 0, NULL, 0);
-	bad_request_case(&m, wire_written(&m.w), 0);
+	bad_request_case(&m, wire_written(&m.w), 1);
 
 	raw_begin(&m); /* NTPv4 without AEAD */
 	raw_list(&m, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1);
@@ -618,6 +714,28 @@ Test(pool_session, bad_requests)
 	static const uint8_t filler[4200];
 	raw_put(&m, false, 0x2345, filler, sizeof filler);
 	bad_request_case(&m, 8, 1);
+}
+
+Test(pool_session, pool_requests_from_clients_get_error_1)
+{
+	/* The broker accepts no pool, by certificate or by token: Support and Fixed Key requests,
+	 * with or without a token, are Error 1 in both numberings and never reach a pick. */
+	static const enum ke_numbering ns[] = { KE_NUMBERING_IANA, KE_NUMBERING_NTPDRS_V1 };
+	static const char *const tokens[] = { NULL, "some-pool-token" };
+	static const uint8_t key[32] = { 3 };
+	uint8_t buf[512];
+	for (size_t i = 0; i < 2; i++) {
+		for (size_t t = 0; t < 2; t++) {
+			int len = ke_msg_build_support_request(buf, sizeof buf, ns[i], tokens[t],
+							       true, true, true);
+			cr_assert_gt(len, 0);
+			bad_request_case_n(ns[i], buf, (size_t)len, 1);
+			len = ke_msg_build_fixed_key_request(buf, sizeof buf, ns[i], tokens[t], key,
+							     key, 32, 0, 15, true);
+			cr_assert_gt(len, 0);
+			bad_request_case_n(ns[i], buf, (size_t)len, 1);
+		}
+	}
 }
 
 Test(pool_session, unknown_noncritical_request_record_ignored)
@@ -939,7 +1057,7 @@ static void answer_garbage(struct h *h)
 {
 	static const uint8_t junk[] = { 0x80, 1, 0, 9, 0, 0, 0x80, 0, 0, 0 };
 	struct ke_msg_response resp;
-	cr_assert_eq(ke_msg_parse_response(junk, sizeof junk, h->cfg.numbering,
+	cr_assert_eq(ke_msg_parse_response(junk, sizeof junk, h->up_numbering,
 					   KE_MSG_REQUEST_FIXED_KEY, &resp),
 		     -EBADMSG);
 	report(h, junk, sizeof junk);
@@ -951,7 +1069,7 @@ static void answer_unknown_critical(struct h *h)
 	struct wire_writer w;
 	wire_writer_init(&w, buf, sizeof buf);
 	cr_assert_eq(ke_record_put_raw(&w, true, 0x1234, NULL, 0), 0);
-	cr_assert_eq(ke_record_put(&w, h->cfg.numbering, KE_RECORD_END, NULL, 0), 0);
+	cr_assert_eq(ke_record_put(&w, h->up_numbering, KE_RECORD_END, NULL, 0), 0);
 	report(h, buf, wire_written(&w));
 }
 
@@ -961,10 +1079,10 @@ static void answer_no_cookie(struct h *h)
 	uint8_t buf[64];
 	struct wire_writer w;
 	wire_writer_init(&w, buf, sizeof buf);
-	enum ke_numbering n = h->cfg.numbering;
+	enum ke_numbering n = h->up_numbering;
 	cr_assert_eq(ke_record_put_u16_list(&w, n, KE_RECORD_NEXT_PROTOCOL, ntpv4, 1), 0);
 	cr_assert_eq(ke_record_put_u16_list(&w, n, KE_RECORD_AEAD, aead15, 1), 0);
-	cr_assert_eq(ke_record_put(&w, h->cfg.numbering, KE_RECORD_END, NULL, 0), 0);
+	cr_assert_eq(ke_record_put(&w, n, KE_RECORD_END, NULL, 0), 0);
 	report(h, buf, wire_written(&w));
 }
 
@@ -1005,7 +1123,7 @@ static void answer_other_protocol(struct h *h)
 static void answer_no_overlap(struct h *h)
 {
 	uint8_t buf[32];
-	int len = ke_msg_build_no_overlap(buf, sizeof buf, h->cfg.numbering, true, 0);
+	int len = ke_msg_build_no_overlap(buf, sizeof buf, h->up_numbering, true, 0);
 	cr_assert_gt(len, 0);
 	report(h, buf, (size_t)len);
 }

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -36,6 +37,9 @@ static void teardown(void)
 }
 
 TestSuite(upstream, .init = setup, .fini = teardown);
+
+/* An upstream speaking the IANA numbering, without a token. */
+#define SPEC(domain, port, weight) { (domain), (port), (weight), KE_NUMBERING_IANA, NULL }
 
 static const struct upstream_timing timing = {
 	.probe_interval_ms = INTERVAL,
@@ -99,7 +103,7 @@ static void deny(struct ke_msg_request *req, const char *name)
 Test(upstream, wrr_shares_follow_weights_exactly)
 {
 	const struct upstream_spec specs[] = {
-		{ "a.test", 4460, 1 }, { "b.test", 4460, 2 }, { "c.test", 4460, 3 } };
+		SPEC("a.test", 4460, 1), SPEC("b.test", 4460, 2), SPEC("c.test", 4460, 3) };
 	struct upstream_registry *r = make(specs, 3, &timing);
 	for (size_t i = 0; i < 3; i++)
 		make_healthy(r, upstream_id_at(r, i), T0);
@@ -118,7 +122,7 @@ Test(upstream, wrr_shares_follow_weights_exactly)
 Test(upstream, wrr_is_smooth)
 {
 	const struct upstream_spec specs[] = {
-		{ "a.test", 4460, 5 }, { "b.test", 4460, 5 }, { "c.test", 4460, 5 } };
+		SPEC("a.test", 4460, 5), SPEC("b.test", 4460, 5), SPEC("c.test", 4460, 5) };
 	struct upstream_registry *r = make(specs, 3, &timing);
 	for (size_t i = 0; i < 3; i++)
 		make_healthy(r, upstream_id_at(r, i), T0);
@@ -132,7 +136,7 @@ Test(upstream, wrr_is_smooth)
 
 	/* Weights 5,1,1: the heavy one is interleaved (nginx: a a b a c a a), not 5 in a row. */
 	const struct upstream_spec skew[] = {
-		{ "a.test", 1, 5 }, { "b.test", 1, 1 }, { "c.test", 1, 1 } };
+		SPEC("a.test", 1, 5), SPEC("b.test", 1, 1), SPEC("c.test", 1, 1) };
 	r = make(skew, 3, &timing);
 	for (size_t i = 0; i < 3; i++)
 		make_healthy(r, upstream_id_at(r, i), T0);
@@ -144,7 +148,7 @@ Test(upstream, wrr_is_smooth)
 
 Test(upstream, pick_fills_info)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &timing);
 	struct ke_msg_response s = support();
 	/* 16 with a wrong key length and an unknown AEAD are not usable for Fixed Key. */
@@ -167,8 +171,8 @@ Test(upstream, pick_fills_info)
 
 Test(upstream, deny_skips_and_falls_back)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 }, { "b.test", 4460, 1 },
-					       { "c.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1), SPEC("b.test", 4460, 1),
+					       SPEC("c.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 3, &timing);
 	for (size_t i = 0; i < 3; i++)
 		make_healthy(r, upstream_id_at(r, i), T0);
@@ -199,7 +203,8 @@ Test(upstream, deny_skips_and_falls_back)
 
 Test(upstream, deny_matches_announced_server)
 {
-	const struct upstream_spec specs[] = { { "ke1.test", 4460, 1 }, { "ke2.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("ke1.test", 4460, 1),
+					       SPEC("ke2.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 2, &timing);
 	make_healthy(r, 0, T0);
 	make_healthy(r, 1, T0);
@@ -218,7 +223,7 @@ Test(upstream, deny_matches_announced_server)
 
 Test(upstream, tried_excluded)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 100 }, { "b.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 100), SPEC("b.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 2, &timing);
 	make_healthy(r, 0, T0);
 	make_healthy(r, 1, T0);
@@ -233,7 +238,7 @@ Test(upstream, tried_excluded)
 
 Test(upstream, never_picked_unless_healthy_and_fresh)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &timing);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_PROBING);
 	cr_assert_eq(pick_rc(r, T0), -ENOENT);
@@ -259,7 +264,7 @@ Test(upstream, never_picked_unless_healthy_and_fresh)
 
 Test(upstream, unusable_support_is_a_failure)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &timing);
 	struct ke_msg_response s = support();
 	s.n_supported_protocols = 0;
@@ -281,7 +286,7 @@ Test(upstream, unusable_support_is_a_failure)
 
 Test(upstream, probe_scheduling_and_backoff)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &timing);
 	uint32_t id = 99;
 	cr_assert_eq(upstream_next_probe_ms(r), T0);
@@ -317,7 +322,7 @@ Test(upstream, probe_scheduling_and_backoff)
 
 Test(upstream, session_failure_triggers_probe)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &timing);
 	make_healthy(r, 0, T0);
 	uint32_t id;
@@ -341,7 +346,7 @@ Test(upstream, session_failure_triggers_probe)
 
 Test(upstream, earliest_due_first)
 {
-	const struct upstream_spec specs[] = { { "a.test", 1, 1 }, { "b.test", 1, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 1, 1), SPEC("b.test", 1, 1) };
 	struct upstream_registry *r = make(specs, 2, &timing);
 	make_healthy(r, 0, T0);
 	make_healthy(r, 1, T0 + 10);
@@ -359,7 +364,7 @@ Test(upstream, deep_check)
 {
 	struct upstream_timing t = timing;
 	t.deep_check_ms = DEEP;
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &t);
 	uint32_t id;
 	cr_assert_eq(upstream_deep_due(r, T0, &id), -ENOENT, "only healthy ones");
@@ -403,7 +408,7 @@ Test(upstream, deep_check)
 
 Test(upstream, deep_check_off)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &timing);
 	make_healthy(r, 0, T0);
 	uint32_t id;
@@ -416,12 +421,12 @@ Test(upstream, readded_while_probing_is_probed_again)
 {
 	/* Removed while its probe ran, the result arriving while it drains, then configured again:
 	 * it must be probed, not left waiting for a probe nobody runs. */
-	const struct upstream_spec v1[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec v1[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(v1, 1, &timing);
 	uint32_t id;
 	cr_assert_eq(upstream_probe_due(r, T0, &id), 0);
 	upstream_probe_started(r, id, T0);
-	const struct upstream_spec none[] = { { "z.test", 4460, 1 } };
+	const struct upstream_spec none[] = { SPEC("z.test", 4460, 1) };
 	cr_assert_eq(upstream_registry_update(r, none, 1, T0 + 1), 0);
 	cr_assert_eq(upstream_state(r, id), UPSTREAM_DRAINING);
 	struct ke_msg_response s = support();
@@ -440,16 +445,16 @@ Test(upstream, readded_while_probing_is_probed_again)
 
 Test(upstream, update_keeps_adds_drains)
 {
-	const struct upstream_spec v1[] = { { "a.test", 4460, 1 }, { "b.test", 4460, 1 },
-					    { "c.test", 4460, 1 } };
+	const struct upstream_spec v1[] = { SPEC("a.test", 4460, 1), SPEC("b.test", 4460, 1),
+					    SPEC("c.test", 4460, 1) };
 	struct upstream_registry *r = make(v1, 3, &timing);
 	make_healthy(r, 0, T0);
 	make_healthy(r, 1, T0);
 	upstream_session_ok(r, 0, 7);
 	upstream_session_ok(r, 0, 8);
 
-	const struct upstream_spec v2[] = { { "A.TEST", 4460, 4 }, { "b.test", 4461, 1 },
-					    { "d.test", 4460, 1 } };
+	const struct upstream_spec v2[] = { SPEC("A.TEST", 4460, 4), SPEC("b.test", 4461, 1),
+					    SPEC("d.test", 4460, 1) };
 	cr_assert_eq(upstream_registry_update(r, v2, 3, T0 + 10), 0);
 	cr_assert_eq(upstream_count(r), 5);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
@@ -487,7 +492,7 @@ Test(upstream, update_keeps_adds_drains)
 	cr_assert_null(upstream_domain(r, 1));
 	cr_assert_null(upstream_status_json(r, 1, 0, T0, WALL));
 	upstream_session_ok(r, 1, 5);
-	const struct upstream_spec v3[] = { { "c.test", 4460, 1 }, { "b.test", 4460, 1 } };
+	const struct upstream_spec v3[] = { SPEC("c.test", 4460, 1), SPEC("b.test", 4460, 1) };
 	cr_assert_eq(upstream_registry_update(r, v3, 2, T0 + 20), 0);
 	cr_assert_eq(upstream_state(r, 2), UPSTREAM_PROBING);
 	cr_assert_eq(upstream_id_at(r, upstream_count(r) - 1), 5);
@@ -497,15 +502,15 @@ Test(upstream, update_keeps_adds_drains)
 
 Test(upstream, invalid_specs_leave_registry_unchanged)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &timing);
-	const struct upstream_spec dup[] = { { "x.test", 1, 1 }, { "X.test", 1, 2 } };
-	const struct upstream_spec zero[] = { { "x.test", 1, 0 } };
-	const struct upstream_spec empty[] = { { "", 1, 1 } };
+	const struct upstream_spec dup[] = { SPEC("x.test", 1, 1), SPEC("X.test", 1, 2) };
+	const struct upstream_spec zero[] = { SPEC("x.test", 1, 0) };
+	const struct upstream_spec empty[] = { SPEC("", 1, 1) };
 	char longname[KE_MSG_NAME_MAX + 2];
 	memset(longname, 'a', sizeof longname - 1);
 	longname[sizeof longname - 1] = 0;
-	const struct upstream_spec toolong[] = { { longname, 1, 1 } };
+	const struct upstream_spec toolong[] = { SPEC(longname, 1, 1) };
 	cr_assert_eq(upstream_registry_update(r, dup, 2, T0), -EINVAL);
 	cr_assert_eq(upstream_registry_update(r, zero, 1, T0), -EINVAL);
 	cr_assert_eq(upstream_registry_update(r, empty, 1, T0), -EINVAL);
@@ -518,11 +523,142 @@ Test(upstream, invalid_specs_leave_registry_unchanged)
 	upstream_registry_free(r);
 }
 
+/* ---- Numbering and token per upstream (PROTOCOL.md §2, §3.5) ---- */
+
+Test(upstream, pick_gives_numbering_and_token)
+{
+	char tok[] = "kelb-token-of-a";
+	const struct upstream_spec specs[] = {
+		{ "a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, tok },
+		SPEC("b.test", 4460, 1),
+	};
+	struct upstream_registry *r = make(specs, 2, &timing);
+	/* The registry keeps its own copy: the caller's buffer may be wiped after the call. */
+	memset(tok, 'x', sizeof tok - 1);
+	make_healthy(r, 0, T0);
+	make_healthy(r, 1, T0);
+	struct pool_upstream_info info;
+	const uint32_t not_b[] = { 1 }, not_a[] = { 0 };
+	cr_assert_eq(upstream_pick(r, NULL, not_b, 1, T0, &info), 0);
+	cr_assert_eq(info.id, 0);
+	cr_assert_eq(info.numbering, KE_NUMBERING_NTPDRS_V1);
+	cr_assert_str_eq(info.token, "kelb-token-of-a");
+	cr_assert_eq(upstream_numbering(r, 0), KE_NUMBERING_NTPDRS_V1);
+	cr_assert_str_eq(upstream_token(r, 0), "kelb-token-of-a");
+	cr_assert_eq(upstream_pick(r, NULL, not_a, 1, T0, &info), 0);
+	cr_assert_eq(info.id, 1);
+	cr_assert_eq(info.numbering, KE_NUMBERING_IANA);
+	cr_assert_null(info.token);
+	cr_assert_eq(upstream_numbering(r, 1), KE_NUMBERING_IANA);
+	cr_assert_null(upstream_token(r, 1));
+
+	/* A secret: never in the status object. */
+	json_t *j = upstream_status_json(r, 0, 0, T0, WALL);
+	char *text = json_dumps(j, 0);
+	cr_assert(text);
+	cr_assert_null(strstr(text, "kelb-token-of-a"), "%s", text);
+	free(text);
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+Test(upstream, update_changes_token_and_numbering)
+{
+	char tok[] = "token-1";
+	struct upstream_spec spec = { "a.test", 4460, 1, KE_NUMBERING_IANA, tok };
+	struct upstream_registry *r = make(&spec, 1, &timing);
+	make_healthy(r, 0, T0);
+	upstream_session_ok(r, 0, 5);
+
+	spec.numbering = KE_NUMBERING_NTPDRS_V1;
+	spec.token = "token-2";
+	cr_assert_eq(upstream_registry_update(r, &spec, 1, T0 + 1), 0);
+	cr_assert_eq(upstream_count(r), 1);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY, "the same upstream, kept");
+	cr_assert_eq(upstream_numbering(r, 0), KE_NUMBERING_NTPDRS_V1);
+	cr_assert_str_eq(upstream_token(r, 0), "token-2");
+	struct pool_upstream_info info;
+	cr_assert_eq(upstream_pick(r, NULL, NULL, 0, T0 + 1, &info), 0);
+	cr_assert_eq(info.id, 0);
+	cr_assert_eq(info.numbering, KE_NUMBERING_NTPDRS_V1);
+	cr_assert_str_eq(info.token, "token-2");
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 1, WALL);
+	cr_assert_eq(json_integer_value(json_object_get(j, "sessions_served")), 1);
+	json_decref(j);
+
+	/* The token removed, the numbering back: both follow the configuration. */
+	spec.numbering = KE_NUMBERING_IANA;
+	spec.token = NULL;
+	cr_assert_eq(upstream_registry_update(r, &spec, 1, T0 + 2), 0);
+	cr_assert_null(upstream_token(r, 0));
+	cr_assert_eq(upstream_numbering(r, 0), KE_NUMBERING_IANA);
+	cr_assert_eq(upstream_pick(r, NULL, NULL, 0, T0 + 2, &info), 0);
+	cr_assert_null(info.token);
+	cr_assert_eq(info.numbering, KE_NUMBERING_IANA);
+
+	/* And added again. */
+	spec.token = tok;
+	cr_assert_eq(upstream_registry_update(r, &spec, 1, T0 + 3), 0);
+	cr_assert_str_eq(upstream_token(r, 0), "token-1");
+	upstream_registry_free(r);
+}
+
+Test(upstream, invalid_token_lengths_leave_registry_unchanged)
+{
+	char longest[KE_MSG_TOKEN_MAX + 1], toolong[KE_MSG_TOKEN_MAX + 2];
+	memset(longest, 't', sizeof longest - 1);
+	longest[sizeof longest - 1] = '\0';
+	memset(toolong, 't', sizeof toolong - 1);
+	toolong[sizeof toolong - 1] = '\0';
+	const struct upstream_spec good = { "a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, "tok" };
+	struct upstream_registry *r = make(&good, 1, &timing);
+	const struct upstream_spec bad[] = {
+		{ "a.test", 4460, 1, KE_NUMBERING_IANA, "" },
+		{ "a.test", 4460, 1, KE_NUMBERING_IANA, toolong },
+	};
+	for (size_t i = 0; i < 2; i++) {
+		/* With a valid new upstream beside it: nothing of the update is applied. */
+		const struct upstream_spec both[] = { SPEC("n.test", 1, 1), bad[i] };
+		cr_assert_eq(upstream_registry_update(r, both, 2, T0), -EINVAL, "spec %zu", i);
+		cr_assert_eq(upstream_count(r), 1);
+		cr_assert_str_eq(upstream_token(r, 0), "tok");
+		cr_assert_eq(upstream_numbering(r, 0), KE_NUMBERING_NTPDRS_V1);
+		cr_assert_eq(upstream_state(r, 0), UPSTREAM_PROBING);
+		struct upstream_registry *r2 = NULL;
+		cr_assert_eq(upstream_registry_new(&r2, &bad[i], 1, &timing, T0), -EINVAL);
+		cr_assert_null(r2);
+	}
+	const struct upstream_spec edge = { "a.test", 4460, 1, KE_NUMBERING_IANA, longest };
+	cr_assert_eq(upstream_registry_update(r, &edge, 1, T0), 0, "255 bytes is allowed");
+	cr_assert_str_eq(upstream_token(r, 0), longest);
+	upstream_registry_free(r);
+}
+
+Test(upstream, numbering_and_token_of_an_unknown_id)
+{
+	const struct upstream_spec specs[] = {
+		{ "a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, "tok" },
+	};
+	struct upstream_registry *r = make(specs, 1, &timing);
+	cr_assert_eq(upstream_numbering(r, 7), KE_NUMBERING_IANA);
+	cr_assert_null(upstream_token(r, 7));
+	cr_assert_eq(upstream_numbering(r, UINT32_MAX), KE_NUMBERING_IANA);
+	cr_assert_null(upstream_token(r, UINT32_MAX));
+	/* Forgotten after draining: as unknown as any other id. */
+	cr_assert_eq(upstream_registry_update(r, NULL, 0, T0), 0);
+	cr_assert_str_eq(upstream_token(r, 0), "tok", "kept while draining");
+	upstream_forget(r, 0);
+	cr_assert_eq(upstream_count(r), 0);
+	cr_assert_eq(upstream_numbering(r, 0), KE_NUMBERING_IANA);
+	cr_assert_null(upstream_token(r, 0));
+	upstream_registry_free(r);
+}
+
 Test(upstream, bounded_under_reloads)
 {
 	struct upstream_registry *r = make(NULL, 0, &timing);
 	char name[32];
-	struct upstream_spec spec = { name, 1, 1 };
+	struct upstream_spec spec = SPEC(name, 1, 1);
 	/* Each reload replaces the only upstream; nothing ever releases the draining ones. */
 	for (int i = 0; i < 3 * UPSTREAM_MAX; i++) {
 		snprintf(name, sizeof name, "u%d.test", i);
@@ -536,7 +672,7 @@ Test(upstream, bounded_under_reloads)
 
 	struct upstream_spec many[UPSTREAM_MAX + 1];
 	for (size_t i = 0; i < UPSTREAM_MAX + 1; i++)
-		many[i] = (struct upstream_spec){ "m.test", (uint16_t)i, 1 };
+		many[i] = (struct upstream_spec)SPEC("m.test", (uint16_t)i, 1);
 	cr_assert_eq(upstream_registry_update(r, many, UPSTREAM_MAX + 1, T0), -EINVAL);
 	cr_assert_eq(upstream_registry_update(r, many, UPSTREAM_MAX, T0), 0);
 	upstream_registry_free(r);
@@ -544,7 +680,7 @@ Test(upstream, bounded_under_reloads)
 
 Test(upstream, latency_percentiles_over_last_1024)
 {
-	const struct upstream_spec specs[] = { { "a.test", 4460, 1 } };
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
 	struct upstream_registry *r = make(specs, 1, &timing);
 	json_t *j = upstream_status_json(r, 0, 0, T0, WALL);
 	cr_assert(json_is_null(json_object_get(j, "latency_ms")));
@@ -585,7 +721,7 @@ Test(upstream, latency_percentiles_over_last_1024)
 
 Test(upstream, status_json_fields_and_types)
 {
-	const struct upstream_spec specs[] = { { "127.0.0.2", 4460, 3 } };
+	const struct upstream_spec specs[] = { SPEC("127.0.0.2", 4460, 3) };
 	struct upstream_registry *r = make(specs, 1, &timing);
 	json_t *j = upstream_status_json(r, 0, 2, T0, WALL);
 	cr_assert(json_is_object(j));
