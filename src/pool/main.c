@@ -5,6 +5,7 @@
 
 #include "broker.h"
 #include "config_pool.h"
+#include "derive_token.h"
 #include "log.h"
 #include "program.h"
 
@@ -12,6 +13,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: nts-pool-ke -c FILE [-l LEVEL]\n"
+		"       nts-pool-ke --derive-token --secret-file FILE --uuid UUID [--randomizer R]\n"
 		"\n"
 		"The NTS pool's key-exchange broker: serves NTS-KE to clients and obtains their\n"
 		"cookies from upstream NTS-KE servers with the pool's certificate.\n"
@@ -20,9 +22,12 @@ static void usage(FILE *f)
 		"  -l, --log-level LEVEL error, warn, info, debug or trace (overrides the file)\n"
 		"  -h, --help            show this help\n"
 		"  -V, --version         show the version\n"
+		"      --derive-token    print the token for one time source: lowercase hex of\n"
+		"                        SHA3-256(secret || uuid || randomizer), the secret being\n"
+		"                        the first line of --secret-file (mode 0600)\n"
 		"\n"
-		"Signals: SIGHUP reloads the certificate, key and upstream list; SIGTERM and\n"
-		"SIGINT stop gracefully.\n"
+		"Signals: SIGHUP reloads the certificate, key, upstream list and token files;\n"
+		"SIGTERM and SIGINT stop gracefully.\n"
 		"Exit status: 0 after a clean stop, 78 for configuration errors, 1 otherwise.\n");
 }
 
@@ -43,6 +48,8 @@ static void stop(void *ud)
 
 int main(int argc, char **argv)
 {
+	if (derive_token_wanted(argc, argv))
+		return derive_token_main(argc, argv);
 	struct program_opts o;
 	int rc = program_parse(argc, argv, "nts-pool-ke", usage, false, &o);
 	if (rc >= 0)
