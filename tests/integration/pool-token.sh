@@ -10,7 +10,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init pool-token
-plan 26
+plan 29
 
 pool_certs || bail_out "gen-cert.sh failed"
 alloc_ports 9
@@ -220,6 +220,25 @@ bad_rc=0
 expect "broker: a token file readable by others -> exit 78, 'chmod 600' in the message" \
 	"$bad_rc $(grep -c 'chmod 600' "$T/bad.log")" "78 1" "$(cat "$T/bad.log")"
 chmod 600 "$T/broker-b-token"
+
+# --derive-token: the public pool's derivation, against answers computed independently
+# (Python's hashlib.sha3_256 of secret || uuid || randomizer).
+printf 'pool base secret\n' >"$T/secret"
+chmod 600 "$T/secret"
+UUID=9b7e1c52-6d1f-4c8e-a6c1-1f0e3f2b8d44
+expect "--derive-token with and without a randomizer: lowercase hex SHA3-256" \
+	"$("$POOL_KE" --derive-token --secret-file "$T/secret" --uuid "$UUID" --randomizer r1) $("$POOL_KE" --derive-token --secret-file "$T/secret" --uuid "$UUID")" \
+	"76404343e1a8c24cac59ed4769ff2d8cbfc90a5c49853009ee24bb352d854e8e 172ac467d5c3bf5f8d28b981810e120ae42cf4c8d30f39d93be48eb6c4c2b10b"
+chmod 640 "$T/secret"
+d_rc=0
+"$POOL_KE" --derive-token --secret-file "$T/secret" --uuid "$UUID" >"$T/derive.out" 2>&1 ||
+	d_rc=$?
+expect "--derive-token: a secret readable by the group -> exit 1, 'chmod 600', no token" \
+	"$d_rc $(grep -c 'chmod 600' "$T/derive.out") $(grep -c '^[0-9a-f]\{64\}$' "$T/derive.out")" \
+	"1 1 0" "$(cat "$T/derive.out")"
+d_rc=0
+"$POOL_KE" --derive-token --secret-file "$T/secret" >/dev/null 2>&1 || d_rc=$?
+expect "--derive-token without --uuid -> exit 2 (usage)" "$d_rc" 2
 
 daemon_stop p
 expect "broker: SIGTERM -> exit 0" "$STOP_RC $STOP_KILLED" "0 no" "$(log_tail "$T/p.log" 10)"
