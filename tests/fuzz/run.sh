@@ -48,20 +48,23 @@ fi
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=gnu11 -g -O1 -fno-omit-frame-pointer $SAN"
-CPPFLAGS="-include $builddir/autoconfig.h -I$srcdir/src/lib -I$srcdir/src/daemon"
+lib=$srcdir/src/lib
+CPPFLAGS="-include $builddir/autoconfig.h -I$lib/base -I$lib/crypto -I$lib/proto -I$lib/tls"
+CPPFLAGS="$CPPFLAGS -I$lib/config -I$lib/io -I$srcdir/src/daemon"
 
-# harness : library sources (wire.c and log.c are linked into every one) : -max_len
+# harness : library sources under src/lib (base/wire.c and base/log.c are linked into every
+# one) : -max_len
 HARNESSES='
-ke_frame:ke_record.c ke_msg.c:70000
-ke_request:ke_record.c ke_msg.c pool_proto.c:5000
-ke_response:ke_record.c ke_msg.c:70000
-ke_record:ke_record.c:8192
-ntp_packet:ntp_packet.c:2048
-nts_request:ntp_packet.c nts_ntp.c aead.c:2048
-nts_response:ntp_packet.c nts_ntp.c aead.c:2048
-toml:toml.c toml_doc.c toml_num.c toml_scan.c toml_tree.c:65536
-keyset_cookie:keyset.c aead.c:512
-ntp_server:ntp_packet.c nts_ntp.c aead.c keyset.c ../daemon/ntp_server.c:2048
+ke_frame:proto/ke_record.c proto/ke_msg.c:70000
+ke_request:proto/ke_record.c proto/ke_msg.c proto/pool_proto.c:5000
+ke_response:proto/ke_record.c proto/ke_msg.c:70000
+ke_record:proto/ke_record.c:8192
+ntp_packet:proto/ntp_packet.c:2048
+nts_request:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c:2048
+nts_response:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c:2048
+toml:config/toml.c config/toml_doc.c config/toml_num.c config/toml_scan.c config/toml_tree.c:65536
+keyset_cookie:crypto/keyset.c crypto/aead.c:512
+ntp_server:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c crypto/keyset.c ../daemon/ntp_server.c:2048
 '
 
 selected() {
@@ -74,7 +77,7 @@ selected() {
 # always afresh so a changed header can never leave a stale object behind.
 compiled=" "
 compile() { # source (relative to src/lib) -> object path on stdout
-	obj=$out/obj/$(echo "$1" | sed 's|^\.\./daemon/|daemon_|; s|\.c$|.o|')
+	obj=$out/obj/$(echo "$1" | sed 's|^\.\./daemon/|daemon_|; s|/|_|g; s|\.c$|.o|')
 	case $compiled in *" $1 "*) echo "$obj"; return 0 ;; esac
 	"$CLANG" $CFLAGS -fsanitize=fuzzer-no-link $CPPFLAGS $GNUTLS_CFLAGS \
 		-c "$srcdir/src/lib/$1" -o "$obj" >>"$out/log/build.log" 2>&1 || return 1
@@ -97,7 +100,7 @@ echo "$HARNESSES" | {
 		k=$((k + 1))
 		objs=
 		ok=1
-		for s in wire.c log.c $srcs; do
+		for s in base/wire.c base/log.c $srcs; do
 			o=$(compile "$s") || { ok=0; break; }
 			compiled="$compiled$s "
 			objs="$objs $o"
