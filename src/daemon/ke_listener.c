@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ke_conn.h"
 #include "log.h"
 #include "net.h"
 #include "tls_creds.h"
@@ -20,17 +21,16 @@ struct ke_listener {
 	struct tls_creds *creds; /* one reference; each session holds its own */
 	struct net_listener *net;
 	struct net_listener_stats last_net; /* kept after the socket closed */
-	struct ke_conn *conns;		    /* open connections, for a graceful stop */
+	struct session *sessions;	    /* open connections, for a graceful stop */
 	struct log_ratelimit conn_log;
-	bool stopping;
 };
 
-/* One accepted connection: the socket and its state machine. Freed in on_closed. */
-struct ke_conn {
+/* One accepted connection in the listener's list (for a graceful stop). Freed when the driver
+ * reports it closed. */
+struct session {
 	struct ke_listener *l;
-	struct net_stream *stream;
-	struct ke_server_conn *ke;
-	struct ke_conn *prev, *next;
+	struct ke_conn *conn;
+	struct session *prev, *next;
 };
 
 static int load_creds(const struct config_daemon_nts_ke_server *cfg, struct tls_creds **out,
@@ -78,111 +78,106 @@ int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
 	return 0;
 }
 
-/* Hands the state machine's pending output to the socket and follows its deadline; closes the
- * socket once the machine is done. Returns false when the connection is going away. */
-static bool flush(struct ke_conn *c)
+/* ke_server_conn as the connection driver runs it. */
+static int m_input(void *m, const uint8_t *buf, size_t len, uint64_t now_ms)
 {
-	const uint8_t *p;
-	size_t n;
-	ke_server_conn_output(c->ke, &p, &n);
-	if (n > 0) {
-		if (net_stream_write(c->stream, p, n) < 0) {
-			net_stream_abort(c->stream);
-			return false;
-		}
-		ke_server_conn_output_consume(c->ke, n);
-	}
-	/* A stopping daemon lets requests in progress finish but does not keep idle pool
-	 * connections: a pool that keeps asking would otherwise hold the daemon forever. */
-	if (c->l->stopping && ke_server_conn_idle(c->ke)) {
-		ke_server_conn_timeout(c->ke, uv_now(c->l->loop));
-		return flush(c);
-	}
-	if (ke_server_conn_done(c->ke)) {
-		net_stream_close(c->stream);
-		return false;
-	}
-	uint64_t deadline = ke_server_conn_deadline(c->ke), now = uv_now(c->l->loop);
-	net_stream_set_deadline(c->stream, deadline > now ? deadline - now : 1);
-	return true;
+	return ke_server_conn_input(m, buf, len, now_ms);
 }
 
-static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
+static void m_eof(void *m, uint64_t now_ms)
 {
-	struct ke_conn *c = ud;
-	if (ke_server_conn_input(c->ke, buf, len, uv_now(c->l->loop)) < 0) {
-		net_stream_abort(s);
-		return;
-	}
-	flush(c);
+	ke_server_conn_eof(m, now_ms);
 }
 
-static void on_eof(struct net_stream *s, int status, void *ud)
+static void m_timeout(void *m, uint64_t now_ms)
 {
-	struct ke_conn *c = ud;
-	(void)s;
-	(void)status;
-	ke_server_conn_eof(c->ke, uv_now(c->l->loop));
-	if (flush(c))
-		net_stream_close(c->stream);
+	ke_server_conn_timeout(m, now_ms);
 }
 
-static void on_timeout(struct net_stream *s, void *ud)
+static void m_output(const void *m, const uint8_t **ptr, size_t *len)
 {
-	struct ke_conn *c = ud;
-	(void)s;
-	ke_server_conn_timeout(c->ke, uv_now(c->l->loop));
-	if (flush(c))
-		net_stream_close(c->stream);
+	ke_server_conn_output(m, ptr, len);
 }
 
-static void on_closed(struct net_stream *s, void *ud)
+static void m_output_consume(void *m, size_t n)
 {
-	struct ke_conn *c = ud;
-	(void)s;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		c->l->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	ke_server_conn_free(c->ke);
-	free(c);
+	ke_server_conn_output_consume(m, n);
 }
 
-static const struct net_stream_ops stream_ops = {
-	.on_read = on_read,
-	.on_eof = on_eof,
-	.on_timeout = on_timeout,
-	.on_closed = on_closed,
+static uint64_t m_deadline(const void *m)
+{
+	return ke_server_conn_deadline(m);
+}
+
+static bool m_done(const void *m)
+{
+	return ke_server_conn_done(m);
+}
+
+static bool m_idle(const void *m)
+{
+	return ke_server_conn_idle(m);
+}
+
+static void m_free(void *m)
+{
+	ke_server_conn_free(m);
+}
+
+static const struct ke_conn_machine machine_ops = {
+	.input = m_input,
+	.eof = m_eof,
+	.timeout = m_timeout,
+	.output = m_output,
+	.output_consume = m_output_consume,
+	.deadline = m_deadline,
+	.done = m_done,
+	.idle = m_idle,
+	.free = m_free,
 };
+
+static void on_conn_closed(struct ke_conn *conn, void *machine, void *ud)
+{
+	struct session *se = ud;
+	(void)conn;
+	(void)machine;
+	if (se->prev)
+		se->prev->next = se->next;
+	else
+		se->l->sessions = se->next;
+	if (se->next)
+		se->next->prev = se->prev;
+	free(se);
+}
 
 static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 {
 	struct ke_listener *l = ud;
 	(void)nl;
-	struct ke_conn *c = calloc(1, sizeof *c);
-	if (!c)
-		return -ENOMEM;
-	int rc = ke_server_conn_new(&c->ke, l->creds, &l->server_cfg, l->keyset_slot, &l->stats,
-				    uv_now(l->loop));
+	struct session *se = calloc(1, sizeof *se);
+	struct ke_server_conn *ke = NULL;
+	int rc = se ? ke_server_conn_new(&ke, l->creds, &l->server_cfg, l->keyset_slot, &l->stats,
+					 uv_now(l->loop))
+		    : -ENOMEM;
+	if (rc == 0) {
+		se->l = l;
+		char peer[NET_ADDR_STRLEN];
+		ke_server_conn_set_peer(ke, net_addr_str(net_stream_peer(s), peer, sizeof peer));
+		const struct ke_conn_owner owner = { .closed = on_conn_closed, .ud = se };
+		rc = ke_conn_start(&se->conn, l->loop, s, &machine_ops, ke, &owner);
+	}
 	if (rc < 0) {
 		if (log_ratelimit_allow(&l->conn_log, uv_now(l->loop)))
 			log_warn("nts-ke %s: cannot start a session: %s", l->cfg->listen.text,
 				 strerror(-rc));
-		free(c);
+		ke_server_conn_free(ke);
+		free(se);
 		return rc;
 	}
-	c->l = l;
-	c->stream = s;
-	c->next = l->conns;
-	if (l->conns)
-		l->conns->prev = c;
-	l->conns = c;
-	char peer[NET_ADDR_STRLEN];
-	ke_server_conn_set_peer(c->ke, net_addr_str(net_stream_peer(s), peer, sizeof peer));
-	net_stream_set_ops(s, &stream_ops, c);
-	flush(c);
+	se->next = l->sessions;
+	if (l->sessions)
+		l->sessions->prev = se;
+	l->sessions = se;
 	return 0;
 }
 
@@ -236,12 +231,11 @@ int ke_listener_reload(struct ke_listener *l, char *err, size_t errlen)
 
 void ke_listener_stop(struct ke_listener *l)
 {
-	l->stopping = true;
 	if (l->net)
 		net_listener_close(l->net);
-	/* flush only asks for closes; the list changes in on_closed, which runs later. */
-	for (struct ke_conn *c = l->conns; c; c = c->next)
-		flush(c);
+	/* Draining only asks for closes; the list changes when the driver reports them, later. */
+	for (struct session *se = l->sessions; se; se = se->next)
+		ke_conn_drain(se->conn);
 }
 
 void ke_listener_free(struct ke_listener *l)

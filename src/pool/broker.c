@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "ke_conn.h"
 #include "log.h"
 #include "net.h"
 #include "status.h"
@@ -57,14 +58,14 @@ static void close_io_when_idle(struct broker *b)
 }
 
 /* One client connection. Freed in on_closed. */
+/* One client connection: its session runs on the connection driver, which owns and frees it. */
 struct client {
 	struct broker *b;
-	struct net_stream *stream;
+	struct ke_conn *conn;
 	struct pool_session *session;
 	struct upstream_io_exchange *exchange; /* outstanding upstream work, or NULL */
 	uint32_t upstream;
 };
-
 
 static int pick(void *ud, const struct ke_msg_request *req, const uint32_t *tried, size_t n_tried,
 		uint64_t now_ms, struct pool_upstream_info *out)
@@ -137,29 +138,6 @@ static struct upstream_timing timing_of(const struct config_pool *c)
 
 static void start_upstream_work(struct client *c);
 
-/* Hands the session's output to the socket, follows its deadline, starts upstream work it asks
- * for, and closes the socket once it is done. */
-static void flush(struct client *c)
-{
-	const uint8_t *p;
-	size_t n;
-	pool_session_output(c->session, &p, &n);
-	if (n > 0) {
-		if (net_stream_write(c->stream, p, n) < 0) {
-			net_stream_abort(c->stream);
-			return;
-		}
-		pool_session_output_consume(c->session, n);
-	}
-	if (pool_session_done(c->session)) {
-		net_stream_close(c->stream);
-		return;
-	}
-	uint64_t deadline = pool_session_deadline(c->session), now = uv_now(c->b->loop);
-	net_stream_set_deadline(c->stream, deadline > now ? deadline - now : 1);
-	start_upstream_work(c);
-}
-
 static void on_upstream_done(void *ud, int err, bool keys_sent, int parse_rc,
 			     const struct ke_msg_response *resp, uint64_t latency_ms)
 {
@@ -185,7 +163,8 @@ static void on_upstream_done(void *ud, int err, bool keys_sent, int parse_rc,
 		}
 		pool_session_upstream_response(c->session, parse_rc, resp, now);
 	}
-	flush(c);
+	ke_conn_kick(c->conn);
+	start_upstream_work(c);
 }
 
 static void start_upstream_work(struct client *c)
@@ -203,57 +182,78 @@ static void start_upstream_work(struct client *c)
 			     &c->exchange);
 }
 
-static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
+/* pool_session as the connection driver runs it. */
+static int m_input(void *m, const uint8_t *buf, size_t len, uint64_t now_ms)
 {
-	struct client *c = ud;
-	if (pool_session_input(c->session, buf, len, uv_now(c->b->loop)) < 0) {
-		net_stream_abort(s);
-		return;
-	}
-	flush(c);
+	return pool_session_input(m, buf, len, now_ms);
 }
 
-static void on_eof(struct net_stream *s, int status, void *ud)
+static void m_eof(void *m, uint64_t now_ms)
 {
-	struct client *c = ud;
-	if (status < 0) {
-		net_stream_abort(s);
-		return;
-	}
-	/* A client may close only its sending side after its request: the answer still goes out,
-	 * and flush closes the socket once the session is done (its deadline bounds the wait). */
-	pool_session_eof(c->session, uv_now(c->b->loop));
-	flush(c);
+	pool_session_eof(m, now_ms);
 }
 
-static void on_timeout(struct net_stream *s, void *ud)
+static void m_timeout(void *m, uint64_t now_ms)
 {
-	struct client *c = ud;
-	(void)s;
-	pool_session_timeout(c->session, uv_now(c->b->loop));
-	flush(c);
-	net_stream_close(c->stream);
+	pool_session_timeout(m, now_ms);
 }
 
-static void on_closed(struct net_stream *s, void *ud)
+static void m_output(const void *m, const uint8_t **ptr, size_t *len)
+{
+	pool_session_output(m, ptr, len);
+}
+
+static void m_output_consume(void *m, size_t n)
+{
+	pool_session_output_consume(m, n);
+}
+
+static uint64_t m_deadline(const void *m)
+{
+	return pool_session_deadline(m);
+}
+
+static bool m_done(const void *m)
+{
+	return pool_session_done(m);
+}
+
+static void m_free(void *m)
+{
+	pool_session_free(m);
+}
+
+static const struct ke_conn_machine machine_ops = {
+	.input = m_input,
+	.eof = m_eof,
+	.timeout = m_timeout,
+	.output = m_output,
+	.output_consume = m_output_consume,
+	.deadline = m_deadline,
+	.done = m_done,
+	.free = m_free,
+};
+
+/* After each client event the session may want its upstream exchange. */
+static void on_progress(struct ke_conn *conn, void *machine, void *ud)
+{
+	(void)conn;
+	(void)machine;
+	start_upstream_work(ud);
+}
+
+static void on_client_closed(struct ke_conn *conn, void *machine, void *ud)
 {
 	struct client *c = ud;
-	(void)s;
 	struct broker *b = c->b;
+	(void)conn;
+	(void)machine;
 	if (c->exchange)
 		upstream_io_cancel(c->exchange);
-	pool_session_free(c->session);
 	free(c);
 	b->clients--;
 	close_io_when_idle(b);
 }
-
-static const struct net_stream_ops client_ops = {
-	.on_read = on_read,
-	.on_eof = on_eof,
-	.on_timeout = on_timeout,
-	.on_closed = on_closed,
-};
 
 static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 {
@@ -261,24 +261,29 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	struct broker *b = l->b;
 	(void)nl;
 	struct client *c = calloc(1, sizeof *c);
-	if (!c)
-		return -ENOMEM;
-	int rc = pool_session_new(&c->session, b->server_creds, &b->session_cfg, &b->upstreams,
-				  &b->stats, uv_now(b->loop));
+	struct pool_session *session = NULL;
+	int rc = c ? pool_session_new(&session, b->server_creds, &b->session_cfg, &b->upstreams,
+				      &b->stats, uv_now(b->loop))
+		   : -ENOMEM;
+	if (rc == 0) {
+		c->b = b;
+		c->session = session;
+		c->upstream = UINT32_MAX;
+		char peer[NET_ADDR_STRLEN];
+		pool_session_set_peer(session, net_addr_str(net_stream_peer(s), peer, sizeof peer));
+		const struct ke_conn_owner owner = { .progress = on_progress,
+						     .closed = on_client_closed,
+						     .ud = c };
+		rc = ke_conn_start(&c->conn, b->loop, s, &machine_ops, session, &owner);
+	}
 	if (rc < 0) {
 		if (log_ratelimit_allow(&b->session_log, uv_now(b->loop)))
 			log_warn("%s: cannot start a session: %s", l->text, strerror(-rc));
+		pool_session_free(session);
 		free(c);
 		return rc;
 	}
-	c->b = b;
-	c->stream = s;
-	c->upstream = UINT32_MAX;
 	b->clients++;
-	char peer[NET_ADDR_STRLEN];
-	pool_session_set_peer(c->session, net_addr_str(net_stream_peer(s), peer, sizeof peer));
-	net_stream_set_ops(s, &client_ops, c);
-	flush(c);
 	return 0;
 }
 

@@ -386,6 +386,11 @@ int net_stream_write(struct net_stream *s, const uint8_t *buf, size_t len)
 	return rc;
 }
 
+size_t net_stream_queued(const struct net_stream *s)
+{
+	return uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);
+}
+
 void net_stream_set_deadline(struct net_stream *s, uint64_t timeout_ms)
 {
 	if (s->state != STREAM_OPEN)

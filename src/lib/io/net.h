@@ -64,6 +64,9 @@ void net_stream_set_ops(struct net_stream *s, const struct net_stream_ops *ops, 
  * libuv error. Bytes are written in order. */
 int net_stream_write(struct net_stream *s, const uint8_t *buf, size_t len);
 
+/* Bytes accepted by net_stream_write and not yet handed to the kernel. */
+size_t net_stream_queued(const struct net_stream *s);
+
 /* (Re)arms the deadline timeout_ms from now; 0 disarms it. */
 void net_stream_set_deadline(struct net_stream *s, uint64_t timeout_ms);
 

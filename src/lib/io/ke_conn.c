@@ -1,0 +1,150 @@
+#include "ke_conn.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+struct ke_conn {
+	uv_loop_t *loop;
+	struct net_stream *stream;
+	const struct ke_conn_machine *ops;
+	void *m;
+	struct ke_conn_owner owner;
+	bool closing; /* close or abort asked: the machine gets no more events */
+	bool draining;
+};
+
+static uint64_t now(const struct ke_conn *c)
+{
+	return uv_now(c->loop);
+}
+
+static void abort_conn(struct ke_conn *c)
+{
+	c->closing = true;
+	net_stream_abort(c->stream);
+}
+
+static void close_conn(struct ke_conn *c)
+{
+	c->closing = true;
+	net_stream_close(c->stream);
+}
+
+/* Hands the machine's output to the socket, follows its deadline, closes once it is done and,
+ * after a stream event (progress), lets the owner act on what the machine now wants. */
+static void flush(struct ke_conn *c, bool progress)
+{
+	if (c->closing)
+		return;
+	const uint8_t *p;
+	size_t n;
+	c->ops->output(c->m, &p, &n);
+	if (n > 0) {
+		if (net_stream_queued(c->stream) + n > KE_CONN_WRITE_CAP ||
+		    net_stream_write(c->stream, p, n) < 0) {
+			abort_conn(c);
+			return;
+		}
+		c->ops->output_consume(c->m, n);
+	}
+	if (c->draining && c->ops->idle && c->ops->idle(c->m)) {
+		c->ops->timeout(c->m, now(c));
+		flush(c, progress);
+		return;
+	}
+	if (c->ops->done(c->m)) {
+		close_conn(c);
+		return;
+	}
+	uint64_t deadline = c->ops->deadline(c->m), t = now(c);
+	net_stream_set_deadline(c->stream, deadline == 0 ? 0 : deadline > t ? deadline - t : 1);
+	if (progress && c->owner.progress)
+		c->owner.progress(c, c->m, c->owner.ud);
+}
+
+static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
+{
+	struct ke_conn *c = ud;
+	(void)s;
+	if (c->closing)
+		return;
+	if (c->ops->input(c->m, buf, len, now(c)) < 0) {
+		abort_conn(c);
+		return;
+	}
+	flush(c, true);
+}
+
+static void on_eof(struct net_stream *s, int status, void *ud)
+{
+	struct ke_conn *c = ud;
+	(void)s;
+	if (c->closing)
+		return;
+	if (status < 0) {
+		abort_conn(c);
+		return;
+	}
+	c->ops->eof(c->m, now(c));
+	flush(c, true);
+}
+
+static void on_timeout(struct net_stream *s, void *ud)
+{
+	struct ke_conn *c = ud;
+	(void)s;
+	if (c->closing)
+		return;
+	c->ops->timeout(c->m, now(c));
+	flush(c, true);
+	close_conn(c);
+}
+
+static void on_closed(struct net_stream *s, void *ud)
+{
+	struct ke_conn *c = ud;
+	(void)s;
+	c->owner.closed(c, c->m, c->owner.ud);
+	c->ops->free(c->m);
+	free(c);
+}
+
+static const struct net_stream_ops stream_ops = {
+	.on_read = on_read,
+	.on_eof = on_eof,
+	.on_timeout = on_timeout,
+	.on_closed = on_closed,
+};
+
+int ke_conn_start(struct ke_conn **out, uv_loop_t *loop, struct net_stream *s,
+		  const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner)
+{
+	struct ke_conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	c->loop = loop;
+	c->stream = s;
+	c->ops = ops;
+	c->m = m;
+	c->owner = *owner;
+	*out = c;
+	net_stream_set_ops(s, &stream_ops, c);
+	flush(c, false);
+	return 0;
+}
+
+void ke_conn_kick(struct ke_conn *c)
+{
+	flush(c, false);
+}
+
+void ke_conn_drain(struct ke_conn *c)
+{
+	c->draining = true;
+	flush(c, false);
+}
+
+const struct sockaddr *ke_conn_peer(const struct ke_conn *c)
+{
+	return net_stream_peer(c->stream);
+}

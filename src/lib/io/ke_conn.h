@@ -1,0 +1,79 @@
+/* The NTS-KE connection driver: the one place where a TCP stream's bytes, end of stream and
+ * deadlines reach a KE state machine, and where the machine's output, next deadline and end reach
+ * the stream. The time source's KE server and the broker's client sessions both run on it; a
+ * connection prelude (such as a PROXY protocol header) belongs here too, ahead of the machine.
+ *
+ * Policy, the same for every machine:
+ *   - input the machine refuses (a negative return) aborts the connection;
+ *   - a failed connection (a read error) aborts: nothing more can be delivered;
+ *   - end of stream from the peer is a half-close: the machine is told, its answer still goes
+ *     out, and the socket closes once the machine is done (its deadline bounds the wait);
+ *   - the deadline passing is the machine's to handle; the socket closes after it either way;
+ *   - at most KE_CONN_WRITE_CAP bytes wait to be sent: a peer that sends requests without
+ *     reading the answers is cut off instead of growing our buffers;
+ *   - when draining (the program stops), a machine that reports itself idle is timed out at
+ *     once; machines in the middle of a request finish under their deadline.
+ *
+ * libuv's rules hold: the driver is freed from the stream's close callback, after the owner's
+ * last callback; no call reports through a callback before it returns. */
+#ifndef NTSPOOL_KE_CONN_H
+#define NTSPOOL_KE_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include <uv.h>
+
+#include "net.h"
+
+/* Bytes queued for a peer at most. A KE answer is at most a few kilobytes and a peer asks one
+ * question at a time, so only a peer that does not read reaches this. */
+#define KE_CONN_WRITE_CAP (64 * 1024)
+
+/* A KE state machine as the driver sees it (all sans-I/O; m is the machine). now_ms is the
+ * loop's clock. idle may be NULL (never idle). */
+struct ke_conn_machine {
+	int (*input)(void *m, const uint8_t *buf, size_t len, uint64_t now_ms);
+	void (*eof)(void *m, uint64_t now_ms);
+	void (*timeout)(void *m, uint64_t now_ms);
+	void (*output)(const void *m, const uint8_t **ptr, size_t *len);
+	void (*output_consume)(void *m, size_t n);
+	uint64_t (*deadline)(const void *m); /* absolute, now_ms units; 0: none */
+	bool (*done)(const void *m);
+	bool (*idle)(const void *m);
+	void (*free)(void *m);
+};
+
+struct ke_conn;
+
+struct ke_conn_owner {
+	/* After each stream event the machine took (bytes, end of stream, deadline), while the
+	 * connection is open: the owner may start work the machine asked for (the broker's
+	 * upstream exchange). Never called from inside a ke_conn_* call. May be NULL. */
+	void (*progress)(struct ke_conn *c, void *machine, void *ud);
+	/* Last call: the socket is closed. The machine is freed right after this returns. */
+	void (*closed)(struct ke_conn *c, void *machine, void *ud);
+	void *ud;
+};
+
+/* Drives machine m (ops borrowed for the connection's life; m taken over) on the accepted stream
+ * s. Must be called from the listener's on_accept, which then returns 0. Sends what the machine
+ * has ready and arms its deadline. Returns 0, or -ENOMEM with nothing taken (the caller frees m
+ * and refuses the connection). *out is owned by the loop until owner->closed. */
+int ke_conn_start(struct ke_conn **out, uv_loop_t *loop, struct net_stream *s,
+		  const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner);
+
+/* The machine changed outside the driver's events (an upstream answered): send its output,
+ * follow its deadline, close when it is done. No progress callback: the owner that kicked knows
+ * what changed. */
+void ke_conn_kick(struct ke_conn *c);
+
+/* The program stops: idle machines are timed out now, busy ones finish on their own. */
+void ke_conn_drain(struct ke_conn *c);
+
+/* The peer's address (borrowed, for the connection's life). */
+const struct sockaddr *ke_conn_peer(const struct ke_conn *c);
+
+#endif
