@@ -1,13 +1,10 @@
 #include "daemon.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "ke_listener.h"
 #include "log.h"
@@ -22,11 +19,6 @@
 /* Root dispersion announced for the local clock: what an undisciplined oscillator may have
  * drifted since an unknown last synchronisation, kept modest like chrony's `local` does. */
 #define LOCAL_ROOT_DISP_NTP_SHORT 0x00000100u /* 1/256 s ≈ 3.9 ms */
-
-uint64_t daemon_unix_now(void)
-{
-	return (uint64_t)time(NULL);
-}
 
 static int clock_precision(void)
 {
@@ -62,116 +54,6 @@ static void init_clock(struct daemon *d)
 	d->clock.ref_ts = ntp_packet_ts_from_timespec(&now);
 }
 
-/* ---- keyset task ---- */
-
-static int load_keyset(struct daemon *d, char *err, size_t errlen)
-{
-	const char *path = d->cfg.keyset.key_storage_path;
-	uint64_t now = daemon_unix_now();
-	if (!path) {
-		log_info("keyset: no key-storage-path, keys live in memory only");
-		return keyset_new_random(&d->keyset, now);
-	}
-	int rc = keyset_load(path, &d->keyset, err, errlen);
-	if (rc == 0) {
-		log_info("keyset: loaded %u key(s) from %s, primary id %u", keyset_count(d->keyset),
-			 path, keyset_primary_id(d->keyset));
-		return 0;
-	}
-	if (rc != -ENOENT)
-		return rc;
-	rc = keyset_new_random(&d->keyset, now);
-	if (rc < 0) {
-		snprintf(err, errlen, "keyset: cannot generate keys: %s", strerror(-rc));
-		return rc;
-	}
-	/* Stored before anything is sealed with it, so no cookie outlives its key. */
-	rc = keyset_store(d->keyset, path, now, err, errlen);
-	if (rc < 0)
-		return rc;
-	log_info("keyset: created %s", path);
-	return 0;
-}
-
-static void rotate_cb(uv_timer_t *t);
-
-static uint64_t next_rotation(const struct daemon *d)
-{
-	return keyset_created(d->keyset) + d->cfg.keyset.key_rotation_interval_s;
-}
-
-static void arm_rotation(struct daemon *d)
-{
-	uint64_t now = daemon_unix_now(), at = next_rotation(d);
-	uint64_t delay_ms = at > now ? (at - now) * 1000 : 0;
-	uv_timer_start(&d->rotate_timer, rotate_cb, delay_ms, 0);
-}
-
-static void publish(struct daemon *d, struct keyset *ks, const char *how)
-{
-	keyset_unref(d->keyset);
-	d->keyset = ks;
-	log_info("keyset: %s, primary id %u, %u key(s) held", how, keyset_primary_id(ks),
-		 keyset_count(ks));
-	arm_rotation(d);
-}
-
-/* Daemons sharing one key file (NTS-KE here, NTP on another daemon) must not each invent a new
- * key: under an exclusive lock on the file, a keyset stored by another daemon since ours is
- * adopted, and only otherwise a new key is made and stored. The lock is on the file's inode, so a
- * daemon that waited re-reads the path and finds the keyset the first one stored. */
-static int adopt_newer(struct daemon *d, const char *path, struct keyset **out)
-{
-	char err[512];
-	struct keyset *stored;
-	if (keyset_load(path, &stored, err, sizeof err) < 0)
-		return 0;
-	if (keyset_created(stored) > keyset_created(d->keyset) &&
-	    keyset_primary_id(stored) != keyset_primary_id(d->keyset)) {
-		*out = stored;
-		return 1;
-	}
-	keyset_unref(stored);
-	return 0;
-}
-
-/* A failed store keeps the old keys in service: publishing keys that a restart would lose would
- * strand every cookie sealed with them. The rotation is retried a minute later. */
-static void rotate_cb(uv_timer_t *t)
-{
-	struct daemon *d = t->data;
-	const char *path = d->cfg.keyset.key_storage_path;
-	uint64_t now = daemon_unix_now();
-	struct keyset *fresh = NULL;
-	char err[512];
-	int lock = -1, rc;
-	if (path) {
-		lock = open(path, O_RDONLY | O_CLOEXEC);
-		if (lock >= 0 && flock(lock, LOCK_EX) < 0) {
-			close(lock);
-			lock = -1;
-		}
-		if (adopt_newer(d, path, &fresh) == 1) {
-			publish(d, fresh, "adopted the keyset another daemon stored");
-			goto out;
-		}
-	}
-	rc = keyset_rotate(&fresh, d->keyset, d->cfg.keyset.stale_key_count, now);
-	if (rc < 0) {
-		log_error("keyset: rotation failed: %s", strerror(-rc));
-	} else if (path && (rc = keyset_store(fresh, path, now, err, sizeof err)) < 0) {
-		log_error("keyset: rotation not published: %s", err);
-		keyset_unref(fresh);
-	}
-	if (rc < 0)
-		uv_timer_start(t, rotate_cb, 60 * 1000, 0);
-	else
-		publish(d, fresh, "rotated");
-out:
-	if (lock >= 0)
-		close(lock);
-}
-
 /* ---- status ---- */
 
 static json_t *sources_json(const struct daemon *d)
@@ -200,10 +82,10 @@ static json_t *status_json(void *ud)
 			 "{s:s, s:s, s:f, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:o}, s:{s:i, s:i}}",
 			 "program", "ntp-daemon", "version", PACKAGE_VERSION, "uptime_s",
 			 (double)(uv_now(d->loop) - d->started_ms) / 1000.0, "nts_ke_servers", ke,
-			 "ntp_servers", ntp, "keyset", "keys", (json_int_t)keyset_count(d->keyset),
-			 "primary_id", (json_int_t)keyset_primary_id(d->keyset), "created",
-			 (json_int_t)keyset_created(d->keyset), "next_rotation",
-			 (json_int_t)next_rotation(d), "storage",
+			 "ntp_servers", ntp, "keyset", "keys", (json_int_t)keyset_count(d->keys.keyset),
+			 "primary_id", (json_int_t)keyset_primary_id(d->keys.keyset), "created",
+			 (json_int_t)keyset_created(d->keys.keyset), "next_rotation",
+			 (json_int_t)keyset_task_next_rotation(&d->keys), "storage",
 			 storage ? json_string(storage) : json_null(), "synchronization",
 			 "stratum", d->clock.stratum, "leap", d->clock.leap);
 	if (doc && d->sources) {
@@ -261,13 +143,13 @@ static void metrics(struct status_text *out, void *ud)
 	ke_listener_metrics((const struct ke_listener *const *)d->ke, d->n_ke, out);
 	ntp_listener_metrics((const struct ntp_listener *const *)d->ntp, d->n_ntp, out);
 	status_metric_header(out, "ntp_daemon_keyset_keys", "gauge", "Master keys held");
-	status_metric_value(out, "ntp_daemon_keyset_keys", NULL, keyset_count(d->keyset));
+	status_metric_value(out, "ntp_daemon_keyset_keys", NULL, keyset_count(d->keys.keyset));
 	status_metric_header(out, "ntp_daemon_keyset_primary_id", "gauge", "Id of the sealing key");
-	status_metric_value(out, "ntp_daemon_keyset_primary_id", NULL, keyset_primary_id(d->keyset));
+	status_metric_value(out, "ntp_daemon_keyset_primary_id", NULL, keyset_primary_id(d->keys.keyset));
 	status_metric_header(out, "ntp_daemon_keyset_next_rotation_timestamp_seconds", "gauge",
 			     "Unix time of the next key rotation");
 	status_metric_value(out, "ntp_daemon_keyset_next_rotation_timestamp_seconds", NULL,
-			    (double)next_rotation(d));
+			    (double)keyset_task_next_rotation(&d->keys));
 }
 
 static const struct status_provider provider = { .status_json = status_json, .metrics = metrics };
@@ -305,7 +187,7 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 		return -ENOMEM;
 	init_clock(d);
 
-	int rc = load_keyset(d, err, errlen);
+	int rc = keyset_task_load(&d->keys, &d->cfg.keyset, err, errlen);
 	if (rc < 0)
 		return rc;
 
@@ -315,7 +197,7 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 		return -ENOMEM;
 	for (size_t i = 0; i < d->cfg.nts_ke_server_count; i++) {
 		rc = ke_listener_new(&d->ke[i], loop, &d->cfg.nts_ke_servers[i], d->config_path,
-				     &d->keyset, err, errlen);
+				     keyset_task_slot(&d->keys), err, errlen);
 		if (rc < 0)
 			return rc;
 		d->n_ke++;
@@ -331,7 +213,7 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 			log_info("clock control is off: time is measured, the clock is never adjusted");
 	}
 	for (size_t i = 0; i < d->cfg.server_count; i++) {
-		rc = ntp_listener_new(&d->ntp[i], loop, &d->cfg.servers[i], &d->keyset, &d->clock);
+		rc = ntp_listener_new(&d->ntp[i], loop, &d->cfg.servers[i], keyset_task_slot(&d->keys), &d->clock);
 		if (rc < 0) {
 			snprintf(err, errlen, "ntp server %s: %s", d->cfg.servers[i].listen.text,
 				 strerror(-rc));
@@ -346,10 +228,7 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 {
 	int rc;
 	d->started_ms = uv_now(d->loop);
-	uv_timer_init(d->loop, &d->rotate_timer);
-	d->rotate_timer.data = d;
-	d->timer_ready = true;
-	arm_rotation(d);
+	keyset_task_start(&d->keys, d->loop);
 
 	for (size_t i = 0; i < d->n_ntp; i++)
 		if ((rc = ntp_listener_start(d->ntp[i], err, errlen)) < 0)
@@ -399,19 +278,10 @@ void daemon_stop(struct daemon *d)
 		status_server_close(d->status);
 		d->status = NULL;
 	}
-	if (d->timer_ready)
-		uv_close((uv_handle_t *)&d->rotate_timer, NULL);
+	keyset_task_stop(&d->keys);
 	if (d->sources) {
 		sources_close(d->sources);
 		d->sources = NULL;
-	}
-	if (d->cfg.keyset.key_storage_path && d->keyset) {
-		char err[512];
-		/* The file keeps the time of the last rotation, which schedules the next one after
-		 * a restart. */
-		if (keyset_store(d->keyset, d->cfg.keyset.key_storage_path,
-				 keyset_created(d->keyset), err, sizeof err) < 0)
-			log_error("keyset: not stored at shutdown: %s", err);
 	}
 }
 
@@ -423,7 +293,7 @@ void daemon_free(struct daemon *d)
 		ntp_listener_free(d->ntp[i]);
 	free(d->ke);
 	free(d->ntp);
-	keyset_unref(d->keyset);
+	keyset_task_deinit(&d->keys);
 	sync_free(d->sync);
 	config_daemon_free(&d->cfg);
 	free(d->config_path);

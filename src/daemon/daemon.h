@@ -10,7 +10,7 @@
 #include <uv.h>
 
 #include "config_daemon.h"
-#include "keyset.h"
+#include "keyset_task.h"
 #include "ntp_server.h"
 
 
@@ -25,11 +25,7 @@ struct daemon {
 	char *config_path;
 	struct config_daemon cfg;
 
-	/* The published keyset: listeners read it per request, so publishing a rotation is this
-	 * one pointer swap. The daemon holds one reference. */
-	struct keyset *keyset;
-	uv_timer_t rotate_timer;
-	bool timer_ready; /* rotate_timer initialised: it must be closed */
+	struct keyset_task keys; /* the published keyset and its rotation */
 
 	struct ke_listener **ke;
 	size_t n_ke;
@@ -66,8 +62,5 @@ void daemon_stop(struct daemon *d);
 
 /* Frees what is left after the loop ended. */
 void daemon_free(struct daemon *d);
-
-/* The keyset task's clock: unix seconds. */
-uint64_t daemon_unix_now(void);
 
 #endif

@@ -1,0 +1,47 @@
+/* The daemon's cookie keyset over time: loaded (or created and stored) at start, rotated on
+ * schedule with an atomic store before a new key is published, stored again at stop. Several
+ * daemons sharing one key file cooperate under flock: a newer stored keyset is adopted instead of
+ * a second one being invented. The published keyset is one pointer (the slot) that listeners
+ * read per request, so a rotation is that pointer swap. */
+#ifndef NTSPOOL_KEYSET_TASK_H
+#define NTSPOOL_KEYSET_TASK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "config_daemon.h"
+#include "keyset.h"
+
+struct keyset_task {
+	const struct config_daemon_keyset *cfg; /* borrowed for the task's life */
+	struct keyset *keyset;			 /* the published keyset: one reference */
+	uv_timer_t timer;
+	bool timer_ready; /* timer initialised: it must be closed */
+};
+
+/* Fills t: the keyset from cfg's key-storage-path, or a new one stored there before anything is
+ * sealed with it, or one in memory only without a path. Opens no timer. Returns 0 or negative
+ * errno with a message naming the file in err. */
+int keyset_task_load(struct keyset_task *t, const struct config_daemon_keyset *cfg, char *err,
+		     size_t errlen);
+
+/* The slot listeners read at each request (borrowed for the task's life). */
+struct keyset *const *keyset_task_slot(const struct keyset_task *t);
+
+/* Unix time of the next rotation. */
+uint64_t keyset_task_next_rotation(const struct keyset_task *t);
+
+/* Arms the rotation timer on loop. */
+void keyset_task_start(struct keyset_task *t, uv_loop_t *loop);
+
+/* Closes the timer (its close needs the loop to run) and stores the keyset, keeping the time of
+ * the last rotation so a restart does not postpone the next one. */
+void keyset_task_stop(struct keyset_task *t);
+
+/* Drops the keyset once the loop has ended. */
+void keyset_task_deinit(struct keyset_task *t);
+
+#endif
