@@ -371,17 +371,19 @@ static void metrics(struct status_text *out, void *ud)
 	status_metric_value(out, failed, "reason=\"upstream_error\"", (double)st->failed_upstream);
 	status_metric_value(out, failed, "reason=\"timeout\"", (double)st->failed_timeout);
 
+	enum { HEALTHY, SERVED, FAILURES, KEPT };
 	static const struct {
-		const char *name, *type, *help, *field;
+		const char *name, *type, *help;
 	} per_upstream[] = {
-		{ "nts_pool_ke_upstream_healthy", "gauge", "1 when the upstream is selectable", NULL },
-		{ "nts_pool_ke_upstream_sessions_served_total", "counter", "Sessions served",
-		  "sessions_served" },
-		{ "nts_pool_ke_upstream_failures_total", "counter", "Upstream failures", "failures" },
-		{ "nts_pool_ke_upstream_kept_connections", "gauge", "Kept-alive connections",
-		  "kept_connections" },
+		[HEALTHY] = { "nts_pool_ke_upstream_healthy", "gauge",
+			      "1 when the upstream is selectable" },
+		[SERVED] = { "nts_pool_ke_upstream_sessions_served_total", "counter",
+			     "Sessions served" },
+		[FAILURES] = { "nts_pool_ke_upstream_failures_total", "counter",
+			       "Upstream failures" },
+		[KEPT] = { "nts_pool_ke_upstream_kept_connections", "gauge",
+			   "Kept-alive connections" },
 	};
-	uint64_t now = uv_now(b->loop);
 	for (size_t m = 0; m < sizeof per_upstream / sizeof per_upstream[0]; m++) {
 		status_metric_header(out, per_upstream[m].name, per_upstream[m].type,
 				     per_upstream[m].help);
@@ -392,16 +394,12 @@ static void metrics(struct status_text *out, void *ud)
 				 upstream_port(b->registry, id));
 			snprintf(labels, sizeof labels, "upstream=\"%s\"",
 				 status_label_escape(name, esc, sizeof esc));
-			double v;
-			if (!per_upstream[m].field) {
-				v = upstream_state(b->registry, id) == UPSTREAM_HEALTHY;
-			} else {
-				json_t *o = upstream_status_json(b->registry, id,
-								 upstream_io_kept(b->io, id), now,
-								 (uint64_t)time(NULL));
-				v = json_number_value(json_object_get(o, per_upstream[m].field));
-				json_decref(o);
-			}
+			uint64_t served, failures;
+			upstream_counters(b->registry, id, &served, &failures);
+			double v = m == HEALTHY	 ? upstream_state(b->registry, id) == UPSTREAM_HEALTHY
+				   : m == SERVED ? (double)served
+				   : m == FAILURES ? (double)failures
+						   : upstream_io_kept(b->io, id);
 			status_metric_value(out, per_upstream[m].name, labels, v);
 		}
 	}

@@ -667,6 +667,14 @@ static json_t *latency_json(const struct upstream *u)
 	return json_pack("{s:f, s:f}", "p50", (double)sorted[i50], "p99", (double)sorted[i99]);
 }
 
+void upstream_counters(const struct upstream_registry *r, uint32_t id, uint64_t *served,
+		       uint64_t *failures)
+{
+	const struct upstream *u = find(r, id);
+	*served = u ? u->served : 0;
+	*failures = u ? u->failures : 0;
+}
+
 json_t *upstream_status_json(const struct upstream_registry *r, uint32_t id, unsigned kept,
 			     uint64_t now_ms, uint64_t wall_now_s)
 {

@@ -131,6 +131,11 @@ void upstream_session_failed(struct upstream_registry *r, uint32_t id, const cha
  * NULL when it sent none; clients deny the names they were given, so pick matches it too. */
 void upstream_server_announced(struct upstream_registry *r, uint32_t id, const char *server);
 
+/* Sessions served and failures counted for upstream id (0 and 0 for an unknown one), for the
+ * metrics, which read the registry directly rather than its JSON. */
+void upstream_counters(const struct upstream_registry *r, uint32_t id, uint64_t *served,
+		       uint64_t *failures);
+
 /* The JSON object of one upstream for /status (new reference): name, port, weight, state, last
  * probe time and result, supported protocols and algorithms, sessions served, failures, p50/p99
  * latency. kept is the number of kept-alive connections (from upstream_io). */

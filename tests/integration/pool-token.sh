@@ -10,7 +10,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init pool-token
-plan 29
+plan 30
 
 pool_certs || bail_out "gen-cert.sh failed"
 alloc_ports 9
@@ -119,6 +119,10 @@ for i in 1 2 3 4; do
 done
 expect "four clients through the broker: both sources used, every NTS NTP reply authenticated" \
 	"$([ $seen_a -gt 0 ] && [ $seen_b -gt 0 ] && echo both) $auth_ok" "both 4" "$out"
+m_served=$("$TOOLS/http-get" "127.0.0.1:$PS" /metrics 2>/dev/null |
+	sed -n "s/^nts_pool_ke_upstream_sessions_served_total{upstream=\"127.0.0.2:$KEA\"} //p")
+expect "broker /metrics: sessions served by A equal its /status count" \
+	"$m_served" "$(upstream_field p 127.0.0.2 "$KEA" sessions_served)"
 expect_gt "status A: the broker's Fixed Key requests are authorised by token" \
 	"$(stat_of a nts_ke_servers.0.pool_authorised.token)" 3 "$(status_of a)"
 expect_gt "status B: the broker's requests are authorised by token (0x4005)" \
