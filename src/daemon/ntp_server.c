@@ -37,8 +37,6 @@ struct ntp_server {
 	struct log_ratelimit fail_rl;
 };
 
-enum kind { KIND_MALFORMED, KIND_PLAIN, KIND_NTS };
-
 /* Client keys out of a cookie; wiped before the packet's handling returns. */
 struct client_keys {
 	uint16_t aead_id;
@@ -104,28 +102,11 @@ static size_t drop_internal(struct ntp_server *s, uint64_t rx_ts, const char *wh
 }
 
 /* Legacy MACs are answered without one: we hold no symmetric keys, a client that insists on
- * authentication discards the reply, and the reply is still no longer than the request. Unknown extension fields are ignored and
- * answered plain (RFC 7822 §7.2). Extension fields exist only in NTPv4. Any NTS field, the
- * placeholder included, commits the packet to the NTS path, so a broken NTS request is dropped
- * rather than silently downgraded to unauthenticated time. */
-static enum kind classify(const uint8_t *pkt, size_t len, uint8_t version)
+ * authentication discards the reply, and the reply is still no longer than the request. */
+static bool plain_length(size_t len)
 {
 	size_t rest = len - NTP_PACKET_HEADER_LEN;
-	if (rest == 0 || rest == MAC_MD5_LEN || rest == MAC_SHA1_LEN)
-		return KIND_PLAIN;
-	if (version != 4)
-		return KIND_MALFORMED;
-	enum kind k = KIND_PLAIN;
-	struct ntp_packet_ef_iter it;
-	struct ntp_packet_ef ef;
-	int rc;
-	ntp_packet_ef_iter_init(&it, pkt, len, NTP_PACKET_HEADER_LEN);
-	while ((rc = ntp_packet_ef_next(&it, &ef)) > 0) {
-		if (ef.type == NTS_NTP_EF_UID || ef.type == NTS_NTP_EF_COOKIE ||
-		    ef.type == NTS_NTP_EF_PLACEHOLDER || ef.type == NTS_NTP_EF_AUTH)
-			k = KIND_NTS;
-	}
-	return rc < 0 ? KIND_MALFORMED : k;
+	return rest == 0 || rest == MAC_MD5_LEN || rest == MAC_SHA1_LEN;
 }
 
 static int8_t clamp_poll(int8_t poll)
@@ -206,22 +187,16 @@ static size_t reply_nak(struct ntp_server *s, const struct nts_ntp_request *q, u
 	return (size_t)rc;
 }
 
-static size_t reply_nts(struct ntp_server *s, const uint8_t *req, size_t len, uint64_t rx_ts,
-			const struct ntp_server_clock *clk, ntp_server_now_fn now, void *now_ud,
-			uint8_t *out, size_t cap)
+static size_t reply_nts(struct ntp_server *s, struct nts_ntp_request *q, size_t len,
+			uint64_t rx_ts, const struct ntp_server_clock *clk, ntp_server_now_fn now,
+			void *now_ud, uint8_t *out, size_t cap)
 {
-	struct nts_ntp_request q;
-	int rc = nts_ntp_parse_request(req, len, &q);
-	if (rc < 0) {
-		s->stats->dropped_malformed++;
-		note_peer(s, rx_ts, "malformed NTS request", len, rc);
-		return 0;
-	}
+	int rc;
 	struct keyset *ks = *s->keyset_slot;
 	struct client_keys k;
 	int slot = SLOT_SIV_256;
 	size_t n = 0;
-	rc = open_request(s, ks, &q, &k, &slot);
+	rc = open_request(s, ks, q, &k, &slot);
 	if (rc == -EMSGSIZE) {
 		/* An encrypted part larger than any request needs: the client's doing, not ours. */
 		s->stats->dropped_malformed++;
@@ -230,7 +205,7 @@ static size_t reply_nts(struct ntp_server *s, const uint8_t *req, size_t len, ui
 	}
 	if (rc == -ENOKEY || rc == -EBADMSG || rc == -EPROTO) {
 		note_peer(s, rx_ts, "NTS NAK", len, rc);
-		n = reply_nak(s, &q, rx_ts, clk, out, cap);
+		n = reply_nak(s, q, rx_ts, clk, out, cap);
 		goto out;
 	}
 	if (rc < 0) {
@@ -244,7 +219,7 @@ static size_t reply_nts(struct ntp_server *s, const uint8_t *req, size_t len, ui
 	}
 
 	/* One call to the generator per packet: the reply's nonce, then one per cookie. */
-	unsigned want = nts_ntp_cookies_wanted(&q);
+	unsigned want = nts_ntp_cookies_wanted(q);
 	uint8_t rnd[NTS_NTP_NONCE_LEN + NTS_NTP_MAX_COOKIES * KEYSET_NONCE_LEN];
 	if (gnutls_rnd(GNUTLS_RND_NONCE, rnd, NTS_NTP_NONCE_LEN + want * KEYSET_NONCE_LEN) < 0) {
 		n = drop_internal(s, rx_ts, "gnutls_rnd", -EIO);
@@ -263,13 +238,13 @@ static size_t reply_nts(struct ntp_server *s, const uint8_t *req, size_t len, ui
 		spans[i] = (struct nts_ntp_span){ cookies[i], (size_t)rc };
 	}
 	struct nts_ntp_response_params p = {
-		.hdr = reply_header(&q.hdr, clk, rx_ts),
+		.hdr = reply_header(&q->hdr, clk, rx_ts),
 		.cookies = spans,
 		.n_cookies = want,
 		.nonce = { rnd, NTS_NTP_NONCE_LEN },
 	};
 	p.hdr.transmit_ts = now(now_ud);
-	rc = nts_ntp_build_response(&q, &p, s->s2c[slot], out, cap, NULL);
+	rc = nts_ntp_build_response(q, &p, s->s2c[slot], out, cap, NULL);
 	if (rc < 0) {
 		n = drop_internal(s, rx_ts, "building an NTS response", rc);
 		goto out;
@@ -298,15 +273,20 @@ size_t ntp_server_handle(struct ntp_server *s, const uint8_t *req, size_t len, u
 		note_peer(s, rx_ts, "not a client request", len, h.mode);
 		return 0;
 	}
-	switch (classify(req, len, h.version)) {
-	case KIND_PLAIN:
+	if (plain_length(len))
 		return reply_plain(s, &h, rx_ts, clk, now, now_ud, out, cap);
-	case KIND_NTS:
-		return reply_nts(s, req, len, rx_ts, clk, now, now_ud, out, cap);
-	case KIND_MALFORMED:
-		break;
-	}
+	/* Extension fields exist only in NTPv4. Unknown ones are ignored and answered plain (RFC
+	 * 7822 §7.2). Any NTS field, the placeholder included, commits the packet to the NTS path,
+	 * so a broken NTS request is dropped rather than silently downgraded to unauthenticated
+	 * time. One walk over the fields decides and checks both. */
+	struct nts_ntp_request q;
+	int rc = h.version == 4 ? nts_ntp_parse_request_fields(&h, req, len, &q) : -EBADMSG;
+	if (rc == 0)
+		return reply_nts(s, &q, len, rx_ts, clk, now, now_ud, out, cap);
+	if (rc == -ENOMSG)
+		return reply_plain(s, &h, rx_ts, clk, now, now_ud, out, cap);
 	s->stats->dropped_malformed++;
-	note_peer(s, rx_ts, "malformed extension fields", len, -EBADMSG);
+	note_peer(s, rx_ts, rc == -EBADMSG ? "malformed extension fields" : "malformed NTS request",
+		  len, rc);
 	return 0;
 }

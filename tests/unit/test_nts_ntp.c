@@ -425,6 +425,49 @@ static int parse_crafted(struct craft *c, struct aead *a)
 	return rc;
 }
 
+/* The server's one walk: parse_request_fields on an already parsed header. */
+static int fields_of(struct craft *c)
+{
+	struct ntp_packet_header h;
+	struct nts_ntp_request req;
+	size_t len = craft_len(c);
+	cr_assert_eq(ntp_packet_parse_header(c->buf, len, &h), 0);
+	return nts_ntp_parse_request_fields(&h, c->buf, len, &req);
+}
+
+Test(nts_ntp, request_fields_tell_plain_from_nts)
+{
+	struct aead *a = test_key();
+	struct craft c;
+	craft_init(&c, 3, 0, 0, 0, 1);
+	craft_ef(&c, 0x7777, "xyz", 3);
+	craft_ef(&c, 0x2005, "abcdefgh", 8);
+	cr_assert_eq(fields_of(&c), -ENOMSG, "only unknown fields: a plain request");
+	cr_assert_eq(parse_crafted(&c, a), -EPROTO, "not an NTS request for the client API");
+
+	craft_init(&c, 3, 0, 0, 0, 1);
+	craft_ef(&c, 0x7777, "xyz", 3);
+	craft_ef(&c, NTS_NTP_EF_PLACEHOLDER, PH, 104);
+	cr_assert_eq(fields_of(&c), -EPROTO, "a placeholder alone commits to NTS");
+
+	craft_init(&c, 3, 0, 0, 0, 1);
+	craft_ef(&c, NTS_NTP_EF_UID, UID, 32);
+	craft_ef(&c, NTS_NTP_EF_COOKIE, COOKIE, 104);
+	craft_auth(&c, a, NULL, 0);
+	cr_assert_eq(fields_of(&c), 0);
+
+	/* A field running past the end of the packet. */
+	craft_init(&c, 3, 0, 0, 0, 1);
+	craft_ef(&c, 0x7777, "xyz", 3);
+	size_t len = craft_len(&c);
+	c.buf[len - 6] = 0x01; /* its length now claims 256+ bytes */
+	struct ntp_packet_header h;
+	struct nts_ntp_request req;
+	cr_assert_eq(ntp_packet_parse_header(c.buf, len, &h), 0);
+	cr_assert_eq(nts_ntp_parse_request_fields(&h, c.buf, len, &req), -EBADMSG);
+	aead_free(a);
+}
+
 Test(nts_ntp, request_shapes)
 {
 	struct aead *a = test_key();

@@ -131,11 +131,21 @@ int nts_ntp_build_request(const struct nts_ntp_request_params *p, struct aead *c
 
 int nts_ntp_parse_request(const uint8_t *pkt, size_t len, struct nts_ntp_request *req)
 {
-	struct nts_ntp_request q;
-	memset(&q, 0, sizeof q);
-	int rc = ntp_packet_parse_header(pkt, len, &q.hdr);
+	struct ntp_packet_header h;
+	int rc = ntp_packet_parse_header(pkt, len, &h);
 	if (rc < 0)
 		return rc;
+	rc = nts_ntp_parse_request_fields(&h, pkt, len, req);
+	return rc == -ENOMSG ? -EPROTO : rc;
+}
+
+int nts_ntp_parse_request_fields(const struct ntp_packet_header *hdr, const uint8_t *pkt,
+				 size_t len, struct nts_ntp_request *req)
+{
+	struct nts_ntp_request q;
+	int rc;
+	memset(&q, 0, sizeof q);
+	q.hdr = *hdr;
 	if (q.hdr.mode != NTP_PACKET_MODE_CLIENT)
 		return -EPROTO;
 	q.packet.data = pkt;
@@ -185,6 +195,8 @@ int nts_ntp_parse_request(const uint8_t *pkt, size_t len, struct nts_ntp_request
 	}
 	if (rc < 0)
 		return rc;
+	if (!have_uid && !have_cookie && !have_auth && q.placeholders == 0)
+		return -ENOMSG;
 	if (!have_uid || !have_cookie || !have_auth)
 		return -EPROTO;
 	if (ph_mismatch || (q.placeholders > 0 && ph_len != q.cookie.len))

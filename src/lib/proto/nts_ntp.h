@@ -83,6 +83,14 @@ struct nts_ntp_request {
  * pkt is borrowed by *req. */
 int nts_ntp_parse_request(const uint8_t *pkt, size_t len, struct nts_ntp_request *req);
 
+/* As nts_ntp_parse_request, for a server that has already parsed the header (hdr, borrowed and
+ * copied into *req) of pkt: one walk over the extension fields both tells an NTS request from a
+ * plain one and checks it. Returns 0, -ENOMSG when the fields are well formed and none is an NTS
+ * field (a plain request, answered without NTS), -EBADMSG when the fields themselves are
+ * malformed, or -EPROTO for an NTS request of the wrong shape. */
+int nts_ntp_parse_request_fields(const struct ntp_packet_header *hdr, const uint8_t *pkt,
+				 size_t len, struct nts_ntp_request *req);
+
 /* Checks the authenticator with c2s (borrowed, keyed with the key from the cookie). Encrypted
  * fields are parsed; encrypted placeholders (each as long as the cookie) are added to
  * req->placeholders. -EBADMSG if authentication fails or the plaintext is malformed. */
