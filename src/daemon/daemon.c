@@ -170,7 +170,21 @@ static void on_sample(void *ud, uint32_t id, const struct clock_sample *sample)
 	struct daemon *d = ud;
 	(void)id;
 	(void)sample;
-	sync_update(d->sync, d->sources, (double)uv_now(d->loop) / 1e3, ntp_now(NULL));
+	struct clock_candidate cand[SYNC_MAX_SOURCES];
+	const char *names[SYNC_MAX_SOURCES];
+	size_t n = 0;
+	for (size_t i = 0; i < sources_count(d->sources) && n < SYNC_MAX_SOURCES; i++) {
+		struct source_info info;
+		sources_get(d->sources, i, &info);
+		if (!info.has_best)
+			continue;
+		cand[n] = info.candidate;
+		cand[n].id = info.id;
+		names[n] = info.name;
+		n++;
+	}
+	if (sync_update(d->sync, cand, names, n, (double)uv_now(d->loop) / 1e3, ntp_now(NULL)))
+		sources_clear_filters(d->sources);
 }
 
 /* ---- lifecycle ---- */

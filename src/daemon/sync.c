@@ -14,7 +14,6 @@
 #include "ntp_packet.h"
 
 /* Sources one daemon follows at most; each nts-pool entry counts its `count`. */
-#define SYNC_MAX_SOURCES 256
 /* RFC 5905's STEPT: larger offsets are stepped rather than slewed. */
 #define STEP_THRESHOLD_S 0.128
 /* RFC 5905's MAXFREQ. */
@@ -95,22 +94,12 @@ static uint32_t short_of(double seconds)
 	return ntp_packet_short_from_ns(seconds <= 0 ? 0 : (uint64_t)(seconds * 1e9));
 }
 
-void sync_update(struct sync *s, struct sources *src, double mono_s, uint64_t now_ntp)
+bool sync_update(struct sync *s, const struct clock_candidate *cand, const char *const *names,
+		 size_t n, double mono_s, uint64_t now_ntp)
 {
-	struct clock_candidate cand[SYNC_MAX_SOURCES];
-	const char *names[SYNC_MAX_SOURCES];
 	bool truechimer[SYNC_MAX_SOURCES];
-	size_t n = 0;
-	for (size_t i = 0; i < sources_count(src) && n < SYNC_MAX_SOURCES; i++) {
-		struct source_info info;
-		sources_get(src, i, &info);
-		if (!info.has_best)
-			continue;
-		cand[n] = info.candidate;
-		cand[n].id = info.id;
-		names[n] = info.name;
-		n++;
-	}
+	if (n > SYNC_MAX_SOURCES)
+		n = SYNC_MAX_SOURCES;
 	int rc = clock_select(cand, n, s->cfg->minimum_agreeing_sources, mono_s, truechimer, &s->sel);
 	s->n_selected = 0;
 	for (size_t i = 0; i < n; i++)
@@ -124,7 +113,7 @@ void sync_update(struct sync *s, struct sources *src, double mono_s, uint64_t no
 				 s->sel.n_true, n, s->cfg->minimum_agreeing_sources);
 		*s->clock = s->local;
 		s->reference[0] = '\0';
-		return;
+		return false;
 	}
 	const struct clock_sample *p = &s->sel.peer;
 	const char *peer_name = "";
@@ -146,6 +135,7 @@ void sync_update(struct sync *s, struct sources *src, double mono_s, uint64_t no
 				      fabs(s->sel.offset_s)),
 	};
 	/* Each sample of the system peer is handed to the discipline once. */
+	bool stepped = false;
 	if (s->discipline && p->mono_s != s->fed_mono_s) {
 		s->fed_mono_s = p->mono_s;
 		double offset = s->sel.offset_s;
@@ -156,12 +146,13 @@ void sync_update(struct sync *s, struct sources *src, double mono_s, uint64_t no
 			break;
 		case CLOCK_DISCIPLINE_STEPPED:
 			log_warn("clock stepped by %.6f s", offset);
-			sources_clear_filters(src);
+			stepped = true;
 			break;
 		default:
 			break;
 		}
 	}
+	return stepped;
 }
 
 bool sync_selected(const struct sync *s, uint32_t id)

@@ -12,9 +12,11 @@
 #include "clock.h"
 #include "config_daemon.h"
 #include "ntp_server.h"
-#include "sources.h"
 
 struct sync;
+
+/* Selection considers at most this many sources. */
+#define SYNC_MAX_SOURCES 256
 
 /* cfg and clock are borrowed for the object's life; *clock is what the NTP server reads and is
  * rewritten here. ops/ud: the clock backend the discipline drives, or NULL ops when clock control
@@ -23,10 +25,13 @@ int sync_new(struct sync **out, const struct config_daemon_sync *cfg,
 	     struct ntp_server_clock *clock, const struct clock_backend_ops *ops, void *ud);
 void sync_free(struct sync *s);
 
-/* Reruns selection over the sources' best samples at monotonic time mono_s; now_ntp is the
- * current NTP time (the reference timestamp when synchronised). After the discipline stepped
- * the clock, the sources' filters are cleared. */
-void sync_update(struct sync *s, struct sources *src, double mono_s, uint64_t now_ntp);
+/* Reruns selection over the sources' best samples cand[0, n) with their names names[0, n)
+ * (both borrowed for the call; at most SYNC_MAX_SOURCES are considered) at monotonic time mono_s; now_ntp is the current NTP time
+ * (the reference timestamp when synchronised). Returns true when the discipline stepped the
+ * clock: the caller then clears the sources' filters, whose samples predate the step. The time
+ * core knows nothing of how samples are obtained. */
+bool sync_update(struct sync *s, const struct clock_candidate *cand, const char *const *names,
+		 size_t n, double mono_s, uint64_t now_ntp);
 
 /* Whether source id is a truechimer / the system peer of the last selection. */
 bool sync_selected(const struct sync *s, uint32_t id);
