@@ -138,20 +138,30 @@ static struct upstream_timing timing_of(const struct config_pool *c)
 
 static void start_upstream_work(struct client *c);
 
-static void on_upstream_done(void *ud, int err, bool keys_sent, int parse_rc,
-			     const struct ke_msg_response *resp, uint64_t latency_ms)
+/* An upstream failure during a session: counted, the upstream due for a probe, the session told
+ * (it fails over only while the keys have not left). */
+static void upstream_failed(struct client *c, int err, bool keys_sent, const char *reason)
+{
+	struct broker *b = c->b;
+	uint64_t now = uv_now(b->loop);
+	upstream_session_failed(b->registry, c->upstream, reason, now);
+	upstream_io_kick(b->io);
+	pool_session_upstream_failed(c->session, keys_sent, err, now);
+}
+
+static void on_upstream_done(void *ud, const struct upstream_io_result *r)
 {
 	struct client *c = ud;
 	struct broker *b = c->b;
 	uint64_t now = uv_now(b->loop);
+	int parse_rc = r->parse_rc;
+	const struct ke_msg_response *resp = r->resp;
 	c->exchange = NULL;
-	if (err < 0) {
-		upstream_session_failed(b->registry, c->upstream, strerror(-err), now);
-		upstream_io_kick(b->io);
-		pool_session_upstream_failed(c->session, keys_sent, err, now);
+	if (r->err < 0) {
+		upstream_failed(c, r->err, r->keys_sent, r->reason);
 	} else {
 		if (parse_rc == 0) {
-			upstream_session_ok(b->registry, c->upstream, latency_ms);
+			upstream_session_ok(b->registry, c->upstream, r->latency_ms);
 			upstream_server_announced(b->registry, c->upstream,
 						  resp->has_server ? resp->server.name : NULL);
 		} else {
@@ -167,19 +177,22 @@ static void on_upstream_done(void *ud, int err, bool keys_sent, int parse_rc,
 	start_upstream_work(c);
 }
 
+/* Hands the session's Fixed Key request to upstream_io. A request refused outright never left,
+ * so the session moves on to its next candidate (bounded by max-upstream-attempts). */
 static void start_upstream_work(struct client *c)
 {
 	uint32_t id;
 	const uint8_t *req;
 	size_t len;
-	if (c->exchange || !pool_session_upstream_request(c->session, &id, &req, &len))
-		return;
-	c->upstream = id;
-	/* A failure reported at once has already gone through on_upstream_done, which may have
-	 * started the next candidate's exchange (its handle is in c->exchange by now): reporting
-	 * it again would send the client's keys to one more upstream. */
-	upstream_io_exchange(c->b->io, id, req, len, KE_MSG_REQUEST_FIXED_KEY, on_upstream_done, c,
-			     &c->exchange);
+	while (!c->exchange && pool_session_upstream_request(c->session, &id, &req, &len)) {
+		c->upstream = id;
+		int rc = upstream_io_exchange(c->b->io, id, req, len, KE_MSG_REQUEST_FIXED_KEY,
+					      on_upstream_done, c, &c->exchange);
+		if (rc == 0)
+			return;
+		upstream_failed(c, rc, false, strerror(-rc));
+		ke_conn_kick(c->conn);
+	}
 }
 
 /* pool_session as the connection driver runs it. */

@@ -68,15 +68,14 @@ static const char *remote_reason(int parse_rc, const struct ke_msg_response *res
 	return buf;
 }
 
-static void probe_done(void *ud, int err, bool keys_sent, int parse_rc,
-		       const struct ke_msg_response *resp, uint64_t latency_ms)
+static void probe_done(void *ud, const struct upstream_io_result *r)
 {
 	struct probe *pr = ud;
 	struct upstream_io *io = pr->io;
 	uint32_t id = pr->id;
+	int err = r->err, parse_rc = r->parse_rc;
+	const struct ke_msg_response *resp = r->resp;
 	char buf[REASON_MAX];
-	(void)keys_sent;
-	(void)latency_ms;
 	free(pr);
 	if (io->closing)
 		return;
@@ -94,7 +93,7 @@ static void probe_done(void *ud, int err, bool keys_sent, int parse_rc,
 		return;
 	}
 	if (err < 0) {
-		upstream_probe_failed(io->reg, id, io->reason, now);
+		upstream_probe_failed(io->reg, id, r->reason, now);
 	} else if (parse_rc < 0) {
 		upstream_probe_failed(io->reg, id, remote_reason(parse_rc, resp, buf, sizeof buf),
 				      now);
@@ -124,8 +123,13 @@ void upstream_check_start_probe(struct upstream_io *io, uint32_t id)
 	}
 	pr->io = io;
 	pr->id = id;
-	upstream_io_exchange(io, id, buf, (size_t)n, KE_MSG_REQUEST_SUPPORT, probe_done, pr, NULL);
+	int rc = upstream_io_exchange(io, id, buf, (size_t)n, KE_MSG_REQUEST_SUPPORT, probe_done,
+				      pr, NULL);
 	gnutls_memset(buf, 0, sizeof buf);
+	if (rc < 0) {
+		free(pr);
+		upstream_probe_failed(io->reg, id, strerror(-rc), upstream_io_now_ms(io));
+	}
 }
 
 /* ---- Deep checks ----------------------------------------------------------------------------- */
@@ -271,17 +275,16 @@ static void deep_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *re
 		upstream_check_deep_finish(d, false, why);
 }
 
-static void deep_ke_done(void *ud, int err, bool keys_sent, int parse_rc,
-			 const struct ke_msg_response *resp, uint64_t latency_ms)
+static void deep_ke_done(void *ud, const struct upstream_io_result *r)
 {
 	struct deep *d = ud;
 	struct upstream_io *io = d->io;
+	int err = r->err, parse_rc = r->parse_rc;
+	const struct ke_msg_response *resp = r->resp;
 	char buf[REASON_MAX + 32];
-	(void)keys_sent;
-	(void)latency_ms;
 	d->x = NULL;
 	if (err < 0) {
-		snprintf(buf, sizeof buf, "Fixed Key exchange: %s", io->reason);
+		snprintf(buf, sizeof buf, "Fixed Key exchange: %s", r->reason);
 		upstream_check_deep_finish(d, false, buf);
 		return;
 	}
@@ -357,11 +360,12 @@ void upstream_check_start_deep(struct upstream_io *io, uint32_t id)
 		upstream_check_deep_finish(d, false, "cannot build a Fixed Key request");
 		return;
 	}
-	struct upstream_io_exchange *x;
-	upstream_io_exchange(io, id, req, (size_t)n, KE_MSG_REQUEST_FIXED_KEY, deep_ke_done, d,
-			     &x);
+	int rc = upstream_io_exchange(io, id, req, (size_t)n, KE_MSG_REQUEST_FIXED_KEY,
+				      deep_ke_done, d, &d->x);
 	gnutls_memset(req, 0, sizeof req);
-	/* A synchronous failure has already finished d. */
-	if (x)
-		d->x = x;
+	if (rc < 0) {
+		char why[REASON_MAX + 32];
+		snprintf(why, sizeof why, "Fixed Key exchange: %s", strerror(-rc));
+		upstream_check_deep_finish(d, false, why);
+	}
 }

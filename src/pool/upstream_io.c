@@ -34,40 +34,74 @@ static void pump(struct upstream_io *io, uint32_t id);
 
 /* ---- Exchanges ------------------------------------------------------------------------------- */
 
-static void set_reason(struct upstream_io *io, const char *reason, int err)
+/* Reports x and frees it. */
+static void deliver(struct upstream_io_exchange *x, int err, bool keys_sent, int parse_rc,
+		    const struct ke_msg_response *resp, const char *reason)
 {
-	if (reason && *reason)
-		snprintf(io->reason, sizeof io->reason, "%s", reason);
-	else
-		snprintf(io->reason, sizeof io->reason, "%s", strerror(err < 0 ? -err : err));
-}
-
-/* Reports x once and frees it. Callers have detached x from every list and connection. */
-static void finish(struct upstream_io_exchange *x, int err, bool keys_sent, int parse_rc,
-		   const struct ke_msg_response *resp)
-{
-	uint64_t latency = upstream_io_now_ms(x->io) - x->start_ms;
-	for (struct sync_call *s = x->io->sync; s; s = s->outer) {
-		if (s->x == x) {
-			s->reported = true;
-			s->err = err;
-		}
-	}
+	struct upstream_io_result r = {
+		.err = err,
+		.keys_sent = keys_sent,
+		.parse_rc = parse_rc,
+		.resp = resp,
+		.reason = reason,
+		.latency_ms = upstream_io_now_ms(x->io) - x->start_ms,
+	};
 	upstream_io_done_cb cb = x->cb;
 	void *ud = x->ud;
 	gnutls_memset(x->req, 0, x->len);
 	free(x);
-	cb(ud, err, keys_sent, parse_rc, resp, latency);
+	cb(ud, &r);
 }
 
+/* Reports x once: at once from the loop, or, inside a caller's call (only failures can arise
+ * there), from the next timer run. Callers have detached x from every list and connection.
+ * reason NULL or "": the errno's text. */
+static void finish(struct upstream_io_exchange *x, int err, bool keys_sent, int parse_rc,
+		   const struct ke_msg_response *resp, const char *reason)
+{
+	struct upstream_io *io = x->io;
+	char why[REASON_MAX];
+	if (err < 0 && !(reason && *reason)) {
+		snprintf(why, sizeof why, "%s", strerror(-err));
+		reason = why;
+	}
+	if (!io->in_call) {
+		deliver(x, err, keys_sent, parse_rc, resp, reason ? reason : "");
+		return;
+	}
+	x->failed_err = err;
+	x->failed_keys_sent = keys_sent;
+	snprintf(x->failed_reason, sizeof x->failed_reason, "%s", reason ? reason : "");
+	x->next = NULL;
+	struct upstream_io_exchange **p = &io->deferred;
+	while (*p)
+		p = &(*p)->next;
+	*p = x;
+	upstream_io_rearm(io);
+}
+
+/* Takes x off the wait queue or the deferred reports, wherever it is. */
 static void dequeue(struct upstream_io_exchange *x)
 {
-	for (struct upstream_io_exchange **p = &x->io->queue; *p; p = &(*p)->next) {
-		if (*p == x) {
-			*p = x->next;
-			x->next = NULL;
-			return;
+	struct upstream_io_exchange **lists[] = { &x->io->queue, &x->io->deferred };
+	for (size_t i = 0; i < 2; i++) {
+		for (struct upstream_io_exchange **p = lists[i]; *p; p = &(*p)->next) {
+			if (*p == x) {
+				*p = x->next;
+				x->next = NULL;
+				return;
+			}
 		}
+	}
+}
+
+/* Delivers the failures found inside callers' calls, oldest first. */
+static void deliver_deferred(struct upstream_io *io)
+{
+	struct upstream_io_exchange *x;
+	while ((x = io->deferred)) {
+		io->deferred = x->next;
+		deliver(x, x->failed_err, x->failed_keys_sent, 0, NULL, x->failed_reason);
 	}
 }
 
@@ -143,9 +177,11 @@ static void conn_kill(struct conn *c, int err, enum kill_mode mode)
 	struct upstream_io *io = c->io;
 	struct upstream_io_exchange *x = c->x;
 	bool sent = ke_client_request_sent(c->ke);
+	char why[REASON_MAX];
 	if (x) {
 		x->conn = NULL;
-		set_reason(io, ke_client_error(c->ke) < 0 ? ke_client_reason(c->ke) : NULL, err);
+		snprintf(why, sizeof why, "%s",
+			 ke_client_error(c->ke) < 0 ? ke_client_reason(c->ke) : strerror(-err));
 	}
 	unlink_conn(c);
 	c->x = NULL;
@@ -162,9 +198,8 @@ static void conn_kill(struct conn *c, int err, enum kill_mode mode)
 	if (x) {
 		if (log_ratelimit_allow(&io->fail_log, upstream_io_now_ms(io)))
 			log_debug("upstream %s:%u: exchange failed: %s",
-				  upstream_io_name_of(io, x->id), upstream_port(io->reg, x->id),
-				  io->reason);
-		finish(x, err, sent, 0, NULL);
+				  upstream_io_name_of(io, x->id), upstream_port(io->reg, x->id), why);
+		finish(x, err, sent, 0, NULL, why);
 	}
 	if (!io->closing)
 		forget_drained(io);
@@ -219,7 +254,7 @@ static void conn_flush(struct conn *c)
 		c->x = NULL;
 		if (x) {
 			x->conn = NULL;
-			finish(x, 0, true, parse_rc, resp);
+			finish(x, 0, true, parse_rc, resp, "");
 		}
 		/* The callback may have closed everything; the conn itself lives until on_closed. */
 		if (!c->linked)
@@ -390,8 +425,7 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 		if (c)
 			ke_client_free(c->ke);
 		free(c);
-		set_reason(io, NULL, rc);
-		finish(x, rc, false, 0, NULL);
+		finish(x, rc, false, 0, NULL, NULL);
 		return;
 	}
 	c->io = io;
@@ -473,7 +507,7 @@ static void pump(struct upstream_io *io, uint32_t id)
 		*p = x->next;
 		x->next = NULL;
 		start(io, x);
-		/* start may have reported and the callback may have changed the queue. */
+		/* A failure reported from the loop may have changed the queue. */
 		p = &io->queue;
 	}
 }
@@ -504,11 +538,8 @@ int upstream_io_exchange(struct upstream_io *io, uint32_t id, const uint8_t *req
 		if (!x)
 			rc = -ENOMEM;
 	}
-	if (rc < 0) {
-		set_reason(io, NULL, rc);
-		cb(ud, rc, false, 0, NULL, 0);
+	if (rc < 0)
 		return rc;
-	}
 	x->io = io;
 	x->id = id;
 	x->kind = kind;
@@ -517,12 +548,11 @@ int upstream_io_exchange(struct upstream_io *io, uint32_t id, const uint8_t *req
 	x->start_ms = upstream_io_now_ms(io);
 	x->len = len;
 	memcpy(x->req, req, len);
-	struct sync_call sc = { .outer = io->sync, .x = x };
-	io->sync = &sc;
+	if (handle)
+		*handle = x;
+	io->in_call++;
 	bool started = start(io, x);
-	io->sync = sc.outer;
-	if (sc.reported)
-		return sc.err < 0 ? sc.err : -EIO;
+	io->in_call--;
 	if (!started) {
 		struct upstream_io_exchange **p = &io->queue;
 		while (*p)
@@ -530,8 +560,6 @@ int upstream_io_exchange(struct upstream_io *io, uint32_t id, const uint8_t *req
 		*p = x;
 		upstream_io_rearm(io);
 	}
-	if (handle)
-		*handle = x;
 	return 0;
 }
 
@@ -541,6 +569,7 @@ void upstream_io_cancel(struct upstream_io_exchange *x)
 		return;
 	struct upstream_io *io = x->io;
 	struct conn *c = x->conn;
+	io->in_call++;
 	if (c) {
 		uint32_t id = c->id;
 		c->x = NULL;
@@ -550,6 +579,7 @@ void upstream_io_cancel(struct upstream_io_exchange *x)
 	} else {
 		dequeue(x);
 	}
+	io->in_call--;
 	gnutls_memset(x->req, 0, x->len);
 	free(x);
 }
@@ -570,8 +600,7 @@ static void expire(struct upstream_io *io, uint64_t now)
 			continue;
 		}
 		*p = x->next;
-		set_reason(io, "no connection free in time", -ETIMEDOUT);
-		finish(x, -ETIMEDOUT, false, 0, NULL);
+		finish(x, -ETIMEDOUT, false, 0, NULL, "no connection free in time");
 		p = &io->queue;
 	}
 conns:
@@ -599,6 +628,7 @@ static void on_tick(uv_timer_t *t)
 	struct upstream_io *io = t->data;
 	uint64_t now = upstream_io_now_ms(io);
 	uint32_t id;
+	deliver_deferred(io);
 	expire(io, now);
 	/* Each due upstream is started once per tick even if the registry keeps it due. */
 	for (size_t n = upstream_count(io->reg); n > 0 && !io->closing &&
@@ -620,6 +650,8 @@ void upstream_io_rearm(struct upstream_io *io)
 	if (io->closing)
 		return;
 	uint64_t next = min64(upstream_next_probe_ms(io->reg), upstream_next_deep_ms(io->reg));
+	if (io->deferred)
+		next = 0;
 	for (const struct upstream_io_exchange *x = io->queue; x; x = x->next)
 		next = min64(next, x->start_ms + io->cfg->upstream_timeout_ms);
 	for (const struct conn *c = io->conns; c; c = c->next)
@@ -688,11 +720,11 @@ void upstream_io_close(struct upstream_io *io)
 	uv_close((uv_handle_t *)&io->timer, timer_closed);
 	while (io->deeps)
 		upstream_check_deep_finish(io->deeps, false, NULL);
+	deliver_deferred(io);
 	while (io->queue) {
 		struct upstream_io_exchange *x = io->queue;
 		io->queue = x->next;
-		set_reason(io, "shutting down", -ECANCELED);
-		finish(x, -ECANCELED, false, 0, NULL);
+		finish(x, -ECANCELED, false, 0, NULL, "shutting down");
 	}
 	while (io->conns)
 		conn_kill(io->conns, -ECANCELED, KILL_ABORT);

@@ -35,11 +35,20 @@ void upstream_io_set_creds(struct upstream_io *io, struct tls_creds *creds);
 /* Reschedules the probe timer after the registry changed (SIGHUP added upstreams). */
 void upstream_io_kick(struct upstream_io *io);
 
-/* Result of one exchange: exactly one call per upstream_io_exchange. keys_sent as in
- * pool_session_upstream_failed; on success (err == 0) parse_rc and resp (borrowed for the call)
- * as from ke_client_response; latency_ms of the whole exchange. */
-typedef void (*upstream_io_done_cb)(void *ud, int err, bool keys_sent, int parse_rc,
-				    const struct ke_msg_response *resp, uint64_t latency_ms);
+/* Result of one exchange (borrowed for the call): keys_sent as in pool_session_upstream_failed;
+ * on success (err == 0) parse_rc and resp as from ke_client_response; reason says why it failed
+ * (never NULL, "" on success); latency_ms of the whole exchange. */
+struct upstream_io_result {
+	int err;
+	bool keys_sent;
+	int parse_rc;
+	const struct ke_msg_response *resp;
+	const char *reason;
+	uint64_t latency_ms;
+};
+
+/* Exactly one call per exchange that upstream_io_exchange accepted, always from the loop. */
+typedef void (*upstream_io_done_cb)(void *ud, const struct upstream_io_result *r);
 
 struct upstream_io_exchange;
 
@@ -48,11 +57,13 @@ struct upstream_io_exchange;
  * certificate, server name verified). The caller's request carries Keep Alive (the builders take
  * it as an argument); a connection is kept when both sides agreed on it. At most max_conns
  * connections per upstream: further exchanges wait (bounded, up to upstream_timeout_ms) for one
- * to become idle, and beyond the bound fail with -EAGAIN. The callback may be called before this
- * returns only with err < 0 (unknown id -ENOENT, closing -ESHUTDOWN, full queue -EAGAIN, a
- * connection that could not even start); this returns that same err then and *handle is NULL,
- * else 0. *handle (may be NULL) lets the caller cancel until the callback: upstream_io_cancel
- * stops the callback (the connection is dropped if busy). */
+ * to become idle. Returns 0, and cb reports the outcome exactly once, later, from the loop (a
+ * connection that cannot even start is reported that way too); or a negative errno with no
+ * callback to follow and *handle NULL: unknown id -ENOENT, closing -ESHUTDOWN, a request of 0 or
+ * more than KE_MSG_REQUEST_MAX bytes -EMSGSIZE, the wait queue full -EAGAIN, -ENOMEM. *handle
+ * (may be NULL) lets the caller cancel until the callback: upstream_io_cancel stops the callback
+ * (the connection is dropped if busy). No callback of any exchange runs inside this call or
+ * inside upstream_io_cancel. */
 int upstream_io_exchange(struct upstream_io *io, uint32_t id, const uint8_t *req, size_t len,
 			 enum ke_msg_request_kind kind, upstream_io_done_cb cb, void *ud,
 			 struct upstream_io_exchange **handle);
@@ -62,7 +73,9 @@ void upstream_io_cancel(struct upstream_io_exchange *x);
 unsigned upstream_io_kept(const struct upstream_io *io, uint32_t id);
 
 /* Stops probing and closes every connection; exchanges still open are reported at once with
- * -ECANCELED (keys_sent as it stands). Freed from the last close callback: run the loop after. */
+ * -ECANCELED (keys_sent as it stands), failures not yet delivered with their own error: the one
+ * call that reports before it returns, since nothing runs after it. Freed from the last close
+ * callback: run the loop after. */
 void upstream_io_close(struct upstream_io *io);
 
 #endif

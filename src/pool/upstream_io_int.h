@@ -34,6 +34,10 @@ struct upstream_io_exchange {
 	upstream_io_done_cb cb;
 	void *ud;
 	uint64_t start_ms;
+	/* A failure found inside a caller's call waits in io->deferred for the loop. */
+	int failed_err;
+	bool failed_keys_sent;
+	char failed_reason[REASON_MAX];
 	size_t len;
 	uint8_t req[]; /* wiped as soon as ke_client holds its copy */
 };
@@ -91,15 +95,6 @@ struct probe {
 	uint32_t id;
 };
 
-/* An upstream_io_exchange call in progress: tells it whether its exchange was already reported
- * (then the caller gets no handle). Calls nest when a callback starts another exchange. */
-struct sync_call {
-	struct sync_call *outer;
-	const struct upstream_io_exchange *x;
-	bool reported;
-	int err;
-};
-
 struct upstream_io {
 	uv_loop_t *loop;
 	struct log_ratelimit fail_log;
@@ -113,8 +108,11 @@ struct upstream_io {
 	struct ups *ups;
 	unsigned pending; /* the timer, conns and deep checks not freed yet */
 	bool closing;
-	struct sync_call *sync;
-	char reason[REASON_MAX]; /* of the failure being reported to a callback */
+	/* Inside upstream_io_exchange or upstream_io_cancel: failures found now are deferred to
+	 * io->deferred (FIFO) and delivered from the timer, so no callback runs before the call
+	 * returns. */
+	unsigned in_call;
+	struct upstream_io_exchange *deferred;
 };
 
 /* upstream_io.c: drops one of io->pending, freeing io with the last one once it is closing. */

@@ -43,7 +43,12 @@ struct result {
 	int parse_rc;
 	size_t n_cookies;
 	bool keep_alive;
+	char reason[160];
+	bool inside_call; /* the callback ran while upstream_io_exchange had not returned */
 };
+
+/* Set around every upstream_io_exchange call the tests make. */
+static bool in_exchange_call;
 
 static struct {
 	char *dir;
@@ -328,18 +333,18 @@ static const char *status_str(const char *field, char *buf, size_t len)
 	return buf;
 }
 
-static void done(void *ud, int err, bool keys_sent, int parse_rc,
-		 const struct ke_msg_response *resp, uint64_t latency_ms)
+static void done(void *ud, const struct upstream_io_result *res)
 {
 	struct result *r = ud;
-	(void)latency_ms;
 	r->calls++;
-	r->err = err;
-	r->keys_sent = keys_sent;
-	r->parse_rc = parse_rc;
-	if (err == 0 && resp) {
-		r->n_cookies = resp->n_cookies;
-		r->keep_alive = resp->keep_alive;
+	r->err = res->err;
+	r->keys_sent = res->keys_sent;
+	r->parse_rc = res->parse_rc;
+	r->inside_call |= in_exchange_call;
+	snprintf(r->reason, sizeof r->reason, "%s", res->reason);
+	if (res->err == 0 && res->resp) {
+		r->n_cookies = res->resp->n_cookies;
+		r->keep_alive = res->resp->keep_alive;
 	}
 }
 
@@ -365,8 +370,11 @@ static int fixed_key(struct result *r, struct upstream_io_exchange **h)
 	int n = ke_msg_build_fixed_key_request(req, sizeof req, KE_NUMBERING_IANA, NULL, c2s, s2c,
 					       32, KE_MSG_PROTOCOL_NTPV4, 15, true);
 	cr_assert_gt(n, 0);
-	return upstream_io_exchange(T.io, id0(), req, (size_t)n, KE_MSG_REQUEST_FIXED_KEY, done, r,
-				    h);
+	in_exchange_call = true;
+	int rc = upstream_io_exchange(T.io, id0(), req, (size_t)n, KE_MSG_REQUEST_FIXED_KEY, done,
+				      r, h);
+	in_exchange_call = false;
+	return rc;
 }
 
 static void close_io_and_loop(void)
@@ -451,6 +459,8 @@ Test(upstream_io, dead_port_fails_without_keys_sent)
 	cr_assert_eq(a.calls, 1);
 	cr_assert_lt(a.err, 0);
 	cr_assert_not(a.keys_sent);
+	cr_assert_not(a.inside_call, "reported from the loop, not inside the call");
+	cr_assert_neq(a.reason[0], '\0', "a failure comes with its reason");
 	cr_assert(run_until(not_probing));
 	cr_assert_eq(upstream_state(T.reg, id0()), UPSTREAM_UNHEALTHY);
 	cr_assert_eq(upstream_io_kept(T.io, id0()), 0);
@@ -470,25 +480,29 @@ Test(upstream_io, names_are_resolved)
 	close_io_and_loop();
 }
 
-Test(upstream_io, unknown_id_and_closed_io_fail_at_once)
+Test(upstream_io, refused_calls_return_the_error_and_never_call_back)
 {
 	uint16_t port = free_port();
 	start_io(&port, 1, 0);
-	struct result a = { 0 }, b = { 0 };
+	struct result a = { 0 }, b = { 0 }, c = { 0 };
 	struct upstream_io_exchange *h = (void *)&a;
 	uint8_t req[] = { 0x80, 0, 0, 0 };
 	cr_assert_eq(upstream_io_exchange(T.io, 999, req, sizeof req, KE_MSG_REQUEST_SUPPORT,
 					  done, &a, &h),
 		     -ENOENT);
 	cr_assert_null(h);
-	cr_assert_eq(a.calls, 1);
-	cr_assert_eq(a.err, -ENOENT);
-	cr_assert_not(a.keys_sent);
+	cr_assert_eq(upstream_io_exchange(T.io, id0(), req, 0, KE_MSG_REQUEST_SUPPORT, done, &c,
+					  NULL),
+		     -EMSGSIZE);
+	/* A refused call has no callback, not even later. */
+	uv_run(&T.loop, UV_RUN_NOWAIT);
+	cr_assert_eq(a.calls, 0);
+	cr_assert_eq(c.calls, 0);
 	upstream_io_close(T.io);
 	cr_assert_eq(upstream_io_exchange(T.io, id0(), req, sizeof req, KE_MSG_REQUEST_SUPPORT,
 					  done, &b, NULL),
 		     -ESHUTDOWN);
-	cr_assert_eq(b.calls, 1);
+	cr_assert_eq(b.calls, 0);
 	T.io = NULL;
 	uv_run(&T.loop, UV_RUN_DEFAULT);
 	cr_assert_eq(uv_loop_close(&T.loop), 0);
