@@ -19,8 +19,8 @@ die() {
 [[ $(id -u) -eq 0 ]] ||
 	die "run as root (e.g. sudo scripts/demo.sh): chronyd, the demo's client, is run as nobody through runuser"
 scripts/deps.sh demo || die "installing the Debian packages failed (see above)"
-chronyd=$(command -v chronyd || echo /usr/sbin/chronyd)
-[[ -x $chronyd ]] || die "chronyd not found: apt-get install chrony"
+# chrony is unpacked from its Debian package into a scratch directory, never installed.
+chronyd=$("$top/scripts/peers.sh" chrony) || die "cannot fetch chrony (see above)"
 command -v runuser >/dev/null || die "runuser not found: apt-get install util-linux"
 
 [[ -x configure ]] || autoreconf -fi

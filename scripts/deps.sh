@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the project needs, only those that are missing.
+# Installs the Debian packages the project needs, only those that are missing: libraries and
+# tools. Peer daemons (chrony) are never installed as packages, which would enable their
+# services: scripts/peers.sh unpacks them into a scratch directory, and only the shared libraries
+# they link against are installed here.
 # Usage: scripts/deps.sh [build|test|demo|bench]   (each includes build)
 set -euo pipefail
 
 build_pkgs=(gcc make autoconf automake libtool pkg-config
 	libgnutls28-dev libuv1-dev libjansson-dev libhttp-parser-dev)
-test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl chrony clang libclang-rt-14-dev)
-demo_pkgs=(openssl chrony libcjson-dev)
-bench_pkgs=(chrony openssl jq iproute2 util-linux)
+# What chronyd 4.3 links against (libgnutls30 comes with libgnutls28-dev).
+chrony_libs=(libcap2 libedit2 libnettle8 libseccomp2)
+test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl clang libclang-rt-14-dev
+	"${chrony_libs[@]}")
+demo_pkgs=(openssl libcjson-dev "${chrony_libs[@]}")
+bench_pkgs=(openssl jq iproute2 util-linux "${chrony_libs[@]}")
 
 case "${1:-test}" in
 build) want=("${build_pkgs[@]}") ;;

@@ -18,6 +18,14 @@ if [[ ! -f Makefile ]] || [[ "$*" != "$(cat .configure-args 2>/dev/null)" ]]; th
 	printf '%s' "$*" >.configure-args
 fi
 
+# chrony, the tests' real peer, unpacked from its package into the build directory, never
+# installed. Without it the tests that need it fail and say why.
+if CHRONYD=$(PEERS_DIR=$(pwd)/peers "$top/scripts/peers.sh" chrony); then
+	export CHRONYD
+else
+	echo "test.sh: chrony could not be fetched; the tests that run it will fail" >&2
+fi
+
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 jobs=$(nproc 2>/dev/null || echo 2)

@@ -74,9 +74,12 @@ ntp_load=$build/tests/bench/ntp-load
 daemon=$build/ntp-daemon
 [ -x "$ke_load" ] && [ -x "$ntp_load" ] || die "no load generators in $build (make tests/bench/ke-load tests/bench/ntp-load)"
 [ "$(id -u)" = 0 ] || die "needs root: chronyd is started as nobody through runuser"
-for tool in chronyd runuser jq ss openssl; do
+for tool in runuser jq ss openssl; do
 	command -v "$tool" >/dev/null || die "$tool not found"
 done
+# chrony unpacked from its Debian package into the build directory, never installed.
+chronyd=${CHRONYD:-$(PEERS_DIR=$build/peers "$(dirname "$0")/../../scripts/peers.sh" chrony)} ||
+	die "cannot fetch chrony"
 if [ "$pin" = 1 ]; then
 	command -v taskset >/dev/null || die "taskset not found (or use --no-pin)"
 	[ "$(nproc)" -ge 2 ] || { echo "$prog: one core only: not pinning" >&2; pin=0; }
@@ -188,7 +191,7 @@ bindcmdaddress /
 pidfile $scratch/chrony/chronyd.pid
 EOF
 chown -R nobody "$scratch/chrony"
-"${server_pin[@]}" runuser -u nobody -- chronyd -U -u nobody -x -d -f "$scratch/chrony/chrony.conf" \
+"${server_pin[@]}" runuser -u nobody -- "$chronyd" -U -u nobody -x -d -f "$scratch/chrony/chrony.conf" \
 	>"$scratch/chrony/log" 2>&1 &
 chrony_pid=$!
 started+=("$chrony_pid")

@@ -242,7 +242,9 @@ daemon_alive() {
 
 # ---- chrony (ARCHITECTURE.md §7: never controls the clock, runs as nobody) -------------------
 
-CHRONYD=$(command -v chronyd || echo /usr/sbin/chronyd)
+# chronyd unpacked by scripts/peers.sh (scripts/test.sh exports CHRONYD; a build tree keeps
+# its copy in peers/).
+CHRONYD=${CHRONYD:-$TOP_BUILDDIR/peers/chrony/usr/sbin/chronyd}
 
 # chrony_ready: 0 when chronyd can be run as nobody here; else prints the reason.
 chrony_ready() {
@@ -251,7 +253,7 @@ chrony_ready() {
 		return 1
 	fi
 	if [ ! -x "$CHRONYD" ]; then
-		echo "chronyd not installed"
+		echo "no chronyd at $CHRONYD: run PEERS_DIR=\$build/peers scripts/peers.sh chrony"
 		return 1
 	fi
 	return 0
