@@ -73,6 +73,7 @@ int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
 		.ntp_port = cfg->ntp_port,
 		.ntp_server = cfg->ntp_server,
 		.tokens = &l->tokens,
+		.creds = &l->creds,
 	};
 	*out = l;
 	return 0;

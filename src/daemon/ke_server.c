@@ -260,7 +260,9 @@ static bool authorised(struct ke_server_conn *c, const struct ke_msg_request *re
 		       struct pool_proto_verdict *v)
 {
 	const struct pool_tokens *tokens = c->cfg->tokens ? *c->cfg->tokens : NULL;
-	pool_proto_authorise(tokens, tls_peer_is_authorised_pool(c->tls), req, v);
+	bool pinned = c->cfg->creds ? tls_peer_is_pinned_by(c->tls, *c->cfg->creds)
+				    : tls_peer_is_authorised_pool(c->tls);
+	pool_proto_authorise(tokens, pinned, req, v);
 	if (v->token_refused)
 		c->stats->token_refused++;
 	if (!v->allowed) {

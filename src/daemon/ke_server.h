@@ -47,6 +47,10 @@ struct ke_server_config {
 	 * that swaps the set applies to the next request of a kept-alive connection. NULL, or a
 	 * slot holding NULL: no token is accepted. */
 	struct pool_tokens *const *tokens;
+	/* Borrowed slot of the listener's credentials, read at every request like the tokens: a
+	 * kept-alive pool connection whose certificate a reload unpinned is refused from its next
+	 * request on. NULL: the pins the session started with. */
+	struct tls_creds *const *creds;
 };
 
 struct ke_server_conn;

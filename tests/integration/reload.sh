@@ -5,7 +5,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init reload
-plan 12
+plan 13
 
 make_certs || bail_out "gen-cert.sh failed"
 alloc_ports 2
@@ -57,12 +57,32 @@ expect "before SIGHUP: the pinned pool certificate is authorised" "$(support_as 
 expect "before SIGHUP: another certificate of the same CA is not (Error 1)" \
 	"$(support_as other)" 1
 
+# A kept-alive connection of the pinned pool, open across the reload: its next request meets the
+# new pins. ke-client creates go.waiting once it has its first answer.
+rm -f "$T/go" "$T/go.waiting"
+kec --cert "$C/pool.pem" --key "$C/pool.key" --request support --keep-alive 2 \
+	--wait-for "$T/go" --timeout 30000 >"$T/kept.json" &
+kept_pid=$!
+track "$kept_pid"
+w_i=0
+while [ ! -e "$T/go.waiting" ] && [ $w_i -lt 200 ]; do
+	sleep 0.1
+	w_i=$((w_i + 1))
+done
+
 # Pin the other certificate instead, and re-issue the server's certificate with a new key.
 cp "$C/other.pem" "$T/pinned.pem"
 make_cert server-a --ip 127.0.0.2
 cp "$C/server-a.chain.pem" "$T/chain.pem"
 cp "$C/server-a.key" "$T/key.pem"
 hup_and_wait "certificates reloaded"
+touch "$T/go"
+wait "$kept_pid" || true
+untrack "$kept_pid"
+out=$(cat "$T/kept.json")
+expect "after SIGHUP: a kept-alive connection whose certificate was unpinned gets Error 1" \
+	"$(jget responses.0.error "$out") $(jget responses.0.keep_alive "$out") $(jget responses.1.error "$out")" \
+	"null true 1" "$out"
 expect "after SIGHUP: the newly pinned certificate is authorised" "$(support_as other)" none
 expect "after SIGHUP: the previously pinned one is not (Error 1)" "$(support_as pool)" 1
 out=$(kec)

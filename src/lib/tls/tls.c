@@ -455,6 +455,16 @@ bool tls_peer_is_authorised_pool(const struct tls_session *s)
 	return s->handshake_done && s->authorised_pool;
 }
 
+bool tls_peer_is_pinned_by(const struct tls_session *s, const struct tls_creds *creds)
+{
+	if (!s->handshake_done || !s->server ||
+	    gnutls_certificate_type_get2(s->gs, GNUTLS_CTYPE_PEERS) != GNUTLS_CRT_X509)
+		return false;
+	unsigned n = 0;
+	const gnutls_datum_t *certs = gnutls_certificate_get_peers(s->gs, &n);
+	return certs && n > 0 && tls_creds_is_pinned(creds, &certs[0]);
+}
+
 int tls_export_nts_keys(struct tls_session *s, uint16_t protocol, uint16_t aead, size_t key_len,
 			uint8_t *c2s, uint8_t *s2c)
 {

@@ -89,6 +89,11 @@ void tls_output_consume(struct tls_session *s, size_t n);
  * handshake completed; false before and on client sessions). */
 bool tls_peer_is_authorised_pool(const struct tls_session *s);
 
+/* As tls_peer_is_authorised_pool, against the pinned certificates of creds (borrowed) instead of
+ * those the session started with: a server that reloaded its pins checks each request of a
+ * kept-alive connection against the pins now in force. */
+bool tls_peer_is_pinned_by(const struct tls_session *s, const struct tls_creds *creds);
+
 /* The NTS keys of RFC 8915 §5.1 from the TLS exporter: c2s and s2c (caller's buffers of key_len
  * bytes each) for the given protocol and AEAD ids. Returns 0, -ENOTCONN before the handshake
  * completed or -EIO, with both buffers zeroed; -EINVAL (buffers untouched) for key_len 0 or over
