@@ -885,6 +885,16 @@ Test(config, daemon_token_errors)
 	daemon_error(conf, 6, path_key, "is not a regular file");
 	free(conf);
 	free(sub);
+
+	/* Nor is a FIFO, and opening one must not wait for a writer (it would block the loop on
+	 * SIGHUP): refused at once. */
+	char *fifo = tu_path(dir, "tokens.fifo");
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	cr_assert(asprintf(&conf, KE_HEAD "\naccepted-pool-authentication-tokens-path = \"%s\"\n",
+			   fifo) >= 0);
+	daemon_error(conf, 6, path_key, "is not a regular file");
+	free(conf);
+	free(fifo);
 }
 
 /* One past POOL_TOKENS_MAX distinct tokens, "t0" up to "t4096", each followed by sep. */

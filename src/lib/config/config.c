@@ -24,6 +24,19 @@ int config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
 	return -EINVAL;
 }
 
+void config_begin(struct config_ctx *ctx)
+{
+	if (ctx->err && ctx->errlen)
+		ctx->err[0] = '\0';
+}
+
+int config_fail(struct config_ctx *ctx, int r)
+{
+	if (ctx->err && ctx->errlen && ctx->err[0] == '\0')
+		snprintf(ctx->err, ctx->errlen, "%s: %s", ctx->file, strerror(-r));
+	return r;
+}
+
 /* Configuration files are small; anything larger is a mistake (a log file passed by -c). */
 #define MAX_FILE_SIZE (1024 * 1024)
 

@@ -50,6 +50,13 @@ struct config_ctx {
 int config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Starts a load with an empty message, so a failure can be told from one that reported. */
+void config_begin(struct config_ctx *ctx);
+
+/* Returns r (negative), first writing "FILE: reason" when nothing reported yet (out of memory,
+ * a failure deep in a helper): a caller always has a message to print. */
+int config_fail(struct config_ctx *ctx, int r);
+
 /* Reads and parses the file at path; *root is new (caller frees with toml_free). TOML syntax
  * errors go to err unchanged ("FILE:LINE:COL: message"), I/O errors as "FILE: reason".
  * Returns 0 or negative errno. */

@@ -219,7 +219,9 @@ int config_daemon_load_tokens(const struct config_daemon_nts_ke_server *s, const
 			      struct pool_tokens **out, char *err, size_t errlen)
 {
 	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen };
-	return load_tokens(&ctx, s, out);
+	config_begin(&ctx);
+	int r = load_tokens(&ctx, s, out);
+	return r < 0 ? config_fail(&ctx, r) : r;
 }
 
 static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t,
@@ -418,6 +420,7 @@ int config_daemon_from_tree(const struct toml_value *root, const char *file,
 		NULL,
 	};
 	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen };
+	config_begin(&ctx);
 	*cfg = daemon_defaults;
 	int r;
 	if ((r = config_check_keys(&ctx, root, "the top level of a daemon configuration",
@@ -427,7 +430,7 @@ int config_daemon_from_tree(const struct toml_value *root, const char *file,
 	    (r = config_read_observability(&ctx, root, &cfg->observability)) < 0 ||
 	    (r = read_sync(&ctx, root, &cfg->synchronization)) < 0) {
 		config_daemon_free(cfg);
-		return r;
+		return config_fail(&ctx, r);
 	}
 	return 0;
 }

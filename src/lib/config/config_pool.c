@@ -236,6 +236,7 @@ int config_pool_from_tree(const struct toml_value *root, const char *file,
 {
 	static const char *const tables[] = { "nts-pool-ke-server", "observability", NULL };
 	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen };
+	config_begin(&ctx);
 	*cfg = pool_defaults;
 	const struct toml_value *server;
 	int r;
@@ -253,7 +254,7 @@ int config_pool_from_tree(const struct toml_value *root, const char *file,
 	return 0;
 fail:
 	config_pool_free(cfg);
-	return r;
+	return config_fail(&ctx, r);
 }
 
 int config_pool_load(const char *path, struct config_pool *cfg, char *err, size_t errlen)

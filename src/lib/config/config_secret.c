@@ -19,7 +19,8 @@ int config_secret_read(const char *path, size_t max, char **out, size_t *len, ch
 {
 	*out = NULL;
 	*len = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/* Non-blocking until it is known to be a regular file: a FIFO would block the loop. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
 		snprintf(why, whylen, "cannot open %s: %s", path, strerror(e));
@@ -37,6 +38,12 @@ int config_secret_read(const char *path, size_t max, char **out, size_t *len, ch
 	if (!S_ISREG(st.st_mode)) {
 		r = -EINVAL;
 		snprintf(why, whylen, "%s is not a regular file", path);
+		goto out;
+	}
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		snprintf(why, whylen, "cannot read %s: %s", path, strerror(-r));
 		goto out;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
@@ -96,9 +103,8 @@ int config_read_secret_file(struct config_ctx *ctx, int line, const char *key,
 	char why[512];
 	int r = config_secret_read(path, max, out, len, why, sizeof why);
 	if (r < 0) {
-		if (r == -ENOMEM)
-			return r;
-		return config_error(ctx, line, "'%s' in %s: %s", key, where, why);
+		config_error(ctx, line, "'%s' in %s: %s", key, where, why);
+		return r == -ENOMEM ? r : -EINVAL;
 	}
 	return 0;
 }
