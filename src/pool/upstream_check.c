@@ -68,11 +68,22 @@ static const char *remote_reason(int parse_rc, const struct ke_msg_response *res
 	return buf;
 }
 
+static void start_probe(struct upstream_io *io, uint32_t id, bool without_list);
+
+/* The Supported Next Protocol List is left out for an upstream known not to understand it in
+ * its current numbering (a seed-era server). */
+static bool asks_list(struct upstream_io *io, uint32_t id)
+{
+	const struct ups *u = ups_get(io, id, false);
+	return !(u && u->no_protocol_list && u->no_list_numbering == upstream_numbering(io->reg, id));
+}
+
 static void probe_done(void *ud, const struct upstream_io_result *r)
 {
 	struct probe *pr = ud;
 	struct upstream_io *io = pr->io;
 	uint32_t id = pr->id;
+	bool asked_list = pr->asked_list, retry = pr->retry;
 	int err = r->err, parse_rc = r->parse_rc;
 	const struct ke_msg_response *resp = r->resp;
 	char buf[REASON_MAX];
@@ -82,13 +93,11 @@ static void probe_done(void *ud, const struct upstream_io_result *r)
 	uint64_t now = upstream_io_now_ms(io);
 	struct ups *u = ups_get(io, id, true);
 	if (err == 0 && parse_rc == -EREMOTEIO && resp->has_error &&
-	    resp->error == KE_MSG_ERROR_UNRECOGNIZED_CRITICAL && u && !u->no_protocol_list) {
-		/* A seed-era server does not know the Supported Next Protocol List: ask again
-		 * without it, now and from then on (it speaks NTPv4 only). */
-		log_info("upstream %s does not know the Supported Next Protocol List; probing "
-			 "without it", upstream_io_name_of(io, id));
-		u->no_protocol_list = true;
-		upstream_check_start_probe(io, id);
+	    resp->error == KE_MSG_ERROR_UNRECOGNIZED_CRITICAL && asked_list) {
+		/* Perhaps a seed-era server that does not know the Supported Next Protocol List
+		 * (it speaks NTPv4 only): ask again without it, and remember that only if that
+		 * answer is good. Error 0 can also mean it does not accept us as a pool. */
+		start_probe(io, id, true);
 		upstream_io_rearm(io);
 		return;
 	}
@@ -98,22 +107,29 @@ static void probe_done(void *ud, const struct upstream_io_result *r)
 		upstream_probe_failed(io->reg, id, remote_reason(parse_rc, resp, buf, sizeof buf),
 				      now);
 	} else {
-		if (u)
+		if (u) {
 			u->deep_aead = deep_aead_of(resp);
+			if (retry && !u->no_protocol_list)
+				log_info("upstream %s does not know the Supported Next Protocol List; "
+					 "probing without it", upstream_io_name_of(io, id));
+			if (retry) {
+				u->no_protocol_list = true;
+				u->no_list_numbering = upstream_numbering(io->reg, id);
+			}
+		}
 		upstream_probe_ok(io->reg, id, resp, now);
 	}
 	upstream_io_rearm(io);
 }
 
-void upstream_check_start_probe(struct upstream_io *io, uint32_t id)
+static void start_probe(struct upstream_io *io, uint32_t id, bool retry)
 {
 	/* Authentication (up to 255 bytes), both Supported lists, Keep Alive and End. */
 	uint8_t buf[320];
-	const struct ups *u = ups_get(io, id, false);
+	bool list = !retry && asks_list(io, id);
 	upstream_probe_started(io->reg, id, upstream_io_now_ms(io));
 	int n = ke_msg_build_support_request(buf, sizeof buf, upstream_numbering(io->reg, id),
-					     upstream_token(io->reg, id),
-					     !(u && u->no_protocol_list), true, true);
+					     upstream_token(io->reg, id), list, true, true);
 	struct probe *pr = n > 0 ? malloc(sizeof *pr) : NULL;
 	if (!pr) {
 		gnutls_memset(buf, 0, sizeof buf);
@@ -123,6 +139,8 @@ void upstream_check_start_probe(struct upstream_io *io, uint32_t id)
 	}
 	pr->io = io;
 	pr->id = id;
+	pr->asked_list = list;
+	pr->retry = retry;
 	int rc = upstream_io_exchange(io, id, buf, (size_t)n, KE_MSG_REQUEST_SUPPORT, probe_done,
 				      pr, NULL);
 	gnutls_memset(buf, 0, sizeof buf);
@@ -130,6 +148,11 @@ void upstream_check_start_probe(struct upstream_io *io, uint32_t id)
 		free(pr);
 		upstream_probe_failed(io->reg, id, strerror(-rc), upstream_io_now_ms(io));
 	}
+}
+
+void upstream_check_start_probe(struct upstream_io *io, uint32_t id)
+{
+	start_probe(io, id, false);
 }
 
 /* ---- Deep checks ----------------------------------------------------------------------------- */

@@ -414,8 +414,9 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 	uint64_t now = upstream_io_now_ms(io);
 	struct conn *c = domain ? calloc(1, sizeof *c) : NULL;
 	int rc = !domain ? -ENOENT : c ? 0 : -ENOMEM;
+	enum ke_numbering numbering = upstream_numbering(io->reg, x->id);
 	if (c)
-		rc = ke_client_new(&c->ke, io->creds, domain, upstream_numbering(io->reg, x->id), now,
+		rc = ke_client_new(&c->ke, io->creds, domain, numbering, now,
 				   io->cfg->upstream_timeout_ms);
 	if (rc == 0)
 		rc = ke_client_send(c->ke, x->req, x->len, x->kind, now,
@@ -430,6 +431,7 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 	}
 	c->io = io;
 	c->id = x->id;
+	c->numbering = numbering;
 	c->port = upstream_port(io->reg, x->id);
 	c->x = x;
 	x->conn = c;
@@ -461,11 +463,13 @@ static unsigned conns_of(const struct upstream_io *io, uint32_t id)
 	return n;
 }
 
+/* An idle kept connection of upstream id in its current numbering (requests are built in it). */
 static struct conn *idle_conn(struct upstream_io *io, uint32_t id)
 {
 	for (struct conn *c = io->conns; c; c = c->next)
 		if (c->id == id && !c->x && c->connected &&
-		    ke_client_state(c->ke) == KE_CLIENT_READY)
+		    ke_client_state(c->ke) == KE_CLIENT_READY &&
+		    c->numbering == upstream_numbering(io->reg, id))
 			return c;
 	return NULL;
 }
@@ -702,6 +706,14 @@ void upstream_io_set_creds(struct upstream_io *io, struct tls_creds *creds)
 
 void upstream_io_kick(struct upstream_io *io)
 {
+	/* A reload that changed an upstream's numbering leaves its idle connections useless. */
+restart:
+	for (struct conn *c = io->conns; c; c = c->next) {
+		if (!c->x && c->numbering != upstream_numbering(io->reg, c->id)) {
+			conn_kill(c, -ECANCELED, KILL_CLOSE);
+			goto restart;
+		}
+	}
 	forget_drained(io);
 	upstream_io_rearm(io);
 }

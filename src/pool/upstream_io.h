@@ -32,7 +32,8 @@ int upstream_io_new(struct upstream_io **out, uv_loop_t *loop, struct tls_creds 
 /* Swaps the client credentials for new connections (SIGHUP); kept connections live on. */
 void upstream_io_set_creds(struct upstream_io *io, struct tls_creds *creds);
 
-/* Reschedules the probe timer after the registry changed (SIGHUP added upstreams). */
+/* After the registry changed (SIGHUP): closes idle connections whose upstream now has another
+ * record numbering, forgets drained upstreams and reschedules the probe timer. */
 void upstream_io_kick(struct upstream_io *io);
 
 /* Result of one exchange (borrowed for the call): keys_sent as in pool_session_upstream_failed;

@@ -52,6 +52,7 @@ struct conn {
 	bool connected;
 	uint32_t id;
 	uint16_t port;
+	enum ke_numbering numbering; /* its ke_client's: a connection never mixes numberings */
 	uv_getaddrinfo_t gai;
 	struct net_stream *stream;
 	struct ke_client *ke;
@@ -81,18 +82,22 @@ struct deep {
 };
 
 /* What io remembers per upstream: the AEAD its last Support answer allows for deep checks, and
- * whether it refused the Supported Next Protocol List (a seed-era server) so probes omit it. */
+ * whether it answered well only without the Supported Next Protocol List (a seed-era server) in
+ * the numbering it then had, so probes in that numbering omit the list. */
 struct ups {
 	struct ups *next;
 	uint32_t id;
 	uint16_t deep_aead;
 	bool no_protocol_list;
+	enum ke_numbering no_list_numbering;
 };
 
 /* A probe in flight: the callback's context. */
 struct probe {
 	struct upstream_io *io;
 	uint32_t id;
+	bool asked_list; /* the request carried the Supported Next Protocol List */
+	bool retry;	 /* the second try, without the list, after an Error 0 */
 };
 
 struct upstream_io {

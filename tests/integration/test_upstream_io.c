@@ -122,7 +122,7 @@ static bool tcp_up(uint32_t ip, uint16_t port)
 	return ok;
 }
 
-enum { WITH_POOL = 1, NTP_DEAD = 2 };
+enum { WITH_POOL = 1, NTP_DEAD = 2, NTPDRS_V1 = 4 };
 
 static void daemon_exec(struct daemon *d)
 {
@@ -177,6 +177,8 @@ static struct daemon *daemon_start(int flags)
 		d->ke, T.dir, T.dir, ntp_port);
 	if (flags & WITH_POOL)
 		fprintf(f, "authorized-pool-server-certificates = [\"%s/pool.pem\"]\n", T.dir);
+	if (flags & NTPDRS_V1)
+		fprintf(f, "pool-record-numbers = \"ntpd-rs-v1\"\n");
 	fprintf(f,
 		"\n[[server]]\nlisten = \"127.0.0.2:%u\"\n"
 		"\n[observability]\nstatus-listen = \"127.0.0.1:%u\"\nlog-level = \"debug\"\n"
@@ -196,7 +198,8 @@ static void daemon_kill(struct daemon *d)
 	d->pid = 0;
 }
 
-/* One counter of the daemon's first NTS-KE server from /status (raw HTTP/1.0, cJSON). */
+/* One counter of the daemon's first NTS-KE server from /status (raw HTTP/1.0, cJSON); name may
+ * be a member of an object member, "errors.0". */
 static long daemon_ke_stat(const struct daemon *d, const char *name)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(d->status),
@@ -217,7 +220,11 @@ static long daemon_ke_stat(const struct daemon *d, const char *name)
 	cJSON *root = cJSON_Parse(body + 4);
 	cr_assert(root, "status is not JSON");
 	cJSON *servers = cJSON_GetObjectItemCaseSensitive(root, "nts_ke_servers");
-	cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(servers, 0), name);
+	cJSON *v = cJSON_GetArrayItem(servers, 0);
+	char path[64];
+	snprintf(path, sizeof path, "%s", name);
+	for (char *save = NULL, *k = strtok_r(path, ".", &save); k; k = strtok_r(NULL, ".", &save))
+		v = cJSON_GetObjectItemCaseSensitive(v, k);
 	cr_assert(cJSON_IsNumber(v), "no nts_ke_servers.0.%s", name);
 	long out = (long)v->valuedouble;
 	cJSON_Delete(root);
@@ -445,6 +452,22 @@ Test(upstream_io, unauthorised_pool_is_unhealthy_with_authentication_refused)
 	cr_assert_eq(upstream_state(T.reg, id0()), UPSTREAM_UNHEALTHY);
 	cr_assert_str_eq(status_str("last_probe_result", buf, sizeof buf),
 			 "authentication refused (upstream answered Error 1)");
+	close_io_and_loop();
+}
+
+/* An upstream in the other numbering answers Error 0 to the Supported lists: the probe tries
+ * once more without the Supported Next Protocol List (a seed-era server would take that), and
+ * since that fails too, the upstream is refused, not taken for one that lacks the list. */
+Test(upstream_io, error_0_probe_retried_without_the_protocol_list_once)
+{
+	struct daemon *d = daemon_start(WITH_POOL | NTPDRS_V1);
+	start_io(&d->ke, 1, 0);
+	cr_assert(run_until(not_probing));
+	char buf[200];
+	cr_assert_eq(upstream_state(T.reg, id0()), UPSTREAM_UNHEALTHY);
+	cr_assert_str_eq(status_str("last_probe_result", buf, sizeof buf),
+			 "authentication refused (upstream answered Error 0)");
+	cr_assert_eq(daemon_ke_stat(d, "errors.0"), 2, "the request, then the retry");
 	close_io_and_loop();
 }
 
