@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <gnutls/gnutls.h>
+
 #include "config_secret.h"
 #include "pool_proto.h"
 #include "program.h"
@@ -100,5 +102,7 @@ int derive_token_main(int argc, char **argv)
 		return PROGRAM_EXIT_FAILURE;
 	}
 	printf("%s\n", token);
-	return fflush(stdout) == 0 ? 0 : PROGRAM_EXIT_FAILURE;
+	int status = fflush(stdout) == 0 ? 0 : PROGRAM_EXIT_FAILURE;
+	gnutls_memset(token, 0, sizeof token);
+	return status;
 }

@@ -111,6 +111,7 @@ void pool_session_free(struct pool_session *s)
 		return;
 	tls_free(s->tls);
 	wipe_fixed(s);
+	ke_msg_request_wipe(&s->req);
 	gnutls_memset(s->req_buf, 0, sizeof s->req_buf);
 	free(s);
 }

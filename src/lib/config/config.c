@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <gnutls/gnutls.h>
+
 #include "pool_proto.h"
 
 int config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
@@ -68,6 +70,8 @@ int config_parse_file(const char *path, struct toml_value **root, char *err, siz
 		if (!*root)
 			r = -EINVAL;
 	}
+	/* The text may hold inline pool tokens. */
+	gnutls_memset(buf, 0, len < MAX_FILE_SIZE + 1 ? len : MAX_FILE_SIZE + 1);
 	free(buf);
 	fclose(f);
 	return r;
@@ -256,8 +260,12 @@ void config_strings_free(char **v, size_t count)
 {
 	if (!v)
 		return;
-	for (size_t i = 0; i < count; i++)
+	/* Some are secrets (accepted pool tokens); wiping the rest costs nothing that matters. */
+	for (size_t i = 0; i < count; i++) {
+		if (v[i])
+			gnutls_memset(v[i], 0, strlen(v[i]));
 		free(v[i]);
+	}
 	free(v);
 }
 

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/gnutls.h>
+
 /* Below this many entries a linear scan is as fast as hashing and needs no extra memory. */
 #define INDEX_MIN 16
 
@@ -40,6 +42,9 @@ void toml_tree_free(struct toml_value *v)
 		free(v->u.array.items);
 		break;
 	case TOML_STRING:
+		/* Configurations carry secrets (pool tokens) as strings. */
+		if (v->u.string.ptr)
+			gnutls_memset(v->u.string.ptr, 0, v->u.string.len);
 		free(v->u.string.ptr);
 		break;
 	default:
