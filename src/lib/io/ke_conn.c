@@ -48,8 +48,12 @@ static void flush(struct ke_conn *c, bool progress)
 		c->ops->output_consume(c->m, n);
 	}
 	if (c->draining && c->ops->idle && c->ops->idle(c->m)) {
+		/* As at a deadline: the machine says goodbye, then the socket closes whatever it
+		 * answered (a machine still idle after its timeout must not be asked again). */
+		c->draining = false;
 		c->ops->timeout(c->m, now(c));
-		flush(c, progress);
+		flush(c, false);
+		close_conn(c);
 		return;
 	}
 	if (c->ops->done(c->m)) {
