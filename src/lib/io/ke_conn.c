@@ -99,6 +99,9 @@ static void on_timeout(struct net_stream *s, void *ud)
 	(void)s;
 	if (c->closing)
 		return;
+	/* One timeout per deadline: the flush after it must not time an idle machine out again
+	 * for draining. */
+	c->draining = false;
 	c->ops->timeout(c->m, now(c));
 	flush(c, true);
 	close_conn(c);
