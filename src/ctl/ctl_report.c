@@ -130,6 +130,25 @@ static const char *fmt_age(char *buf, size_t n, const json_t *v, time_t now)
 	return buf;
 }
 
+/* A duration in seconds as "12 s", "5 min", "3 h", "2 d"; "never" for null. */
+static const char *fmt_elapsed(char *buf, size_t n, const json_t *v)
+{
+	if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1e12) {
+		snprintf(buf, n, "%s", json_is_null(v) ? "never" : "-");
+		return buf;
+	}
+	long long d = (long long)json_number_value(v);
+	if (d < 120)
+		snprintf(buf, n, "%lld s", d);
+	else if (d < 7200)
+		snprintf(buf, n, "%lld min", d / 60);
+	else if (d < 172800)
+		snprintf(buf, n, "%lld h", d / 3600);
+	else
+		snprintf(buf, n, "%lld d", d / 86400);
+	return buf;
+}
+
 static const char *fmt_uptime(char *buf, size_t n, const json_t *v)
 {
 	if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1e12) {
@@ -250,7 +269,7 @@ static void daemon_sources(FILE *out, const json_t *doc)
 	if (json_array_size(srcs) == 0)
 		return;
 	fprintf(out, "S Name                       Mode     Str Poll Reach     Offset      Delay "
-		     "Cookies Last error\n");
+		     "  LastRx Cookies Pool / last error\n");
 	size_t i;
 	const json_t *s;
 	json_array_foreach(srcs, i, s) {
@@ -269,11 +288,15 @@ static void daemon_sources(FILE *out, const json_t *doc)
 		col(out, buf, 6, true);
 		col(out, fmt_dur(buf, sizeof buf, get(s, "offset_s"), 1, true), 11, true);
 		col(out, fmt_dur(buf, sizeof buf, get(s, "delay_s"), 1, false), 11, true);
+		col(out, fmt_elapsed(buf, sizeof buf, get(s, "last_rx_s")), 9, true);
 		col(out, fmt_num(buf, sizeof buf, get(s, "cookies")), 8, true);
+		const json_t *pool = get(s, "pool");
+		if (json_is_string(pool))
+			fprintf(out, " %s;", fmt_str(buf, sizeof buf, pool, "-"));
 		fprintf(out, " %s\n", fmt_str(buf, sizeof buf, get(s, "last_error"), "-"));
 	}
 	fprintf(out, "  (S: * system peer, + selected, - rejected, ? unreachable; "
-		     "Poll: log2 s; Reach: octal)\n");
+		     "Poll: log2 s; Reach: octal; LastRx: age of the last sample)\n");
 }
 
 static void daemon_listeners(FILE *out, const json_t *doc)

@@ -22,6 +22,7 @@ struct source {
 	unsigned burst_left; /* requests still sent at the burst interval */
 	bool nak;
 	bool replace;
+	const char *unsync; /* why the last genuine reply gave no sample; NULL after a sample */
 
 	/* The outstanding request. */
 	bool outstanding;
@@ -261,8 +262,20 @@ int source_handle_reply(struct source *s, const uint8_t *pkt, size_t len, uint64
 	case NTP_PACKET_KISS_OTHER:
 		return SOURCE_REPLY_KISS;
 	}
-	if (h->leap == NTP_PACKET_LEAP_UNSYNC || h->stratum >= 16)
+	/* A server that is not synchronised itself has no time to give (RFC 5905 §8-9). */
+	if (h->leap == NTP_PACKET_LEAP_UNSYNC) {
+		s->unsync = "server unsynchronised (leap indicator 3)";
 		return SOURCE_REPLY_UNSYNC;
+	}
+	if (h->stratum >= 16) {
+		s->unsync = "server unsynchronised (stratum 16)";
+		return SOURCE_REPLY_UNSYNC;
+	}
+	if (h->reference_ts == 0) {
+		s->unsync = "server has never been synchronised (zero reference time)";
+		return SOURCE_REPLY_UNSYNC;
+	}
+	s->unsync = NULL;
 
 	double offset, delay;
 	source_offset_delay(s->local_tx, h->receive_ts, h->transmit_ts, local_rx, &offset, &delay);
@@ -306,6 +319,11 @@ double source_poll_interval_s(const struct source *s)
 	if (s->burst_left > 0 && full > SOURCE_BURST_INTERVAL_S)
 		return SOURCE_BURST_INTERVAL_S;
 	return full;
+}
+
+const char *source_unsync_reason(const struct source *s)
+{
+	return s->unsync;
 }
 
 uint8_t source_reach(const struct source *s)

@@ -67,7 +67,8 @@ int source_build_request(struct source *s, const struct source_random *rnd, uint
 
 enum source_reply {
 	SOURCE_REPLY_SAMPLE = 0, /* *sample filled */
-	SOURCE_REPLY_UNSYNC,	 /* valid, but the server is unsynchronised (leap 3, stratum 16+) */
+	SOURCE_REPLY_UNSYNC,	 /* valid, but the server has no time to give: leap 3, stratum 16+
+				  * or a zero reference timestamp (source_unsync_reason says which) */
 	SOURCE_REPLY_NAK,	 /* NTS NAK with our UID: source_needs_rekey is now true */
 	SOURCE_REPLY_RATE,	 /* kiss RATE: the poll interval backed off */
 	SOURCE_REPLY_REPLACE,	 /* kiss RSTR or DENY: source_must_replace is now true */
@@ -98,6 +99,9 @@ bool source_must_replace(const struct source *s);
  * its own random jitter. */
 int source_poll(const struct source *s);
 double source_poll_interval_s(const struct source *s);
+
+/* Why the last genuine reply gave no sample (a static string), NULL once one did. */
+const char *source_unsync_reason(const struct source *s);
 
 uint8_t source_reach(const struct source *s);
 unsigned source_unanswered(const struct source *s);

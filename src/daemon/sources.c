@@ -150,6 +150,7 @@ static void on_udp(struct net_udp *u, const uint8_t *buf, size_t len, const stru
 	switch ((enum source_reply)rc) {
 	case SOURCE_REPLY_SAMPLE:
 		sl->backoff_s = 1;
+		sl->last_rx_ms = uv_now(m->loop);
 		clock_filter_add(&sl->filter, &sample);
 		m->on_sample(m->ud, sl->id, &sample);
 		break;
@@ -163,7 +164,17 @@ static void on_udp(struct net_udp *u, const uint8_t *buf, size_t len, const stru
 		log_info("source %s: RATE kiss, poll interval now %d", sl->name,
 			 source_poll(sl->src));
 		break;
-	case SOURCE_REPLY_UNSYNC:
+	case SOURCE_REPLY_UNSYNC: {
+		/* Its earlier samples say nothing about its time now: it leaves selection at once,
+		 * and the reason shows in the status. */
+		const char *why = source_unsync_reason(sl->src);
+		if (strcmp(sl->last_error, why) != 0)
+			log_info("source %s: %s; not used", sl->name, why);
+		snprintf(sl->last_error, sizeof sl->last_error, "%s", why);
+		clock_filter_init(&sl->filter);
+		m->on_sample(m->ud, sl->id, NULL);
+		break;
+	}
 	case SOURCE_REPLY_KISS:
 		break;
 	}
@@ -188,9 +199,17 @@ static void do_poll(struct slot *sl)
 	struct source_random rnd;
 	uint8_t pkt[SOURCE_PACKET_MAX];
 	int n = -EIO;
+	uint8_t reach_before = source_reach(sl->src);
 	if (gnutls_rnd(GNUTLS_RND_NONCE, &rnd, sizeof rnd) == 0)
 		n = source_build_request(sl->src, &rnd, m->now(m->ud), pkt, sizeof pkt);
 	gnutls_memset(&rnd, 0, sizeof rnd);
+	if (reach_before != 0 && source_reach(sl->src) == 0) {
+		/* No valid reply in the last 8 polls: out of selection now, not when its last
+		 * samples age out. */
+		snprintf(sl->last_error, sizeof sl->last_error, "no reply to the last 8 polls");
+		log_info("source %s: unreachable (no reply to the last 8 polls)", sl->name);
+		m->on_sample(m->ud, sl->id, NULL);
+	}
 	if (n < 0) {
 		sources_slot_retry(sl, true, "cannot build a request");
 		return;
@@ -479,7 +498,11 @@ void sources_get(const struct sources *m, size_t index, struct source_info *out)
 		out->poll = source_poll(sl->src);
 		out->cookies = source_cookies(sl->src);
 	}
-	out->has_best = sl->state == SLOT_POLL &&
+	out->last_rx_ms = sl->last_rx_ms;
+	out->pool = sources_is_pool(sl->e) ? sl->e->address : NULL;
+	/* Selectable only while reachable and synchronised; the filter may still hold samples. */
+	out->has_best = sl->state == SLOT_POLL && out->reach != 0 &&
+			!source_unsync_reason(sl->src) &&
 			clock_filter_best(&sl->filter, &out->candidate.best,
 					  &out->candidate.jitter_s);
 }
@@ -502,9 +525,12 @@ json_t *sources_status(const struct sources *m)
 		struct source_info in;
 		sources_get(m, i, &in);
 		bool nts = sources_is_nts(sl->e);
+		uint64_t now = uv_now(m->loop);
 		json_t *o = json_pack(
-			"{s:I, s:o, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o}",
+			"{s:I, s:o, s:o, s:s, s:s, s:i, s:i, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o, "
+			"s:o}",
 			"id", (json_int_t)in.id, "name", in.name[0] ? json_string(in.name) : json_null(),
+			"pool", in.pool ? json_string(in.pool) : json_null(),
 			"mode", in.mode, "address", sl->e->address, "reach", in.reach, "poll", in.poll,
 			"offset_s", in.has_best ? json_real(in.candidate.best.offset_s) : json_null(),
 			"delay_s", in.has_best ? json_real(in.candidate.best.delay_s) : json_null(),
@@ -514,7 +540,9 @@ json_t *sources_status(const struct sources *m)
 			nts && in.last_ke_wall_s ? json_integer((json_int_t)in.last_ke_wall_s)
 						 : json_null(),
 			"errors", (json_int_t)sl->errors, "last_error",
-			in.last_error[0] ? json_string(in.last_error) : json_null());
+			in.last_error[0] ? json_string(in.last_error) : json_null(), "last_rx_s",
+			in.last_rx_ms ? json_real((double)(now - in.last_rx_ms) / 1000.0)
+				      : json_null());
 		json_array_append_new(arr, o);
 	}
 	return arr;

@@ -27,14 +27,18 @@ struct source_info {
 	const char *mode;     /* "server", "nts", "nts-pool" */
 	uint8_t reach;	      /* reachability register (8 polls) */
 	int poll;	      /* current poll interval, log2 s */
-	bool has_best;	      /* the filter holds samples */
+	bool has_best;	      /* selectable: reachable, synchronised, the filter holds samples */
 	struct clock_candidate candidate;
 	unsigned cookies;     /* NTS cookies left */
 	uint64_t last_ke_wall_s; /* unix time of the last key exchange, 0 if none */
 	const char *last_error; /* "" if none */
+	uint64_t last_rx_ms;	/* loop time of the last sample, 0: none yet */
+	const char *pool;	/* the nts-pool entry's address this server came from, or NULL */
 };
 
-/* Called after each new sample (the caller then reruns selection over every source). */
+/* Called after each new sample, and with s NULL when a source stopped being selectable
+ * (unreachable for 8 polls, or its server unsynchronised): the caller reruns selection over
+ * every source. */
 typedef void (*sources_sample_cb)(void *ud, uint32_t id, const struct clock_sample *s);
 
 /* local_now: the daemon's clock, as an NTP timestamp (the real clock, or a simulated one). */

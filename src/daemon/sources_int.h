@@ -48,7 +48,7 @@ struct lookup {
 	uv_getaddrinfo_t req;
 };
 
-struct ke_conn;
+struct source_ke;
 
 struct entry;
 
@@ -61,7 +61,7 @@ struct slot {
 	bool queued; /* nts-pool: waits until no other KE of its entry runs */
 	uv_timer_t timer;
 	struct lookup *lookup;
-	struct ke_conn *ke;
+	struct source_ke *ke;
 	struct net_udp *udp;
 	struct sockaddr_storage to;
 	struct source *src;
@@ -73,6 +73,7 @@ struct slot {
 	uint64_t last_ke_wall_s;
 	uint64_t errors;
 	char last_error[REASON_MAX];
+	uint64_t last_rx_ms; /* loop time of the last sample, 0: none yet */
 	struct clock_filter filter;
 };
 

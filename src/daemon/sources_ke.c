@@ -15,7 +15,7 @@
 #include "log.h"
 
 /* One NTS-KE connection, freed from the stream's on_closed (or at once if never connected). */
-struct ke_conn {
+struct source_ke {
 	struct sources *m;
 	struct slot *slot; /* NULL once abandoned */
 	struct ke_client *ke;
@@ -104,7 +104,7 @@ static const char *take_response(struct slot *sl, struct ke_client *ke, int pars
 	return NULL;
 }
 
-static void ke_finish(struct ke_conn *k, bool abort)
+static void ke_finish(struct source_ke *k, bool abort)
 {
 	struct slot *sl = k->slot;
 	if (sl)
@@ -116,7 +116,7 @@ static void ke_finish(struct ke_conn *k, bool abort)
 		net_stream_close(k->stream);
 }
 
-static void ke_flush(struct ke_conn *k)
+static void ke_flush(struct source_ke *k)
 {
 	struct slot *sl = k->slot;
 	const uint8_t *p;
@@ -171,7 +171,7 @@ static void ke_flush(struct ke_conn *k)
 
 static void ke_on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
 {
-	struct ke_conn *k = ud;
+	struct source_ke *k = ud;
 	(void)s;
 	if (k->slot) {
 		ke_client_input(k->ke, buf, len, uv_now(k->m->loop));
@@ -181,7 +181,7 @@ static void ke_on_read(struct net_stream *s, const uint8_t *buf, size_t len, voi
 
 static void ke_on_eof(struct net_stream *s, int status, void *ud)
 {
-	struct ke_conn *k = ud;
+	struct source_ke *k = ud;
 	(void)s;
 	(void)status;
 	if (k->slot) {
@@ -192,7 +192,7 @@ static void ke_on_eof(struct net_stream *s, int status, void *ud)
 
 static void ke_on_timeout(struct net_stream *s, void *ud)
 {
-	struct ke_conn *k = ud;
+	struct source_ke *k = ud;
 	(void)s;
 	if (k->slot) {
 		ke_client_timeout(k->ke, uv_now(k->m->loop));
@@ -202,7 +202,7 @@ static void ke_on_timeout(struct net_stream *s, void *ud)
 
 static void ke_on_connect(struct net_stream *s, int status, void *ud)
 {
-	struct ke_conn *k = ud;
+	struct source_ke *k = ud;
 	struct slot *sl = k->slot;
 	(void)s;
 	if (!sl)
@@ -222,7 +222,7 @@ static void ke_on_connect(struct net_stream *s, int status, void *ud)
 
 static void ke_on_closed(struct net_stream *s, void *ud)
 {
-	struct ke_conn *k = ud;
+	struct source_ke *k = ud;
 	struct sources *m = k->m;
 	struct slot *sl = k->slot;
 	(void)s;
@@ -286,7 +286,7 @@ void sources_ke_begin(struct slot *sl, const struct sockaddr *addr)
 
 	int n = ke_msg_build_request(req, sizeof req, KE_NUMBERING_IANA, protocols, 1, aeads, 2,
 				     deny, deny_names(sl, deny));
-	struct ke_conn *k = n > 0 ? calloc(1, sizeof *k) : NULL;
+	struct source_ke *k = n > 0 ? calloc(1, sizeof *k) : NULL;
 	int rc = n < 0 ? n : k ? 0 : -ENOMEM;
 	if (rc == 0)
 		rc = ke_client_new(&k->ke, e->creds, e->cfg->address.host, KE_NUMBERING_IANA, now,
@@ -313,7 +313,7 @@ void sources_ke_begin(struct slot *sl, const struct sockaddr *addr)
 
 void sources_ke_drop(struct slot *sl)
 {
-	struct ke_conn *k = sl->ke;
+	struct source_ke *k = sl->ke;
 	if (!k)
 		return;
 	sl->ke = NULL;

@@ -8,7 +8,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init client-pool
-plan 14
+plan 15
 
 pool_certs || bail_out "gen-cert.sh failed"
 alloc_ports 9
@@ -65,6 +65,9 @@ else
 fi
 bad=$(src_rows "$doc" | awk '$2 == "nts-pool" && !($6 ~ /^[0-9]+$/ && $6 > 0)' | wc -l)
 expect "client: every pool source holds cookies (> 0)" "$bad" 0 "$(src_diag c)"
+expect "client: each pool source names the pool it came from" \
+	"$(jget sources.0.pool "$doc") $(jget sources.1.pool "$doc")" \
+	"127.0.0.1:$PK 127.0.0.1:$PK" "$(src_diag c)"
 expect_gt "broker: sessions.completed >= 2 (one key exchange per server)" \
 	"$(stat_of p sessions.completed)" 1 "$(status_of p)"
 # Authenticated: the time sources answered NTS (cookies from the broker's Fixed Key requests),

@@ -42,7 +42,8 @@ static size_t plain_reply(const uint8_t *req, struct ntp_packet_header h, uint8_
 
 static const struct ntp_packet_header good = {
 	.stratum = 2, .precision = -20, .refid = 0x7f000001u, .root_delay = 0x00010000u /* 1 s */,
-	.root_dispersion = 0x00008000u, .receive_ts = T0 + SEC(1) + HALF, .transmit_ts = T0 + SEC(2),
+	.root_dispersion = 0x00008000u, .reference_ts = T0 - SEC(60), .receive_ts = T0 + SEC(1) + HALF,
+	.transmit_ts = T0 + SEC(2),
 };
 
 static void setup(void)
@@ -145,7 +146,46 @@ Test(source, unsync_server_gives_no_sample)
 	size_t len = plain_reply(req, h, rep);
 	cr_assert_eq(source_handle_reply(s, rep, len, T0, 0, &smp), SOURCE_REPLY_UNSYNC);
 	cr_assert_eq(source_reach(s), 1, "answered, though not usable");
+	cr_assert_str_eq(source_unsync_reason(s), "server unsynchronised (leap indicator 3)");
 	source_free(s);
+}
+
+/* Each way a server says it has no time gives no sample and its own reason; a good reply after
+ * one clears the reason. */
+Test(source, unsync_reasons_and_recovery)
+{
+	static const struct {
+		uint8_t leap, stratum;
+		uint64_t reference;
+		const char *why;
+	} cases[] = {
+		{ NTP_PACKET_LEAP_UNSYNC, 2, T0, "server unsynchronised (leap indicator 3)" },
+		{ 0, 16, T0, "server unsynchronised (stratum 16)" },
+		{ 0, 2, 0, "server has never been synchronised (zero reference time)" },
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct source *s;
+		uint8_t req[SOURCE_PACKET_MAX], rep[64];
+		struct clock_sample smp;
+		cr_assert_eq(source_new(&s, false, 4, 10, -20), 0);
+		struct source_random r = rnd();
+		source_build_request(s, &r, T0, req, sizeof req);
+		struct ntp_packet_header h = good;
+		h.leap = cases[i].leap;
+		h.stratum = cases[i].stratum;
+		h.reference_ts = cases[i].reference;
+		size_t len = plain_reply(req, h, rep);
+		cr_assert_eq(source_handle_reply(s, rep, len, T0 + SEC(1), 0, &smp),
+			     SOURCE_REPLY_UNSYNC, "case %zu", i);
+		cr_assert_str_eq(source_unsync_reason(s), cases[i].why);
+		r = rnd();
+		source_build_request(s, &r, T0, req, sizeof req);
+		len = plain_reply(req, good, rep);
+		cr_assert_eq(source_handle_reply(s, rep, len, T0 + SEC(1), 0, &smp),
+			     SOURCE_REPLY_SAMPLE);
+		cr_assert_null(source_unsync_reason(s), "a sample clears the reason");
+		source_free(s);
+	}
 }
 
 static int kiss(struct source *s, uint32_t code, int8_t poll)
