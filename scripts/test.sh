@@ -5,6 +5,21 @@
 # Extra arguments go to configure (CI passes --enable-werror).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
+case ${1:-} in
+-h | --help)
+	cat <<'HELP'
+Usage: scripts/test.sh [CONFIGURE-OPTION...]
+
+Installs the missing Debian packages (libraries and tools; chrony is unpacked from its package
+into the build directory, never installed), bootstraps autotools, configures with AddressSanitizer
+and UndefinedBehaviorSanitizer, builds, runs every test, and ends with one line
+"N passed, N failed, N skipped" summing every test case; the exit status is non-zero on any
+failure, a build failure included. Options are passed to configure (CI: --enable-werror).
+BUILD_DIR (default build/check) is the build directory.
+HELP
+	exit 0
+	;;
+esac
 cd "$top"
 
 scripts/deps.sh test
