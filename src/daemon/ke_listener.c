@@ -80,62 +80,14 @@ int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
 }
 
 /* ke_server_conn as the connection driver runs it. */
-static int m_input(void *m, const uint8_t *buf, size_t len, uint64_t now_ms)
-{
-	return ke_server_conn_input(m, buf, len, now_ms);
-}
-
-static void m_eof(void *m, uint64_t now_ms)
-{
-	ke_server_conn_eof(m, now_ms);
-}
-
-static void m_timeout(void *m, uint64_t now_ms)
-{
-	ke_server_conn_timeout(m, now_ms);
-}
-
-static void m_output(const void *m, const uint8_t **ptr, size_t *len)
-{
-	ke_server_conn_output(m, ptr, len);
-}
-
-static void m_output_consume(void *m, size_t n)
-{
-	ke_server_conn_output_consume(m, n);
-}
-
-static uint64_t m_deadline(const void *m)
-{
-	return ke_server_conn_deadline(m);
-}
-
-static bool m_done(const void *m)
-{
-	return ke_server_conn_done(m);
-}
+KE_CONN_ADAPTERS(ke_server_conn, struct ke_server_conn)
 
 static bool m_idle(const void *m)
 {
 	return ke_server_conn_idle(m);
 }
 
-static void m_free(void *m)
-{
-	ke_server_conn_free(m);
-}
-
-static const struct ke_conn_machine machine_ops = {
-	.input = m_input,
-	.eof = m_eof,
-	.timeout = m_timeout,
-	.output = m_output,
-	.output_consume = m_output_consume,
-	.deadline = m_deadline,
-	.done = m_done,
-	.idle = m_idle,
-	.free = m_free,
-};
+static const struct ke_conn_machine machine_ops = KE_CONN_MACHINE(ke_server_conn, .idle = m_idle);
 
 static void on_conn_closed(struct ke_conn *conn, void *machine, void *ud)
 {

@@ -196,56 +196,9 @@ static void start_upstream_work(struct client *c)
 }
 
 /* pool_session as the connection driver runs it. */
-static int m_input(void *m, const uint8_t *buf, size_t len, uint64_t now_ms)
-{
-	return pool_session_input(m, buf, len, now_ms);
-}
+KE_CONN_ADAPTERS(pool_session, struct pool_session)
 
-static void m_eof(void *m, uint64_t now_ms)
-{
-	pool_session_eof(m, now_ms);
-}
-
-static void m_timeout(void *m, uint64_t now_ms)
-{
-	pool_session_timeout(m, now_ms);
-}
-
-static void m_output(const void *m, const uint8_t **ptr, size_t *len)
-{
-	pool_session_output(m, ptr, len);
-}
-
-static void m_output_consume(void *m, size_t n)
-{
-	pool_session_output_consume(m, n);
-}
-
-static uint64_t m_deadline(const void *m)
-{
-	return pool_session_deadline(m);
-}
-
-static bool m_done(const void *m)
-{
-	return pool_session_done(m);
-}
-
-static void m_free(void *m)
-{
-	pool_session_free(m);
-}
-
-static const struct ke_conn_machine machine_ops = {
-	.input = m_input,
-	.eof = m_eof,
-	.timeout = m_timeout,
-	.output = m_output,
-	.output_consume = m_output_consume,
-	.deadline = m_deadline,
-	.done = m_done,
-	.free = m_free,
-};
+static const struct ke_conn_machine machine_ops = KE_CONN_MACHINE(pool_session);
 
 /* After each client event the session may want its upstream exchange. */
 static void on_progress(struct ke_conn *conn, void *machine, void *ud)

@@ -46,6 +46,51 @@ struct ke_conn_machine {
 	void (*free)(void *m);
 };
 
+/* The ops of a machine whose functions are named PREFIX_input, PREFIX_eof, PREFIX_timeout,
+ * PREFIX_output, PREFIX_output_consume, PREFIX_deadline, PREFIX_done and PREFIX_free and take
+ * their own type: KE_CONN_ADAPTERS(PREFIX, TYPE) once defines the typed-to-void adapters, and
+ * KE_CONN_MACHINE(PREFIX, ...) is the initializer of a struct ke_conn_machine (more members,
+ * such as .idle, may follow). One definition instead of one copy per program. */
+#define KE_CONN_ADAPTERS(prefix, type)                                                         \
+	static int prefix##_m_input(void *m, const uint8_t *b, size_t n, uint64_t t)           \
+	{                                                                                      \
+		return prefix##_input((type *)m, b, n, t);                                     \
+	}                                                                                      \
+	static void prefix##_m_eof(void *m, uint64_t t)                                        \
+	{                                                                                      \
+		prefix##_eof((type *)m, t);                                                    \
+	}                                                                                      \
+	static void prefix##_m_timeout(void *m, uint64_t t)                                    \
+	{                                                                                      \
+		prefix##_timeout((type *)m, t);                                                \
+	}                                                                                      \
+	static void prefix##_m_output(const void *m, const uint8_t **p, size_t *n)             \
+	{                                                                                      \
+		prefix##_output((const type *)m, p, n);                                        \
+	}                                                                                      \
+	static void prefix##_m_output_consume(void *m, size_t n)                               \
+	{                                                                                      \
+		prefix##_output_consume((type *)m, n);                                         \
+	}                                                                                      \
+	static uint64_t prefix##_m_deadline(const void *m)                                     \
+	{                                                                                      \
+		return prefix##_deadline((const type *)m);                                     \
+	}                                                                                      \
+	static bool prefix##_m_done(const void *m)                                             \
+	{                                                                                      \
+		return prefix##_done((const type *)m);                                         \
+	}                                                                                      \
+	static void prefix##_m_free(void *m)                                                   \
+	{                                                                                      \
+		prefix##_free((type *)m);                                                      \
+	}
+
+#define KE_CONN_MACHINE(prefix, ...)                                                           \
+	{ .input = prefix##_m_input, .eof = prefix##_m_eof, .timeout = prefix##_m_timeout,     \
+	  .output = prefix##_m_output, .output_consume = prefix##_m_output_consume,            \
+	  .deadline = prefix##_m_deadline, .done = prefix##_m_done, .free = prefix##_m_free,   \
+	  __VA_ARGS__ }
+
 struct ke_conn;
 
 struct ke_conn_owner {
