@@ -306,6 +306,46 @@ chrony_client() {
 	return "$c_rc"
 }
 
+# chrony_through_pool DESC KE_PORT UNUSED_PORT: one test point: chronyd -Q (as nobody, the
+# clock left alone) gets NTS time through the NTS-KE server on 127.0.0.1:KE_PORT, trusting the
+# test CA; UNUSED_PORT is the NTP port it is told first (the KE answer names the real one).
+# Passes when chrony prints "System clock wrong by"; fails saying why chrony could not run.
+chrony_through_pool() {
+	ctp_why=$(chrony_ready) || ctp_why=${ctp_why:-chronyd unusable}
+	if [ -n "$ctp_why" ]; then
+		not_ok "$1" "cannot run chrony: $ctp_why"
+		return 0
+	fi
+	chrony_dir q
+	cat >"$T/q.conf" <<CONF
+server 127.0.0.1 port $3 nts ntsport $2 iburst
+ntstrustedcerts $T/certs/ca.pem
+nosystemcert
+pidfile $T/q/chronyd.pid
+bindcmdaddress $T/q/chronyd.sock
+cmdport 0
+ntsdumpdir $T/q
+CONF
+	ctp_rc=0
+	chrony_client q "$T/q.conf" || ctp_rc=$?
+	if [ "$ctp_rc" = 0 ] && grep -q 'System clock wrong by' "$T/q.log"; then
+		ok "$1"
+	else
+		not_ok "$1" "chronyd exit status $ctp_rc; output:" "$(cat "$T/q.log")"
+	fi
+}
+
+# nts_accepted_sum NAME...: the NTS requests the named time sources accepted, added up.
+nts_accepted_sum() {
+	nas=0
+	for nas_n in "$@"; do
+		nas_v=$(stat_of "$nas_n" ntp_servers.0.nts_accepted)
+		is_int "$nas_v" || nas_v=0
+		nas=$((nas + nas_v))
+	done
+	echo "$nas"
+}
+
 # wait_for_port PROTO ADDR PORT SECONDS: waits until something listens (tcp) or is bound (udp).
 wait_for_port() {
 	w_i=0

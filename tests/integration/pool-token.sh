@@ -24,7 +24,6 @@ PK=$PORT7
 PS=$PORT8
 UNUSED=$PORT9
 C="$T/certs"
-why_not=$(chrony_ready) || why_not=${why_not:-chronyd unusable}
 
 TOKA=token-for-source-a-0123456789
 TOKB=token-for-source-b-abcdefghij
@@ -128,37 +127,10 @@ expect_gt "status A: the broker's Fixed Key requests are authorised by token" \
 expect_gt "status B: the broker's requests are authorised by token (0x4005)" \
 	"$(stat_of b nts_ke_servers.0.pool_authorised.token)" 2 "$(status_of b)"
 
-nts_sum() {
-	n_a=$(stat_of a ntp_servers.0.nts_accepted)
-	n_b=$(stat_of b ntp_servers.0.nts_accepted)
-	is_int "$n_a" || n_a=0
-	is_int "$n_b" || n_b=0
-	echo $((n_a + n_b))
-}
-nts0=$(nts_sum)
+nts0=$(nts_accepted_sum a b)
 desc="chronyd -Q through the token-authenticated broker: 'System clock wrong by'"
-if [ -n "$why_not" ]; then
-	not_ok "$desc" "cannot run chrony: $why_not"
-else
-	chrony_dir q
-	cat >"$T/q.conf" <<CONF
-server 127.0.0.1 port $UNUSED nts ntsport $PK iburst
-ntstrustedcerts $C/ca.pem
-nosystemcert
-pidfile $T/q/chronyd.pid
-bindcmdaddress $T/q/chronyd.sock
-cmdport 0
-ntsdumpdir $T/q
-CONF
-	q_rc=0
-	chrony_client q "$T/q.conf" || q_rc=$?
-	if [ "$q_rc" = 0 ] && grep -q 'System clock wrong by' "$T/q.log"; then
-		ok "$desc"
-	else
-		not_ok "$desc" "chronyd exit status $q_rc; output:" "$(cat "$T/q.log")"
-	fi
-fi
-expect_gt "a time source accepted chrony's NTS packets" "$(nts_sum)" "$nts0" \
+chrony_through_pool "$desc" "$PK" "$UNUSED"
+expect_gt "a time source accepted chrony's NTS packets" "$(nts_accepted_sum a b)" "$nts0" \
 	"$(status_of a)" "$(status_of b)"
 
 # -- SIGHUP on B replaces its token file; a kept-alive connection meets the new set.
