@@ -10,8 +10,8 @@ case ${1:-} in
 	cat <<'HELP'
 Usage: scripts/test.sh [CONFIGURE-OPTION...]
 
-Installs the missing Debian packages (libraries and tools; chrony is unpacked from its package
-into the build directory, never installed), bootstraps autotools, configures with AddressSanitizer
+Installs the missing Debian packages (libraries and tools; chrony and promtool are unpacked from
+their packages into the build directory, never installed), bootstraps autotools, configures with AddressSanitizer
 and UndefinedBehaviorSanitizer, builds, runs every test, and ends with one line
 "N passed, N failed, N skipped" summing every test case; the exit status is non-zero on any
 failure, a build failure included. Options are passed to configure (CI: --enable-werror).
@@ -39,6 +39,12 @@ if CHRONYD=$(PEERS_DIR=$(pwd)/peers "$top/scripts/peers.sh" chrony); then
 	export CHRONYD
 else
 	echo "test.sh: chrony could not be fetched; the tests that run it will fail" >&2
+fi
+# promtool, which checks every /metrics, from the prometheus package the same way.
+if PROMTOOL=$(PEERS_DIR=$(pwd)/peers "$top/scripts/peers.sh" prometheus); then
+	export PROMTOOL
+else
+	echo "test.sh: promtool could not be fetched; the metrics test will fail" >&2
 fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}

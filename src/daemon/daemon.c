@@ -95,41 +95,66 @@ static json_t *status_json(void *ud)
 	return doc;
 }
 
-/* Gauges of the client half, read from the same objects /status shows so the two agree. */
+/* The client half's metrics, read from the same objects /status shows so the two agree. Sources
+ * carry their id as a label: two sources may reach the same server. */
 static void sync_metrics(const struct daemon *d, struct status_text *out)
 {
-	static const char *const sys_fields[] = { "synchronised", "offset_s", "frequency_ppm",
-						  "jitter_s", "stratum", "truechimers" };
-	static const char *const src_fields[] = { "reach", "poll", "offset_s", "delay_s",
-						  "jitter_s", "cookies", "errors" };
-	char name[96], labels[320], esc_name[128], esc_mode[32];
-	json_t *sys = sync_status(d->sync), *srcs = sources_json(d);
-	for (size_t f = 0; f < sizeof sys_fields / sizeof sys_fields[0]; f++) {
-		json_t *v = json_object_get(sys, sys_fields[f]);
-		snprintf(name, sizeof name, "ntp_daemon_system_%s", sys_fields[f]);
-		status_metric_header(out, name, "gauge", "System state, as in /status");
-		status_metric_value(out, name, NULL,
-				    json_is_boolean(v) ? json_is_true(v) : json_number_value(v));
+	struct sync_report r;
+	sync_report(d->sync, &r);
+	const struct {
+		const char *name, *help;
+		double v;
+	} sys[] = {
+		{ "ntp_daemon_system_synchronised", "1 when a majority of sources agree",
+		  r.synchronised },
+		{ "ntp_daemon_system_offset_seconds", "Combined offset of the selected sources",
+		  r.offset_s },
+		{ "ntp_daemon_system_frequency_ppm", "Frequency correction applied", r.frequency_ppm },
+		{ "ntp_daemon_system_jitter_seconds", "System jitter", r.jitter_s },
+		{ "ntp_daemon_system_stratum", "Stratum announced", r.stratum },
+		{ "ntp_daemon_system_truechimers", "Sources whose intervals agree",
+		  (double)r.truechimers },
+	};
+	for (size_t i = 0; i < sizeof sys / sizeof sys[0]; i++) {
+		status_metric_header(out, sys[i].name, "gauge", sys[i].help);
+		status_metric_value(out, sys[i].name, NULL, sys[i].v);
 	}
-	for (size_t f = 0; f < sizeof src_fields / sizeof src_fields[0]; f++) {
-		snprintf(name, sizeof name, "ntp_daemon_source_%s", src_fields[f]);
-		status_metric_header(out, name, "gauge", "Per source, as in /status");
-		size_t i;
-		json_t *o;
-		json_array_foreach(srcs, i, o) {
-			json_t *v = json_object_get(o, src_fields[f]);
-			const char *n = json_string_value(json_object_get(o, "name"));
-			if (!json_is_number(v) || !n)
+
+	enum { REACH, POLL, OFFSET, DELAY, JITTER, COOKIES, ERRORS, N_SRC };
+	static const struct {
+		const char *name, *type, *help;
+	} src[N_SRC] = {
+		[REACH] = { "ntp_daemon_source_reach", "gauge", "Reachability register of 8 polls" },
+		[POLL] = { "ntp_daemon_source_poll_log2_seconds", "gauge", "Poll interval, log2 s" },
+		[OFFSET] = { "ntp_daemon_source_offset_seconds", "gauge", "Best sample's offset" },
+		[DELAY] = { "ntp_daemon_source_delay_seconds", "gauge", "Best sample's delay" },
+		[JITTER] = { "ntp_daemon_source_jitter_seconds", "gauge", "Filter jitter" },
+		[COOKIES] = { "ntp_daemon_source_cookies", "gauge", "NTS cookies left" },
+		[ERRORS] = { "ntp_daemon_source_errors_total", "counter", "Failures of the source" },
+	};
+	for (size_t f = 0; f < N_SRC; f++) {
+		status_metric_header(out, src[f].name, src[f].type, src[f].help);
+		for (size_t i = 0; i < sources_count(d->sources); i++) {
+			struct source_info in;
+			sources_get(d->sources, i, &in);
+			bool sample = in.has_best;
+			if (!in.name[0] || ((f == OFFSET || f == DELAY || f == JITTER) && !sample) ||
+			    (f == COOKIES && strcmp(in.mode, "server") == 0))
 				continue;
-			snprintf(labels, sizeof labels, "source=\"%s\",mode=\"%s\"",
-				 status_label_escape(n, esc_name, sizeof esc_name),
-				 status_label_escape(json_string_value(json_object_get(o, "mode")),
-						     esc_mode, sizeof esc_mode));
-			status_metric_value(out, name, labels, json_number_value(v));
+			double v = f == REACH	 ? in.reach
+				   : f == POLL	 ? in.poll
+				   : f == OFFSET ? in.candidate.best.offset_s
+				   : f == DELAY	 ? in.candidate.best.delay_s
+				   : f == JITTER ? in.candidate.jitter_s
+				   : f == COOKIES ? in.cookies
+						  : (double)in.errors;
+			char labels[320], esc_name[128], esc_mode[32];
+			snprintf(labels, sizeof labels, "id=\"%u\",source=\"%s\",mode=\"%s\"", in.id,
+				 status_label_escape(in.name, esc_name, sizeof esc_name),
+				 status_label_escape(in.mode, esc_mode, sizeof esc_mode));
+			status_metric_value(out, src[f].name, labels, v);
 		}
 	}
-	json_decref(sys);
-	json_decref(srcs);
 }
 
 static void metrics(struct status_text *out, void *ud)

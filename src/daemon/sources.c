@@ -499,6 +499,7 @@ void sources_get(const struct sources *m, size_t index, struct source_info *out)
 		out->cookies = source_cookies(sl->src);
 	}
 	out->last_rx_ms = sl->last_rx_ms;
+	out->errors = sl->errors;
 	out->pool = sources_is_pool(sl->e) ? sl->e->address : NULL;
 	/* Selectable only while reachable and synchronised; the filter may still hold samples. */
 	out->has_best = sl->state == SLOT_POLL && out->reach != 0 &&

@@ -34,6 +34,7 @@ struct source_info {
 	const char *last_error; /* "" if none */
 	uint64_t last_rx_ms;	/* loop time of the last sample, 0: none yet */
 	const char *pool;	/* the nts-pool entry's address this server came from, or NULL */
+	uint64_t errors;	/* failures counted for this source */
 };
 
 /* Called after each new sample, and with s NULL when a source stopped being selectable

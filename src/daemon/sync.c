@@ -168,16 +168,28 @@ bool sync_is_peer(const struct sync *s, uint32_t id)
 	return s->synchronised && s->sel.system_peer == id;
 }
 
+void sync_report(const struct sync *s, struct sync_report *out)
+{
+	*out = (struct sync_report){
+		.synchronised = s->synchronised,
+		.clock_control = s->discipline != NULL,
+		.offset_s = s->synchronised ? s->sel.offset_s : 0.0,
+		.frequency_ppm = s->discipline ? clock_discipline_frequency_ppm(s->discipline) : 0.0,
+		.jitter_s = s->synchronised ? s->sel.jitter_s : 0.0,
+		.stratum = s->clock->stratum,
+		.truechimers = s->synchronised ? s->sel.n_true : 0,
+	};
+}
+
 json_t *sync_status(const struct sync *s)
 {
 	double ntp_short = 1.0 / 65536.0;
+	struct sync_report r;
+	sync_report(s, &r);
 	return json_pack("{s:b, s:b, s:f, s:f, s:f, s:i, s:s?, s:f, s:f, s:I}", "synchronised",
-			 s->synchronised, "clock_control", s->discipline != NULL, "offset_s",
-			 s->synchronised ? s->sel.offset_s : 0.0, "frequency_ppm",
-			 s->discipline ? clock_discipline_frequency_ppm(s->discipline) : 0.0,
-			 "jitter_s", s->synchronised ? s->sel.jitter_s : 0.0, "stratum",
-			 s->clock->stratum, "reference", s->synchronised ? s->reference : NULL,
+			 r.synchronised, "clock_control", r.clock_control, "offset_s", r.offset_s,
+			 "frequency_ppm", r.frequency_ppm, "jitter_s", r.jitter_s, "stratum",
+			 (int)r.stratum, "reference", r.synchronised ? s->reference : NULL,
 			 "root_delay_s", s->clock->root_delay * ntp_short, "root_dispersion_s",
-			 s->clock->root_disp * ntp_short, "truechimers",
-			 (json_int_t)(s->synchronised ? s->sel.n_true : 0));
+			 s->clock->root_disp * ntp_short, "truechimers", (json_int_t)r.truechimers);
 }

@@ -37,6 +37,18 @@ bool sync_update(struct sync *s, const struct clock_candidate *cand, const char 
 bool sync_selected(const struct sync *s, uint32_t id);
 bool sync_is_peer(const struct sync *s, uint32_t id);
 
+/* The system state as /status and /metrics show it. */
+struct sync_report {
+	bool synchronised;
+	bool clock_control;
+	double offset_s;      /* 0 when not synchronised */
+	double frequency_ppm; /* 0 without clock control */
+	double jitter_s;
+	unsigned stratum;
+	size_t truechimers;
+};
+void sync_report(const struct sync *s, struct sync_report *out);
+
 /* The "system" object of doc/status.md (new reference). */
 json_t *sync_status(const struct sync *s);
 
