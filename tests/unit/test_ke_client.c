@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gnutls/gnutls.h>
-
 #include "aead.h"
 #include "ke_msg.h"
 #include "ke_record.h"
@@ -20,6 +18,7 @@
 #include "log.h"
 #include "testutil.h"
 #include "tls.h"
+#include "tls_testutil.h"
 #include "wire.h"
 
 #define T0 1000
@@ -55,38 +54,7 @@ static void teardown(void)
 
 TestSuite(ke_client, .init = setup, .fini = teardown);
 
-static struct tls_creds *server_creds(void)
-{
-	char *cp = tu_path(dir, "server.chain.pem"), *kp = tu_path(dir, "server.key");
-	char *pin = tu_path(dir, "pool.pem");
-	const char *pins[] = { pin };
-	struct tls_server_options o = { .cert_file = cp, .key_file = kp, .pool_cert_files = pins,
-					.n_pool_cert_files = 1 };
-	char err[TLS_CREDS_ERR_MAX] = "";
-	struct tls_creds *c = NULL;
-	cr_assert_eq(tls_creds_new_server(&c, &o, err, sizeof err), 0, "%s", err);
-	free(cp);
-	free(kp);
-	free(pin);
-	return c;
-}
-
-/* Trusting the test CA; presenting the pool certificate when pool is true. */
-static struct tls_creds *client_creds(bool pool)
-{
-	char *ca = tu_path(dir, "ca.pem");
-	char *cp = pool ? tu_path(dir, "pool.chain.pem") : NULL;
-	char *kp = pool ? tu_path(dir, "pool.key") : NULL;
-	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca, .cert_file = cp,
-					.key_file = kp };
-	char err[TLS_CREDS_ERR_MAX] = "";
-	struct tls_creds *c = NULL;
-	cr_assert_eq(tls_creds_new_client(&c, &o, err, sizeof err), 0, "%s", err);
-	free(ca);
-	free(cp);
-	free(kp);
-	return c;
-}
+static const char *const pool_pin[] = { "pool.pem" };
 
 /* Our client against either the server state machine (srv) or a bare TLS session (raw). */
 struct h {
@@ -109,7 +77,7 @@ static void h_init(struct h *h, enum ke_numbering n, bool raw)
 	tu_rng_seed(&rng, 11);
 	tu_rng_fill(&rng, keys, sizeof keys);
 	cr_assert_eq(keyset_from_keys(&h->ks, 0, 0, 1, keys, 0), 0);
-	h->sc = server_creds();
+	h->sc = tu_tls_server_creds(dir, "server", pool_pin, 1);
 	h->n = n;
 	h->now = T0;
 	h->cfg = (struct ke_server_config){ .numbering = n, .timeout_ms = TIMEOUT };
@@ -123,7 +91,7 @@ static void h_init(struct h *h, enum ke_numbering n, bool raw)
 /* The client, verifying `name`, with or without the pool certificate. */
 static void h_client(struct h *h, bool pool, const char *name)
 {
-	struct tls_creds *cc = client_creds(pool);
+	struct tls_creds *cc = tu_tls_client_creds(dir, pool ? "pool" : NULL);
 	cr_assert_eq(ke_client_new(&h->cli, cc, name, h->n, h->now, TIMEOUT), 0);
 	tls_creds_unref(cc);
 	cr_assert_eq(ke_client_state(h->cli), KE_CLIENT_HANDSHAKING);
@@ -139,57 +107,30 @@ static void h_free(struct h *h)
 	keyset_unref(h->ks);
 }
 
-/* Client ciphertext to the server side; true if anything moved. */
-static bool to_server(struct h *h)
+TU_TLS_MACHINE_END(cli_machine, struct h, cli, ke_client)
+TU_TLS_MACHINE_END(srv_machine, struct h, srv, ke_server_conn)
+
+static bool cli_failed(void *ctx)
 {
-	const uint8_t *p;
-	size_t n;
-	ke_client_output(h->cli, &p, &n);
-	if (n == 0)
-		return false;
-	if (h->srv)
-		cr_assert_eq(ke_server_conn_input(h->srv, p, n, h->now), 0);
-	else
-		cr_assert_eq(tls_feed(h->raw, p, n), 0);
-	ke_client_output_consume(h->cli, n);
-	return true;
+	return ke_client_state(((struct h *)ctx)->cli) == KE_CLIENT_FAILED;
 }
 
-/* Server ciphertext to the client in CHUNK pieces; stops early once the client failed. */
-static bool to_client(struct h *h)
+/* The client as the pump's end: handed server ciphertext in CHUNK pieces, and nothing more once
+ * it failed. */
+static struct tu_tls_end cli_end(struct h *h)
 {
-	const uint8_t *p;
-	size_t n;
-	bool moved = false;
-	for (;;) {
-		if (h->srv)
-			ke_server_conn_output(h->srv, &p, &n);
-		else
-			tls_output(h->raw, &p, &n);
-		if (n == 0 || ke_client_state(h->cli) == KE_CLIENT_FAILED)
-			return moved;
-		size_t take = n < CHUNK ? n : CHUNK;
-		int rc = ke_client_input(h->cli, p, take, h->now);
-		cr_assert(rc == 0 || ke_client_state(h->cli) == KE_CLIENT_FAILED);
-		if (h->srv)
-			ke_server_conn_output_consume(h->srv, take);
-		else
-			tls_output_consume(h->raw, take);
-		moved = true;
-	}
+	struct tu_tls_end e = cli_machine(h);
+	e.failed = cli_failed;
+	e.chunk = CHUNK;
+	return e;
 }
 
+/* Moves ciphertext between the client and the server side until neither has anything to say. */
 static void pump(struct h *h)
 {
-	for (int round = 0; round < 64; round++) {
-		if (h->raw)
-			tls_step(h->raw);
-		bool a = to_server(h);
-		bool b = to_client(h);
-		if (!a && !b)
-			return;
-	}
-	cr_assert_fail("the exchange did not settle");
+	struct tu_tls_end cli = cli_end(h);
+	struct tu_tls_end srv = h->srv ? srv_machine(h) : tu_tls_session_end(h->raw);
+	tu_tls_pump(&cli, &srv);
 }
 
 static void h_connect(struct h *h, bool pool)
@@ -747,36 +688,10 @@ Test(ke_client, close_while_ready)
  * It requests a client certificate as ours does, which makes GnuTLS send its tickets after the
  * client's Finished rather than with its own first flight. */
 struct tsrv {
-	gnutls_session_t gs;
-	gnutls_certificate_credentials_t cred;
+	struct tu_tls_raw *raw;
 	gnutls_datum_t ticket_key;
 	unsigned tickets, key_updates, peer_key_updates; /* seen by the handshake hook */
-	uint8_t in[16384], out[16384];
-	size_t in_len, out_len;
 };
-
-static ssize_t tsrv_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
-{
-	struct tsrv *t = ptr;
-	cr_assert_leq(len, sizeof t->out - t->out_len);
-	memcpy(t->out + t->out_len, data, len);
-	t->out_len += len;
-	return (ssize_t)len;
-}
-
-static ssize_t tsrv_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
-{
-	struct tsrv *t = ptr;
-	if (t->in_len == 0) {
-		gnutls_transport_set_errno(t->gs, EAGAIN);
-		return -1;
-	}
-	size_t n = len < t->in_len ? len : t->in_len;
-	memcpy(data, t->in, n);
-	memmove(t->in, t->in + n, t->in_len - n);
-	t->in_len -= n;
-	return (ssize_t)n;
-}
 
 static int tsrv_hook(gnutls_session_t gs, unsigned htype, unsigned when, unsigned incoming,
 		     const gnutls_datum_t *msg)
@@ -794,33 +709,21 @@ static int tsrv_hook(gnutls_session_t gs, unsigned htype, unsigned when, unsigne
 static void tsrv_init(struct tsrv *t, bool tickets)
 {
 	memset(t, 0, sizeof *t);
-	cr_assert_eq(gnutls_init(&t->gs, GNUTLS_SERVER | GNUTLS_NONBLOCK), 0);
-	cr_assert_eq(gnutls_priority_set_direct(t->gs, "NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL), 0);
-	cr_assert_eq(gnutls_certificate_allocate_credentials(&t->cred), 0);
-	char *cp = tu_path(dir, "server.chain.pem"), *kp = tu_path(dir, "server.key");
-	cr_assert_eq(gnutls_certificate_set_x509_key_file(t->cred, cp, kp, GNUTLS_X509_FMT_PEM), 0);
-	free(cp);
-	free(kp);
-	cr_assert_eq(gnutls_credentials_set(t->gs, GNUTLS_CRD_CERTIFICATE, t->cred), 0);
-	gnutls_certificate_server_set_request(t->gs, GNUTLS_CERT_REQUEST);
-	gnutls_datum_t alpn = { (unsigned char *)TLS_ALPN, sizeof TLS_ALPN - 1 };
-	cr_assert_eq(gnutls_alpn_set_protocols(t->gs, &alpn, 1, 0), 0);
+	t->raw = tu_tls_raw_server(dir, "server", GNUTLS_NONBLOCK, "NORMAL:-VERS-ALL:+VERS-TLS1.3",
+				   TLS_ALPN);
+	gnutls_session_t gs = t->raw->gs;
+	gnutls_certificate_server_set_request(gs, GNUTLS_CERT_REQUEST);
 	if (tickets) {
 		cr_assert_eq(gnutls_session_ticket_key_generate(&t->ticket_key), 0);
-		cr_assert_eq(gnutls_session_ticket_enable_server(t->gs, &t->ticket_key), 0);
+		cr_assert_eq(gnutls_session_ticket_enable_server(gs, &t->ticket_key), 0);
 	}
-	gnutls_session_set_ptr(t->gs, t);
-	gnutls_handshake_set_hook_function(t->gs, GNUTLS_HANDSHAKE_ANY, GNUTLS_HOOK_POST,
-					   tsrv_hook);
-	gnutls_transport_set_ptr(t->gs, t);
-	gnutls_transport_set_push_function(t->gs, tsrv_push);
-	gnutls_transport_set_pull_function(t->gs, tsrv_pull);
+	gnutls_session_set_ptr(gs, t);
+	gnutls_handshake_set_hook_function(gs, GNUTLS_HANDSHAKE_ANY, GNUTLS_HOOK_POST, tsrv_hook);
 }
 
 static void tsrv_deinit(struct tsrv *t)
 {
-	gnutls_deinit(t->gs);
-	gnutls_certificate_free_credentials(t->cred);
+	tu_tls_raw_free(t->raw);
 	if (t->ticket_key.data) {
 		gnutls_memset(t->ticket_key.data, 0, t->ticket_key.size);
 		gnutls_free(t->ticket_key.data);
@@ -829,38 +732,33 @@ static void tsrv_deinit(struct tsrv *t)
 
 static void cli_to_tsrv(struct h *h, struct tsrv *t)
 {
-	const uint8_t *p;
-	size_t n;
-	ke_client_output(h->cli, &p, &n);
-	cr_assert_leq(n, sizeof t->in - t->in_len);
-	if (n)
-		memcpy(t->in + t->in_len, p, n);
-	t->in_len += n;
-	ke_client_output_consume(h->cli, n);
+	struct tu_tls_end cli = cli_end(h), srv = tu_tls_raw_end(t->raw);
+	tu_tls_move(&cli, &srv);
 }
 
 /* Everything the server has sent, handed to the client in one input (one TCP segment). */
 static void tsrv_to_cli(struct h *h, struct tsrv *t)
 {
-	cr_assert_gt(t->out_len, 0);
-	cr_assert_eq(ke_client_input(h->cli, t->out, t->out_len, h->now), 0, "%s",
+	struct tu_tls_raw *r = t->raw;
+	cr_assert_gt(r->out_len, 0);
+	cr_assert_eq(ke_client_input(h->cli, r->out, r->out_len, h->now), 0, "%s",
 		     ke_client_reason(h->cli));
-	t->out_len = 0;
+	r->out_len = 0;
 }
 
 /* The client READY with `req` sent behind its Finished; the server's handshake done, which
- * leaves its tickets (if any) in t->out. */
+ * leaves its tickets (if any) in t->raw->out. */
 static void tsrv_connect_and_send(struct h *h, struct tsrv *t, const uint8_t *req, size_t len,
 				  enum ke_msg_request_kind kind)
 {
 	h_client(h, false, "ntp.test");
 	cli_to_tsrv(h, t);
-	cr_assert_eq(gnutls_handshake(t->gs), GNUTLS_E_AGAIN);
+	cr_assert_eq(gnutls_handshake(t->raw->gs), GNUTLS_E_AGAIN);
 	tsrv_to_cli(h, t);
 	cr_assert_eq(ke_client_state(h->cli), KE_CLIENT_READY, "%s", ke_client_reason(h->cli));
 	cr_assert_eq(ke_client_send(h->cli, req, len, kind, h->now, REQ_TIMEOUT), 0);
 	cli_to_tsrv(h, t);
-	cr_assert_eq(gnutls_handshake(t->gs), 0);
+	cr_assert_eq(gnutls_handshake(t->raw->gs), 0);
 }
 
 /* The server reads one whole request of `want` bytes. */
@@ -869,11 +767,7 @@ static void tsrv_expect_request(struct tsrv *t, size_t want)
 	uint8_t buf[KE_MSG_REQUEST_MAX];
 	size_t have = 0;
 	while (have < want) {
-		ssize_t n = gnutls_record_recv(t->gs, buf + have, sizeof buf - have);
-		/* GnuTLS says "again" after a post-handshake message too: read on while input
-		 * is left. */
-		if (n == GNUTLS_E_AGAIN && t->in_len > 0)
-			continue;
+		ssize_t n = tu_tls_raw_recv(t->raw, buf + have, sizeof buf - have);
 		cr_assert_gt(n, 0, "request incomplete (%zd)", n);
 		have += (size_t)n;
 	}
@@ -894,9 +788,9 @@ static void tsrv_respond(struct tsrv *t, enum ke_numbering n, bool keep_alive)
 				    .keep_alive = keep_alive };
 	int len = ke_msg_build_success(msg, sizeof msg, n, &s);
 	cr_assert_gt(len, 0);
-	cr_assert_eq(gnutls_record_send(t->gs, msg, (size_t)len), len);
+	cr_assert_eq(gnutls_record_send(t->raw->gs, msg, (size_t)len), len);
 	if (!keep_alive)
-		cr_assert_eq(gnutls_bye(t->gs, GNUTLS_SHUT_WR), 0);
+		cr_assert_eq(gnutls_bye(t->raw->gs, GNUTLS_SHUT_WR), 0);
 }
 
 static void check_tsrv_cookies(struct h *h)
@@ -925,11 +819,12 @@ static void ticket_exchange(enum ticket_timing when)
 	tsrv_init(&t, true);
 	/* Asking no client certificate, GnuTLS sends its tickets with its first flight. */
 	if (when == TICKETS_WITH_HANDSHAKE)
-		gnutls_certificate_server_set_request(t.gs, GNUTLS_CERT_IGNORE);
+		gnutls_certificate_server_set_request(t.raw->gs, GNUTLS_CERT_IGNORE);
 	size_t len = plain_request(req, sizeof req, h.n);
 	tsrv_connect_and_send(&h, &t, req, len, KE_MSG_REQUEST_PLAIN);
 	cr_assert_geq(t.tickets, 1, "no ticket was sent: the test would prove nothing");
-	cr_assert_eq(t.out_len > 0, when != TICKETS_WITH_HANDSHAKE, "tickets sent at another time");
+	cr_assert_eq(t.raw->out_len > 0, when != TICKETS_WITH_HANDSHAKE,
+		     "tickets sent at another time");
 	if (when == TICKETS_BEFORE_RESPONSE) {
 		tsrv_to_cli(&h, &t);
 		cr_assert_eq(ke_client_state(h.cli), KE_CLIENT_WAITING, "%s",
@@ -978,9 +873,10 @@ Test(ke_client, key_update_before_response)
 						 AEAD_AES_SIV_CMAC_256, true);
 	cr_assert_gt(len, 0);
 	tsrv_connect_and_send(&h, &t, req, (size_t)len, KE_MSG_REQUEST_FIXED_KEY);
-	cr_assert_eq(t.out_len, 0, "no tickets: the KeyUpdate is the only post-handshake message");
+	cr_assert_eq(t.raw->out_len, 0,
+		     "no tickets: the KeyUpdate is the only post-handshake message");
 	tsrv_expect_request(&t, (size_t)len);
-	cr_assert_eq(gnutls_session_key_update(t.gs, GNUTLS_KU_PEER), 0);
+	cr_assert_eq(gnutls_session_key_update(t.raw->gs, GNUTLS_KU_PEER), 0);
 	cr_assert_eq(t.key_updates, 1);
 	tsrv_respond(&t, h.n, true);
 	tsrv_to_cli(&h, &t);

@@ -9,8 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gnutls/gnutls.h>
-
 #include "aead.h"
 #include "ke_msg.h"
 #include "keyset.h"
@@ -18,6 +16,7 @@
 #include "pool_proto.h"
 #include "testutil.h"
 #include "tls.h"
+#include "tls_testutil.h"
 #include "wire.h"
 
 #define T0 1000
@@ -70,47 +69,12 @@ struct h {
 	size_t seen_len;
 };
 
+static const char *const pool_pin[] = { "pool.pem" };
+
 /* pin: pool.pem is an authorised pool certificate. */
 static struct tls_creds *server_creds(bool pin)
 {
-	char *cp = tu_path(dir, "server.chain.pem"), *kp = tu_path(dir, "server.key");
-	char *pin_path = tu_path(dir, "pool.pem");
-	const char *pins[] = { pin_path };
-	struct tls_server_options o = { .cert_file = cp, .key_file = kp,
-					.pool_cert_files = pin ? pins : NULL,
-					.n_pool_cert_files = pin ? 1 : 0 };
-	char err[TLS_CREDS_ERR_MAX] = "";
-	struct tls_creds *c = NULL;
-	cr_assert_eq(tls_creds_new_server(&c, &o, err, sizeof err), 0, "%s", err);
-	free(cp);
-	free(kp);
-	free(pin_path);
-	return c;
-}
-
-/* A client trusting the test CA, presenting NAME.chain.pem unless name is NULL. */
-static struct tls_session *client_session(const char *name)
-{
-	char cert[64], key[64];
-	char *ca = tu_path(dir, "ca.pem"), *cp = NULL, *kp = NULL;
-	if (name) {
-		snprintf(cert, sizeof cert, "%s.chain.pem", name);
-		snprintf(key, sizeof key, "%s.key", name);
-		cp = tu_path(dir, cert);
-		kp = tu_path(dir, key);
-	}
-	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca, .cert_file = cp,
-					.key_file = kp };
-	char err[TLS_CREDS_ERR_MAX] = "";
-	struct tls_creds *cc = NULL;
-	struct tls_session *s = NULL;
-	cr_assert_eq(tls_creds_new_client(&cc, &o, err, sizeof err), 0, "%s", err);
-	cr_assert_eq(tls_session_new_client(&s, cc, "ntp.test"), 0);
-	tls_creds_unref(cc);
-	free(ca);
-	free(cp);
-	free(kp);
-	return s;
+	return tu_tls_server_creds(dir, "server", pool_pin, pin ? 1 : 0);
 }
 
 static void h_init(struct h *h, enum ke_numbering n)
@@ -152,37 +116,32 @@ static void h_free(struct h *h)
 	free(h->seen);
 }
 
+TU_TLS_MACHINE_END(srv_machine, struct h, srv, ke_server_conn)
+
+static void srv_sent(void *ctx, const uint8_t *p, size_t n)
+{
+	record(ctx, p, n);
+}
+
+/* The state machine as the pump's end; what it sends is recorded on the way out. */
+static struct tu_tls_end srv_end(struct h *h)
+{
+	struct tu_tls_end e = srv_machine(h);
+	e.sent = srv_sent;
+	return e;
+}
+
 /* Moves ciphertext both ways until neither side has anything to say. */
 static void pump(struct h *h)
 {
-	for (int round = 0; round < 64; round++) {
-		bool moved = false;
-		const uint8_t *p;
-		size_t n;
-		tls_step(h->cli);
-		tls_output(h->cli, &p, &n);
-		if (n) {
-			cr_assert_eq(ke_server_conn_input(h->srv, p, n, h->now), 0);
-			tls_output_consume(h->cli, n);
-			moved = true;
-		}
-		ke_server_conn_output(h->srv, &p, &n);
-		if (n) {
-			record(h, p, n);
-			cr_assert_eq(tls_feed(h->cli, p, n), 0);
-			ke_server_conn_output_consume(h->srv, n);
-			moved = true;
-		}
-		if (!moved)
-			return;
-	}
-	cr_assert_fail("the exchange did not settle");
+	struct tu_tls_end cli = tu_tls_session_end(h->cli), srv = srv_end(h);
+	tu_tls_pump(&cli, &srv);
 }
 
 static void h_connect(struct h *h, const char *client_cert)
 {
 	h_start(h);
-	h->cli = client_session(client_cert);
+	h->cli = tu_tls_client_session(dir, client_cert, "ntp.test");
 	pump(h);
 	cr_assert_eq(tls_state(h->cli), TLS_ESTABLISHED, "%s", tls_reason(h->cli));
 	cr_assert_not(ke_server_conn_done(h->srv), "%s", ke_server_conn_reason(h->srv));
@@ -605,7 +564,7 @@ Test(ke_server, timeouts_before_and_after_handshake)
 	/* A ClientHello and no more. */
 	h_init(&h, KE_NUMBERING_IANA);
 	h_start(&h);
-	h.cli = client_session(NULL);
+	h.cli = tu_tls_client_session(dir, NULL, "ntp.test");
 	tls_step(h.cli);
 	tls_output(h.cli, &p, &n);
 	cr_assert_gt(n, 0);
@@ -1032,79 +991,20 @@ Test(ke_server, missing_keyset_is_internal_error)
 	h_free(&h);
 }
 
-/* A GnuTLS client with its own priority string and ALPN, pumped by hand. */
-struct raw_client {
-	gnutls_session_t gs;
-	gnutls_certificate_credentials_t cred;
-	uint8_t out[65536];
-	size_t out_len;
-	uint8_t in[65536];
-	size_t in_len;
-};
-
-static ssize_t raw_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
-{
-	struct raw_client *r = ptr;
-	cr_assert_leq(len, sizeof r->out - r->out_len);
-	memcpy(r->out + r->out_len, data, len);
-	r->out_len += len;
-	return (ssize_t)len;
-}
-
-static ssize_t raw_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
-{
-	struct raw_client *r = ptr;
-	if (r->in_len == 0) {
-		gnutls_transport_set_errno(r->gs, EAGAIN);
-		return -1;
-	}
-	size_t n = len < r->in_len ? len : r->in_len;
-	memcpy(data, r->in, n);
-	memmove(r->in, r->in + n, r->in_len - n);
-	r->in_len -= n;
-	return (ssize_t)n;
-}
-
 /* Runs a raw client's handshake against the state machine; the server must refuse it. */
 static void raw_client_refused(const char *prio, const char *alpn)
 {
 	struct h h;
-	struct raw_client *r = calloc(1, sizeof *r);
-	cr_assert(r);
+	struct tu_tls_raw *r = tu_tls_raw_client(prio, alpn);
 	h_init(&h, KE_NUMBERING_IANA);
 	h_start(&h);
-	cr_assert_eq(gnutls_init(&r->gs, GNUTLS_CLIENT), 0);
-	cr_assert_eq(gnutls_priority_set_direct(r->gs, prio, NULL), 0);
-	cr_assert_eq(gnutls_certificate_allocate_credentials(&r->cred), 0);
-	cr_assert_eq(gnutls_credentials_set(r->gs, GNUTLS_CRD_CERTIFICATE, r->cred), 0);
-	if (alpn) {
-		gnutls_datum_t d = { (unsigned char *)alpn, (unsigned)strlen(alpn) };
-		cr_assert_eq(gnutls_alpn_set_protocols(r->gs, &d, 1, 0), 0);
-	}
-	gnutls_transport_set_ptr(r->gs, r);
-	gnutls_transport_set_push_function(r->gs, raw_push);
-	gnutls_transport_set_pull_function(r->gs, raw_pull);
-	int ret = GNUTLS_E_AGAIN;
-	for (int i = 0; i < 20 && !ke_server_conn_done(h.srv); i++) {
-		if (ret == GNUTLS_E_AGAIN)
-			ret = gnutls_handshake(r->gs);
-		cr_assert_eq(ke_server_conn_input(h.srv, r->out, r->out_len, h.now), 0);
-		r->out_len = 0;
-		const uint8_t *p;
-		size_t n;
-		ke_server_conn_output(h.srv, &p, &n);
-		cr_assert_leq(n, sizeof r->in - r->in_len);
-		memcpy(r->in + r->in_len, p, n);
-		r->in_len += n;
-		ke_server_conn_output_consume(h.srv, n);
-	}
+	struct tu_tls_end raw = tu_tls_raw_end(r), srv = srv_end(&h);
+	tu_tls_pump(&raw, &srv);
 	cr_assert(ke_server_conn_done(h.srv));
 	cr_assert_eq(h.st.tls_failures, 1);
 	cr_assert_str_not_empty(ke_server_conn_reason(h.srv));
 	cr_assert_eq(h.st.completed + h.st.errors[0] + h.st.errors[1] + h.st.errors[2], 0);
-	gnutls_deinit(r->gs);
-	gnutls_certificate_free_credentials(r->cred);
-	free(r);
+	tu_tls_raw_free(r);
 	h_free(&h);
 }
 

@@ -10,13 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gnutls/gnutls.h>
-
 #include "ke_msg.h"
 #include "ke_record.h"
 #include "log.h"
 #include "testutil.h"
 #include "tls.h"
+#include "tls_testutil.h"
 #include "wire.h"
 
 #define T0 1000
@@ -151,12 +150,7 @@ struct h {
 static void h_init(struct h *h, enum ke_numbering n)
 {
 	memset(h, 0, sizeof *h);
-	char *cp = tu_path(dir, "broker.chain.pem"), *kp = tu_path(dir, "broker.key");
-	struct tls_server_options o = { .cert_file = cp, .key_file = kp };
-	char err[TLS_CREDS_ERR_MAX] = "";
-	cr_assert_eq(tls_creds_new_server(&h->sc, &o, err, sizeof err), 0, "%s", err);
-	free(cp);
-	free(kp);
+	h->sc = tu_tls_server_creds(dir, "broker", NULL, 0);
 	h->cfg = (struct pool_session_config){ .numbering = n, .timeout_ms = TIMEOUT,
 					       .max_attempts = 3 };
 	h->ups = (struct pool_session_upstreams){ .pick = fake_pick, .ud = &h->reg };
@@ -180,50 +174,20 @@ static void h_free(struct h *h)
 	tls_creds_unref(h->sc);
 }
 
-static struct tls_session *client_session(void)
-{
-	char *ca = tu_path(dir, "ca.pem");
-	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca };
-	char err[TLS_CREDS_ERR_MAX] = "";
-	struct tls_creds *cc = NULL;
-	struct tls_session *s = NULL;
-	cr_assert_eq(tls_creds_new_client(&cc, &o, err, sizeof err), 0, "%s", err);
-	cr_assert_eq(tls_session_new_client(&s, cc, "pool.test"), 0);
-	tls_creds_unref(cc);
-	free(ca);
-	return s;
-}
+/* The session as the pump's end. */
+TU_TLS_MACHINE_END(session_end, struct h, s, pool_session)
 
 /* Moves ciphertext both ways until neither side has anything to say. */
 static void pump(struct h *h)
 {
-	for (int round = 0; round < 64; round++) {
-		bool moved = false;
-		const uint8_t *p;
-		size_t n;
-		tls_step(h->cli);
-		tls_output(h->cli, &p, &n);
-		if (n) {
-			cr_assert_eq(pool_session_input(h->s, p, n, h->now), 0);
-			tls_output_consume(h->cli, n);
-			moved = true;
-		}
-		pool_session_output(h->s, &p, &n);
-		if (n) {
-			cr_assert_eq(tls_feed(h->cli, p, n), 0);
-			pool_session_output_consume(h->s, n);
-			moved = true;
-		}
-		if (!moved)
-			return;
-	}
-	cr_assert_fail("the exchange did not settle");
+	struct tu_tls_end cli = tu_tls_session_end(h->cli), s = session_end(h);
+	tu_tls_pump(&cli, &s);
 }
 
 static void h_connect(struct h *h)
 {
 	h_start(h);
-	h->cli = client_session();
+	h->cli = tu_tls_client_session(dir, NULL, "pool.test");
 	pump(h);
 	cr_assert_eq(tls_state(h->cli), TLS_ESTABLISHED, "%s", tls_reason(h->cli));
 	cr_assert_not(pool_session_done(h->s));
@@ -1198,7 +1162,7 @@ Test(pool_session, deadline_in_the_handshake)
 	size_t n;
 	h_init(&h, KE_NUMBERING_IANA);
 	h_start(&h);
-	h.cli = client_session();
+	h.cli = tu_tls_client_session(dir, NULL, "pool.test");
 	tls_step(h.cli);
 	tls_output(h.cli, &p, &n);
 	cr_assert_gt(n, 0);
@@ -1213,78 +1177,21 @@ Test(pool_session, deadline_in_the_handshake)
 
 /* ---- TLS ------------------------------------------------------------------------------------ */
 
-/* A GnuTLS client with its own priority string, pumped by hand. */
-struct raw_client {
-	gnutls_session_t gs;
-	gnutls_certificate_credentials_t cred;
-	uint8_t out[65536];
-	size_t out_len;
-	uint8_t in[65536];
-	size_t in_len;
-};
-
-static ssize_t raw_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
-{
-	struct raw_client *r = ptr;
-	cr_assert_leq(len, sizeof r->out - r->out_len);
-	memcpy(r->out + r->out_len, data, len);
-	r->out_len += len;
-	return (ssize_t)len;
-}
-
-static ssize_t raw_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
-{
-	struct raw_client *r = ptr;
-	if (r->in_len == 0) {
-		gnutls_transport_set_errno(r->gs, EAGAIN);
-		return -1;
-	}
-	size_t n = len < r->in_len ? len : r->in_len;
-	memcpy(data, r->in, n);
-	memmove(r->in, r->in + n, r->in_len - n);
-	r->in_len -= n;
-	return (ssize_t)n;
-}
-
 Test(pool_session, tls12_client_refused)
 {
 	struct h h;
-	struct raw_client *r = calloc(1, sizeof *r);
-	cr_assert(r);
+	struct tu_tls_raw *r = tu_tls_raw_client("NORMAL:-VERS-ALL:+VERS-TLS1.2", TLS_ALPN);
 	h_init(&h, KE_NUMBERING_IANA);
 	add_upstream(&h.reg, 1, "a.test");
 	h_start(&h);
-	cr_assert_eq(gnutls_init(&r->gs, GNUTLS_CLIENT), 0);
-	cr_assert_eq(gnutls_priority_set_direct(r->gs, "NORMAL:-VERS-ALL:+VERS-TLS1.2", NULL), 0);
-	cr_assert_eq(gnutls_certificate_allocate_credentials(&r->cred), 0);
-	cr_assert_eq(gnutls_credentials_set(r->gs, GNUTLS_CRD_CERTIFICATE, r->cred), 0);
-	gnutls_datum_t alpn = { (unsigned char *)TLS_ALPN, (unsigned)strlen(TLS_ALPN) };
-	cr_assert_eq(gnutls_alpn_set_protocols(r->gs, &alpn, 1, 0), 0);
-	gnutls_transport_set_ptr(r->gs, r);
-	gnutls_transport_set_push_function(r->gs, raw_push);
-	gnutls_transport_set_pull_function(r->gs, raw_pull);
-	int ret = GNUTLS_E_AGAIN;
-	for (int i = 0; i < 20 && !pool_session_done(h.s); i++) {
-		if (ret == GNUTLS_E_AGAIN)
-			ret = gnutls_handshake(r->gs);
-		cr_assert_eq(pool_session_input(h.s, r->out, r->out_len, h.now), 0);
-		r->out_len = 0;
-		const uint8_t *p;
-		size_t n;
-		pool_session_output(h.s, &p, &n);
-		cr_assert_leq(n, sizeof r->in - r->in_len);
-		memcpy(r->in + r->in_len, p, n);
-		r->in_len += n;
-		pool_session_output_consume(h.s, n);
-	}
+	struct tu_tls_end raw = tu_tls_raw_end(r), s = session_end(&h);
+	tu_tls_pump(&raw, &s);
 	cr_assert(pool_session_done(h.s));
-	cr_assert_neq(ret, 0, "the handshake did not complete");
+	cr_assert_neq(r->handshake, 0, "the handshake did not complete");
 	cr_assert_str_not_empty(pool_session_reason(h.s));
 	expect_only(&h, &h.st.failed_tls);
 	cr_assert_eq(h.reg.n_calls, 0);
-	gnutls_deinit(r->gs);
-	gnutls_certificate_free_credentials(r->cred);
-	free(r);
+	tu_tls_raw_free(r);
 	h_free(&h);
 }
 

@@ -14,6 +14,7 @@
 #include <gnutls/x509.h>
 
 #include "testutil.h"
+#include "tls_testutil.h"
 
 static char *dir;
 
@@ -33,70 +34,23 @@ static void teardown(void)
 
 TestSuite(tls, .init = setup, .fini = teardown);
 
-/* Server credentials presenting NAME.chain.pem, pinning the given files (in dir). */
-static struct tls_creds *server_creds_pins(const char *name, const char *const *pins, size_t n)
-{
-	char cert[64], key[64];
-	snprintf(cert, sizeof(cert), "%s.chain.pem", name);
-	snprintf(key, sizeof(key), "%s.key", name);
-	char *cp = tu_path(dir, cert), *kp = tu_path(dir, key);
-	char **pp = calloc(n + 1, sizeof(*pp));
-	cr_assert(pp);
-	for (size_t i = 0; i < n; i++)
-		pp[i] = tu_path(dir, pins[i]);
-	struct tls_server_options o = { .cert_file = cp, .key_file = kp,
-					.pool_cert_files = (const char *const *)pp,
-					.n_pool_cert_files = n };
-	char err[TLS_CREDS_ERR_MAX] = "";
-	struct tls_creds *c = NULL;
-	int ret = tls_creds_new_server(&c, &o, err, sizeof(err));
-	cr_assert_eq(ret, 0, "server creds: %d %s", ret, err);
-	for (size_t i = 0; i < n; i++)
-		free(pp[i]);
-	free(pp);
-	free(cp);
-	free(kp);
-	return c;
-}
+static const char *const pool_pin[] = { "pool.pem" };
 
 static struct tls_creds *server_creds(void)
 {
-	static const char *const pins[] = { "pool.pem" };
-	return server_creds_pins("server", pins, 1);
+	return tu_tls_server_creds(dir, "server", pool_pin, 1);
 }
 
 /* Client credentials trusting ca.pem only, presenting NAME.chain.pem when name is not NULL. */
 static struct tls_creds *client_creds(const char *name)
 {
-	char cert[64] = "", key[64] = "";
-	char *ca = tu_path(dir, "ca.pem"), *cp = NULL, *kp = NULL;
-	if (name) {
-		snprintf(cert, sizeof(cert), "%s.chain.pem", name);
-		snprintf(key, sizeof(key), "%s.key", name);
-		cp = tu_path(dir, cert);
-		kp = tu_path(dir, key);
-	}
-	struct tls_client_options o = { .no_system_trust = true, .ca_file = ca, .cert_file = cp,
-					.key_file = kp };
-	char err[TLS_CREDS_ERR_MAX] = "";
-	struct tls_creds *c = NULL;
-	int ret = tls_creds_new_client(&c, &o, err, sizeof(err));
-	cr_assert_eq(ret, 0, "client creds: %d %s", ret, err);
-	free(ca);
-	free(cp);
-	free(kp);
-	return c;
+	return tu_tls_client_creds(dir, name);
 }
 
 static void pump(struct tls_session *from, struct tls_session *to)
 {
-	const uint8_t *p;
-	size_t n;
-	tls_output(from, &p, &n);
-	if (n) {
-		cr_assert_eq(tls_feed(to, p, n), 0);
-		tls_output_consume(from, n);
-	}
+	struct tu_tls_end f = tu_tls_session_end(from), t = tu_tls_session_end(to);
+	tu_tls_move(&f, &t);
 }
 
 /* Runs both handshakes to their end; *rc and *rs get tls_step's last results. */
@@ -258,7 +212,7 @@ Test(tls, ip_literal_not_matched_against_dns_san)
 	/* The address written as a DNS SAN (and as CN) must not stand in for an IP SAN. */
 	tu_gen_cert(dir, "127.0.0.2 --dns 127.0.0.2");
 	struct pair p;
-	pair_run(&p, client_creds(NULL), server_creds_pins("127.0.0.2", NULL, 0), "127.0.0.2");
+	pair_run(&p, client_creds(NULL), tu_tls_server_creds(dir, "127.0.0.2", NULL, 0), "127.0.0.2");
 	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
 	pair_free(&p);
 }
@@ -343,7 +297,7 @@ Test(tls, self_signed_server_refused)
 	time_t now = time(NULL);
 	make_cert("self", now - 86400, now + 86400, true);
 	struct pair p;
-	pair_run(&p, client_creds(NULL), server_creds_pins("self", NULL, 0), "ntp.test");
+	pair_run(&p, client_creds(NULL), tu_tls_server_creds(dir, "self", NULL, 0), "ntp.test");
 	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
 	pair_free(&p);
 }
@@ -353,14 +307,14 @@ Test(tls, expired_server_refused)
 	time_t now = time(NULL);
 	make_cert("expired", now - 10 * 86400, now - 86400, false);
 	struct pair p;
-	pair_run(&p, client_creds(NULL), server_creds_pins("expired", NULL, 0), "ntp.test");
+	pair_run(&p, client_creds(NULL), tu_tls_server_creds(dir, "expired", NULL, 0), "ntp.test");
 	cr_assert_eq(p.rc, -EACCES, "%d %s", p.rc, tls_reason(p.c));
 	cr_assert(strstr(tls_reason(p.c), "expired"), "%s", tls_reason(p.c));
 	pair_free(&p);
 
 	/* The same construction inside its validity period is accepted, so the dates decided. */
 	make_cert("current", now - 86400, now + 86400, false);
-	pair_run(&p, client_creds(NULL), server_creds_pins("current", NULL, 0), "ntp.test");
+	pair_run(&p, client_creds(NULL), tu_tls_server_creds(dir, "current", NULL, 0), "ntp.test");
 	cr_assert_eq(p.rc, TLS_ESTABLISHED, "%d %s", p.rc, tls_reason(p.c));
 	pair_free(&p);
 }
@@ -519,210 +473,121 @@ Test(tls, garbage_handshake_fails_cleanly)
 	tls_creds_unref(sc);
 }
 
-/* A plain GnuTLS peer over its own byte buffers, configured to break a rule. */
-struct raw {
-	gnutls_session_t gs;
-	gnutls_certificate_credentials_t cred;
-	uint8_t in[65536];
-	size_t in_len;
-	struct tls_session *other;
-};
-
-static ssize_t raw_push(gnutls_transport_ptr_t ptr, const void *data, size_t len)
+/* Handshakes a raw peer, writing straight into s, against one of ours; returns tls_step's last
+ * result for ours (the raw side's gnutls_handshake result is r->handshake). */
+static int raw_handshake(struct tu_tls_raw *r, struct tls_session *s)
 {
-	struct raw *r = ptr;
-	cr_assert_eq(tls_feed(r->other, data, len), 0);
-	return (ssize_t)len;
-}
-
-static ssize_t raw_pull(gnutls_transport_ptr_t ptr, void *data, size_t len)
-{
-	struct raw *r = ptr;
-	if (r->in_len == 0) {
-		gnutls_transport_set_errno(r->gs, EAGAIN);
-		return -1;
-	}
-	size_t n = len < r->in_len ? len : r->in_len;
-	memcpy(data, r->in, n);
-	memmove(r->in, r->in + n, r->in_len - n);
-	r->in_len -= n;
-	return (ssize_t)n;
-}
-
-static void raw_init(struct raw *r, bool server, const char *prio, const char *alpn)
-{
-	memset(r, 0, sizeof(*r));
-	cr_assert_eq(gnutls_init(&r->gs, server ? GNUTLS_SERVER : GNUTLS_CLIENT), 0);
-	cr_assert_eq(gnutls_priority_set_direct(r->gs, prio, NULL), 0);
-	cr_assert_eq(gnutls_certificate_allocate_credentials(&r->cred), 0);
-	if (server) {
-		char *c = tu_path(dir, "server.chain.pem"), *k = tu_path(dir, "server.key");
-		cr_assert_eq(gnutls_certificate_set_x509_key_file(r->cred, c, k, GNUTLS_X509_FMT_PEM), 0);
-		free(c);
-		free(k);
-	}
-	cr_assert_eq(gnutls_credentials_set(r->gs, GNUTLS_CRD_CERTIFICATE, r->cred), 0);
-	if (alpn) {
-		gnutls_datum_t d = { (unsigned char *)alpn, (unsigned)strlen(alpn) };
-		cr_assert_eq(gnutls_alpn_set_protocols(r->gs, &d, 1, 0), 0);
-	}
-	gnutls_transport_set_ptr(r->gs, r);
-	gnutls_transport_set_push_function(r->gs, raw_push);
-	gnutls_transport_set_pull_function(r->gs, raw_pull);
-}
-
-static void raw_deinit(struct raw *r)
-{
-	gnutls_deinit(r->gs);
-	gnutls_certificate_free_credentials(r->cred);
-}
-
-/* Handshakes a raw peer against one of ours; returns tls_step's last result for ours and the
- * raw side's gnutls_handshake result in *raw_ret. */
-static int raw_handshake(struct raw *r, struct tls_session *s, int *raw_ret)
-{
-	r->other = s;
-	int rs = TLS_HANDSHAKING;
-	*raw_ret = GNUTLS_E_AGAIN;
-	for (int i = 0; i < 20; i++) {
-		if (*raw_ret == GNUTLS_E_AGAIN) {
-			*raw_ret = gnutls_handshake(r->gs);
-			if (*raw_ret < 0 && *raw_ret != GNUTLS_E_AGAIN)
-				gnutls_alert_send_appropriate(r->gs, *raw_ret);
-		}
-		rs = tls_step(s);
-		const uint8_t *p;
-		size_t n;
-		tls_output(s, &p, &n);
-		cr_assert_leq(n, sizeof(r->in) - r->in_len);
-		if (n)
-			memcpy(r->in + r->in_len, p, n);
-		r->in_len += n;
-		tls_output_consume(s, n);
-		if (rs != TLS_HANDSHAKING && *raw_ret != GNUTLS_E_AGAIN)
-			break;
-	}
-	return rs;
+	tu_tls_raw_attach(r, s);
+	struct tu_tls_end a = tu_tls_raw_end(r), b = tu_tls_session_end(s);
+	tu_tls_pump(&a, &b);
+	return tls_step(s);
 }
 
 static int raw_client_vs_server(const char *prio, const char *alpn, struct tls_session **srv,
-				struct raw *r)
+				struct tu_tls_raw **r)
 {
 	struct tls_creds *sc = server_creds();
 	cr_assert_eq(tls_session_new_server(srv, sc), 0);
 	tls_creds_unref(sc);
-	raw_init(r, false, prio, alpn);
-	int raw_ret;
-	return raw_handshake(r, *srv, &raw_ret);
+	*r = tu_tls_raw_client(prio, alpn);
+	return raw_handshake(*r, *srv);
 }
 
 Test(tls, server_refuses_tls12_client)
 {
-	struct raw r;
+	struct tu_tls_raw *r;
 	struct tls_session *s = NULL;
 	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.2", TLS_ALPN, &s, &r);
 	cr_assert_eq(rs, -EPROTO, "%d %s", rs, tls_reason(s));
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	tls_free(s);
 }
 
 Test(tls, server_refuses_client_without_alpn)
 {
-	struct raw r;
+	struct tu_tls_raw *r;
 	struct tls_session *s = NULL;
 	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL, &s, &r);
 	cr_assert_eq(rs, -EPROTO, "%d %s", rs, tls_reason(s));
 	cr_assert(strstr(tls_reason(s), "ALPN"), "%s", tls_reason(s));
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	tls_free(s);
 }
 
 Test(tls, server_refuses_other_alpn)
 {
-	struct raw r;
+	struct tu_tls_raw *r;
 	struct tls_session *s = NULL;
 	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", "http/1.1", &s, &r);
 	cr_assert_eq(rs, -EPROTO, "%d %s", rs, tls_reason(s));
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	tls_free(s);
 }
 
 Test(tls, exporter_context_layout)
 {
 	/* A conforming plain GnuTLS client computes the RFC 8915 keys by hand; ours must agree. */
-	struct raw r;
+	struct tu_tls_raw *r;
 	struct tls_session *s = NULL;
 	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", TLS_ALPN, &s, &r);
 	cr_assert_eq(rs, TLS_ESTABLISHED, "%d %s", rs, tls_reason(s));
 	uint8_t c2s[64], s2c[64], want[64];
 	cr_assert_eq(tls_export_nts_keys(s, 0x0102, 17, 64, c2s, s2c), 0);
 	const char label[] = "EXPORTER-network-time-security";
-	cr_assert_eq(gnutls_prf_rfc5705(r.gs, 30, label, 5, "\x01\x02\x00\x11\x00", 64, (char *)want), 0);
+	cr_assert_eq(gnutls_prf_rfc5705(r->gs, 30, label, 5, "\x01\x02\x00\x11\x00", 64,
+					(char *)want),
+		     0);
 	cr_assert_arr_eq(c2s, want, 64);
-	cr_assert_eq(gnutls_prf_rfc5705(r.gs, 30, label, 5, "\x01\x02\x00\x11\x01", 64, (char *)want), 0);
+	cr_assert_eq(gnutls_prf_rfc5705(r->gs, 30, label, 5, "\x01\x02\x00\x11\x01", 64,
+					(char *)want),
+		     0);
 	cr_assert_arr_eq(s2c, want, 64);
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	tls_free(s);
 }
 
 static int our_client_vs_raw_server(const char *prio, const char *alpn, struct tls_session **c,
-				    struct raw *r)
+				    struct tu_tls_raw **r)
 {
 	struct tls_creds *cc = client_creds(NULL);
 	cr_assert_eq(tls_session_new_client(c, cc, "ntp.test"), 0);
 	tls_creds_unref(cc);
-	raw_init(r, true, prio, alpn);
-	int raw_ret;
-	int rc = raw_handshake(r, *c, &raw_ret);
+	*r = tu_tls_raw_server(dir, "server", 0, prio, alpn);
+	int rc = raw_handshake(*r, *c);
 	if (rc < 0 && strstr(prio, "TLS1.2"))
-		cr_assert_lt(raw_ret, 0, "the TLS 1.2 server found no common version");
+		cr_assert_lt((*r)->handshake, 0, "the TLS 1.2 server found no common version");
 	return rc;
 }
 
 Test(tls, client_refuses_tls12_server)
 {
-	struct raw r;
+	struct tu_tls_raw *r;
 	struct tls_session *c = NULL;
 	int rc = our_client_vs_raw_server("NORMAL:-VERS-ALL:+VERS-TLS1.2", TLS_ALPN, &c, &r);
 	cr_assert_lt(rc, 0, "%d %s", rc, tls_reason(c));
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	tls_free(c);
 }
 
 Test(tls, client_refuses_server_without_alpn)
 {
-	struct raw r;
+	struct tu_tls_raw *r;
 	struct tls_session *c = NULL;
 	int rc = our_client_vs_raw_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL, &c, &r);
 	cr_assert_eq(rc, -EPROTO, "%d %s", rc, tls_reason(c));
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	tls_free(c);
 }
 
-/* A raw server's session pointer: the tickets it sent, and its output while held back. */
-struct held {
-	unsigned tickets;
-	uint8_t buf[4096];
-	size_t len;
-};
-
+/* Counts the tickets a raw server sent in the unsigned its session pointer points at. */
 static int count_sent_tickets(gnutls_session_t gs, unsigned htype, unsigned when, unsigned incoming,
 			      const gnutls_datum_t *msg)
 {
 	(void)when;
 	(void)msg;
 	if (!incoming && htype == GNUTLS_HANDSHAKE_NEW_SESSION_TICKET)
-		((struct held *)gnutls_session_get_ptr(gs))->tickets++;
+		++*(unsigned *)gnutls_session_get_ptr(gs);
 	return 0;
-}
-
-static ssize_t raw_push_held(gnutls_transport_ptr_t ptr, const void *data, size_t len)
-{
-	struct held *h = gnutls_session_get_ptr(((struct raw *)ptr)->gs);
-	cr_assert_leq(len, sizeof(h->buf) - h->len);
-	memcpy(h->buf + h->len, data, len);
-	h->len += len;
-	return (ssize_t)len;
 }
 
 /* A server with TLS 1.3 session tickets (OpenSSL's and Go's default): GnuTLS answers "again" after
@@ -733,24 +598,23 @@ Test(tls, read_past_session_tickets)
 	struct tls_session *c = NULL;
 	cr_assert_eq(tls_session_new_client(&c, cc, "ntp.test"), 0);
 	tls_creds_unref(cc);
-	struct raw r;
-	raw_init(&r, true, "NORMAL:-VERS-ALL:+VERS-TLS1.3", TLS_ALPN);
+	struct tu_tls_raw *r = tu_tls_raw_server(dir, "server", 0, "NORMAL:-VERS-ALL:+VERS-TLS1.3",
+						 TLS_ALPN);
 	gnutls_datum_t key = { NULL, 0 };
-	struct held held = { 0 };
+	unsigned sent = 0;
 	cr_assert_eq(gnutls_session_ticket_key_generate(&key), 0);
-	cr_assert_eq(gnutls_session_ticket_enable_server(r.gs, &key), 0);
-	gnutls_session_set_ptr(r.gs, &held);
-	gnutls_handshake_set_hook_function(r.gs, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
+	cr_assert_eq(gnutls_session_ticket_enable_server(r->gs, &key), 0);
+	gnutls_session_set_ptr(r->gs, &sent);
+	gnutls_handshake_set_hook_function(r->gs, GNUTLS_HANDSHAKE_NEW_SESSION_TICKET,
 					   GNUTLS_HOOK_POST, count_sent_tickets);
-	int raw_ret;
-	cr_assert_eq(raw_handshake(&r, c, &raw_ret), TLS_ESTABLISHED, "%s", tls_reason(c));
-	cr_assert_eq(raw_ret, 0);
-	unsigned tickets = held.tickets;
+	cr_assert_eq(raw_handshake(r, c), TLS_ESTABLISHED, "%s", tls_reason(c));
+	cr_assert_eq(r->handshake, 0);
+	unsigned tickets = sent;
 	cr_assert_geq(tickets, 1, "the server sent no ticket, so this test would prove nothing");
 
 	/* The handshake's tickets and two records of data, all queued before the first read. */
-	cr_assert_eq(gnutls_record_send(r.gs, "first", 5), 5);
-	cr_assert_eq(gnutls_record_send(r.gs, "second", 6), 6);
+	cr_assert_eq(gnutls_record_send(r->gs, "first", 5), 5);
+	cr_assert_eq(gnutls_record_send(r->gs, "second", 6), 6);
 	char buf[64];
 	cr_assert_eq(tls_read(c, buf, sizeof(buf)), 5, "%s", tls_reason(c));
 	cr_assert_arr_eq(buf, "first", 5);
@@ -759,19 +623,19 @@ Test(tls, read_past_session_tickets)
 	cr_assert_eq(tls_read(c, buf, sizeof(buf)), -EAGAIN);
 
 	/* A late ticket, data and close_notify, fed in two pieces splitting the ticket's record. */
-	gnutls_transport_set_push_function(r.gs, raw_push_held);
-	cr_assert_eq(gnutls_session_ticket_send(r.gs, 1, 0), 0);
-	cr_assert_eq(held.tickets, tickets + 1);
-	cr_assert_eq(gnutls_record_send(r.gs, "third", 5), 5);
-	cr_assert_eq(gnutls_bye(r.gs, GNUTLS_SHUT_WR), 0);
-	cr_assert_eq(tls_feed(c, held.buf, 10), 0);
+	tu_tls_raw_attach(r, NULL); /* its output held back in r->out */
+	cr_assert_eq(gnutls_session_ticket_send(r->gs, 1, 0), 0);
+	cr_assert_eq(sent, tickets + 1);
+	cr_assert_eq(gnutls_record_send(r->gs, "third", 5), 5);
+	cr_assert_eq(gnutls_bye(r->gs, GNUTLS_SHUT_WR), 0);
+	cr_assert_eq(tls_feed(c, r->out, 10), 0);
 	cr_assert_eq(tls_read(c, buf, sizeof(buf)), -EAGAIN, "half a record is nothing yet");
-	cr_assert_eq(tls_feed(c, held.buf + 10, held.len - 10), 0);
+	cr_assert_eq(tls_feed(c, r->out + 10, r->out_len - 10), 0);
 	cr_assert_eq(tls_read(c, buf, sizeof(buf)), 5, "%s", tls_reason(c));
 	cr_assert_arr_eq(buf, "third", 5);
 	cr_assert_eq(tls_read(c, buf, sizeof(buf)), 0, "close_notify behind the data");
 	cr_assert_eq(tls_state(c), TLS_CLOSED);
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	gnutls_memset(key.data, 0, key.size);
 	gnutls_free(key.data);
 	tls_free(c);
@@ -779,40 +643,31 @@ Test(tls, read_past_session_tickets)
 
 /* Our output to a raw peer, then one record of data read there; GnuTLS says "again" after a
  * post-handshake message, so the raw side reads on while input is left. */
-static ssize_t raw_read_from(struct raw *r, struct tls_session *s, void *buf, size_t cap)
+static ssize_t raw_read_from(struct tu_tls_raw *r, struct tls_session *s, void *buf, size_t cap)
 {
-	const uint8_t *p;
-	size_t n;
-	tls_output(s, &p, &n);
-	cr_assert_leq(n, sizeof(r->in) - r->in_len);
-	if (n)
-		memcpy(r->in + r->in_len, p, n);
-	r->in_len += n;
-	tls_output_consume(s, n);
-	ssize_t got;
-	while ((got = gnutls_record_recv(r->gs, buf, cap)) == GNUTLS_E_AGAIN && r->in_len > 0)
-		;
-	return got;
+	struct tu_tls_end from = tu_tls_session_end(s), to = tu_tls_raw_end(r);
+	tu_tls_move(&from, &to);
+	return tu_tls_raw_recv(r, buf, cap);
 }
 
 /* A client's KeyUpdate ahead of its request, as the broker's and the daemon's KE servers may see;
  * it asks for ours in return, which goes out ahead of the response. */
 Test(tls, server_reads_past_key_update)
 {
-	struct raw r;
+	struct tu_tls_raw *r;
 	struct tls_session *s = NULL;
 	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", TLS_ALPN, &s, &r);
 	cr_assert_eq(rs, TLS_ESTABLISHED, "%d %s", rs, tls_reason(s));
-	cr_assert_eq(gnutls_session_key_update(r.gs, GNUTLS_KU_PEER), 0);
-	cr_assert_eq(gnutls_record_send(r.gs, "request", 7), 7);
+	cr_assert_eq(gnutls_session_key_update(r->gs, GNUTLS_KU_PEER), 0);
+	cr_assert_eq(gnutls_record_send(r->gs, "request", 7), 7);
 	char buf[64];
 	cr_assert_eq(tls_read(s, buf, sizeof(buf)), 7, "%s", tls_reason(s));
 	cr_assert_arr_eq(buf, "request", 7);
 	cr_assert_eq(tls_read(s, buf, sizeof(buf)), -EAGAIN);
 	cr_assert_eq(tls_write(s, "response", 8), 0);
-	cr_assert_eq(raw_read_from(&r, s, buf, sizeof(buf)), 8, "the peer followed our KeyUpdate");
+	cr_assert_eq(raw_read_from(r, s, buf, sizeof(buf)), 8, "the peer followed our KeyUpdate");
 	cr_assert_arr_eq(buf, "response", 8);
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	tls_free(s);
 }
 
@@ -821,7 +676,7 @@ Test(tls, server_reads_past_key_update)
  * the output half queued. */
 Test(tls, owed_key_update_counted_in_write_limit)
 {
-	struct raw r;
+	struct tu_tls_raw *r;
 	struct tls_session *s = NULL;
 	int rs = raw_client_vs_server("NORMAL:-VERS-ALL:+VERS-TLS1.3", TLS_ALPN, &s, &r);
 	cr_assert_eq(rs, TLS_ESTABLISHED, "%d %s", rs, tls_reason(s));
@@ -835,7 +690,7 @@ Test(tls, owed_key_update_counted_in_write_limit)
 		cr_assert_eq(tls_write(s, fill, 1000), 0);
 		tls_output(s, &p, &queued);
 	}
-	cr_assert_eq(gnutls_session_key_update(r.gs, GNUTLS_KU_PEER), 0);
+	cr_assert_eq(gnutls_session_key_update(r->gs, GNUTLS_KU_PEER), 0);
 	char buf[16];
 	cr_assert_eq(tls_read(s, buf, sizeof(buf)), -EAGAIN, "%s", tls_reason(s));
 	size_t len = TLS_OUT_MAX - queued;
@@ -851,6 +706,6 @@ Test(tls, owed_key_update_counted_in_write_limit)
 	tls_output(s, &p, &after);
 	cr_assert_leq(after, (size_t)TLS_OUT_MAX);
 	cr_assert_gt(after - queued, len + per_record, "a KeyUpdate record went out with the data");
-	raw_deinit(&r);
+	tu_tls_raw_free(r);
 	tls_free(s);
 }
