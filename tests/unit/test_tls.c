@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <gnutls/gnutls.h>
@@ -280,6 +281,7 @@ static void make_cert(const char *name, time_t nb, time_t na, bool self_signed)
 	snprintf(file, sizeof(file), "%s/%s.key", dir, name);
 	f = fopen(file, "w");
 	cr_assert(f);
+	cr_assert_eq(fchmod(fileno(f), 0600), 0, "private keys are not for every user");
 	cr_assert_eq(gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &out), 0);
 	fwrite(out.data, 1, out.size, f);
 	gnutls_free(out.data);
@@ -290,6 +292,26 @@ static void make_cert(const char *name, time_t nb, time_t na, bool self_signed)
 		gnutls_x509_crt_deinit(ca);
 		gnutls_x509_privkey_deinit(ca_key);
 	}
+}
+
+/* A private key every user may read is refused, naming the fix; group access is allowed (the
+ * ssl-cert group of Debian). */
+Test(tls, private_key_readable_by_every_user_refused)
+{
+	time_t now = time(NULL);
+	make_cert("open", now - 86400, now + 86400, false);
+	char *key = tu_path(dir, "open.key"), *chain = tu_path(dir, "open.chain.pem");
+	struct tls_server_options opt = { .cert_file = chain, .key_file = key };
+	struct tls_creds *c = NULL;
+	char err[512];
+	cr_assert_eq(chmod(key, 0644), 0);
+	cr_assert_eq(tls_creds_new_server(&c, &opt, err, sizeof err), -EPERM);
+	cr_assert(strstr(err, "chmod o-rwx") && strstr(err, key), "%s", err);
+	cr_assert_eq(chmod(key, 0640), 0);
+	cr_assert_eq(tls_creds_new_server(&c, &opt, err, sizeof err), 0, "%s", err);
+	tls_creds_unref(c);
+	free(key);
+	free(chain);
 }
 
 Test(tls, self_signed_server_refused)

@@ -54,12 +54,15 @@ static int gnutls_to_errno(int gerr)
 	}
 }
 
-/* Reads a whole file into a new datum (free with free_datum). */
-static int load_file(const char *path, gnutls_datum_t *out, char *err, size_t errlen)
+/* Reads a whole file into a new datum (free with free_datum). A secret (a private key) that any
+ * user may read is refused: group access is left to the operator (Debian's ssl-cert group). */
+static int load_file(const char *path, bool secret, gnutls_datum_t *out, char *err,
+		     size_t errlen)
 {
 	int ret;
 	uint8_t *buf = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* Non-blocking until fstat shows a regular file: a FIFO would block the loop on SIGHUP. */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		ret = -errno;
 		set_err(err, errlen, "%s: %s", path, strerror(errno));
@@ -74,6 +77,19 @@ static int load_file(const char *path, gnutls_datum_t *out, char *err, size_t er
 	if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX) {
 		ret = -EBADMSG;
 		set_err(err, errlen, "%s: not a regular file of at most %d bytes", path, FILE_MAX);
+		goto fail;
+	}
+	if (secret && (st.st_mode & S_IRWXO)) {
+		ret = -EPERM;
+		set_err(err, errlen,
+			"%s: mode %04o lets every user read the private key; run chmod o-rwx %s",
+			path, (unsigned)(st.st_mode & 07777), path);
+		goto fail;
+	}
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+		ret = -errno;
+		set_err(err, errlen, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
 	size_t cap = (size_t)st.st_size;
@@ -139,7 +155,7 @@ static int load_crt_list(const char *path, gnutls_x509_crt_t **list, unsigned *n
 			 size_t errlen)
 {
 	gnutls_datum_t data = { NULL, 0 };
-	int ret = load_file(path, &data, err, errlen);
+	int ret = load_file(path, false, &data, err, errlen);
 	if (ret < 0)
 		return ret;
 	*list = NULL;
@@ -171,7 +187,7 @@ static int add_key_pair(gnutls_certificate_credentials_t cred, const char *cert_
 	int ret = load_crt_list(cert_file, &chain, &n_chain, err, errlen);
 	if (ret < 0)
 		return ret;
-	ret = load_file(key_file, &key_pem, err, errlen);
+	ret = load_file(key_file, true, &key_pem, err, errlen);
 	if (ret < 0)
 		goto fail;
 	g = gnutls_x509_privkey_init(&key);
@@ -320,7 +336,7 @@ int tls_creds_new_client(struct tls_creds **out, const struct tls_client_options
 		}
 	}
 	if (opts->ca_file) {
-		ret = load_file(opts->ca_file, &ca, err, errlen);
+		ret = load_file(opts->ca_file, false, &ca, err, errlen);
 		if (ret < 0)
 			goto fail;
 		g = gnutls_certificate_set_x509_trust_mem(c->cred, &ca, GNUTLS_X509_FMT_PEM);
