@@ -1,8 +1,10 @@
 #include "program.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 
 int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *),
 		  bool allow_no_clock_control, struct program_opts *out)
@@ -57,6 +59,42 @@ int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *)
 		out->has_level = true;
 	}
 	return -1;
+}
+
+unsigned program_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			log_info("descriptor limit raised from %llu to %llu (the hard limit)",
+				 (unsigned long long)was, (unsigned long long)rl.rlim_cur);
+		else if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return 1024;
+	}
+	return rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > UINT_MAX ? UINT_MAX
+								       : (unsigned)rl.rlim_cur;
+}
+
+unsigned program_conn_cap(const char *option, unsigned wanted, unsigned n, unsigned fixed)
+{
+	unsigned limit = program_fd_limit();
+	if (n == 0)
+		return wanted;
+	unsigned long long need = (unsigned long long)wanted * n + fixed;
+	if (need <= limit)
+		return wanted;
+	unsigned cap = limit > fixed ? (limit - fixed) / n : 0;
+	if (cap == 0)
+		cap = 1;
+	log_warn("%s = %u on %u listener(s) needs about %llu descriptors but the limit is %u: "
+		 "each listener serves at most %u connections; raise the limit (ulimit -n, or "
+		 "LimitNOFILE= in the service) or lower %s",
+		 option, wanted, n, need, limit, cap, option);
+	return cap;
 }
 
 struct signals {

@@ -29,6 +29,20 @@ struct program_opts {
 int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *),
 		  bool allow_no_clock_control, struct program_opts *out);
 
+/* Descriptors a program keeps for itself beyond its connection limits: the loop, signals, timers,
+ * files, DNS, logs. */
+#define PROGRAM_FD_RESERVE 64
+
+/* Raises the soft RLIMIT_NOFILE to the hard one (logged when it changes) and returns the soft
+ * limit then in force (RLIM_INFINITY reads as UINT_MAX). */
+unsigned program_fd_limit(void);
+
+/* The connection limit each of n listeners may really use when `option` (the config key, for
+ * the message) asks for `wanted` each and `fixed` more descriptors are spoken for (UDP sockets,
+ * upstream connections, PROGRAM_FD_RESERVE): wanted itself when the descriptor limit allows,
+ * else the share that fits (at least 1), with a warning naming the numbers and the fix. */
+unsigned program_conn_cap(const char *option, unsigned wanted, unsigned n, unsigned fixed);
+
 struct program_hooks {
 	int (*start)(void *ud, char *err, size_t errlen); /* bind and start; negative errno */
 	void (*reload)(void *ud);			  /* SIGHUP */

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "ntp_listener.h"
 #include "ntp_packet.h"
+#include "program.h"
 #include "sources.h"
 #include "status.h"
 #include "sync.h"
@@ -272,9 +273,21 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 	for (size_t i = 0; i < d->n_ntp; i++)
 		if ((rc = ntp_listener_start(d->ntp[i], err, errlen)) < 0)
 			return rc;
-	for (size_t i = 0; i < d->n_ke; i++)
-		if ((rc = ke_listener_start(d->ke[i], err, errlen)) < 0)
+	/* Connection limits that the descriptor limit cannot honour are capped, with a warning,
+	 * instead of the kernel refusing accepts later without a word. */
+	unsigned wanted = 0;
+	for (size_t i = 0; i < d->cfg.nts_ke_server_count; i++)
+		if (d->cfg.nts_ke_servers[i].concurrent_connections > wanted)
+			wanted = d->cfg.nts_ke_servers[i].concurrent_connections;
+	unsigned fixed = PROGRAM_FD_RESERVE + (unsigned)d->n_ntp +
+			 (unsigned)d->cfg.source_count * 2 +
+			 (d->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 1 : 0);
+	unsigned cap = program_conn_cap("concurrent-connections", wanted, (unsigned)d->n_ke, fixed);
+	for (size_t i = 0; i < d->n_ke; i++) {
+		unsigned own = d->cfg.nts_ke_servers[i].concurrent_connections;
+		if ((rc = ke_listener_start(d->ke[i], own < cap ? own : cap, err, errlen)) < 0)
 			return rc;
+	}
 	if (d->cfg.source_count > 0) {
 		rc = sources_new(&d->sources, d->loop, &d->cfg, on_sample, ntp_now, d, err, errlen);
 		if (rc < 0)

@@ -23,6 +23,7 @@ struct ke_listener {
 	struct net_listener_stats last_net; /* kept after the socket closed */
 	struct session *sessions;	    /* open connections, for a graceful stop */
 	struct log_ratelimit conn_log;
+	unsigned max_conns; /* in force: concurrent-connections, or less for the descriptors */
 };
 
 /* One accepted connection in the listener's list (for a graceful stop). Freed when the driver
@@ -146,10 +147,11 @@ static const struct net_listener_ops listener_ops = {
 	.on_closed = on_listener_closed,
 };
 
-int ke_listener_start(struct ke_listener *l, char *err, size_t errlen)
+int ke_listener_start(struct ke_listener *l, unsigned max_conns, char *err, size_t errlen)
 {
+	l->max_conns = max_conns;
 	int rc = net_listener_new(&l->net, l->loop, (const struct sockaddr *)&l->cfg->listen.addr,
-				  l->cfg->concurrent_connections, &listener_ops, l, err, errlen);
+				  max_conns, &listener_ops, l, err, errlen);
 	if (rc < 0)
 		return rc;
 	size_t pins = tls_creds_pinned_count(l->creds), toks = pool_tokens_count(l->tokens);
@@ -210,7 +212,7 @@ json_t *ke_listener_status(const struct ke_listener *l)
 	const struct net_listener_stats *ns = net_stats(l);
 	const struct ke_server_stats *st = &l->stats;
 	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I, "
-			 "s:I, s:I, s:I, s:I, s:{s:I, s:I}, s:I, s:I}",
+			 "s:I, s:I, s:I, s:I, s:{s:I, s:I}, s:I, s:I, s:I}",
 			 "listen", l->cfg->listen.text,
 			 "accepted", (json_int_t)ns->accepted,
 			 "active", (json_int_t)ns->active,
@@ -231,7 +233,8 @@ json_t *ke_listener_status(const struct ke_listener *l)
 			 "pool_authorised", "certificate", (json_int_t)st->pool_auth_certificate,
 			 "token", (json_int_t)st->pool_auth_token,
 			 "token_refused", (json_int_t)st->token_refused,
-			 "accepted_pool_tokens", (json_int_t)pool_tokens_count(l->tokens));
+			 "accepted_pool_tokens", (json_int_t)pool_tokens_count(l->tokens),
+			 "max_connections", (json_int_t)l->max_conns);
 }
 
 /* One counter family across listeners: name, help, and where the value sits. */

@@ -19,8 +19,9 @@ int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
 		    const struct config_daemon_nts_ke_server *cfg, const char *config_file,
 		    struct keyset *const *keyset_slot, char *err, size_t errlen);
 
-/* Binds and starts accepting. Returns 0 or negative errno with err. */
-int ke_listener_start(struct ke_listener *l, char *err, size_t errlen);
+/* Binds and starts accepting at most max_conns connections at once (concurrent-connections, or
+ * less when the descriptor limit is lower). Returns 0 or negative errno with err. */
+int ke_listener_start(struct ke_listener *l, unsigned max_conns, char *err, size_t errlen);
 
 /* Re-reads the credential files and the token file; on failure keeps the old credentials and
  * tokens and returns negative errno with err. Sessions in progress keep the credentials they

@@ -11,6 +11,7 @@
 #include "ke_conn.h"
 #include "log.h"
 #include "net.h"
+#include "program.h"
 #include "status.h"
 #include "tls_creds.h"
 #include "upstream.h"
@@ -29,6 +30,7 @@ struct listener {
 
 struct broker {
 	uv_loop_t *loop;
+	unsigned max_conns; /* per listener in force: max-connections, or less for the descriptors */
 	struct log_ratelimit session_log;
 	char *config_path;
 	struct config_pool cfg;
@@ -305,7 +307,7 @@ static json_t *status_json(void *ud)
 		(json_int_t)st->failed_bad_request, "no_upstream", (json_int_t)st->failed_no_upstream,
 		"upstream_error", (json_int_t)st->failed_upstream, "timeout",
 		(json_int_t)st->failed_timeout, "upstreams", ups, "limits", "max_connections",
-		(json_int_t)c->max_connections, "key_exchange_timeout_ms",
+		(json_int_t)b->max_conns, "key_exchange_timeout_ms",
 		(json_int_t)c->key_exchange_timeout_ms, "upstream_timeout_ms",
 		(json_int_t)c->upstream_timeout_ms, "max_upstream_attempts",
 		(json_int_t)c->max_upstream_attempts, "upstream_connections",
@@ -420,12 +422,18 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 		snprintf(err, errlen, "upstream connections: %s", strerror(-rc));
 		return rc;
 	}
+	/* Each upstream may hold upstream-connections, and every deep check a UDP socket. */
+	unsigned fixed = PROGRAM_FD_RESERVE +
+			 (unsigned)b->cfg.key_exchange_server_count * (b->cfg.upstream_connections + 1) +
+			 (b->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 1 : 0);
+	b->max_conns = program_conn_cap("max-connections", b->cfg.max_connections,
+					(unsigned)b->cfg.listen_count, fixed);
 	for (size_t i = 0; i < b->cfg.listen_count; i++) {
 		struct listener *l = &b->listeners[i];
 		l->b = b;
 		snprintf(l->text, sizeof l->text, "%s", b->cfg.listen[i].text);
 		rc = net_listener_new(&l->net, b->loop, (const struct sockaddr *)&b->cfg.listen[i].addr,
-				      b->cfg.max_connections, &listener_ops, l, err, errlen);
+				      b->max_conns, &listener_ops, l, err, errlen);
 		if (rc < 0)
 			return rc;
 		b->n_listeners++;
