@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -15,6 +16,58 @@ static uint64_t unix_now(void)
 	return (uint64_t)time(NULL);
 }
 
+/* Several daemons may share one key file and store under flock, so a young temporary may be
+ * another daemon's store in progress, which takes milliseconds; a minute old, it is a leftover
+ * of a store that was killed, and it holds master keys that must not outlive stale-key-count. */
+#define STALE_TEMP_AGE_S 60
+
+static void removed_temp(void *arg, const char *dir, const char *name, uint64_t age_s)
+{
+	(void)arg;
+	log_info("keyset: removed %s/%s, a temporary left %" PRIu64
+		 " s ago by an interrupted store",
+		 dir, name, age_s);
+}
+
+static void remove_stale_temps(const char *path, uint64_t now)
+{
+	char err[512];
+	int rc = keyset_remove_stale_temps(path, now, STALE_TEMP_AGE_S, removed_temp, NULL, err,
+					   sizeof err);
+	/* A missing directory is reported by the store that follows, with its fix. */
+	if (rc < 0 && rc != -ENOENT)
+		log_warn("keyset: %s", err);
+}
+
+/* An exclusive lock on the key file, or -1 when there is none yet. */
+static int lock_file(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && flock(fd, LOCK_EX) < 0) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* A version 1 file is stored again at once in version 2, keeping its time so the rotation
+ * schedule does not move. The caller holds the file lock: a daemon sharing the file that
+ * rotated meanwhile is either done (we read its keys) or waits, and is never overwritten with
+ * the older keys. A failed rewrite is not fatal: the keys are good, and the next store (a
+ * rotation or the stop) writes version 2. */
+static void rewrite_old_format(const struct keyset *ks, const char *path)
+{
+	char err[512];
+	if (keyset_store(ks, path, keyset_created(ks), err, sizeof err) < 0) {
+		log_warn("keyset: %s is in the version 1 format and could not be rewritten: %s",
+			 path, err);
+		return;
+	}
+	log_info("keyset: rewrote %s from the version 1 format to version %d, keeping its %u "
+		 "key(s) and its store time %" PRIu64,
+		 path, KEYSET_FILE_VERSION, keyset_count(ks), keyset_created(ks));
+}
+
 int keyset_task_load(struct keyset_task *t, const struct config_daemon_keyset *cfg, char *err,
 		     size_t errlen)
 {
@@ -25,12 +78,19 @@ int keyset_task_load(struct keyset_task *t, const struct config_daemon_keyset *c
 		log_info("keyset: no key-storage-path, keys live in memory only");
 		return keyset_new_random(&t->keyset, now);
 	}
+	remove_stale_temps(path, now);
+	int lock = lock_file(path);
 	int rc = keyset_load(path, &t->keyset, err, errlen);
-	if (rc == 0) {
+	if (rc >= 0) {
 		log_info("keyset: loaded %u key(s) from %s, primary id %u", keyset_count(t->keyset),
 			 path, keyset_primary_id(t->keyset));
-		return 0;
+		if (rc == KEYSET_FILE_OLD_FORMAT)
+			rewrite_old_format(t->keyset, path);
 	}
+	if (lock >= 0)
+		close(lock);
+	if (rc >= 0)
+		return 0;
 	if (rc != -ENOENT)
 		return rc;
 	rc = keyset_new_random(&t->keyset, now);
@@ -99,11 +159,7 @@ static void rotate_cb(uv_timer_t *timer)
 	char err[512];
 	int lock = -1, rc;
 	if (path) {
-		lock = open(path, O_RDONLY | O_CLOEXEC);
-		if (lock >= 0 && flock(lock, LOCK_EX) < 0) {
-			close(lock);
-			lock = -1;
-		}
+		lock = lock_file(path);
 		if (adopt_newer(t, path, &fresh) == 1) {
 			publish(t, fresh, "adopted the keyset another daemon stored");
 			goto out;

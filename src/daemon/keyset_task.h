@@ -23,8 +23,11 @@ struct keyset_task {
 };
 
 /* Fills t: the keyset from cfg's key-storage-path, or a new one stored there before anything is
- * sealed with it, or one in memory only without a path. Opens no timer. Returns 0 or negative
- * errno with a message naming the file in err. */
+ * sealed with it, or one in memory only without a path. Opens no timer. First removes the
+ * temporaries a killed store left beside the file (keyset_remove_stale_temps, older than 60 s;
+ * each removal logged at info). A file in the version 1 format is stored again in version 2 at
+ * once, keeping its store time, under the file lock (logged at info; a failed rewrite only
+ * warns). Returns 0 or negative errno with a message naming the file in err. */
 int keyset_task_load(struct keyset_task *t, const struct config_daemon_keyset *cfg, char *err,
 		     size_t errlen);
 

@@ -64,6 +64,7 @@ nts_request:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c:2048
 nts_response:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c:2048
 toml:config/toml.c config/toml_doc.c config/toml_num.c config/toml_scan.c config/toml_tree.c:65536
 keyset_cookie:crypto/keyset.c crypto/aead.c:512
+keyset_file:crypto/keyset.c crypto/aead.c:70000
 ntp_server:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c crypto/keyset.c ../daemon/ntp_server.c:2048
 '
 

@@ -1,6 +1,7 @@
 #include "keyset.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -23,7 +24,6 @@
 #define MASTER_AEAD AEAD_AES_SIV_CMAC_512
 /* aead(u16) ‖ S2C ‖ C2S at the largest key size. */
 #define PLAINTEXT_MAX (2 + 2 * AEAD_MAX_KEY_LEN)
-#define FILE_MAX_LEN (KEYSET_FILE_HEADER_LEN + (size_t)KEYSET_KEY_LEN * KEYSET_MAX_KEYS)
 
 struct key {
 	uint8_t bytes[KEYSET_KEY_LEN];
@@ -305,6 +305,38 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+size_t keyset_file_len(const struct keyset *ks)
+{
+	return KEYSET_FILE_LEN(ks->count);
+}
+
+int keyset_serialize(const struct keyset *ks, uint64_t now, uint8_t *buf, size_t cap)
+{
+	size_t len = KEYSET_FILE_LEN(ks->count);
+	if (now > KEYSET_FILE_MAX_TIME)
+		return -ERANGE;
+	if (cap < len)
+		return -EMSGSIZE;
+	struct wire_writer w;
+	wire_writer_init(&w, buf, len);
+	wire_put_bytes(&w, KEYSET_FILE_MAGIC, KEYSET_FILE_MAGIC_LEN);
+	wire_put_u32(&w, KEYSET_FILE_VERSION);
+	wire_put_u64(&w, now);
+	wire_put_u32(&w, ks->id_offset);
+	wire_put_u32(&w, ks->primary);
+	wire_put_u32(&w, ks->count);
+	for (uint32_t i = 0; i < ks->count; i++)
+		wire_put_bytes(&w, ks->keys[i].bytes, KEYSET_KEY_LEN);
+	uint8_t *digest = wire_put_reserve(&w, KEYSET_FILE_DIGEST_LEN);
+	/* len was computed from the same fields. */
+	assert(digest && wire_writer_error(&w) == 0 && wire_written(&w) == len);
+	if (gnutls_hash_fast(GNUTLS_DIG_SHA256, buf, len - KEYSET_FILE_DIGEST_LEN, digest) < 0) {
+		gnutls_memset(buf, 0, len);
+		return -EIO;
+	}
+	return (int)len;
+}
+
 static int write_all(int fd, const uint8_t *buf, size_t len)
 {
 	while (len > 0) {
@@ -338,24 +370,27 @@ int keyset_store(const struct keyset *ks, const char *path, uint64_t now, char *
 	int fd = -1;
 	char *tmp = NULL;
 	char *dir = dir_of(path);
-	size_t len = KEYSET_FILE_HEADER_LEN + (size_t)ks->count * KEYSET_KEY_LEN;
+	size_t len = KEYSET_FILE_LEN(ks->count);
 	uint8_t *buf = malloc(len);
-	if (!dir || !buf || asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
+	if (!dir || !buf || asprintf(&tmp, "%s" KEYSET_TEMP_INFIX "XXXXXX", path) < 0) {
 		tmp = NULL;
 		rc = -ENOMEM;
 		set_err(err, errlen, "%s: out of memory", path);
 		goto fail;
 	}
-
-	struct wire_writer w;
-	wire_writer_init(&w, buf, len);
-	wire_put_u64(&w, now);
-	wire_put_u32(&w, ks->id_offset);
-	wire_put_u32(&w, ks->primary);
-	wire_put_u32(&w, ks->count);
-	for (uint32_t i = 0; i < ks->count; i++)
-		wire_put_bytes(&w, ks->keys[i].bytes, KEYSET_KEY_LEN);
-	assert(wire_writer_error(&w) == 0 && wire_written(&w) == len);
+	rc = keyset_serialize(ks, now, buf, len);
+	if (rc < 0) {
+		if (rc == -ERANGE)
+			set_err(err, errlen,
+				"%s: store time %" PRIu64
+				" is past the end of year 9999; is the clock wrong?",
+				path, now);
+		else
+			set_err(err, errlen, "%s: cannot compute the checksum", path);
+		free(tmp);
+		tmp = NULL;
+		goto fail;
+	}
 
 	/* mkostemp opens with O_EXCL and mode 0600, so the keys are never readable by others,
 	 * not even for a moment. */
@@ -421,57 +456,140 @@ fail:
 	return rc;
 }
 
-static int parse_file(const char *path, const uint8_t *buf, size_t len, struct keyset **out,
-		      char *err, size_t errlen)
+/* The fields both versions share, in r, which holds exactly them and the keys; file_len and
+ * extra (magic, version and checksum: what a file of this version has besides them) only word
+ * the size message. */
+static int parse_fields(struct wire_reader *r, const char *name, size_t file_len, size_t extra,
+			struct keyset **out, char *err, size_t errlen)
 {
-	if (len < KEYSET_FILE_HEADER_LEN) {
-		set_err(err, errlen, "%s: file is %zu bytes, shorter than the %d-byte header", path,
-			len, KEYSET_FILE_HEADER_LEN);
+	uint64_t stored = wire_get_u64(r);
+	uint32_t id_offset = wire_get_u32(r);
+	uint32_t primary = wire_get_u32(r);
+	uint32_t count = wire_get_u32(r);
+	if (wire_error(r)) {
+		set_err(err, errlen, "%s: file is %zu bytes, shorter than its %zu-byte header",
+			name, file_len, extra + KEYSET_FILE_V1_HEADER_LEN);
 		return -EBADMSG;
 	}
-	struct wire_reader r;
-	wire_reader_init(&r, buf, len);
-	uint64_t stored = wire_get_u64(&r);
-	uint32_t id_offset = wire_get_u32(&r);
-	uint32_t primary = wire_get_u32(&r);
-	uint32_t count = wire_get_u32(&r);
 	if (count == 0) {
-		set_err(err, errlen, "%s: key count is 0; at least one key is required", path);
+		set_err(err, errlen, "%s: key count is 0; at least one key is required", name);
 		return -EBADMSG;
 	}
 	if (count > KEYSET_MAX_KEYS) {
-		set_err(err, errlen, "%s: key count %" PRIu32 " is over the limit of %d", path,
+		set_err(err, errlen, "%s: key count %" PRIu32 " is over the limit of %d", name,
 			count, KEYSET_MAX_KEYS);
 		return -EBADMSG;
 	}
-	size_t want = KEYSET_FILE_HEADER_LEN + (size_t)count * KEYSET_KEY_LEN;
-	if (len != want) {
+	if (wire_remaining(r) != (size_t)count * KEYSET_KEY_LEN) {
 		set_err(err, errlen,
-			"%s: file is %zu bytes but a file of %" PRIu32 " keys is %zu bytes", path,
-			len, count, want);
+			"%s: file is %zu bytes but a file of %" PRIu32 " keys is %zu bytes", name,
+			file_len, count,
+			extra + KEYSET_FILE_V1_HEADER_LEN + (size_t)count * KEYSET_KEY_LEN);
 		return -EBADMSG;
 	}
 	if (primary >= count) {
 		set_err(err, errlen,
 			"%s: primary key index %" PRIu32 " is not below the key count %" PRIu32,
-			path, primary, count);
+			name, primary, count);
 		return -EBADMSG;
 	}
 	if (!valid_shape(id_offset, primary, count)) {
 		set_err(err, errlen,
-			"%s: key ids from %" PRIu32 " for %" PRIu32 " keys overflow 32 bits", path,
+			"%s: key ids from %" PRIu32 " for %" PRIu32 " keys overflow 32 bits", name,
 			id_offset, count);
 		return -EBADMSG;
 	}
-	const uint8_t *keys = wire_get_bytes(&r, (size_t)count * KEYSET_KEY_LEN);
-	if (!wire_done(&r)) {
-		set_err(err, errlen, "%s: truncated key data", path);
+	/* The next rotation is scheduled from this time and /status shows it as a signed number:
+	 * a time past these bounds would stop rotation or print nonsense. */
+	if (stored > INT64_MAX) {
+		set_err(err, errlen,
+			"%s: store time %" PRIu64
+			" does not fit in a signed 64-bit count of seconds",
+			name, stored);
 		return -EBADMSG;
 	}
+	if (stored > KEYSET_FILE_MAX_TIME) {
+		set_err(err, errlen,
+			"%s: store time %" PRIu64
+			" is past the end of year 9999 (the latest accepted is %" PRIu64 ")",
+			name, stored, KEYSET_FILE_MAX_TIME);
+		return -EBADMSG;
+	}
+	const uint8_t *keys = wire_get_bytes(r, (size_t)count * KEYSET_KEY_LEN);
+	/* The remaining length was checked above. */
+	assert(keys && wire_done(r));
 	int rc = keyset_from_keys(out, id_offset, primary, count, keys, stored);
 	if (rc < 0)
-		set_err(err, errlen, "%s: cannot set up the keys: %s", path, strerror(-rc));
+		set_err(err, errlen, "%s: cannot set up the keys: %s", name, strerror(-rc));
 	return rc;
+}
+
+/* The checksum comes first after magic and version: whatever byte a corruption hit, the file is
+ * reported as corrupt rather than by whichever field the damage happens to break. */
+static int parse_v2(const uint8_t *buf, size_t len, const char *name, struct keyset **out,
+		    char *err, size_t errlen)
+{
+	struct wire_reader r;
+	wire_reader_init(&r, buf, len);
+	const uint8_t *magic = wire_get_bytes(&r, KEYSET_FILE_MAGIC_LEN);
+	if (!magic || memcmp(magic, KEYSET_FILE_MAGIC, KEYSET_FILE_MAGIC_LEN) != 0) {
+		set_err(err, errlen,
+			"%s: bad magic: not a key file of this program (version 2 starts with the "
+			"bytes 89 4e 54 53 4b 45 59 53, version 1 with a zero byte)",
+			name);
+		return -EBADMSG;
+	}
+	uint32_t version = wire_get_u32(&r);
+	if (wire_error(&r)) {
+		set_err(err, errlen, "%s: file is %zu bytes, too short to hold a format version",
+			name, len);
+		return -EBADMSG;
+	}
+	if (version != KEYSET_FILE_VERSION) {
+		set_err(err, errlen,
+			"%s: format version %" PRIu32 "; this program reads versions 1 and %d",
+			name, version, KEYSET_FILE_VERSION);
+		return -EBADMSG;
+	}
+	if (len < KEYSET_FILE_HEADER_LEN + KEYSET_FILE_DIGEST_LEN) {
+		set_err(err, errlen,
+			"%s: file is %zu bytes, shorter than the %d-byte header and "
+			"%d-byte checksum",
+			name, len, KEYSET_FILE_HEADER_LEN, KEYSET_FILE_DIGEST_LEN);
+		return -EBADMSG;
+	}
+	struct wire_reader fields = wire_sub(&r, wire_remaining(&r) - KEYSET_FILE_DIGEST_LEN);
+	const uint8_t *stored = wire_get_bytes(&r, KEYSET_FILE_DIGEST_LEN);
+	/* Both lengths were checked above. */
+	assert(stored && wire_done(&r));
+	uint8_t digest[KEYSET_FILE_DIGEST_LEN];
+	if (gnutls_hash_fast(GNUTLS_DIG_SHA256, buf, len - KEYSET_FILE_DIGEST_LEN, digest) < 0) {
+		set_err(err, errlen, "%s: cannot compute the checksum", name);
+		return -EIO;
+	}
+	/* The checksum is not secret, but a constant-time comparison leaves nothing to argue. */
+	if (gnutls_memcmp(digest, stored, sizeof digest) != 0) {
+		set_err(err, errlen, "%s: checksum mismatch: the file is corrupt", name);
+		return -EBADMSG;
+	}
+	/* What a version 2 file has besides the version 1 fields and keys. */
+	size_t extra = KEYSET_FILE_HEADER_LEN - KEYSET_FILE_V1_HEADER_LEN + KEYSET_FILE_DIGEST_LEN;
+	return parse_fields(&fields, name, len, extra, out, err, errlen);
+}
+
+int keyset_parse(const uint8_t *buf, size_t len, const char *name, struct keyset **out,
+		 char *err, size_t errlen)
+{
+	/* A version 1 file starts with its store time, and any time it may hold (at most
+	 * KEYSET_FILE_MAX_TIME, under 2^38) has a zero first byte; the magic's is 0x89. An empty
+	 * buffer reads as 0 and fails as a short version 1 file. */
+	struct wire_reader r;
+	wire_reader_init(&r, buf, len);
+	if (wire_get_u8(&r) != 0)
+		return parse_v2(buf, len, name, out, err, errlen);
+	wire_reader_init(&r, buf, len);
+	int rc = parse_fields(&r, name, len, 0, out, err, errlen);
+	return rc < 0 ? rc : KEYSET_FILE_OLD_FORMAT;
 }
 
 int keyset_load(const char *path, struct keyset **out, char *err, size_t errlen)
@@ -500,6 +618,17 @@ int keyset_load(const char *path, struct keyset **out, char *err, size_t errlen)
 		set_err(err, errlen, "%s: not a regular file", path);
 		goto fail;
 	}
+	/* Whoever owns the file can change its mode and contents, so the mode check below is
+	 * worth something only when the owner is us. */
+	if (st.st_uid != geteuid()) {
+		rc = -EPERM;
+		set_err(err, errlen,
+			"%s: owned by uid %ju, not by uid %ju this program runs as; "
+			"run chown %ju %s",
+			path, (uintmax_t)st.st_uid, (uintmax_t)geteuid(), (uintmax_t)geteuid(),
+			path);
+		goto fail;
+	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {
 		rc = -EPERM;
 		set_err(err, errlen,
@@ -507,7 +636,7 @@ int keyset_load(const char *path, struct keyset **out, char *err, size_t errlen)
 			path, (unsigned)(st.st_mode & 07777), path);
 		goto fail;
 	}
-	if (st.st_size < 0 || (uint64_t)st.st_size > FILE_MAX_LEN) {
+	if (st.st_size < 0 || (uint64_t)st.st_size > KEYSET_FILE_MAX_LEN) {
 		rc = -EBADMSG;
 		set_err(err, errlen, "%s: file is %jd bytes, more than %d keys can take", path,
 			(intmax_t)st.st_size, KEYSET_MAX_KEYS);
@@ -539,7 +668,7 @@ int keyset_load(const char *path, struct keyset **out, char *err, size_t errlen)
 		set_err(err, errlen, "%s: file changed while being read", path);
 		goto fail;
 	}
-	rc = parse_file(path, buf, len, out, err, errlen);
+	rc = keyset_parse(buf, len, path, out, err, errlen);
 fail:
 	if (buf) {
 		gnutls_memset(buf, 0, cap);
@@ -547,4 +676,72 @@ fail:
 	}
 	close(fd);
 	return rc;
+}
+
+/* Exactly what keyset_store's mkostemp makes of base: base ".tmp." and six letters or digits. */
+static bool is_our_temp(const char *name, const char *base)
+{
+	size_t n = strlen(base), infix = strlen(KEYSET_TEMP_INFIX);
+	if (strncmp(name, base, n) != 0 || strncmp(name + n, KEYSET_TEMP_INFIX, infix) != 0)
+		return false;
+	const char *s = name + n + infix;
+	for (int i = 0; i < 6; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+			return false;
+	}
+	return s[6] == '\0';
+}
+
+int keyset_remove_stale_temps(const char *path, uint64_t now, uint64_t min_age_s,
+			      keyset_removed_fn *removed, void *arg, char *err, size_t errlen)
+{
+	int rc = 0, found = 0;
+	char *dir = dir_of(path);
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	if (!dir) {
+		set_err(err, errlen, "%s: out of memory", path);
+		return -ENOMEM;
+	}
+	DIR *d = opendir(dir);
+	if (!d) {
+		rc = -errno;
+		set_err(err, errlen, "%s: cannot list directory %s: %s", path, dir, strerror(-rc));
+		free(dir);
+		return rc;
+	}
+	for (struct dirent *e; (errno = 0, e = readdir(d));) {
+		struct stat st;
+		if (!is_our_temp(e->d_name, base) ||
+		    fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		/* keyset_store in this uid makes regular files only: a directory, a symlink or
+		 * another user's file of that name is not a leftover of ours. */
+		if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+			continue;
+		uint64_t mtime = st.st_mtime > 0 ? (uint64_t)st.st_mtime : 0;
+		uint64_t age = now > mtime ? now - mtime : 0;
+		if (age < min_age_s)
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) < 0) {
+			if (rc == 0) {
+				rc = -errno;
+				set_err(err, errlen,
+					"%s: cannot remove the stale temporary %s/%s: %s", path,
+					dir, e->d_name, strerror(-rc));
+			}
+			continue;
+		}
+		found++;
+		if (removed)
+			removed(arg, dir, e->d_name, age);
+	}
+	if (errno != 0 && rc == 0) {
+		rc = -errno;
+		set_err(err, errlen, "%s: cannot list directory %s: %s", path, dir, strerror(-rc));
+	}
+	closedir(d);
+	free(dir);
+	return rc < 0 ? rc : found;
 }
