@@ -281,7 +281,7 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 			wanted = d->cfg.nts_ke_servers[i].concurrent_connections;
 	unsigned fixed = PROGRAM_FD_RESERVE + (unsigned)d->n_ntp +
 			 (unsigned)d->cfg.source_count * 2 +
-			 (d->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 1 : 0);
+			 (d->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 2 : 0);
 	unsigned cap = program_conn_cap("concurrent-connections", wanted, (unsigned)d->n_ke, fixed);
 	for (size_t i = 0; i < d->n_ke; i++) {
 		unsigned own = d->cfg.nts_ke_servers[i].concurrent_connections;

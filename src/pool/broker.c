@@ -425,7 +425,7 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 	/* Each upstream may hold upstream-connections, and every deep check a UDP socket. */
 	unsigned fixed = PROGRAM_FD_RESERVE +
 			 (unsigned)b->cfg.key_exchange_server_count * (b->cfg.upstream_connections + 1) +
-			 (b->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 1 : 0);
+			 (b->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 2 : 0);
 	b->max_conns = program_conn_cap("max-connections", b->cfg.max_connections,
 					(unsigned)b->cfg.listen_count, fixed);
 	for (size_t i = 0; i < b->cfg.listen_count; i++) {

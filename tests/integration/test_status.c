@@ -614,6 +614,33 @@ Test(status, stalled_client_is_cut_at_the_deadline)
 	fixture_free(f);
 }
 
+/* Every slot held by a connection that sends nothing, then a GET: the listener accepts in order,
+ * so all of them are the server's when the GET arrives, and the oldest must make room. */
+static void idle_then_get(struct fixture *f)
+{
+	int idle[STATUS_MAX_CONNS];
+	for (int i = 0; i < STATUS_MAX_CONNS; i++)
+		idle[i] = connect_to(f);
+	get_status(f);
+	struct response *r = next_result(f);
+	if (r && idle[0] >= 0)
+		read_response(idle[0], r);
+	for (int i = 0; i < STATUS_MAX_CONNS; i++)
+		if (idle[i] >= 0)
+			close(idle[i]);
+}
+
+Test(status, idle_connections_cannot_keep_monitoring_out)
+{
+	struct fixture *f = fixture_new();
+	run(f, idle_then_get);
+	cr_assert_eq(f->nres, 2);
+	assert_answer(&f->res[0], 200);
+	cr_assert_eq(f->res[1].code, 503, "the oldest idle connection made room: %s",
+		     f->res[1].raw ? f->res[1].raw : "(nothing)");
+	fixture_free(f);
+}
+
 static void many_requests(struct fixture *f)
 {
 	for (int i = 0; i < 200; i++) {

@@ -215,6 +215,8 @@ static const char *reason(int code)
 		return "Not Found";
 	case 405:
 		return "Method Not Allowed";
+	case 503:
+		return "Service Unavailable";
 	default:
 		return "Internal Server Error";
 	}
@@ -396,12 +398,33 @@ static const struct net_stream_ops conn_ops = {
 	.on_closed = conn_closed,
 };
 
+/* With every slot taken, the oldest connection that has not sent a whole request makes room: a
+ * local user holding idle connections cannot blind monitoring. It learns why (503). */
+static void make_room(struct status_server *s)
+{
+	unsigned open = 0;
+	struct conn *oldest = NULL;
+	for (struct conn *c = s->conns; c; c = c->next) {
+		if (c->answered)
+			continue;
+		open++;
+		if (!c->complete)
+			oldest = c; /* the list is newest first */
+	}
+	if (open >= STATUS_MAX_CONNS && oldest) {
+		log_debug("status: all %d slots taken; dropping the oldest idle connection",
+			  STATUS_MAX_CONNS);
+		send_error(oldest, 503);
+	}
+}
+
 static int listener_accept(struct net_listener *l, struct net_stream *st, void *ud)
 {
 	struct status_server *s = ud;
 	(void)l;
 	if (s->closing)
 		return -ECANCELED;
+	make_room(s);
 	struct conn *c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
@@ -443,8 +466,9 @@ int status_server_new(struct status_server **out, uv_loop_t *loop, const struct 
 	}
 	s->provider = provider;
 	s->ud = ud;
-	rc = net_listener_new(&s->listener, loop, addr, STATUS_MAX_CONNS, &listener_ops, s, err,
-			      errlen);
+	/* One slot more than served: the newcomer that makes the oldest idle connection go. */
+	rc = net_listener_new(&s->listener, loop, addr, STATUS_MAX_CONNS + 1, &listener_ops, s,
+			      err, errlen);
 	if (rc < 0)
 		goto fail;
 	const struct sockaddr *bound = net_listener_addr(s->listener);
