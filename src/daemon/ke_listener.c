@@ -71,6 +71,7 @@ int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
 	l->server_cfg = (struct ke_server_config){
 		.numbering = cfg->pool_record_numbers,
 		.timeout_ms = cfg->key_exchange_timeout_ms,
+		.handshake_timeout_ms = cfg->handshake_timeout_ms,
 		.ntp_port = cfg->ntp_port,
 		.ntp_server = cfg->ntp_server,
 		.tokens = &l->tokens,

@@ -24,6 +24,7 @@ struct ke_server_conn {
 	struct keyset *const *keyset_slot;
 	struct ke_server_stats *stats;
 	uint64_t deadline;
+	uint64_t session_deadline; /* the deadline once the handshake is done */
 	bool established;
 	bool done;
 	bool kept_alive; /* a response with Keep Alive went out: later requests are reuse */
@@ -61,7 +62,10 @@ int ke_server_conn_new(struct ke_server_conn **out, struct tls_creds *creds,
 	c->cfg = cfg;
 	c->keyset_slot = keyset_slot;
 	c->stats = stats;
-	c->deadline = now_ms + cfg->timeout_ms;
+	c->session_deadline = now_ms + cfg->timeout_ms;
+	c->deadline = c->session_deadline;
+	if (cfg->handshake_timeout_ms && now_ms + cfg->handshake_timeout_ms < c->deadline)
+		c->deadline = now_ms + cfg->handshake_timeout_ms;
 	stats->sessions++;
 	*out = c;
 	return 0;
@@ -384,6 +388,7 @@ int ke_server_conn_input(struct ke_server_conn *c, const uint8_t *buf, size_t le
 		if (rc == TLS_HANDSHAKING)
 			return 0;
 		c->established = true;
+		c->deadline = c->session_deadline;
 		debug(c, "TLS 1.3 established%s",
 		      tls_peer_is_authorised_pool(c->tls) ? " with an authorised pool" : "");
 	}

@@ -41,6 +41,9 @@ struct ke_server_stats {
 struct ke_server_config {
 	enum ke_numbering numbering;
 	uint64_t timeout_ms;    /* whole session without keep-alive; per request with it */
+	/* The TLS handshake must be done this soon after the connection started (0: only
+	 * timeout_ms bounds it), so a peer that stalls before it holds a slot only briefly. */
+	uint64_t handshake_timeout_ms;
 	uint16_t ntp_port;      /* 0 or 123: no Port record */
 	const char *ntp_server; /* NULL: no Server record; borrowed */
 	/* Borrowed slot of the accepted pool tokens: *tokens is read at every request, so a reload

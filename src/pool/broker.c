@@ -116,6 +116,7 @@ static void apply_limits(struct broker *b)
 	b->session_cfg = (struct pool_session_config){
 		.numbering = c->pool_record_numbers,
 		.timeout_ms = c->key_exchange_timeout_ms,
+		.handshake_timeout_ms = c->handshake_timeout_ms,
 		.max_attempts = c->max_upstream_attempts,
 	};
 	b->io_cfg = (struct upstream_io_config){

@@ -31,6 +31,7 @@ struct pool_session {
 	const struct pool_session_upstreams *ups;
 	struct pool_session_stats *stats;
 	uint64_t deadline;
+	uint64_t session_deadline; /* the deadline once the handshake is done */
 	enum phase phase;
 	bool established;
 	const char *why; /* how the session ended, for logs; "" until then */
@@ -85,7 +86,10 @@ int pool_session_new(struct pool_session **out, struct tls_creds *creds,
 	s->cfg = cfg;
 	s->ups = ups;
 	s->stats = stats;
-	s->deadline = now_ms + cfg->timeout_ms;
+	s->session_deadline = now_ms + cfg->timeout_ms;
+	s->deadline = s->session_deadline;
+	if (cfg->handshake_timeout_ms && now_ms + cfg->handshake_timeout_ms < s->deadline)
+		s->deadline = now_ms + cfg->handshake_timeout_ms;
 	s->phase = PHASE_REQUEST;
 	s->why = "";
 	s->upstream_id = UINT32_MAX;
@@ -358,6 +362,7 @@ int pool_session_input(struct pool_session *s, const uint8_t *buf, size_t len, u
 		if (rc == TLS_HANDSHAKING)
 			return 0;
 		s->established = true;
+		s->deadline = s->session_deadline;
 	}
 	if (s->phase == PHASE_REQUEST)
 		read_request(s, now_ms);

@@ -58,6 +58,8 @@ struct pool_session_upstreams {
 struct pool_session_config {
 	enum ke_numbering numbering; /* towards clients; each upstream has its own */
 	uint64_t timeout_ms;	     /* whole client session (key-exchange-timeout-ms) */
+	uint64_t handshake_timeout_ms; /* TLS done this soon after the start (handshake-timeout-ms),
+					* 0: only timeout_ms bounds it */
 	unsigned max_attempts;	     /* upstream candidates tried at most (max-upstream-attempts),
 				      * 1..POOL_SESSION_MAX_ATTEMPTS */
 };

@@ -116,6 +116,7 @@ Test(config, pool_minimal_has_documented_defaults)
 	cr_assert_str_eq(c.private_key_path, "pool.key");
 	cr_assert_null(c.certificate_authority_path);
 	cr_assert_eq(c.key_exchange_timeout_ms, 5000);
+	cr_assert_eq(c.handshake_timeout_ms, 2000);
 	cr_assert_eq(c.upstream_timeout_ms, 2500);
 	cr_assert_eq(c.max_connections, 512);
 	cr_assert_eq(c.max_upstream_attempts, 3);
@@ -146,6 +147,7 @@ Test(config, pool_every_option_read_back)
 				"private-key-path = \"/etc/pool/key.pem\"\n"
 				"certificate-authority-path = \"/etc/pool/ca.pem\"\n"
 				"key-exchange-timeout-ms = 7000\n"
+				"handshake-timeout-ms = 1500\n"
 				"upstream-timeout-ms = 3000\n"
 				"max-connections = 1000\n"
 				"max-upstream-attempts = 5\n"
@@ -176,6 +178,7 @@ Test(config, pool_every_option_read_back)
 	cr_assert_str_eq(c.private_key_path, "/etc/pool/key.pem");
 	cr_assert_str_eq(c.certificate_authority_path, "/etc/pool/ca.pem");
 	cr_assert_eq(c.key_exchange_timeout_ms, 7000);
+	cr_assert_eq(c.handshake_timeout_ms, 1500);
 	cr_assert_eq(c.upstream_timeout_ms, 3000);
 	cr_assert_eq(c.max_connections, 1000);
 	cr_assert_eq(c.max_upstream_attempts, 5);
@@ -189,7 +192,7 @@ Test(config, pool_every_option_read_back)
 	cr_assert_str_eq(c.key_exchange_servers[0].addr.host, "ke1.test");
 	cr_assert_eq(c.key_exchange_servers[0].addr.port, 14470);
 	cr_assert_eq(c.key_exchange_servers[0].weight, 3);
-	cr_assert_eq(c.key_exchange_servers[0].line, 17);
+	cr_assert_eq(c.key_exchange_servers[0].line, 18);
 	cr_assert_str_eq(c.key_exchange_servers[1].addr.host, "127.0.0.3");
 	cr_assert_eq(c.key_exchange_servers[1].addr.is_ip, true);
 	cr_assert_eq(c.key_exchange_servers[1].addr.port, 4460);
@@ -536,6 +539,7 @@ Test(config, daemon_every_option_read_back)
 		"certificate-chain-path = \"chain.pem\"\n"
 		"private-key-path = \"key.pem\"\n"
 		"key-exchange-timeout-ms = 2000\n"
+		"handshake-timeout-ms = 300\n"
 		"concurrent-connections = 64\n"
 		"ntp-port = 1123\n"
 		"ntp-server = \"ntp.test\"\n"
@@ -585,6 +589,7 @@ Test(config, daemon_every_option_read_back)
 	cr_assert_str_eq(k->certificate_chain_path, "chain.pem");
 	cr_assert_str_eq(k->private_key_path, "key.pem");
 	cr_assert_eq(k->key_exchange_timeout_ms, 2000);
+	cr_assert_eq(k->handshake_timeout_ms, 300);
 	cr_assert_eq(k->concurrent_connections, 64);
 	cr_assert_eq(k->ntp_port, 1123);
 	cr_assert_str_eq(k->ntp_server, "ntp.test");
@@ -689,7 +694,7 @@ Test(config, daemon_server_and_ke_errors)
 	daemon_error("[[nts-ke-server]]\nlissen = \"127.0.0.1:4460\"\n", 2,
 		     "unknown key 'lissen' in [[nts-ke-server]]; valid keys: listen, "
 		     "certificate-chain-path, private-key-path, key-exchange-timeout-ms, "
-		     "concurrent-connections, ntp-port, ntp-server, "
+		     "handshake-timeout-ms, concurrent-connections, ntp-port, ntp-server, "
 		     "authorized-pool-server-certificates, accepted-pool-authentication-tokens, "
 		     "accepted-pool-authentication-tokens-path, pool-record-numbers",
 		     NULL);

@@ -545,6 +545,29 @@ Test(ke_server, partial_request_then_eof)
 	h_free(&h);
 }
 
+/* The handshake has its own, shorter deadline; once it is done the session's applies, counted
+ * from the start. */
+Test(ke_server, handshake_deadline_then_session_deadline)
+{
+	struct h h;
+	h_init(&h, KE_NUMBERING_IANA);
+	h.cfg.handshake_timeout_ms = 300;
+	h_start(&h);
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + 300, "the handshake's deadline first");
+	h.cli = tu_tls_client_session(dir, NULL, "ntp.test");
+	pump(&h);
+	cr_assert_eq(tls_state(h.cli), TLS_ESTABLISHED, "%s", tls_reason(h.cli));
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + TIMEOUT, "then the session's");
+	h_free(&h);
+
+	/* A handshake deadline beyond the session's changes nothing. */
+	h_init(&h, KE_NUMBERING_IANA);
+	h.cfg.handshake_timeout_ms = TIMEOUT * 2;
+	h_start(&h);
+	cr_assert_eq(ke_server_conn_deadline(h.srv), T0 + TIMEOUT);
+	h_free(&h);
+}
+
 Test(ke_server, timeouts_before_and_after_handshake)
 {
 	struct h h;

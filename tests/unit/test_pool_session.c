@@ -461,6 +461,21 @@ static void good_exchange(enum ke_numbering n)
 	h_free(&h);
 }
 
+/* The client's handshake has its own, shorter deadline; then the session's applies. */
+Test(pool_session, handshake_deadline_then_session_deadline)
+{
+	struct h h;
+	h_init(&h, KE_NUMBERING_IANA);
+	h.cfg.handshake_timeout_ms = 400;
+	h_start(&h);
+	cr_assert_eq(pool_session_deadline(h.s), T0 + 400, "the handshake's deadline first");
+	h.cli = tu_tls_client_session(dir, NULL, "pool.test");
+	pump(&h);
+	cr_assert_eq(tls_state(h.cli), TLS_ESTABLISHED, "%s", tls_reason(h.cli));
+	cr_assert_eq(pool_session_deadline(h.s), T0 + TIMEOUT, "then the session's");
+	h_free(&h);
+}
+
 Test(pool_session, good_exchange_iana)
 {
 	good_exchange(KE_NUMBERING_IANA);

@@ -33,6 +33,7 @@ static const struct config_daemon_source source_defaults = {
 
 static const struct config_daemon_nts_ke_server nts_ke_defaults = {
 	.key_exchange_timeout_ms = 1000,
+	.handshake_timeout_ms = 1000,
 	.concurrent_connections = 512,
 	.pool_record_numbers = KE_NUMBERING_IANA,
 };
@@ -232,6 +233,7 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 		"certificate-chain-path",
 		"private-key-path",
 		"key-exchange-timeout-ms",
+		"handshake-timeout-ms",
 		"concurrent-connections",
 		"ntp-port",
 		"ntp-server",
@@ -252,6 +254,8 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 	    (r = config_get_string(ctx, t, "private-key-path", w, true, &s->private_key_path)) < 0 ||
 	    (r = config_get_u32(ctx, t, "key-exchange-timeout-ms", w, 1, 300000,
 				&s->key_exchange_timeout_ms)) < 0 ||
+	    (r = config_get_u32(ctx, t, "handshake-timeout-ms", w, 1, 300000,
+				&s->handshake_timeout_ms)) < 0 ||
 	    (r = config_get_u32(ctx, t, "concurrent-connections", w, 1, 65535,
 				&s->concurrent_connections)) < 0 ||
 	    (r = config_get_int(ctx, t, "ntp-port", w, 1, 65535, &ntp_port)) < 0 ||

@@ -34,6 +34,7 @@ struct config_daemon_nts_ke_server {
 	char *certificate_chain_path;
 	char *private_key_path;
 	uint32_t key_exchange_timeout_ms;
+	uint32_t handshake_timeout_ms; /* the TLS handshake's own, shorter bound */
 	uint32_t concurrent_connections;
 	uint16_t ntp_port;  /* 0: not announced (clients use 123) */
 	char *ntp_server;   /* NULL: not announced (clients use the KE server's address) */

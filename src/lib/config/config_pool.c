@@ -11,6 +11,7 @@
 /* The documented defaults (pool.toml(5)); everything not listed is zero, NULL or absent. */
 static const struct config_pool pool_defaults = {
 	.key_exchange_timeout_ms = 5000,
+	.handshake_timeout_ms = 2000,
 	.upstream_timeout_ms = 2500,
 	.max_connections = 512,
 	.max_upstream_attempts = 3,
@@ -167,6 +168,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		"private-key-path",
 		"certificate-authority-path",
 		"key-exchange-timeout-ms",
+		"handshake-timeout-ms",
 		"upstream-timeout-ms",
 		"max-connections",
 		"max-upstream-attempts",
@@ -191,6 +193,8 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 				   &cfg->certificate_authority_path)) < 0 ||
 	    (r = config_get_u32(ctx, t, "key-exchange-timeout-ms", w, 1, 300000,
 				&cfg->key_exchange_timeout_ms)) < 0 ||
+	    (r = config_get_u32(ctx, t, "handshake-timeout-ms", w, 1, 300000,
+				&cfg->handshake_timeout_ms)) < 0 ||
 	    (r = config_get_u32(ctx, t, "upstream-timeout-ms", w, 1, 300000,
 				&cfg->upstream_timeout_ms)) < 0 ||
 	    (r = config_get_u32(ctx, t, "max-connections", w, 1, 65535, &cfg->max_connections)) <

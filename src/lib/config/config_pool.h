@@ -28,6 +28,7 @@ struct config_pool {
 	char *private_key_path;
 	char *certificate_authority_path; /* NULL: system trust only */
 	uint32_t key_exchange_timeout_ms;
+	uint32_t handshake_timeout_ms; /* the client's TLS handshake's own, shorter bound */
 	uint32_t upstream_timeout_ms;
 	uint32_t max_connections;
 	uint32_t max_upstream_attempts;
