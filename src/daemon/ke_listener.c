@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conn_limit.h"
 #include "ke_conn.h"
 #include "log.h"
 #include "net.h"
@@ -24,6 +25,7 @@ struct ke_listener {
 	struct session *sessions;	    /* open connections, for a graceful stop */
 	struct log_ratelimit conn_log;
 	unsigned max_conns; /* in force: concurrent-connections, or less for the descriptors */
+	struct conn_limit *per_address; /* max-connections-per-address */
 };
 
 /* One accepted connection in the listener's list (for a graceful stop). Freed when the driver
@@ -53,13 +55,20 @@ int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
 	struct ke_listener *l = calloc(1, sizeof *l);
 	if (!l)
 		return -ENOMEM;
-	int rc = load_creds(cfg, &l->creds, err, errlen);
+	int rc = conn_limit_new(&l->per_address, cfg->max_connections_per_address);
+	if (rc < 0) {
+		snprintf(err, errlen, "nts-ke %s: out of memory", cfg->listen.text);
+		free(l);
+		return rc;
+	}
+	rc = load_creds(cfg, &l->creds, err, errlen);
 	if (rc == 0) {
 		rc = config_daemon_load_tokens(cfg, config_file, &l->tokens, err, errlen);
 		if (rc < 0)
 			tls_creds_unref(l->creds);
 	}
 	if (rc < 0) {
+		conn_limit_free(l->per_address);
 		free(l);
 		return rc;
 	}
@@ -94,8 +103,8 @@ static const struct ke_conn_machine machine_ops = KE_CONN_MACHINE(ke_server_conn
 static void on_conn_closed(struct ke_conn *conn, void *machine, void *ud)
 {
 	struct session *se = ud;
-	(void)conn;
 	(void)machine;
+	conn_limit_release(se->l->per_address, ke_conn_peer(conn));
 	if (se->prev)
 		se->prev->next = se->next;
 	else
@@ -109,6 +118,10 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 {
 	struct ke_listener *l = ud;
 	(void)nl;
+	/* One host cannot take every slot: beyond its share the connection is closed at once. */
+	int taken = conn_limit_take(l->per_address, net_stream_peer(s));
+	if (taken < 0)
+		return taken;
 	struct session *se = calloc(1, sizeof *se);
 	struct ke_server_conn *ke = NULL;
 	int rc = se ? ke_server_conn_new(&ke, l->creds, &l->server_cfg, l->keyset_slot, &l->stats,
@@ -127,6 +140,7 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 				 strerror(-rc));
 		ke_server_conn_free(ke);
 		free(se);
+		conn_limit_release(l->per_address, net_stream_peer(s));
 		return rc;
 	}
 	se->next = l->sessions;
@@ -200,6 +214,7 @@ void ke_listener_free(struct ke_listener *l)
 		return;
 	tls_creds_unref(l->creds);
 	pool_tokens_unref(l->tokens);
+	conn_limit_free(l->per_address);
 	free(l);
 }
 
@@ -213,7 +228,7 @@ json_t *ke_listener_status(const struct ke_listener *l)
 	const struct net_listener_stats *ns = net_stats(l);
 	const struct ke_server_stats *st = &l->stats;
 	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}, s:I, s:I, s:I, s:I, "
-			 "s:I, s:I, s:I, s:I, s:{s:I, s:I}, s:I, s:I, s:I}",
+			 "s:I, s:I, s:I, s:I, s:{s:I, s:I}, s:I, s:I, s:I, s:I}",
 			 "listen", l->cfg->listen.text,
 			 "accepted", (json_int_t)ns->accepted,
 			 "active", (json_int_t)ns->active,
@@ -235,7 +250,8 @@ json_t *ke_listener_status(const struct ke_listener *l)
 			 "token", (json_int_t)st->pool_auth_token,
 			 "token_refused", (json_int_t)st->token_refused,
 			 "accepted_pool_tokens", (json_int_t)pool_tokens_count(l->tokens),
-			 "max_connections", (json_int_t)l->max_conns);
+			 "max_connections", (json_int_t)l->max_conns, "refused_per_address",
+			 (json_int_t)conn_limit_refused(l->per_address));
 }
 
 /* One counter family across listeners: name, help, and where the value sits. */

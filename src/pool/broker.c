@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 
+#include "conn_limit.h"
 #include "ke_conn.h"
 #include "log.h"
 #include "net.h"
@@ -31,6 +32,7 @@ struct listener {
 struct broker {
 	uv_loop_t *loop;
 	unsigned max_conns; /* per listener in force: max-connections, or less for the descriptors */
+	struct conn_limit *per_address; /* max-connections-per-address, over every listener */
 	struct log_ratelimit session_log;
 	char *config_path;
 	struct config_pool cfg;
@@ -215,8 +217,8 @@ static void on_client_closed(struct ke_conn *conn, void *machine, void *ud)
 {
 	struct client *c = ud;
 	struct broker *b = c->b;
-	(void)conn;
 	(void)machine;
+	conn_limit_release(b->per_address, ke_conn_peer(conn));
 	if (c->exchange)
 		upstream_io_cancel(c->exchange);
 	free(c);
@@ -229,6 +231,10 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	struct listener *l = ud;
 	struct broker *b = l->b;
 	(void)nl;
+	/* One host cannot take every slot: beyond its share the connection is closed at once. */
+	int taken = conn_limit_take(b->per_address, net_stream_peer(s));
+	if (taken < 0)
+		return taken;
 	struct client *c = calloc(1, sizeof *c);
 	struct pool_session *session = NULL;
 	int rc = c ? pool_session_new(&session, b->server_creds, &b->session_cfg, &b->upstreams,
@@ -250,6 +256,7 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 			log_warn("%s: cannot start a session: %s", l->text, strerror(-rc));
 		pool_session_free(session);
 		free(c);
+		conn_limit_release(b->per_address, net_stream_peer(s));
 		return rc;
 	}
 	b->clients++;
@@ -299,7 +306,7 @@ static json_t *status_json(void *ud)
 	const struct config_pool *c = &b->cfg;
 	return json_pack(
 		"{s:s, s:s, s:f, s:o, s:{s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}}, s:o, "
-		"s:{s:I, s:I, s:I, s:I, s:I, s:I}}",
+		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
 		"program", "nts-pool-ke", "version", PACKAGE_VERSION, "uptime_s",
 		(double)(now - b->started_ms) / 1000.0, "listeners", listeners, "sessions",
 		"accepted", (json_int_t)st->accepted, "completed", (json_int_t)st->completed,
@@ -308,7 +315,9 @@ static json_t *status_json(void *ud)
 		(json_int_t)st->failed_bad_request, "no_upstream", (json_int_t)st->failed_no_upstream,
 		"upstream_error", (json_int_t)st->failed_upstream, "timeout",
 		(json_int_t)st->failed_timeout, "upstreams", ups, "limits", "max_connections",
-		(json_int_t)b->max_conns, "key_exchange_timeout_ms",
+		(json_int_t)b->max_conns, "max_connections_per_address",
+		(json_int_t)c->max_connections_per_address, "refused_per_address",
+		(json_int_t)conn_limit_refused(b->per_address), "key_exchange_timeout_ms",
 		(json_int_t)c->key_exchange_timeout_ms, "upstream_timeout_ms",
 		(json_int_t)c->upstream_timeout_ms, "max_upstream_attempts",
 		(json_int_t)c->max_upstream_attempts, "upstream_connections",
@@ -418,7 +427,12 @@ int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path
 int broker_start(struct broker *b, char *err, size_t errlen)
 {
 	b->started_ms = uv_now(b->loop);
-	int rc = upstream_io_new(&b->io, b->loop, b->client_creds, b->registry, &b->io_cfg);
+	int rc = conn_limit_new(&b->per_address, b->cfg.max_connections_per_address);
+	if (rc < 0) {
+		snprintf(err, errlen, "out of memory");
+		return rc;
+	}
+	rc = upstream_io_new(&b->io, b->loop, b->client_creds, b->registry, &b->io_cfg);
 	if (rc < 0) {
 		snprintf(err, errlen, "upstream connections: %s", strerror(-rc));
 		return rc;
@@ -521,6 +535,7 @@ void broker_free(struct broker *b)
 	if (!b)
 		return;
 	upstream_registry_free(b->registry);
+	conn_limit_free(b->per_address);
 	tls_creds_unref(b->server_creds);
 	tls_creds_unref(b->client_creds);
 	free(b->listeners);

@@ -2,11 +2,12 @@
 # Connection limits above what the descriptor limit allows are capped at start with a warning
 # that names the option, the numbers and the fix, instead of accepts failing later without a
 # word: ntp-daemon (concurrent-connections = 512) and nts-pool-ke (max-connections = 512) under
-# `ulimit -n 128`, both still serving. The soft limit is raised to the hard one first.
+# `ulimit -n 128`, both still serving. The soft limit is raised to the hard one first. And one
+# address cannot take every slot: max-connections-per-address refuses the connection beyond it.
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init fd-limit
-plan 7
+plan 10
 
 pool_certs || bail_out "gen-cert.sh failed"
 alloc_ports 5
@@ -28,7 +29,9 @@ EOF
 	echo "$T/limited-$1"
 }
 
-SOURCE_KE_EXTRA="concurrent-connections = 512" source_conf a 127.0.0.2 "$KEA" "$NTPA" "$SA"
+SOURCE_KE_EXTRA="concurrent-connections = 512
+max-connections-per-address = 3
+key-exchange-timeout-ms = 30000" source_conf a 127.0.0.2 "$KEA" "$NTPA" "$SA"
 REAL_DAEMON=$DAEMON
 DAEMON=$(limited daemon "$REAL_DAEMON")
 daemon_start a "$T/a.toml" "127.0.0.1:$SA" || bail_out "ntp-daemon did not start under ulimit -n 128"
@@ -48,6 +51,37 @@ else
 fi
 out=$("$TOOLS/ke-client" --connect "127.0.0.2:$KEA" --ca "$C/ca.pem" 2>&1) || true
 expect "ntp-daemon: still serves key exchanges" "$(jget cookies "$out")" 8 "$out"
+
+# Three connections from 127.0.0.1 that hold after their handshake fill that address's share;
+# a fourth is closed at once, before any TLS.
+for i in 1 2 3; do
+	"$TOOLS/ke-client" --connect "127.0.0.2:$KEA" --ca "$C/ca.pem" --hold 20000 \
+		>"$T/hold$i.json" 2>&1 &
+	eval "hold_pid$i=\$!"
+	eval "track \$hold_pid$i"
+done
+w_i=0
+while [ "$(stat_of a nts_ke_servers.0.active)" != 3 ] && [ $w_i -lt 200 ]; do
+	sleep 0.1
+	w_i=$((w_i + 1))
+done
+expect "ntp-daemon: three held connections from one address" \
+	"$(stat_of a nts_ke_servers.0.active)" 3 "$(status_of a)"
+out=$("$TOOLS/ke-client" --connect "127.0.0.2:$KEA" --ca "$C/ca.pem" 2>&1) || true
+expect "ntp-daemon: a fourth from that address is refused before TLS, and counted" \
+	"$(jget handshake "$out") $(stat_of a nts_ke_servers.0.refused_per_address)" "failed 1" \
+	"$out" "$(status_of a)"
+for i in 1 2 3; do
+	eval "kill -TERM \$hold_pid$i 2>/dev/null; stop_pid \$hold_pid$i 5"
+done
+w_i=0
+while [ "$(stat_of a nts_ke_servers.0.active)" != 0 ] && [ $w_i -lt 200 ]; do
+	sleep 0.1
+	w_i=$((w_i + 1))
+done
+out=$("$TOOLS/ke-client" --connect "127.0.0.2:$KEA" --ca "$C/ca.pem" 2>&1) || true
+expect "ntp-daemon: once they are gone the address is served again" "$(jget cookies "$out")" 8 \
+	"$out"
 
 pool_conf "$T/pool.toml" "$PK" "$PS" "$(upstream 127.0.0.2 "$KEA")" "max-connections = 512
 deep-check-interval-s = 0"

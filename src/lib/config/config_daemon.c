@@ -35,6 +35,7 @@ static const struct config_daemon_nts_ke_server nts_ke_defaults = {
 	.key_exchange_timeout_ms = 1000,
 	.handshake_timeout_ms = 1000,
 	.concurrent_connections = 512,
+	.max_connections_per_address = 256,
 	.pool_record_numbers = KE_NUMBERING_IANA,
 };
 
@@ -235,6 +236,7 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 		"key-exchange-timeout-ms",
 		"handshake-timeout-ms",
 		"concurrent-connections",
+		"max-connections-per-address",
 		"ntp-port",
 		"ntp-server",
 		"authorized-pool-server-certificates",
@@ -258,6 +260,8 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 				&s->handshake_timeout_ms)) < 0 ||
 	    (r = config_get_u32(ctx, t, "concurrent-connections", w, 1, 65535,
 				&s->concurrent_connections)) < 0 ||
+	    (r = config_get_u32(ctx, t, "max-connections-per-address", w, 0, 65535,
+				&s->max_connections_per_address)) < 0 ||
 	    (r = config_get_int(ctx, t, "ntp-port", w, 1, 65535, &ntp_port)) < 0 ||
 	    (r = config_get_string(ctx, t, "ntp-server", w, false, &s->ntp_server)) < 0 ||
 	    (r = config_get_strings(ctx, t, "authorized-pool-server-certificates", w, 0,

@@ -14,6 +14,7 @@ static const struct config_pool pool_defaults = {
 	.handshake_timeout_ms = 2000,
 	.upstream_timeout_ms = 2500,
 	.max_connections = 512,
+	.max_connections_per_address = 256,
 	.max_upstream_attempts = 3,
 	.pool_record_numbers = KE_NUMBERING_IANA,
 	.probe_interval_s = 60,
@@ -171,6 +172,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		"handshake-timeout-ms",
 		"upstream-timeout-ms",
 		"max-connections",
+		"max-connections-per-address",
 		"max-upstream-attempts",
 		"pool-record-numbers",
 		"probe-interval-s",
@@ -199,6 +201,8 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 				&cfg->upstream_timeout_ms)) < 0 ||
 	    (r = config_get_u32(ctx, t, "max-connections", w, 1, 65535, &cfg->max_connections)) <
 		    0 ||
+	    (r = config_get_u32(ctx, t, "max-connections-per-address", w, 0, 65535,
+				&cfg->max_connections_per_address)) < 0 ||
 	    (r = config_get_u32(ctx, t, "max-upstream-attempts", w, 1, 16,
 				&cfg->max_upstream_attempts)) < 0 ||
 	    (r = config_get_record_numbers(ctx, t, w, &cfg->pool_record_numbers)) < 0 ||

@@ -31,6 +31,7 @@ struct config_pool {
 	uint32_t handshake_timeout_ms; /* the client's TLS handshake's own, shorter bound */
 	uint32_t upstream_timeout_ms;
 	uint32_t max_connections;
+	uint32_t max_connections_per_address; /* per IPv4 /32 or IPv6 /64; 0: no limit */
 	uint32_t max_upstream_attempts;
 	enum ke_numbering pool_record_numbers;
 	uint32_t probe_interval_s;
