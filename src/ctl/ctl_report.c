@@ -109,6 +109,20 @@ static const char *fmt_time(char *buf, size_t n, const json_t *v)
 	return buf;
 }
 
+/* d seconds as "12 s", "5 min", "3 h" or "2 d", then suffix (e.g. " ago" or ""). */
+static const char *fmt_span(char *buf, size_t n, long long d, const char *suffix)
+{
+	if (d < 120)
+		snprintf(buf, n, "%lld s%s", d, suffix);
+	else if (d < 7200)
+		snprintf(buf, n, "%lld min%s", d / 60, suffix);
+	else if (d < 172800)
+		snprintf(buf, n, "%lld h%s", d / 3600, suffix);
+	else
+		snprintf(buf, n, "%lld d%s", d / 86400, suffix);
+	return buf;
+}
+
 static const char *fmt_age(char *buf, size_t n, const json_t *v, time_t now)
 {
 	json_int_t t;
@@ -118,35 +132,17 @@ static const char *fmt_age(char *buf, size_t n, const json_t *v, time_t now)
 	}
 	if (t > (json_int_t)now || (json_int_t)now - t > 100LL * 365 * 86400)
 		return fmt_time(buf, n, v);
-	long long d = (long long)now - t;
-	if (d < 120)
-		snprintf(buf, n, "%lld s ago", d);
-	else if (d < 7200)
-		snprintf(buf, n, "%lld min ago", d / 60);
-	else if (d < 172800)
-		snprintf(buf, n, "%lld h ago", d / 3600);
-	else
-		snprintf(buf, n, "%lld d ago", d / 86400);
-	return buf;
+	return fmt_span(buf, n, (long long)now - t, " ago");
 }
 
-/* A duration in seconds as "12 s", "5 min", "3 h", "2 d"; "never" for null. */
+/* A duration in seconds; "never" for null. */
 static const char *fmt_elapsed(char *buf, size_t n, const json_t *v)
 {
 	if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 1e12) {
 		snprintf(buf, n, "%s", json_is_null(v) ? "never" : "-");
 		return buf;
 	}
-	long long d = (long long)json_number_value(v);
-	if (d < 120)
-		snprintf(buf, n, "%lld s", d);
-	else if (d < 7200)
-		snprintf(buf, n, "%lld min", d / 60);
-	else if (d < 172800)
-		snprintf(buf, n, "%lld h", d / 3600);
-	else
-		snprintf(buf, n, "%lld d", d / 86400);
-	return buf;
+	return fmt_span(buf, n, (long long)json_number_value(v), "");
 }
 
 static const char *fmt_uptime(char *buf, size_t n, const json_t *v)

@@ -60,11 +60,7 @@ for i in 1 2 3; do
 	eval "hold_pid$i=\$!"
 	eval "track \$hold_pid$i"
 done
-w_i=0
-while [ "$(stat_of a nts_ke_servers.0.active)" != 3 ] && [ $w_i -lt 200 ]; do
-	sleep 0.1
-	w_i=$((w_i + 1))
-done
+wait_stat a nts_ke_servers.0.active 3 20 || true
 expect "ntp-daemon: three held connections from one address" \
 	"$(stat_of a nts_ke_servers.0.active)" 3 "$(status_of a)"
 out=$("$TOOLS/ke-client" --connect "127.0.0.2:$KEA" --ca "$C/ca.pem" 2>&1) || true
@@ -74,11 +70,7 @@ expect "ntp-daemon: a fourth from that address is refused before TLS, and counte
 for i in 1 2 3; do
 	eval "kill -TERM \$hold_pid$i 2>/dev/null; stop_pid \$hold_pid$i 5"
 done
-w_i=0
-while [ "$(stat_of a nts_ke_servers.0.active)" != 0 ] && [ $w_i -lt 200 ]; do
-	sleep 0.1
-	w_i=$((w_i + 1))
-done
+wait_stat a nts_ke_servers.0.active 0 20 || true
 out=$("$TOOLS/ke-client" --connect "127.0.0.2:$KEA" --ca "$C/ca.pem" 2>&1) || true
 expect "ntp-daemon: once they are gone the address is served again" "$(jget cookies "$out")" 8 \
 	"$out"

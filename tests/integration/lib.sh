@@ -548,6 +548,27 @@ wait_upstream() {
 	return 1
 }
 
+# wait_file FILE SECONDS: waits (bounded) until FILE exists; returns 1 when it never does.
+wait_file() {
+	wf_i=0
+	while [ ! -e "$1" ]; do
+		[ "$wf_i" -lt $(($2 * 10)) ] || return 1
+		sleep 0.1
+		wf_i=$((wf_i + 1))
+	done
+}
+
+# wait_stat NAME PATH VALUE SECONDS: waits (bounded) until PATH of NAME's /status reads VALUE;
+# returns 1 when it never does.
+wait_stat() {
+	ws_i=0
+	while [ "$(stat_of "$1" "$2")" != "$3" ]; do
+		[ "$ws_i" -lt $(($4 * 10)) ] || return 1
+		sleep 0.1
+		ws_i=$((ws_i + 1))
+	done
+}
+
 # stat_gt NAME PATH BOUND SECONDS: waits (bounded) until the integer at PATH of NAME's /status
 # exceeds BOUND (counters a session updates as it ends); prints the last value read.
 stat_gt() {

@@ -140,19 +140,11 @@ direct b "$KEB" --request support --numbering ntpd-rs-v1 --token "$TOKB" --keep-
 kept_pid=$!
 track "$kept_pid"
 # ke-client creates go.waiting once it has read the first answer; only then does the file change.
-w_i=0
-while [ ! -e "$T/go.waiting" ] && [ $w_i -lt 200 ]; do
-	sleep 0.1
-	w_i=$((w_i + 1))
-done
+wait_file "$T/go.waiting" 20 || true
 printf '%s\n%s\n' "$TOKB2" "another-token-of-this-source" >"$T/b-tokens"
 chmod 600 "$T/b-tokens"
 kill -HUP "$b_pid"
-w_i=0
-while [ "$(stat_of b nts_ke_servers.0.accepted_pool_tokens)" != 2 ] && [ $w_i -lt 200 ]; do
-	sleep 0.1
-	w_i=$((w_i + 1))
-done
+wait_stat b nts_ke_servers.0.accepted_pool_tokens 2 20 || true
 expect "B after SIGHUP: 2 accepted tokens from the rewritten file" \
 	"$(stat_of b nts_ke_servers.0.accepted_pool_tokens)" 2 "$(log_tail "$T/b.log")"
 touch "$T/go"

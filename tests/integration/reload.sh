@@ -64,11 +64,7 @@ kec --cert "$C/pool.pem" --key "$C/pool.key" --request support --keep-alive 2 \
 	--wait-for "$T/go" --timeout 30000 >"$T/kept.json" &
 kept_pid=$!
 track "$kept_pid"
-w_i=0
-while [ ! -e "$T/go.waiting" ] && [ $w_i -lt 200 ]; do
-	sleep 0.1
-	w_i=$((w_i + 1))
-done
+wait_file "$T/go.waiting" 20 || true
 
 # Pin the other certificate instead, and re-issue the server's certificate with a new key.
 cp "$C/other.pem" "$T/pinned.pem"
