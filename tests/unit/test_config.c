@@ -117,6 +117,7 @@ Test(config, pool_minimal_has_documented_defaults)
 	cr_assert_null(c.certificate_authority_path);
 	cr_assert_eq(c.key_exchange_timeout_ms, 5000);
 	cr_assert_eq(c.handshake_timeout_ms, 2000);
+	cr_assert_eq(c.max_connections_per_address, 256);
 	cr_assert_eq(c.upstream_timeout_ms, 2500);
 	cr_assert_eq(c.max_connections, 512);
 	cr_assert_eq(c.max_upstream_attempts, 3);
@@ -150,6 +151,7 @@ Test(config, pool_every_option_read_back)
 				"handshake-timeout-ms = 1500\n"
 				"upstream-timeout-ms = 3000\n"
 				"max-connections = 1000\n"
+				"max-connections-per-address = 0\n"
 				"max-upstream-attempts = 5\n"
 				"pool-record-numbers = \"ntpd-rs-v1\"\n"
 				"probe-interval-s = 30\n"
@@ -179,6 +181,7 @@ Test(config, pool_every_option_read_back)
 	cr_assert_str_eq(c.certificate_authority_path, "/etc/pool/ca.pem");
 	cr_assert_eq(c.key_exchange_timeout_ms, 7000);
 	cr_assert_eq(c.handshake_timeout_ms, 1500);
+	cr_assert_eq(c.max_connections_per_address, 0, "0 turns the limit off");
 	cr_assert_eq(c.upstream_timeout_ms, 3000);
 	cr_assert_eq(c.max_connections, 1000);
 	cr_assert_eq(c.max_upstream_attempts, 5);
@@ -192,7 +195,7 @@ Test(config, pool_every_option_read_back)
 	cr_assert_str_eq(c.key_exchange_servers[0].addr.host, "ke1.test");
 	cr_assert_eq(c.key_exchange_servers[0].addr.port, 14470);
 	cr_assert_eq(c.key_exchange_servers[0].weight, 3);
-	cr_assert_eq(c.key_exchange_servers[0].line, 18);
+	cr_assert_eq(c.key_exchange_servers[0].line, 19);
 	cr_assert_str_eq(c.key_exchange_servers[1].addr.host, "127.0.0.3");
 	cr_assert_eq(c.key_exchange_servers[1].addr.is_ip, true);
 	cr_assert_eq(c.key_exchange_servers[1].addr.port, 4460);
@@ -495,6 +498,8 @@ Test(config, daemon_mode_defaults)
 	const struct config_daemon_nts_ke_server *k = &c.nts_ke_servers[0];
 	cr_assert_eq(k->key_exchange_timeout_ms, 1000);
 	cr_assert_eq(k->concurrent_connections, 512);
+	cr_assert_eq(k->max_connections_per_address, 256);
+	cr_assert_eq(k->handshake_timeout_ms, 1000);
 	cr_assert_eq(k->ntp_port, 0);
 	cr_assert_null(k->ntp_server);
 	cr_assert_eq(k->authorized_pool_server_certificate_count, 0);
@@ -541,6 +546,7 @@ Test(config, daemon_every_option_read_back)
 		"key-exchange-timeout-ms = 2000\n"
 		"handshake-timeout-ms = 300\n"
 		"concurrent-connections = 64\n"
+		"max-connections-per-address = 5\n"
 		"ntp-port = 1123\n"
 		"ntp-server = \"ntp.test\"\n"
 		"authorized-pool-server-certificates = [\"pool1.pem\", \"pool2.pem\"]\n"
@@ -590,6 +596,7 @@ Test(config, daemon_every_option_read_back)
 	cr_assert_str_eq(k->private_key_path, "key.pem");
 	cr_assert_eq(k->key_exchange_timeout_ms, 2000);
 	cr_assert_eq(k->handshake_timeout_ms, 300);
+	cr_assert_eq(k->max_connections_per_address, 5);
 	cr_assert_eq(k->concurrent_connections, 64);
 	cr_assert_eq(k->ntp_port, 1123);
 	cr_assert_str_eq(k->ntp_server, "ntp.test");
@@ -694,7 +701,8 @@ Test(config, daemon_server_and_ke_errors)
 	daemon_error("[[nts-ke-server]]\nlissen = \"127.0.0.1:4460\"\n", 2,
 		     "unknown key 'lissen' in [[nts-ke-server]]; valid keys: listen, "
 		     "certificate-chain-path, private-key-path, key-exchange-timeout-ms, "
-		     "handshake-timeout-ms, concurrent-connections, ntp-port, ntp-server, "
+		     "handshake-timeout-ms, concurrent-connections, max-connections-per-address, "
+		     "ntp-port, ntp-server, "
 		     "authorized-pool-server-certificates, accepted-pool-authentication-tokens, "
 		     "accepted-pool-authentication-tokens-path, pool-record-numbers",
 		     NULL);
