@@ -132,7 +132,7 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 		char peer[NET_ADDR_STRLEN];
 		ke_server_conn_set_peer(ke, net_addr_str(net_stream_peer(s), peer, sizeof peer));
 		const struct ke_conn_owner owner = { .closed = on_conn_closed, .ud = se };
-		rc = ke_conn_start(&se->conn, l->loop, s, &machine_ops, ke, &owner);
+		rc = ke_conn_start(&se->conn, s, &machine_ops, ke, &owner);
 	}
 	if (rc < 0) {
 		if (log_ratelimit_allow(&l->conn_log, uv_now(l->loop)))

@@ -249,7 +249,7 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 		const struct ke_conn_owner owner = { .progress = on_progress,
 						     .closed = on_client_closed,
 						     .ud = c };
-		rc = ke_conn_start(&c->conn, b->loop, s, &machine_ops, session, &owner);
+		rc = ke_conn_start(&c->conn, s, &machine_ops, session, &owner);
 	}
 	if (rc < 0) {
 		if (log_ratelimit_allow(&b->session_log, uv_now(b->loop)))

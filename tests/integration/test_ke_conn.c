@@ -676,7 +676,7 @@ static int l_accept(struct net_listener *l, struct net_stream *s, void *ud)
 	};
 
 	T.in_call = true;
-	int rc = ke_conn_start(&r->kc, &T.loop, s, T.with_idle ? &machine_ops_idle : &machine_ops,
+	int rc = ke_conn_start(&r->kc, s, T.with_idle ? &machine_ops_idle : &machine_ops,
 			       m, &owner);
 	T.in_call = false;
 	cr_assert_eq(rc, 0);

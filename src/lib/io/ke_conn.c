@@ -4,7 +4,6 @@
 #include <stdlib.h>
 
 struct ke_conn {
-	uv_loop_t *loop;
 	struct net_stream *stream;
 	const struct ke_conn_machine *ops;
 	void *m;
@@ -15,7 +14,7 @@ struct ke_conn {
 
 static uint64_t now(const struct ke_conn *c)
 {
-	return uv_now(c->loop);
+	return net_stream_now_ms(c->stream);
 }
 
 static void abort_conn(struct ke_conn *c)
@@ -123,13 +122,12 @@ static const struct net_stream_ops stream_ops = {
 	.on_closed = on_closed,
 };
 
-int ke_conn_start(struct ke_conn **out, uv_loop_t *loop, struct net_stream *s,
+int ke_conn_start(struct ke_conn **out, struct net_stream *s,
 		  const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner)
 {
 	struct ke_conn *c = calloc(1, sizeof *c);
 	if (!c)
 		return -ENOMEM;
-	c->loop = loop;
 	c->stream = s;
 	c->ops = ops;
 	c->m = m;

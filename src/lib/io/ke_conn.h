@@ -24,8 +24,6 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include <uv.h>
-
 #include "net.h"
 
 /* Bytes queued for a peer at most. A KE answer is at most a few kilobytes and a peer asks one
@@ -107,7 +105,7 @@ struct ke_conn_owner {
  * s. Must be called from the listener's on_accept, which then returns 0. Sends what the machine
  * has ready and arms its deadline. Returns 0, or -ENOMEM with nothing taken (the caller frees m
  * and refuses the connection). *out is owned by the loop until owner->closed. */
-int ke_conn_start(struct ke_conn **out, uv_loop_t *loop, struct net_stream *s,
+int ke_conn_start(struct ke_conn **out, struct net_stream *s,
 		  const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner);
 
 /* The machine changed outside the driver's events (an upstream answered): send its output,

@@ -386,6 +386,11 @@ int net_stream_write(struct net_stream *s, const uint8_t *buf, size_t len)
 	return rc;
 }
 
+uint64_t net_stream_now_ms(const struct net_stream *s)
+{
+	return uv_now(s->tcp.loop);
+}
+
 size_t net_stream_queued(const struct net_stream *s)
 {
 	return uv_stream_get_write_queue_size((const uv_stream_t *)&s->tcp);

@@ -77,6 +77,9 @@ void net_stream_close(struct net_stream *s);
 /* Closes at once, dropping queued writes (RST if possible). Idempotent. */
 void net_stream_abort(struct net_stream *s);
 
+/* The stream's loop clock (uv_now of its loop), in milliseconds. */
+uint64_t net_stream_now_ms(const struct net_stream *s);
+
 /* The peer's address (borrowed, valid for the stream's life). */
 const struct sockaddr *net_stream_peer(const struct net_stream *s);
 
