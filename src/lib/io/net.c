@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "net_int.h"
 
 /* Kernel queue of a listener: connections wait there while accepting is paused at the cap. */
 #define LISTEN_BACKLOG 511
@@ -17,15 +18,6 @@
 #define LINGER_MS 2000
 /* When a stream cannot be allocated, the pending connection is retried this much later. */
 #define ACCEPT_RETRY_MS 1000
-/* libuv 1.44 cuts the receive buffer into 64 KiB slots, one per datagram of a recvmmsg batch
- * (at most 20 slots). A UDP payload is at most 65527 bytes, so a slot never truncates one. */
-#define UDP_SLOT_SIZE 65536
-/* libuv reads at most 20 datagrams per recvmmsg call and sizes each slot for the largest UDP
- * payload, so 20 slots make the widest batch it can do. */
-#define UDP_SLOTS 20
-/* Replies made while a receive batch is handled leave together in one sendmmsg at its end;
- * their bytes are copied here (an NTS reply is at most as long as its request). */
-#define UDP_SEND_SPACE (256 * 1024)
 /* Read buffer of a stream made by net_connect (accepted streams share their listener's): room
  * for one whole TLS record (16 KiB plus its overhead). */
 #define CONNECT_RBUF 16640
@@ -75,24 +67,6 @@ struct net_stream {
 struct write_req {
 	uv_write_t req;
 	uint8_t data[];
-};
-
-struct net_udp {
-	uv_udp_t udp;
-	net_udp_recv_cb cb;
-	void *ud;
-	struct sockaddr_storage addr;
-	bool closing;
-	bool in_batch; /* inside a recvmmsg batch: sends are collected, not sent */
-	unsigned n_out;
-	size_t out_used;
-	struct mmsghdr out_msg[UDP_SLOTS];
-	struct iovec out_iov[UDP_SLOTS];
-	struct sockaddr_storage out_to[UDP_SLOTS];
-	uint8_t out[UDP_SEND_SPACE];
-	/* Reused for every read: datagrams are consumed in the callback, so the UV_UDP_MMSG_FREE
-	 * notice has nothing to release; it marks the end of a batch. */
-	uint8_t buf[UDP_SLOTS * UDP_SLOT_SIZE];
 };
 
 const char *net_addr_str(const struct sockaddr *addr, char *buf, size_t buflen)
@@ -152,13 +126,13 @@ bool net_addr_equal(const struct sockaddr *a, const struct sockaddr_storage *b)
 	       memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
 }
 
-static socklen_t addr_len(const struct sockaddr *addr)
+socklen_t net_int_addr_len(const struct sockaddr *addr)
 {
 	return addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 					   : sizeof(struct sockaddr_in);
 }
 
-static void set_error(char *err, size_t errlen, const struct sockaddr *addr, int rc)
+void net_int_set_error(char *err, size_t errlen, const struct sockaddr *addr, int rc)
 {
 	char a[NET_ADDR_STRLEN];
 	char msg[128];
@@ -169,10 +143,7 @@ static void set_error(char *err, size_t errlen, const struct sockaddr *addr, int
 	snprintf(err, errlen, "%s: %s", net_addr_str(addr, a, sizeof a), msg);
 }
 
-/* Binds a socket with plain system calls so that the common failures (address in use, not
- * available, permission) come back at once and leave nothing behind in the loop. IPv6 sockets
- * are IPv6-only so that a v4 and a v6 socket can share a port number. */
-static int bound_socket(const struct sockaddr *addr, int type, bool reuse, int *out)
+int net_int_bound_socket(const struct sockaddr *addr, int type, bool reuse, int *out)
 {
 	int one = 1;
 	int fd;
@@ -188,7 +159,7 @@ static int bound_socket(const struct sockaddr *addr, int type, bool reuse, int *
 	if (addr->sa_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
 		goto fail;
-	if (bind(fd, addr, addr_len(addr)) < 0)
+	if (bind(fd, addr, net_int_addr_len(addr)) < 0)
 		goto fail;
 	if (type == SOCK_STREAM && listen(fd, LISTEN_BACKLOG) < 0)
 		goto fail;
@@ -200,7 +171,7 @@ fail:
 	return rc;
 }
 
-static int local_addr(int fd, struct sockaddr_storage *out)
+int net_int_local_addr(int fd, struct sockaddr_storage *out)
 {
 	socklen_t len = sizeof *out;
 
@@ -472,7 +443,7 @@ int net_connect(struct net_stream **out, uv_loop_t *loop, const struct sockaddr 
 	s->timer.data = s;
 	s->handles = 2;
 	s->state = STREAM_OPEN;
-	memcpy(&s->peer, addr, addr_len(addr));
+	memcpy(&s->peer, addr, net_int_addr_len(addr));
 	/* Set before connecting, so not even the first write waits for Nagle. */
 	rc = uv_tcp_nodelay(&s->tcp, 1);
 	if (rc == 0)
@@ -635,7 +606,7 @@ int net_listener_new(struct net_listener **out, uv_loop_t *loop, const struct so
 		rc = -EINVAL;
 		goto fail;
 	}
-	rc = bound_socket(addr, SOCK_STREAM, true, &fd);
+	rc = net_int_bound_socket(addr, SOCK_STREAM, true, &fd);
 	if (rc < 0)
 		goto fail;
 	l = calloc(1, sizeof *l);
@@ -643,7 +614,7 @@ int net_listener_new(struct net_listener **out, uv_loop_t *loop, const struct so
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = local_addr(fd, &l->addr);
+	rc = net_int_local_addr(fd, &l->addr);
 	if (rc < 0)
 		goto fail;
 	l->loop = loop;
@@ -674,7 +645,7 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	free(l);
-	set_error(err, errlen, addr, rc);
+	net_int_set_error(err, errlen, addr, rc);
 	return rc;
 }
 
@@ -693,178 +664,4 @@ void net_listener_close(struct net_listener *l)
 	if (l->closing)
 		return;
 	listener_close_handles(l);
-}
-
-/* ---- UDP ----------------------------------------------------------------------------------- */
-
-static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-	struct net_udp *u = h->data;
-
-	(void)suggested;
-	buf->base = (char *)u->buf;
-	buf->len = sizeof u->buf;
-}
-
-/* Sends the replies collected during a batch with one system call. A reply the socket cannot
- * take now is dropped, as a single send would drop it. */
-static void udp_flush(struct net_udp *u)
-{
-	unsigned done = 0;
-	int fd;
-
-	if (u->n_out > 0 && !u->closing && uv_fileno((uv_handle_t *)&u->udp, &fd) == 0) {
-		while (done < u->n_out) {
-			int n = sendmmsg(fd, u->out_msg + done, u->n_out - done, MSG_DONTWAIT);
-			if (n > 0)
-				done += (unsigned)n;
-			else if (n < 0 && errno == EINTR)
-				continue;
-			else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-				break;
-			else
-				done++; /* this datagram was refused (e.g. unreachable): skip it */
-		}
-	}
-	u->n_out = 0;
-	u->out_used = 0;
-}
-
-static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
-		     unsigned flags)
-{
-	struct net_udp *u = h->data;
-	char a[NET_ADDR_STRLEN];
-	char msg[128];
-
-	if (flags & UV_UDP_MMSG_FREE) {
-		u->in_batch = false;
-		udp_flush(u);
-		return;
-	}
-	if (u->closing)
-		return;
-	u->in_batch = (flags & UV_UDP_MMSG_CHUNK) != 0;
-	if (nread < 0) {
-		uv_strerror_r((int)nread, msg, sizeof msg);
-		log_debug("%s: receive failed: %s",
-			  net_addr_str((const struct sockaddr *)&u->addr, a, sizeof a), msg);
-		return;
-	}
-	/* No address: the socket had nothing more to read. */
-	if (!from)
-		return;
-	if (flags & UV_UDP_PARTIAL) {
-		log_debug("%s: truncated datagram dropped", net_addr_str(from, a, sizeof a));
-		return;
-	}
-	u->cb(u, (const uint8_t *)buf->base, (size_t)nread, from, u->ud);
-}
-
-static void udp_closed(uv_handle_t *h)
-{
-	free(h->data);
-}
-
-int net_udp_new(struct net_udp **out, uv_loop_t *loop, const struct sockaddr *addr,
-		net_udp_recv_cb cb, void *ud, char *err, size_t errlen)
-{
-	struct net_udp *u = NULL;
-	int zero = 0;
-	int fd = -1;
-	int rc;
-
-	if (!cb) {
-		rc = -EINVAL;
-		goto fail;
-	}
-	rc = bound_socket(addr, SOCK_DGRAM, false, &fd);
-	if (rc < 0)
-		goto fail;
-	u = calloc(1, sizeof *u);
-	if (!u) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	rc = local_addr(fd, &u->addr);
-	if (rc < 0)
-		goto fail;
-	u->cb = cb;
-	u->ud = ud;
-	rc = uv_udp_init_ex(loop, &u->udp, AF_UNSPEC | UV_UDP_RECVMMSG);
-	if (rc < 0)
-		goto fail;
-	u->udp.data = u;
-	rc = uv_udp_open(&u->udp, fd);
-	if (rc == 0) {
-		int sock = fd;
-
-		fd = -1;
-		/* uv_udp_open sets SO_REUSEADDR, which on Linux would let another socket share
-		 * (and take traffic from) our port. */
-		if (setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &zero, sizeof zero) < 0)
-			rc = -errno;
-	}
-	if (rc == 0)
-		rc = uv_udp_recv_start(&u->udp, udp_alloc, udp_recv);
-	if (rc < 0) {
-		u->closing = true;
-		uv_close((uv_handle_t *)&u->udp, udp_closed);
-		u = NULL;
-		goto fail;
-	}
-	*out = u;
-	return 0;
-fail:
-	if (fd >= 0)
-		close(fd);
-	free(u);
-	set_error(err, errlen, addr, rc);
-	return rc;
-}
-
-int net_udp_send(struct net_udp *u, const uint8_t *buf, size_t len, const struct sockaddr *to)
-{
-	uv_buf_t b;
-	int rc;
-
-	if (u->closing)
-		return -EBADF;
-	if (u->in_batch) {
-		if (u->n_out == UDP_SLOTS || len > UDP_SEND_SPACE - u->out_used)
-			udp_flush(u);
-		if (len <= UDP_SEND_SPACE) {
-			unsigned i = u->n_out++;
-			socklen_t tolen = to->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-								     : sizeof(struct sockaddr_in);
-			memcpy(u->out + u->out_used, buf, len);
-			memcpy(&u->out_to[i], to, tolen);
-			u->out_iov[i] = (struct iovec){ u->out + u->out_used, len };
-			u->out_msg[i] = (struct mmsghdr){
-				.msg_hdr = { .msg_name = &u->out_to[i], .msg_namelen = tolen,
-					     .msg_iov = &u->out_iov[i], .msg_iovlen = 1 },
-			};
-			u->out_used += len;
-			return 0;
-		}
-	}
-	b.base = (char *)buf;
-	b.len = len;
-	rc = uv_udp_try_send(&u->udp, &b, 1, to);
-	return rc < 0 ? rc : 0;
-}
-
-const struct sockaddr *net_udp_addr(const struct net_udp *u)
-{
-	return (const struct sockaddr *)&u->addr;
-}
-
-void net_udp_close(struct net_udp *u)
-{
-	if (u->closing)
-		return;
-	u->closing = true;
-	/* Also stops libuv from handing us the rest of a recvmmsg batch. */
-	uv_udp_recv_stop(&u->udp);
-	uv_close((uv_handle_t *)&u->udp, udp_closed);
 }
