@@ -62,16 +62,12 @@ int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,
 		return rc;
 	}
 	rc = load_creds(cfg, &l->creds, err, errlen);
-	if (rc == 0) {
-		rc = config_daemon_load_tokens(cfg, config_file, &l->tokens, err, errlen);
-		if (rc < 0)
-			tls_creds_unref(l->creds);
-	}
 	if (rc < 0) {
 		conn_limit_free(l->per_address);
 		free(l);
 		return rc;
 	}
+	l->tokens = pool_tokens_ref(cfg->tokens);
 	l->loop = loop;
 	l->conn_log = (struct log_ratelimit)LOG_RATELIMIT_INIT(5, 20);
 	l->cfg = cfg;

@@ -11,8 +11,8 @@
 
 struct ke_listener;
 
-/* Loads the listener's credentials (chain, key, pinned pool certificates) and accepted pool
- * tokens from what cfg names; cfg, config_file (the configuration's path, for messages) and
+/* Loads the listener's credentials (chain, key, pinned pool certificates) from the files cfg
+ * names and takes the accepted pool tokens the configuration loaded; cfg, config_file (the configuration's path, for messages) and
  * keyset_slot are borrowed for the listener's life. Opens no socket. *out is new.
  * Returns 0 or negative errno with a message naming the file in err. */
 int ke_listener_new(struct ke_listener **out, uv_loop_t *loop,

@@ -154,6 +154,8 @@ static void nts_ke_server_free(struct config_daemon_nts_ke_server *s)
 	config_strings_free(s->accepted_pool_authentication_tokens,
 			    s->accepted_pool_authentication_token_count);
 	free(s->accepted_pool_authentication_tokens_path);
+	pool_tokens_unref(s->tokens);
+	s->tokens = NULL;
 }
 
 static const char nts_ke_where[] = "[[nts-ke-server]]";
@@ -282,11 +284,10 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 					    strlen(tok))) < 0)
 			return r;
 	}
-	/* The token file is read here too, so a bad one stops the start and `validate`. */
-	struct pool_tokens *tokens;
-	if ((r = load_tokens(ctx, s, &tokens)) < 0)
+	/* The token file is read with the configuration, so a bad one stops the start and
+	 * `validate`; the listener starts with this set. */
+	if ((r = load_tokens(ctx, s, &s->tokens)) < 0)
 		return r;
-	pool_tokens_unref(tokens);
 	s->ntp_port = (uint16_t)ntp_port;
 	if (s->ntp_server) {
 		/* It goes into the NTPv4 Server record: a name or an address, never a port. */

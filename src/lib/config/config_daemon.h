@@ -29,6 +29,8 @@ struct config_daemon_server {
 	struct config_listen listen;
 };
 
+struct pool_tokens;
+
 struct config_daemon_nts_ke_server {
 	struct config_listen listen;
 	char *certificate_chain_path;
@@ -45,6 +47,8 @@ struct config_daemon_nts_ke_server {
 	size_t accepted_pool_authentication_token_count;
 	char *accepted_pool_authentication_tokens_path; /* NULL: none; read (and re-read on
 							  * SIGHUP) by config_daemon_load_tokens */
+	struct pool_tokens *tokens; /* the accepted set as loaded with the configuration (one
+				     * reference), NULL when none is configured */
 	int tokens_line;      /* where the inline tokens and the token file were configured */
 	int tokens_path_line;
 	enum ke_numbering pool_record_numbers;
@@ -92,10 +96,9 @@ int config_daemon_from_tree(const struct toml_value *root, const char *file,
 /* Frees what cfg owns and empties it; cfg itself is the caller's. */
 void config_daemon_free(struct config_daemon *cfg);
 
-struct pool_tokens;
-
 /* The accepted pool tokens of one [[nts-ke-server]] (borrowed): the inline list and, when a
- * path is configured, the token file read now (one token per line, '#' comments, mode 0600).
+ * path is configured, the token file read now (one token per line, '#' comments, mode 0600):
+ * what SIGHUP reloads; the load itself keeps the set in s->tokens.
  * *out is new (pool_tokens_unref), or NULL when neither is configured. file (borrowed) names
  * the configuration in errors ("FILE:LINE: message" in err). Returns 0 or negative errno. */
 int config_daemon_load_tokens(const struct config_daemon_nts_ke_server *s, const char *file,
