@@ -12,6 +12,7 @@ GEN_CERT="$TOP_SRCDIR/test-keys/gen-cert.sh"
 T=
 T_NUM=0
 T_PIDS=
+T_PORTS=
 
 # ---- TAP ------------------------------------------------------------------------------------
 
@@ -86,6 +87,9 @@ itest_cleanup() {
 	done
 	for c_pid in $T_PIDS; do
 		stop_pid "$c_pid" 10 >/dev/null 2>&1 || true
+	done
+	for c_port in $T_PORTS; do
+		rm -f "$PORT_DIR/$c_port"
 	done
 	if [ -n "$T" ] && [ -z "${ITEST_KEEP:-}" ]; then
 		# chronyd's helper processes may still be writing in a directory for a moment.
@@ -165,13 +169,17 @@ make_certs() {
 		make_cert server-b --ip 127.0.0.3
 }
 
-# alloc_ports N: sets PORT1 ... PORTN to distinct ports free for TCP and UDP right now.
+# alloc_ports N: sets PORT1 ... PORTN to distinct ports free for TCP and UDP right now, and
+# reserved against tests running in parallel (free-port --reserve) until this test exits.
+PORT_DIR=${TMPDIR:-/tmp}/ntspool-test-ports
 alloc_ports() {
-	a_list=$("$TOOLS/free-port" "$1") || bail_out "free-port found no free ports"
+	a_list=$("$TOOLS/free-port" --reserve "$PORT_DIR" "$1") ||
+		bail_out "free-port found no free ports"
 	a_i=0
 	for a_port in $a_list; do
 		a_i=$((a_i + 1))
 		eval "PORT$a_i=\$a_port"
+		T_PORTS="$T_PORTS $a_port"
 	done
 }
 

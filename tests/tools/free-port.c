@@ -1,9 +1,17 @@
-/* free-port [N]: prints N (default 1) distinct ports, one a line, that are free right now for
- * both TCP and UDP on every IPv4 address. Ports are drawn at random from 20000..32767, below
- * Linux's ephemeral range, so they do not collide with the kernel's choice of client ports and
- * rarely with another test picking at the same time. All the ports are held while choosing so
- * they are distinct. Exit 1 when not enough free ports were found, 2 on usage errors. */
+/* free-port [--reserve DIR] [N]: prints N (default 1) distinct ports, one a line, that are free
+ * right now for both TCP and UDP on every IPv4 address. Ports are drawn at random from
+ * 20000..32767, below Linux's ephemeral range, so they do not collide with the kernel's choice of
+ * client ports. All the ports are held while choosing so they are distinct.
+ *
+ * A port that is free now may still be taken by a test running in parallel that chose it a
+ * moment earlier and has not bound it yet. With --reserve, each port chosen is also claimed by
+ * creating DIR/PORT exclusively; a port whose file exists is skipped unless the file is older
+ * than an hour (a test that was killed). The caller removes its files when it is done.
+ * Exit 1 when not enough free ports were found, 2 on usage errors. */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,6 +25,29 @@
 #define PORT_SPAN 12768
 #define MAX_PORTS 64
 #define MAX_TRIES 2000
+#define STALE_S 3600
+
+/* Claims port in dir: 1 when this call created dir/port, 0 when someone holds it, -1 on error. */
+static int reserve(const char *dir, uint16_t port)
+{
+	char path[4096];
+	if ((size_t)snprintf(path, sizeof path, "%s/%u", dir, port) >= sizeof path)
+		return -1;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			close(fd);
+			return 1;
+		}
+		if (errno != EEXIST)
+			return -1;
+		struct stat st;
+		if (stat(path, &st) < 0 || time(NULL) - st.st_mtime < STALE_S)
+			return 0;
+		unlink(path);
+	}
+	return 0;
+}
 
 /* Binds one socket of the type to 0.0.0.0:port; the fd, or a negative errno. */
 static int bind_port(int type, uint16_t port)
@@ -37,9 +68,19 @@ static int bind_port(int type, uint16_t port)
 int main(int argc, char **argv)
 {
 	long n = 1;
+	const char *dir = NULL;
+	if (argc >= 3 && strcmp(argv[1], "--reserve") == 0) {
+		dir = argv[2];
+		argc -= 2;
+		argv += 2;
+	}
 	if (argc > 2 || (argc == 2 && ((n = strtol(argv[1], NULL, 10)) < 1 || n > MAX_PORTS))) {
-		fputs("Usage: free-port [N]  (1..64)\n", stderr);
+		fputs("Usage: free-port [--reserve DIR] [N]  (1..64)\n", stderr);
 		return 2;
+	}
+	if (dir && mkdir(dir, 01777) < 0 && errno != EEXIST) {
+		perror("free-port: mkdir");
+		return 1;
 	}
 	int fds[2 * MAX_PORTS];
 	uint16_t ports[MAX_PORTS];
@@ -57,6 +98,16 @@ int main(int argc, char **argv)
 		int u = bind_port(SOCK_DGRAM, port);
 		if (u < 0) {
 			close(t);
+			continue;
+		}
+		int claimed = dir ? reserve(dir, port) : 1;
+		if (claimed < 0) {
+			perror("free-port: reserve");
+			return 1;
+		}
+		if (claimed == 0) {
+			close(t);
+			close(u);
 			continue;
 		}
 		fds[2 * found] = t;
