@@ -52,7 +52,7 @@ lib=$srcdir/src/lib
 CPPFLAGS="-include $builddir/autoconfig.h -I$lib/base -I$lib/crypto -I$lib/proto -I$lib/tls"
 CPPFLAGS="$CPPFLAGS -I$lib/config -I$lib/io -I$srcdir/src/daemon"
 
-# harness : library sources under src/lib (base/wire.c and base/log.c are linked into every
+# harness : library sources under src/lib (base/wire.c, base/log.c and base/slot.c are linked into every
 # one) : -max_len
 HARNESSES='
 ke_frame:proto/ke_record.c proto/ke_msg.c:70000
@@ -101,7 +101,7 @@ echo "$HARNESSES" | {
 		k=$((k + 1))
 		objs=
 		ok=1
-		for s in base/wire.c base/log.c $srcs; do
+		for s in base/wire.c base/log.c base/slot.c $srcs; do
 			o=$(compile "$s") || { ok=0; break; }
 			compiled="$compiled$s "
 			objs="$objs $o"

@@ -18,6 +18,7 @@
 #include <gnutls/gnutls.h>
 
 #include "aead.h"
+#include "slot.h"
 #include "wire.h"
 
 /* Master keys are AES-SIV-CMAC-512 keys, whatever the client uses. */
@@ -153,8 +154,24 @@ fail:
 
 struct keyset *keyset_ref(struct keyset *ks)
 {
-	atomic_fetch_add_explicit(&ks->refs, 1, memory_order_relaxed);
+	if (ks)
+		atomic_fetch_add_explicit(&ks->refs, 1, memory_order_relaxed);
 	return ks;
+}
+
+static void *slot_ref(void *ks)
+{
+	return keyset_ref(ks);
+}
+
+static void slot_unref(void *ks)
+{
+	keyset_unref(ks);
+}
+
+void keyset_slot_init(struct slot *s, struct keyset *ks)
+{
+	slot_init(s, ks, slot_ref, slot_unref);
 }
 
 void keyset_unref(struct keyset *ks)

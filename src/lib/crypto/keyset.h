@@ -82,6 +82,11 @@ struct keyset *keyset_ref(struct keyset *ks);
 /* Drops one reference (takes ownership of it); the last one wipes the keys and frees. NULL ok. */
 void keyset_unref(struct keyset *ks);
 
+struct slot;
+/* Makes s a slot of keysets (slot.h) holding ks (its reference taken; may be NULL): the daemon
+ * publishes each rotation there and every worker reads it through its own view. */
+void keyset_slot_init(struct slot *s, struct keyset *ks);
+
 uint32_t keyset_primary_id(const struct keyset *ks);
 uint32_t keyset_count(const struct keyset *ks);
 /* Id of the oldest key held; the keys are ids id_offset .. id_offset + count - 1. */

@@ -9,6 +9,8 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "slot.h"
+
 /* ---- Generations ------------------------------------------------------------------------ */
 
 static const char *const numbering_names[] = {
@@ -117,6 +119,21 @@ struct pool_tokens *pool_tokens_ref(struct pool_tokens *t)
 	if (t)
 		atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
 	return t;
+}
+
+static void *slot_ref(void *t)
+{
+	return pool_tokens_ref(t);
+}
+
+static void slot_unref(void *t)
+{
+	pool_tokens_unref(t);
+}
+
+void pool_tokens_slot_init(struct slot *s, struct pool_tokens *t)
+{
+	slot_init(s, t, slot_ref, slot_unref);
 }
 
 void pool_tokens_unref(struct pool_tokens *t)

@@ -47,6 +47,10 @@ size_t pool_tokens_count(const struct pool_tokens *t);
 struct pool_tokens *pool_tokens_ref(struct pool_tokens *t);
 void pool_tokens_unref(struct pool_tokens *t);
 
+struct slot;
+/* Makes s a slot of token sets (slot.h) holding t (its reference taken; may be NULL). */
+void pool_tokens_slot_init(struct slot *s, struct pool_tokens *t);
+
 /* True when token[0, len) is in t (NULL: the empty set). Constant time by construction: the
  * token is hashed once, every accepted digest is compared in full with no early exit, and the
  * result is only looked at after the last one, so neither the position nor the length of a

@@ -13,6 +13,8 @@
 
 #include <gnutls/x509.h>
 
+#include "slot.h"
+
 /* Certificate and key files are small; anything larger is a mistake or an attack on memory. */
 #define FILE_MAX (1024 * 1024)
 
@@ -363,8 +365,24 @@ fail:
 
 struct tls_creds *tls_creds_ref(struct tls_creds *c)
 {
-	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+	if (c)
+		atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 	return c;
+}
+
+static void *slot_ref(void *c)
+{
+	return tls_creds_ref(c);
+}
+
+static void slot_unref(void *c)
+{
+	tls_creds_unref(c);
+}
+
+void tls_creds_slot_init(struct slot *s, struct tls_creds *c)
+{
+	slot_init(s, c, slot_ref, slot_unref);
 }
 
 void tls_creds_unref(struct tls_creds *c)

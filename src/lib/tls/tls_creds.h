@@ -50,6 +50,11 @@ struct tls_creds *tls_creds_ref(struct tls_creds *c);
 /* Drops a reference; frees the object (wiping key material) with the last one. NULL is a no-op. */
 void tls_creds_unref(struct tls_creds *c);
 
+struct slot;
+/* Makes s a slot of credentials (slot.h) holding c (its reference taken; may be NULL): a reload
+ * publishes there and every worker's next connection and request reads the new ones. */
+void tls_creds_slot_init(struct slot *s, struct tls_creds *c);
+
 /* True for server credentials; c is borrowed. */
 bool tls_creds_is_server(const struct tls_creds *c);
 
