@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@ struct entry {
 
 struct conn_limit {
 	unsigned per_prefix;
+	pthread_mutex_t lock; /* every worker's listeners share one table */
 	uint64_t refused;
 	struct entry *buckets[BUCKETS];
 };
@@ -76,6 +78,7 @@ int conn_limit_new(struct conn_limit **out, unsigned per_prefix)
 	if (!cl)
 		return -ENOMEM;
 	cl->per_prefix = per_prefix;
+	pthread_mutex_init(&cl->lock, NULL);
 	*out = cl;
 	return 0;
 }
@@ -92,15 +95,13 @@ void conn_limit_free(struct conn_limit *cl)
 			e = next;
 		}
 	}
+	pthread_mutex_destroy(&cl->lock);
 	free(cl);
 }
 
-int conn_limit_take(struct conn_limit *cl, const struct sockaddr *addr)
+static int take_locked(struct conn_limit *cl, const struct prefix *p)
 {
-	struct prefix p;
-	if (cl->per_prefix == 0 || !prefix_of(addr, &p))
-		return 0;
-	struct entry **e = find(cl, &p);
+	struct entry **e = find(cl, p);
 	if (*e && (*e)->held >= cl->per_prefix) {
 		cl->refused++;
 		return -EBUSY;
@@ -109,11 +110,22 @@ int conn_limit_take(struct conn_limit *cl, const struct sockaddr *addr)
 		struct entry *n = calloc(1, sizeof *n);
 		if (!n)
 			return -ENOMEM;
-		n->p = p;
+		n->p = *p;
 		*e = n;
 	}
 	(*e)->held++;
 	return 0;
+}
+
+int conn_limit_take(struct conn_limit *cl, const struct sockaddr *addr)
+{
+	struct prefix p;
+	if (cl->per_prefix == 0 || !prefix_of(addr, &p))
+		return 0;
+	pthread_mutex_lock(&cl->lock);
+	int rc = take_locked(cl, &p);
+	pthread_mutex_unlock(&cl->lock);
+	return rc;
 }
 
 void conn_limit_release(struct conn_limit *cl, const struct sockaddr *addr)
@@ -121,28 +133,37 @@ void conn_limit_release(struct conn_limit *cl, const struct sockaddr *addr)
 	struct prefix p;
 	if (cl->per_prefix == 0 || !prefix_of(addr, &p))
 		return;
+	pthread_mutex_lock(&cl->lock);
 	struct entry **e = find(cl, &p);
-	if (!*e)
-		return;
-	if (--(*e)->held == 0) {
+	if (*e && --(*e)->held == 0) {
 		struct entry *gone = *e;
 		*e = gone->next;
 		free(gone);
 	}
+	pthread_mutex_unlock(&cl->lock);
 }
 
+/* The readers take the lock too: the table's lock is not part of its value. */
 unsigned conn_limit_held(const struct conn_limit *cl, const struct sockaddr *addr)
 {
+	struct conn_limit *m = (struct conn_limit *)cl;
 	struct prefix p;
+	unsigned held = 0;
 	if (!prefix_of(addr, &p))
 		return 0;
+	pthread_mutex_lock(&m->lock);
 	for (const struct entry *e = cl->buckets[bucket_of(&p)]; e; e = e->next)
 		if (memcmp(&e->p, &p, sizeof p) == 0)
-			return e->held;
-	return 0;
+			held = e->held;
+	pthread_mutex_unlock(&m->lock);
+	return held;
 }
 
 uint64_t conn_limit_refused(const struct conn_limit *cl)
 {
-	return cl->refused;
+	struct conn_limit *m = (struct conn_limit *)cl;
+	pthread_mutex_lock(&m->lock);
+	uint64_t n = cl->refused;
+	pthread_mutex_unlock(&m->lock);
+	return n;
 }

@@ -1,7 +1,8 @@
 /* Connections held at once per client address prefix (an IPv4 /32, an IPv6 /64; IPv4-mapped
  * IPv6 addresses count as their IPv4 address), so one host cannot take every slot of a listener.
  * Sans-I/O bookkeeping: the listener takes a slot when it accepts and gives it back when the
- * connection closes. Memory is bounded by the connections held. */
+ * connection closes. Memory is bounded by the connections held. One table may serve listeners
+ * on several threads: it takes its own lock. */
 #ifndef NTSPOOL_CONN_LIMIT_H
 #define NTSPOOL_CONN_LIMIT_H
 

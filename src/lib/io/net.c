@@ -143,7 +143,13 @@ void net_int_set_error(char *err, size_t errlen, const struct sockaddr *addr, in
 	snprintf(err, errlen, "%s: %s", net_addr_str(addr, a, sizeof a), msg);
 }
 
-int net_int_bound_socket(const struct sockaddr *addr, int type, bool reuse, int *out)
+uint16_t net_int_addr_port(const struct sockaddr *addr)
+{
+	return ntohs(addr->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)addr)->sin6_port
+						 : ((const struct sockaddr_in *)addr)->sin_port);
+}
+
+int net_int_bound_socket(const struct sockaddr *addr, int type, enum net_bind_mode mode, int *out)
 {
 	int one = 1;
 	int fd;
@@ -154,7 +160,10 @@ int net_int_bound_socket(const struct sockaddr *addr, int type, bool reuse, int 
 	fd = socket(addr->sa_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	if (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+	/* A restarted TCP listener must not wait for the old connections' TIME_WAIT. */
+	if (type == SOCK_STREAM && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+		goto fail;
+	if (mode == NET_BIND_GROUP && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
 		goto fail;
 	if (addr->sa_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0)
@@ -598,15 +607,29 @@ int net_listener_new(struct net_listener **out, uv_loop_t *loop, const struct so
 		     unsigned max_conns, const struct net_listener_ops *ops, void *ud, char *err,
 		     size_t errlen)
 {
-	struct net_listener *l = NULL;
 	int fd = -1;
+	int rc = max_conns == 0 || !ops || !ops->on_accept
+			 ? -EINVAL
+			 : net_int_bound_socket(addr, SOCK_STREAM, NET_BIND_EXCLUSIVE, &fd);
+	if (rc < 0) {
+		net_int_set_error(err, errlen, addr, rc);
+		return rc;
+	}
+	return net_listener_adopt(out, loop, fd, max_conns, ops, ud, err, errlen);
+}
+
+int net_listener_adopt(struct net_listener **out, uv_loop_t *loop, int fd, unsigned max_conns,
+		       const struct net_listener_ops *ops, void *ud, char *err, size_t errlen)
+{
+	struct net_listener *l = NULL;
+	struct sockaddr_storage bound = { .ss_family = AF_UNSPEC };
 	int rc;
 
 	if (max_conns == 0 || !ops || !ops->on_accept) {
 		rc = -EINVAL;
 		goto fail;
 	}
-	rc = net_int_bound_socket(addr, SOCK_STREAM, true, &fd);
+	rc = net_int_local_addr(fd, &bound);
 	if (rc < 0)
 		goto fail;
 	l = calloc(1, sizeof *l);
@@ -614,9 +637,7 @@ int net_listener_new(struct net_listener **out, uv_loop_t *loop, const struct so
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = net_int_local_addr(fd, &l->addr);
-	if (rc < 0)
-		goto fail;
+	l->addr = bound;
 	l->loop = loop;
 	l->ops = ops;
 	l->ud = ud;
@@ -645,7 +666,47 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	free(l);
-	net_int_set_error(err, errlen, addr, rc);
+	net_int_set_error(err, errlen, (const struct sockaddr *)&bound, rc);
+	return rc;
+}
+
+int net_bind_group(const struct sockaddr *addr, int type, unsigned n, int *fds, char *err,
+		   size_t errlen)
+{
+	int rc = 0;
+	unsigned i = 0;
+
+	if (n == 0)
+		return -EINVAL;
+	if (n == 1) {
+		rc = net_int_bound_socket(addr, type, NET_BIND_EXCLUSIVE, &fds[0]);
+		goto out;
+	}
+	/* SO_REUSEPORT would also let us join a group another process of this user holds on the
+	 * address and share its traffic; an exclusive bind first says whether the address is
+	 * free. */
+	int probe;
+	if ((rc = net_int_bound_socket(addr, type, NET_BIND_EXCLUSIVE, &probe)) < 0)
+		goto out;
+	close(probe);
+	struct sockaddr_storage at;
+	memcpy(&at, addr, net_int_addr_len(addr));
+	for (; i < n; i++) {
+		if ((rc = net_int_bound_socket((const struct sockaddr *)&at, type, NET_BIND_GROUP,
+					       &fds[i])) < 0)
+			break;
+		/* Port 0: the rest of the group joins the port the first socket got. */
+		if (i == 0 && net_int_addr_port(addr) == 0 && (rc = net_int_local_addr(fds[0], &at)) < 0) {
+			i++;
+			break;
+		}
+	}
+	if (rc < 0)
+		while (i-- > 0)
+			close(fds[i]);
+out:
+	if (rc < 0)
+		net_int_set_error(err, errlen, addr, rc);
 	return rc;
 }
 

@@ -116,6 +116,20 @@ int net_listener_new(struct net_listener **out, uv_loop_t *loop, const struct so
 		     unsigned max_conns, const struct net_listener_ops *ops, void *ud, char *err,
 		     size_t errlen);
 
+/* As net_listener_new on a socket already bound and listening (fd is the listener's, closed on
+ * failure too): a worker's share of a group from net_bind_group. */
+int net_listener_adopt(struct net_listener **out, uv_loop_t *loop, int fd, unsigned max_conns,
+		       const struct net_listener_ops *ops, void *ud, char *err, size_t errlen);
+
+/* Binds n sockets of type (SOCK_STREAM: listening too) to addr for n workers: one socket of its
+ * own when n == 1; else, once an exclusive bind showed that nobody holds addr, n SO_REUSEPORT
+ * sockets among which the kernel spreads connections (by flow) and datagrams (by 4-tuple). Port
+ * 0: all n share the port the first got. fds[0..n) are the caller's (net_listener_adopt,
+ * net_udp_adopt, or close). 0 or negative errno with the address in err; nothing stays open on
+ * failure. */
+int net_bind_group(const struct sockaddr *addr, int type, unsigned n, int *fds, char *err,
+		   size_t errlen);
+
 /* The bound address (borrowed), e.g. to learn the port after binding port 0. */
 const struct sockaddr *net_listener_addr(const struct net_listener *l);
 const struct net_listener_stats *net_listener_stats(const struct net_listener *l);
@@ -135,6 +149,10 @@ typedef void (*net_udp_recv_cb)(struct net_udp *u, const uint8_t *buf, size_t le
  * owned by the loop: release it with net_udp_close. Returns 0 or a negative errno with err. */
 int net_udp_new(struct net_udp **out, uv_loop_t *loop, const struct sockaddr *addr,
 		net_udp_recv_cb cb, void *ud, char *err, size_t errlen);
+
+/* As net_udp_new on a bound socket (fd is the object's, closed on failure too). */
+int net_udp_adopt(struct net_udp **out, uv_loop_t *loop, int fd, net_udp_recv_cb cb, void *ud,
+		  char *err, size_t errlen);
 
 /* Sends without queueing: at once (uv_udp_try_send), or, when called from the receive callback
  * while a recvmmsg batch is handled, copied and sent with the batch's other replies in one

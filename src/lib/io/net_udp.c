@@ -113,26 +113,35 @@ static void udp_closed(uv_handle_t *h)
 int net_udp_new(struct net_udp **out, uv_loop_t *loop, const struct sockaddr *addr,
 		net_udp_recv_cb cb, void *ud, char *err, size_t errlen)
 {
-	struct net_udp *u = NULL;
-	int zero = 0;
 	int fd = -1;
+	int rc = !cb ? -EINVAL : net_int_bound_socket(addr, SOCK_DGRAM, NET_BIND_EXCLUSIVE, &fd);
+	if (rc < 0) {
+		net_int_set_error(err, errlen, addr, rc);
+		return rc;
+	}
+	return net_udp_adopt(out, loop, fd, cb, ud, err, errlen);
+}
+
+int net_udp_adopt(struct net_udp **out, uv_loop_t *loop, int fd, net_udp_recv_cb cb, void *ud,
+		  char *err, size_t errlen)
+{
+	struct net_udp *u = NULL;
+	struct sockaddr_storage bound = { .ss_family = AF_UNSPEC };
+	int zero = 0;
 	int rc;
 
 	if (!cb) {
 		rc = -EINVAL;
 		goto fail;
 	}
-	rc = net_int_bound_socket(addr, SOCK_DGRAM, false, &fd);
-	if (rc < 0)
+	if ((rc = net_int_local_addr(fd, &bound)) < 0)
 		goto fail;
 	u = calloc(1, sizeof *u);
 	if (!u) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = net_int_local_addr(fd, &u->addr);
-	if (rc < 0)
-		goto fail;
+	u->addr = bound;
 	u->cb = cb;
 	u->ud = ud;
 	rc = uv_udp_init_ex(loop, &u->udp, AF_UNSPEC | UV_UDP_RECVMMSG);
@@ -145,7 +154,8 @@ int net_udp_new(struct net_udp **out, uv_loop_t *loop, const struct sockaddr *ad
 
 		fd = -1;
 		/* uv_udp_open sets SO_REUSEADDR, which on Linux would let another socket share
-		 * (and take traffic from) our port. */
+		 * (and take traffic from) our port. A worker group shares it through SO_REUSEPORT,
+		 * set before the bind. */
 		if (setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &zero, sizeof zero) < 0)
 			rc = -errno;
 	}
@@ -163,7 +173,7 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	free(u);
-	net_int_set_error(err, errlen, addr, rc);
+	net_int_set_error(err, errlen, (const struct sockaddr *)&bound, rc);
 	return rc;
 }
 
