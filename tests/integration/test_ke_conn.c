@@ -59,6 +59,10 @@ struct tconn {
 	int progress_when_done;
 	int progress_after_eof;
 	int progress_after_timeout;
+	int befores;		/* the owner's before hook */
+	int before_in_call;	/* ... inside a ke_conn_* call */
+	int before_unused;	/* ... followed by another before, not by a machine event */
+	bool before_pending;	/* a before not yet followed by input, eof or timeout */
 	int bad_args;
 	int closed_calls;
 	int closed_in_call;
@@ -228,6 +232,7 @@ static int m_input(void *mp, const uint8_t *buf, size_t len, uint64_t now_ms)
 	struct lm *m = mp;
 
 	m->r->inputs++;
+	m->r->before_pending = false;
 	if (m->failed)
 		m->r->inputs_after_error++;
 	for (size_t i = 0; i < len && !m->done; i++) {
@@ -255,6 +260,7 @@ static void m_eof(void *mp, uint64_t now_ms)
 
 	(void)now_ms;
 	m->r->eofs++;
+	m->r->before_pending = false;
 	if (m->linelen > 0) {
 		m->line[m->linelen] = '\0';
 		m->linelen = 0;
@@ -270,6 +276,7 @@ static void m_timeout(void *mp, uint64_t now_ms)
 	struct lm *m = mp;
 	struct tconn *r = m->r;
 
+	r->before_pending = false;
 	if (r->timeouts++ == 0) {
 		r->deadline_at_timeout = m->deadline;
 		r->now_at_timeout = now_ms;
@@ -424,6 +431,13 @@ static void check_conns(void)
 		cr_assert_eq(r->progress_when_done, 0, "conn %d: progress with a done machine", i);
 		cr_assert_eq(r->bad_args, 0, "conn %d: callback with another connection's args", i);
 		cr_assert_eq(r->inputs_after_error, 0, "conn %d: input after it failed", i);
+		/* The owner refreshes what the machine reads before every stream event: each input
+		 * and end of stream had its before, never from inside a call, never unused. */
+		cr_assert_geq(r->befores, r->inputs + r->eofs, "conn %d: %d befores, %d events", i,
+			      r->befores, r->inputs + r->eofs);
+		cr_assert_eq(r->before_in_call, 0, "conn %d: before inside a ke_conn_ call", i);
+		cr_assert_eq(r->before_unused, 0, "conn %d: before without a machine event", i);
+		cr_assert(!r->before_pending, "conn %d: a before the machine never followed", i);
 	}
 }
 
@@ -634,6 +648,20 @@ static void on_progress(struct ke_conn *kc, void *machine, void *ud)
 		T.on_progress(r);
 }
 
+static void on_before(struct ke_conn *kc, void *machine, void *ud)
+{
+	struct tconn *r = ud;
+
+	r->befores++;
+	if (T.in_call)
+		r->before_in_call++;
+	if (r->before_pending)
+		r->before_unused++;
+	r->before_pending = true;
+	if (kc != r->kc || machine != r->m || !r->m)
+		r->bad_args++;
+}
+
 static void on_closed(struct ke_conn *kc, void *machine, void *ud)
 {
 	struct tconn *r = ud;
@@ -670,6 +698,7 @@ static int l_accept(struct net_listener *l, struct net_stream *s, void *ud)
 	if (T.greeting)
 		m_append(m, T.greeting, strlen(T.greeting));
 	const struct ke_conn_owner owner = {
+		.before = on_before,
 		.progress = on_progress,
 		.closed = on_closed,
 		.ud = r,

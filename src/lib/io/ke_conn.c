@@ -65,12 +65,19 @@ static void flush(struct ke_conn *c, bool progress)
 		c->owner.progress(c, c->m, c->owner.ud);
 }
 
+static void before(struct ke_conn *c)
+{
+	if (c->owner.before)
+		c->owner.before(c, c->m, c->owner.ud);
+}
+
 static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
 {
 	struct ke_conn *c = ud;
 	(void)s;
 	if (c->closing)
 		return;
+	before(c);
 	if (c->ops->input(c->m, buf, len, now(c)) < 0) {
 		abort_conn(c);
 		return;
@@ -88,6 +95,7 @@ static void on_eof(struct net_stream *s, int status, void *ud)
 		abort_conn(c);
 		return;
 	}
+	before(c);
 	c->ops->eof(c->m, now(c));
 	flush(c, true);
 }
@@ -101,6 +109,7 @@ static void on_timeout(struct net_stream *s, void *ud)
 	/* One timeout per deadline: the flush after it must not time an idle machine out again
 	 * for draining. */
 	c->draining = false;
+	before(c);
 	c->ops->timeout(c->m, now(c));
 	flush(c, true);
 	close_conn(c);

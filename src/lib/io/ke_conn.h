@@ -92,6 +92,10 @@ struct ke_conn_machine {
 struct ke_conn;
 
 struct ke_conn_owner {
+	/* Before each stream event reaches the machine: the owner refreshes what the machine reads
+	 * through its slots (the keyset, tokens and credentials other threads publish). May be
+	 * NULL. */
+	void (*before)(struct ke_conn *c, void *machine, void *ud);
 	/* After each stream event the machine took (bytes, end of stream, deadline), while the
 	 * connection is open: the owner may start work the machine asked for (the broker's
 	 * upstream exchange). Never called from inside a ke_conn_* call. May be NULL. */
