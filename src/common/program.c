@@ -1,8 +1,10 @@
 #include "program.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
@@ -13,6 +15,7 @@ int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *)
 		{ "config", required_argument, NULL, 'c' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "no-clock-control", no_argument, NULL, 'n' },
+		{ "workers", required_argument, NULL, 'w' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -20,8 +23,21 @@ int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *)
 	const char *level = NULL;
 	int c;
 	memset(out, 0, sizeof *out);
-	while ((c = getopt_long(argc, argv, "c:l:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:l:w:hV", opts, NULL)) != -1) {
 		switch (c) {
+		case 'w': {
+			char *end;
+			errno = 0;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || optarg[0] == '-' || n < 1 ||
+			    n > WORKERS_MAX) {
+				fprintf(stderr, "%s: --workers '%s': a number from 1 to %u\n", name,
+					optarg, WORKERS_MAX);
+				return PROGRAM_EXIT_USAGE;
+			}
+			out->workers = (unsigned)n;
+			break;
+		}
 		case 'c':
 			out->config_path = optarg;
 			break;
@@ -79,21 +95,25 @@ unsigned program_fd_limit(void)
 								       : (unsigned)rl.rlim_cur;
 }
 
-unsigned program_conn_cap(const char *option, unsigned wanted, unsigned n, unsigned fixed)
+unsigned program_conn_cap(const char *option, unsigned wanted, unsigned n, unsigned workers,
+			  unsigned fixed)
 {
 	unsigned limit = program_fd_limit();
+	if (workers == 0)
+		workers = 1;
+	unsigned share = (wanted + workers - 1) / workers;
 	if (n == 0)
-		return wanted;
-	unsigned long long need = (unsigned long long)wanted * n + fixed;
+		return share;
+	unsigned long long need = (unsigned long long)share * workers * n + fixed;
 	if (need <= limit)
-		return wanted;
-	unsigned cap = limit > fixed ? (limit - fixed) / n : 0;
+		return share;
+	unsigned cap = limit > fixed ? (limit - fixed) / n / workers : 0;
 	if (cap == 0)
 		cap = 1;
 	log_warn("%s = %u on %u listener(s) needs about %llu descriptors but the limit is %u: "
 		 "each listener serves at most %u connections; raise the limit (ulimit -n, or "
 		 "LimitNOFILE= in the service) or lower %s",
-		 option, wanted, n, need, limit, cap, option);
+		 option, wanted, n, need, limit, cap * workers, option);
 	return cap;
 }
 

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "log.h"
+#include "workers.h"
 
 #define PROGRAM_EXIT_FAILURE 1
 #define PROGRAM_EXIT_USAGE 2
@@ -20,9 +21,10 @@ struct program_opts {
 	bool has_level; /* -l given: level overrides the file's log-level */
 	enum log_level level;
 	bool no_clock_control; /* --no-clock-control (only where allowed) */
+	unsigned workers;      /* --workers N (1..WORKERS_MAX), 0 when not given */
 };
 
-/* Parses -c/--config FILE, -l/--log-level LEVEL, -h/--help, -V/--version and, when
+/* Parses -c/--config FILE, -l/--log-level LEVEL, -w/--workers N, -h/--help, -V/--version and, when
  * allow_no_clock_control, --no-clock-control. name is the program's name for messages; usage
  * prints the help to the given stream. Returns -1 to go on, or the exit status to return at once
  * (0 after --help/--version, PROGRAM_EXIT_USAGE on misuse). */
@@ -37,11 +39,14 @@ int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *)
  * limit then in force (RLIM_INFINITY reads as UINT_MAX). */
 unsigned program_fd_limit(void);
 
-/* The connection limit each of n listeners may really use when `option` (the config key, for
- * the message) asks for `wanted` each and `fixed` more descriptors are spoken for (UDP sockets,
- * upstream connections, PROGRAM_FD_RESERVE): wanted itself when the descriptor limit allows,
- * else the share that fits (at least 1), with a warning naming the numbers and the fix. */
-unsigned program_conn_cap(const char *option, unsigned wanted, unsigned n, unsigned fixed);
+/* The connection limit each worker's socket of each of n listeners may really use when `option`
+ * (the config key, for the message) asks for `wanted` per listener, shared by `workers`, and
+ * `fixed` more descriptors are spoken for (UDP sockets, upstream connections,
+ * PROGRAM_FD_RESERVE): each worker's share of wanted (rounded up) when the descriptor limit
+ * allows, else the share that fits (at least 1), with a warning naming the numbers and the
+ * fix. */
+unsigned program_conn_cap(const char *option, unsigned wanted, unsigned n, unsigned workers,
+			  unsigned fixed);
 
 struct program_hooks {
 	int (*start)(void *ud, char *err, size_t errlen); /* bind and start; negative errno */

@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ke_listener.h"
+#include "net.h"
 #include "log.h"
 #include "ntp_listener.h"
 #include "ntp_packet.h"
@@ -14,6 +16,8 @@
 #include "sources.h"
 #include "status.h"
 #include "sync.h"
+#include "tls_creds.h"
+#include "workers.h"
 
 /* "LOCL": the reference id of a server that serves its own clock (RFC 5905 §7.3). */
 #define REFID_LOCAL 0x4c4f434cu
@@ -70,23 +74,63 @@ static json_t *sources_json(const struct daemon *d)
 	return arr;
 }
 
+/* How long a status read waits for the workers' fresh counters: far more than a worker's loop
+ * takes to come round, and short enough that a stuck worker cannot hold the status up. */
+#define PUBLISH_WAIT_MS 250
+
+/* The workers' published counters, gathered under each worker's lock: ke[k * n + w] and
+ * ntp[k * n + w] for listener k on worker w. Arrays are the caller's (free). */
+static int gather(struct daemon *d, struct ke_listener_counters **ke, struct ntp_server_stats **ntp)
+{
+	size_t n = d->n_workers;
+	workers_publish(d->workers, PUBLISH_WAIT_MS);
+	*ke = calloc(d->n_ke * n + 1, sizeof **ke);
+	*ntp = calloc(d->n_ntp * n + 1, sizeof **ntp);
+	if (!*ke || !*ntp) {
+		free(*ke);
+		free(*ntp);
+		return -ENOMEM;
+	}
+	for (size_t w = 0; w < n && d->workers; w++) {
+		struct daemon_worker *dw = &d->dw[w];
+		worker_lock(dw->w);
+		for (size_t k = 0; k < d->n_ke; k++)
+			(*ke)[k * n + w] = dw->ke_counters[k];
+		for (size_t k = 0; k < d->n_ntp; k++)
+			(*ntp)[k * n + w] = dw->ntp_counters[k];
+		worker_unlock(dw->w);
+	}
+	return 0;
+}
+
 static json_t *status_json(void *ud)
 {
 	struct daemon *d = ud;
+	struct ke_listener_counters *kc;
+	struct ntp_server_stats *nc;
+	if (gather(d, &kc, &nc) < 0)
+		return NULL;
+	size_t n = d->n_workers;
 	json_t *ke = json_array(), *ntp = json_array();
 	for (size_t i = 0; i < d->n_ke; i++)
-		json_array_append_new(ke, ke_listener_status(d->ke[i]));
+		json_array_append_new(ke, ke_listener_status(&d->ke[i], &kc[i * n], n,
+							     d->ke_caps[i]));
 	for (size_t i = 0; i < d->n_ntp; i++)
-		json_array_append_new(ntp, ntp_listener_status(d->ntp[i]));
+		json_array_append_new(ntp, ntp_listener_status(&d->cfg.servers[i], &nc[i * n], n));
+	free(kc);
+	free(nc);
 	const char *storage = d->cfg.keyset.key_storage_path;
 	json_t *doc = json_pack(
-			 "{s:s, s:s, s:f, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:o}, s:{s:i, s:i}}",
+			 "{s:s, s:s, s:f, s:I, s:o, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:o}, "
+			 "s:{s:i, s:i}}",
 			 "program", "ntp-daemon", "version", PACKAGE_VERSION, "uptime_s",
-			 (double)(uv_now(d->loop) - d->started_ms) / 1000.0, "nts_ke_servers", ke,
-			 "ntp_servers", ntp, "keyset", "keys", (json_int_t)keyset_count(d->keys.keyset),
+			 (double)(uv_now(d->loop) - d->started_ms) / 1000.0, "workers",
+			 (json_int_t)d->n_workers, "nts_ke_servers", ke, "ntp_servers", ntp,
+			 "keyset", "keys", (json_int_t)keyset_count(d->keys.keyset),
 			 "primary_id", (json_int_t)keyset_primary_id(d->keys.keyset), "created",
 			 (json_int_t)keyset_created(d->keys.keyset), "next_rotation",
-			 (json_int_t)keyset_task_next_rotation(&d->keys), "storage",
+			 (json_int_t)keyset_task_next_rotation(&d->keys), "rotations",
+			 (json_int_t)d->keys.rotations, "storage",
 			 storage ? json_string(storage) : json_null(), "synchronization",
 			 "stratum", d->clock.stratum, "leap", d->clock.leap);
 	if (doc && d->sources) {
@@ -166,8 +210,16 @@ static void metrics(struct status_text *out, void *ud)
 	status_metric_header(out, "ntp_daemon_uptime_seconds", "gauge", "Seconds since start");
 	status_metric_value(out, "ntp_daemon_uptime_seconds", NULL,
 			    (double)(uv_now(d->loop) - d->started_ms) / 1000.0);
-	ke_listener_metrics((const struct ke_listener *const *)d->ke, d->n_ke, out);
-	ntp_listener_metrics((const struct ntp_listener *const *)d->ntp, d->n_ntp, out);
+	struct ke_listener_counters *kc;
+	struct ntp_server_stats *nc;
+	if (gather(d, &kc, &nc) == 0) {
+		ke_listener_metrics(d->ke, d->n_ke, kc, d->n_workers, out);
+		ntp_listener_metrics(d->cfg.servers, d->n_ntp, nc, d->n_workers, out);
+		free(kc);
+		free(nc);
+	}
+	status_metric_header(out, "ntp_daemon_workers", "gauge", "Worker threads serving clients");
+	status_metric_value(out, "ntp_daemon_workers", NULL, d->n_workers);
 	status_metric_header(out, "ntp_daemon_keyset_keys", "gauge", "Master keys held");
 	status_metric_value(out, "ntp_daemon_keyset_keys", NULL, keyset_count(d->keys.keyset));
 	status_metric_header(out, "ntp_daemon_keyset_primary_id", "gauge", "Id of the sealing key");
@@ -211,33 +263,139 @@ static void on_sample(void *ud, uint32_t id, const struct clock_sample *sample)
 	}
 	if (sync_update(d->sync, cand, names, n, (double)uv_now(d->loop) / 1e3, ntp_now(NULL)))
 		sources_clear_filters(d->sources);
+	if (ntp_clock_publish(&d->clock_slot, &d->clock) < 0)
+		log_warn("out of memory: the NTP servers announce the previous clock state");
 }
+
+/* ---- workers: each serves its own socket of every listener ---- */
+
+static int worker_start(struct worker *w, char *err, size_t errlen)
+{
+	struct daemon_worker *dw = worker_ud(w);
+	struct daemon *d = dw->d;
+	unsigned i = worker_index(w), n = d->n_workers;
+	uv_loop_t *loop = worker_loop(w);
+	dw->w = w;
+	int rc = 0;
+	for (size_t k = 0; k < d->n_ntp && rc == 0; k++) {
+		if ((rc = ntp_listener_new(&dw->ntp[k], loop, &d->cfg.servers[k],
+					   keyset_task_slot(&d->keys), &d->clock_slot)) < 0) {
+			snprintf(err, errlen, "ntp server %s: %s", d->cfg.servers[k].listen.text,
+				 strerror(-rc));
+			break;
+		}
+		int fd = d->ntp_fds[k * n + i];
+		d->ntp_fds[k * n + i] = -1;
+		rc = ntp_listener_start(dw->ntp[k], fd, err, errlen);
+	}
+	for (size_t k = 0; k < d->n_ke && rc == 0; k++) {
+		if ((rc = ke_listener_new(&dw->ke[k], loop, &d->ke[k])) < 0) {
+			snprintf(err, errlen, "nts-ke %s: %s", d->cfg.nts_ke_servers[k].listen.text,
+				 strerror(-rc));
+			break;
+		}
+		int fd = d->ke_fds[k * n + i];
+		d->ke_fds[k * n + i] = -1;
+		rc = ke_listener_start(dw->ke[k], fd, d->ke_caps[k], err, errlen);
+	}
+	return rc;
+}
+
+static void worker_publish(struct worker *w)
+{
+	struct daemon_worker *dw = worker_ud(w);
+	for (size_t k = 0; k < dw->d->n_ke; k++)
+		if (dw->ke[k])
+			ke_listener_counters(dw->ke[k], &dw->ke_counters[k]);
+	for (size_t k = 0; k < dw->d->n_ntp; k++)
+		if (dw->ntp[k])
+			ntp_listener_counters(dw->ntp[k], &dw->ntp_counters[k]);
+}
+
+/* The new credentials and tokens are published already; refreshing now lets an idle worker
+ * drop its references to the old ones at once instead of at its next connection. */
+static void worker_reload(struct worker *w)
+{
+	struct daemon_worker *dw = worker_ud(w);
+	for (size_t k = 0; k < dw->d->n_ke; k++)
+		if (dw->ke[k])
+			ke_listener_refresh(dw->ke[k]);
+}
+
+static void worker_stop(struct worker *w)
+{
+	struct daemon_worker *dw = worker_ud(w);
+	for (size_t k = 0; k < dw->d->n_ke; k++)
+		if (dw->ke[k])
+			ke_listener_stop(dw->ke[k]);
+	for (size_t k = 0; k < dw->d->n_ntp; k++)
+		if (dw->ntp[k])
+			ntp_listener_stop(dw->ntp[k]);
+}
+
+static void workers_stopped(void *ud)
+{
+	struct daemon *d = ud;
+	(void)d;
+	log_debug("every worker stopped");
+}
+
+static const struct workers_ops worker_ops = {
+	.start = worker_start,
+	.publish = worker_publish,
+	.reload = worker_reload,
+	.stop = worker_stop,
+	.all_stopped = workers_stopped,
+};
 
 /* ---- lifecycle ---- */
 
 int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
-		   struct config_daemon *cfg, char *err, size_t errlen)
+		   struct config_daemon *cfg, unsigned workers, char *err, size_t errlen)
 {
 	memset(d, 0, sizeof *d);
 	d->loop = loop;
 	d->cfg = *cfg;
 	memset(cfg, 0, sizeof *cfg);
+	d->n_workers = workers;
 	d->config_path = strdup(config_path);
 	if (!d->config_path)
 		return -ENOMEM;
 	init_clock(d);
+	if (ntp_clock_slot_init(&d->clock_slot, &d->clock) < 0)
+		return -ENOMEM;
+	d->clock_ready = true;
 
 	int rc = keyset_task_load(&d->keys, &d->cfg.keyset, err, errlen);
 	if (rc < 0)
 		return rc;
 
-	d->ke = calloc(d->cfg.nts_ke_server_count + 1, sizeof *d->ke);
-	d->ntp = calloc(d->cfg.server_count + 1, sizeof *d->ntp);
-	if (!d->ke || !d->ntp)
+	size_t nk = d->cfg.nts_ke_server_count, nv = d->cfg.server_count;
+	d->ke = calloc(nk + 1, sizeof *d->ke);
+	d->ke_caps = calloc(nk + 1, sizeof *d->ke_caps);
+	d->ke_fds = malloc((nk * workers + 1) * sizeof *d->ke_fds);
+	d->ntp_fds = malloc((nv * workers + 1) * sizeof *d->ntp_fds);
+	d->dw = calloc(workers, sizeof *d->dw);
+	if (!d->ke || !d->ke_caps || !d->ke_fds || !d->ntp_fds || !d->dw)
 		return -ENOMEM;
-	for (size_t i = 0; i < d->cfg.nts_ke_server_count; i++) {
-		rc = ke_listener_new(&d->ke[i], loop, &d->cfg.nts_ke_servers[i], d->config_path,
-				     keyset_task_slot(&d->keys), err, errlen);
+	for (size_t i = 0; i < nk * workers; i++)
+		d->ke_fds[i] = -1;
+	for (size_t i = 0; i < nv * workers; i++)
+		d->ntp_fds[i] = -1;
+	d->n_ntp = nv;
+	for (unsigned w = 0; w < workers; w++) {
+		struct daemon_worker *dw = &d->dw[w];
+		dw->d = d;
+		dw->ke = calloc(nk + 1, sizeof *dw->ke);
+		dw->ntp = calloc(nv + 1, sizeof *dw->ntp);
+		dw->ke_counters = calloc(nk + 1, sizeof *dw->ke_counters);
+		dw->ntp_counters = calloc(nv + 1, sizeof *dw->ntp_counters);
+		if (!dw->ke || !dw->ntp || !dw->ke_counters || !dw->ntp_counters)
+			return -ENOMEM;
+	}
+	for (size_t i = 0; i < nk; i++) {
+		rc = ke_shared_init(&d->ke[i], &d->cfg.nts_ke_servers[i], d->config_path,
+				    keyset_task_slot(&d->keys), err, errlen);
 		if (rc < 0)
 			return rc;
 		d->n_ke++;
@@ -252,16 +410,50 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 		if (!control)
 			log_info("clock control is off: time is measured, the clock is never adjusted");
 	}
-	for (size_t i = 0; i < d->cfg.server_count; i++) {
-		rc = ntp_listener_new(&d->ntp[i], loop, &d->cfg.servers[i], keyset_task_slot(&d->keys), &d->clock);
-		if (rc < 0) {
-			snprintf(err, errlen, "ntp server %s: %s", d->cfg.servers[i].listen.text,
-				 strerror(-rc));
+	return 0;
+}
+
+/* Every worker's socket of every listener, bound here so that an address in use stops the start
+ * with a clear message before any thread runs. */
+static int bind_sockets(struct daemon *d, char *err, size_t errlen)
+{
+	unsigned n = d->n_workers;
+	for (size_t k = 0; k < d->n_ntp; k++) {
+		int rc = net_bind_group((const struct sockaddr *)&d->cfg.servers[k].listen.addr,
+					SOCK_DGRAM, n, &d->ntp_fds[k * n], err, errlen);
+		if (rc < 0)
 			return rc;
-		}
-		d->n_ntp++;
+	}
+	for (size_t k = 0; k < d->n_ke; k++) {
+		int rc = net_bind_group(
+			(const struct sockaddr *)&d->cfg.nts_ke_servers[k].listen.addr, SOCK_STREAM,
+			n, &d->ke_fds[k * n], err, errlen);
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
+}
+
+/* Connection limits that the descriptor limit cannot honour are capped, with a warning, instead
+ * of the kernel refusing accepts later without a word. concurrent-connections is the listener's
+ * over all workers: each worker's share is rounded up. */
+static void apply_caps(struct daemon *d)
+{
+	unsigned n = d->n_workers, wanted = 0;
+	for (size_t k = 0; k < d->n_ke; k++)
+		if (d->cfg.nts_ke_servers[k].concurrent_connections > wanted)
+			wanted = d->cfg.nts_ke_servers[k].concurrent_connections;
+	unsigned fixed = PROGRAM_FD_RESERVE + (unsigned)(d->n_ntp * n) +
+			 (unsigned)d->cfg.source_count * 2 +
+			 (d->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 2 : 0);
+	unsigned cap = program_conn_cap("concurrent-connections", wanted, (unsigned)d->n_ke, n,
+					fixed);
+	for (size_t k = 0; k < d->n_ke; k++) {
+		unsigned own = d->cfg.nts_ke_servers[k].concurrent_connections;
+		d->ke_caps[k] = (own + n - 1) / n;
+		if (d->ke_caps[k] > cap)
+			d->ke_caps[k] = cap;
+	}
 }
 
 int daemon_start(struct daemon *d, char *err, size_t errlen)
@@ -269,25 +461,34 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 	int rc;
 	d->started_ms = uv_now(d->loop);
 	keyset_task_start(&d->keys, d->loop);
-
-	for (size_t i = 0; i < d->n_ntp; i++)
-		if ((rc = ntp_listener_start(d->ntp[i], err, errlen)) < 0)
-			return rc;
-	/* Connection limits that the descriptor limit cannot honour are capped, with a warning,
-	 * instead of the kernel refusing accepts later without a word. */
-	unsigned wanted = 0;
-	for (size_t i = 0; i < d->cfg.nts_ke_server_count; i++)
-		if (d->cfg.nts_ke_servers[i].concurrent_connections > wanted)
-			wanted = d->cfg.nts_ke_servers[i].concurrent_connections;
-	unsigned fixed = PROGRAM_FD_RESERVE + (unsigned)d->n_ntp +
-			 (unsigned)d->cfg.source_count * 2 +
-			 (d->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 2 : 0);
-	unsigned cap = program_conn_cap("concurrent-connections", wanted, (unsigned)d->n_ke, fixed);
-	for (size_t i = 0; i < d->n_ke; i++) {
-		unsigned own = d->cfg.nts_ke_servers[i].concurrent_connections;
-		if ((rc = ke_listener_start(d->ke[i], own < cap ? own : cap, err, errlen)) < 0)
-			return rc;
+	if ((rc = bind_sockets(d, err, errlen)) < 0)
+		return rc;
+	apply_caps(d);
+	void **uds = calloc(d->n_workers, sizeof *uds);
+	if (!uds) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
 	}
+	for (unsigned w = 0; w < d->n_workers; w++)
+		uds[w] = &d->dw[w];
+	rc = workers_start(&d->workers, d->loop, d->n_workers, &worker_ops, uds, d, err, errlen);
+	free(uds);
+	if (rc < 0)
+		return rc;
+	for (size_t k = 0; k < d->n_ntp; k++)
+		log_info("ntp server listening on %s", d->cfg.servers[k].listen.text);
+	for (size_t k = 0; k < d->n_ke; k++) {
+		struct tls_creds *creds = slot_acquire(&d->ke[k].creds);
+		struct pool_tokens *tokens = slot_acquire(&d->ke[k].tokens);
+		size_t pins = tls_creds_pinned_count(creds), toks = pool_tokens_count(tokens);
+		log_info("nts-ke listening on %s (%zu authorised pool certificate%s, %zu accepted "
+			 "pool token%s)",
+			 d->cfg.nts_ke_servers[k].listen.text, pins, pins == 1 ? "" : "s", toks,
+			 toks == 1 ? "" : "s");
+		tls_creds_unref(creds);
+		pool_tokens_unref(tokens);
+	}
+	log_info("%u worker%s serving", d->n_workers, d->n_workers == 1 ? "" : "s");
 	if (d->cfg.source_count > 0) {
 		rc = sources_new(&d->sources, d->loop, &d->cfg, on_sample, ntp_now, d, err, errlen);
 		if (rc < 0)
@@ -311,9 +512,10 @@ void daemon_reload(struct daemon *d)
 		return;
 	log_info("reloading certificates and pool tokens");
 	for (size_t i = 0; i < d->n_ke; i++)
-		if (ke_listener_reload(d->ke[i], err, sizeof err) < 0)
+		if (ke_shared_reload(&d->ke[i], err, sizeof err) < 0)
 			log_warn("reload failed, keeping the previous certificates and tokens: %s",
 				 err);
+	workers_reload(d->workers);
 }
 
 void daemon_stop(struct daemon *d)
@@ -322,10 +524,7 @@ void daemon_stop(struct daemon *d)
 		return;
 	d->stopping = true;
 	log_info("stopping");
-	for (size_t i = 0; i < d->n_ke; i++)
-		ke_listener_stop(d->ke[i]);
-	for (size_t i = 0; i < d->n_ntp; i++)
-		ntp_listener_stop(d->ntp[i]);
+	workers_stop(d->workers);
 	if (d->status) {
 		status_server_close(d->status);
 		d->status = NULL;
@@ -337,15 +536,39 @@ void daemon_stop(struct daemon *d)
 	}
 }
 
+static void close_fds(int *fds, size_t n)
+{
+	for (size_t i = 0; fds && i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
 void daemon_free(struct daemon *d)
 {
+	workers_free(d->workers);
+	for (unsigned w = 0; d->dw && w < d->n_workers; w++) {
+		struct daemon_worker *dw = &d->dw[w];
+		for (size_t k = 0; dw->ke && k < d->n_ke; k++)
+			ke_listener_free(dw->ke[k]);
+		for (size_t k = 0; dw->ntp && k < d->n_ntp; k++)
+			ntp_listener_free(dw->ntp[k]);
+		free(dw->ke);
+		free(dw->ntp);
+		free(dw->ke_counters);
+		free(dw->ntp_counters);
+	}
+	free(d->dw);
+	close_fds(d->ke_fds, d->cfg.nts_ke_server_count * d->n_workers);
+	close_fds(d->ntp_fds, d->n_ntp * d->n_workers);
+	free(d->ke_fds);
+	free(d->ntp_fds);
 	for (size_t i = 0; i < d->n_ke; i++)
-		ke_listener_free(d->ke[i]);
-	for (size_t i = 0; i < d->n_ntp; i++)
-		ntp_listener_free(d->ntp[i]);
+		ke_shared_deinit(&d->ke[i]);
 	free(d->ke);
-	free(d->ntp);
+	free(d->ke_caps);
 	keyset_task_deinit(&d->keys);
+	if (d->clock_ready)
+		slot_destroy(&d->clock_slot);
 	sync_free(d->sync);
 	config_daemon_free(&d->cfg);
 	free(d->config_path);

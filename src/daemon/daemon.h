@@ -12,41 +12,65 @@
 #include "config_daemon.h"
 #include "keyset_task.h"
 #include "ntp_server.h"
+#include "slot.h"
 
 
 struct ke_listener;
+struct ke_shared;
 struct ntp_listener;
 struct sources;
 struct status_server;
 struct sync;
+struct workers;
+struct worker;
+struct ke_listener_counters;
+struct daemon;
+
+/* One worker's share: its own listener of every [[nts-ke-server]] and [[server]] (on the
+ * worker's loop), and the copy of their counters the main thread reads under the worker's
+ * lock. */
+struct daemon_worker {
+	struct daemon *d;
+	struct worker *w;
+	struct ke_listener **ke;		  /* d->n_ke */
+	struct ntp_listener **ntp;		  /* d->n_ntp */
+	struct ke_listener_counters *ke_counters; /* published copies */
+	struct ntp_server_stats *ntp_counters;
+};
 
 struct daemon {
 	uv_loop_t *loop;
 	char *config_path;
 	struct config_daemon cfg;
-
 	struct keyset_task keys; /* the published keyset and its rotation */
-
-	struct ke_listener **ke;
+	struct ke_shared *ke;	 /* per [[nts-ke-server]]: credentials, tokens, address table */
 	size_t n_ke;
-	struct ntp_listener **ntp;
+	unsigned *ke_caps; /* per [[nts-ke-server]]: each worker's connection limit in force */
 	size_t n_ntp;
+	unsigned n_workers;
+	struct daemon_worker *dw;
+	struct workers *workers;
+	int *ke_fds;  /* [k * n_workers + w]: bound sockets until worker w takes them, else -1 */
+	int *ntp_fds;
 	struct status_server *status;
 	struct sources *sources; /* the [[source]] entries, NULL without any */
 	struct sync *sync;	 /* selection and discipline over the sources */
-
-	struct ntp_server_clock clock;
+	struct ntp_server_clock clock; /* what sync decided; published to the workers */
+	struct slot clock_slot;
+	bool clock_ready;
 	uint64_t started_ms; /* uv_now at start, for uptime */
 	bool stopping;
 };
 
 /* Takes ownership of cfg (moved into d) and config_path (copied). Loads every file the
  * configuration names (certificates, pinned pool certificates, the keyset), opening no socket.
+ * workers: how many threads serve the listeners (1..WORKERS_MAX).
  * Returns 0, or negative errno with a message in err: the caller exits PROGRAM_EXIT_CONFIG. */
 int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
-		   struct config_daemon *cfg, char *err, size_t errlen);
+		   struct config_daemon *cfg, unsigned workers, char *err, size_t errlen);
 
-/* Binds every listener and starts the timers. Returns 0, or negative errno with a message in
+/* Binds every listener's sockets (one per worker), starts the workers on them, then the
+ * timers, sources and status endpoint on the main loop. Returns 0, or negative errno with a message in
  * err (e.g. address in use): the caller stops the daemon and exits PROGRAM_EXIT_FAILURE. */
 int daemon_start(struct daemon *d, char *err, size_t errlen);
 
@@ -56,11 +80,12 @@ int daemon_start(struct daemon *d, char *err, size_t errlen);
  * dropped. */
 void daemon_reload(struct daemon *d);
 
-/* SIGTERM: stops accepting and receiving, stores the keyset, and closes every handle; sessions in
- * flight finish (each bounded by its deadline), after which uv_run returns. Idempotent. */
+/* SIGTERM: every worker stops accepting and receiving, the keyset is stored, and every handle
+ * closes; sessions in flight finish (each bounded by its deadline), after which uv_run returns
+ * (the main loop waits for the last worker). Idempotent. */
 void daemon_stop(struct daemon *d);
 
-/* Frees what is left after the loop ended. */
+/* Joins the workers and frees what is left after the loop ended. */
 void daemon_free(struct daemon *d);
 
 #endif

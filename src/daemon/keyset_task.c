@@ -68,7 +68,7 @@ static void rewrite_old_format(const struct keyset *ks, const char *path)
 		 path, KEYSET_FILE_VERSION, keyset_count(ks), keyset_created(ks));
 }
 
-int keyset_task_load(struct keyset_task *t, const struct config_daemon_keyset *cfg, char *err,
+static int load_keys(struct keyset_task *t, const struct config_daemon_keyset *cfg, char *err,
 		     size_t errlen)
 {
 	t->cfg = cfg;
@@ -106,6 +106,17 @@ int keyset_task_load(struct keyset_task *t, const struct config_daemon_keyset *c
 	return 0;
 }
 
+int keyset_task_load(struct keyset_task *t, const struct config_daemon_keyset *cfg, char *err,
+		     size_t errlen)
+{
+	int rc = load_keys(t, cfg, err, errlen);
+	if (rc == 0) {
+		keyset_slot_init(&t->slot, keyset_ref(t->keyset));
+		t->slot_ready = true;
+	}
+	return rc;
+}
+
 static void rotate_cb(uv_timer_t *timer);
 
 uint64_t keyset_task_next_rotation(const struct keyset_task *t)
@@ -124,6 +135,8 @@ static void publish(struct keyset_task *t, struct keyset *ks, const char *how)
 {
 	keyset_unref(t->keyset);
 	t->keyset = ks;
+	slot_publish(&t->slot, keyset_ref(ks));
+	t->rotations++;
 	log_info("keyset: %s, primary id %u, %u key(s) held", how, keyset_primary_id(ks),
 		 keyset_count(ks));
 	arm_rotation(t);
@@ -181,9 +194,9 @@ out:
 		close(lock);
 }
 
-struct keyset *const *keyset_task_slot(const struct keyset_task *t)
+struct slot *keyset_task_slot(struct keyset_task *t)
 {
-	return &t->keyset;
+	return &t->slot;
 }
 
 void keyset_task_start(struct keyset_task *t, uv_loop_t *loop)
@@ -210,6 +223,9 @@ void keyset_task_stop(struct keyset_task *t)
 
 void keyset_task_deinit(struct keyset_task *t)
 {
+	if (t->slot_ready)
+		slot_destroy(&t->slot);
+	t->slot_ready = false;
 	keyset_unref(t->keyset);
 	t->keyset = NULL;
 }

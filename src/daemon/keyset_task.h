@@ -1,8 +1,9 @@
 /* The daemon's cookie keyset over time: loaded (or created and stored) at start, rotated on
  * schedule with an atomic store before a new key is published, stored again at stop. Several
  * daemons sharing one key file cooperate under flock: a newer stored keyset is adopted instead of
- * a second one being invented. The published keyset is one pointer (the slot) that listeners
- * read per request, so a rotation is that pointer swap. */
+ * a second one being invented. The task runs on the main loop; the keyset is published in a slot
+ * (slot.h) that every worker's listeners read per request through their own views, so a
+ * rotation is one publication that all workers see at their next request. */
 #ifndef NTSPOOL_KEYSET_TASK_H
 #define NTSPOOL_KEYSET_TASK_H
 
@@ -14,10 +15,14 @@
 
 #include "config_daemon.h"
 #include "keyset.h"
+#include "slot.h"
 
 struct keyset_task {
 	const struct config_daemon_keyset *cfg; /* borrowed for the task's life */
 	struct keyset *keyset;			 /* the published keyset: one reference */
+	struct slot slot;			 /* the same, as every worker reads it */
+	bool slot_ready;
+	uint64_t rotations;			 /* keysets published since the start */
 	uv_timer_t timer;
 	bool timer_ready; /* timer initialised: it must be closed */
 };
@@ -31,8 +36,9 @@ struct keyset_task {
 int keyset_task_load(struct keyset_task *t, const struct config_daemon_keyset *cfg, char *err,
 		     size_t errlen);
 
-/* The slot listeners read at each request (borrowed for the task's life). */
-struct keyset *const *keyset_task_slot(const struct keyset_task *t);
+/* The slot every worker's listeners read (through their own views) at each request; borrowed
+ * for the task's life. */
+struct slot *keyset_task_slot(struct keyset_task *t);
 
 /* Unix time of the next rotation. */
 uint64_t keyset_task_next_rotation(const struct keyset_task *t);

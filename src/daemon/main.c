@@ -7,17 +7,20 @@
 #include "daemon.h"
 #include "log.h"
 #include "program.h"
+#include "workers.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: ntp-daemon -c FILE [-l LEVEL]\n"
+		"Usage: ntp-daemon -c FILE [-l LEVEL] [-w N]\n"
 		"\n"
 		"An NTP/NTS daemon: NTP server, NTS-KE server (with NTS pool support) and\n"
 		"a rotating cookie keyset.\n"
 		"\n"
 		"  -c, --config FILE     configuration file (TOML; see ntp.toml(5))\n"
 		"  -l, --log-level LEVEL error, warn, info, debug or trace (overrides the file)\n"
+		"  -w, --workers N       threads serving NTP and NTS-KE (overrides [daemon] workers;\n"
+		"                        default: one per online CPU)\n"
 		"      --no-clock-control measure and serve time, never adjust the system clock\n"
 		"  -h, --help            show this help\n"
 		"  -V, --version         show the version\n"
@@ -61,7 +64,10 @@ int main(int argc, char **argv)
 
 	uv_loop_t *loop = uv_default_loop();
 	struct daemon d;
-	if (daemon_prepare(&d, loop, o.config_path, &cfg, err, sizeof err) < 0) {
+	unsigned workers = o.workers   ? o.workers
+			   : cfg.workers ? cfg.workers
+					 : workers_default_count();
+	if (daemon_prepare(&d, loop, o.config_path, &cfg, workers, err, sizeof err) < 0) {
 		log_error("%s", err);
 		daemon_free(&d);
 		return PROGRAM_EXIT_CONFIG;

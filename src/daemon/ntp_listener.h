@@ -1,4 +1,6 @@
-/* One [[server]]: a UDP socket answering NTP and NTS-protected NTP with ntp_server. */
+/* One [[server]]: each worker's UDP socket of the address (a SO_REUSEPORT group), answering NTP
+ * and NTS-protected NTP with ntp_server. The keyset and the clock the daemon announces reach the
+ * workers as published slots. */
 #ifndef NTSPOOL_NTP_LISTENER_H
 #define NTSPOOL_NTP_LISTENER_H
 
@@ -7,21 +9,36 @@
 
 #include "config_daemon.h"
 #include "ntp_server.h"
+#include "slot.h"
 #include "status.h"
+
+/* Makes s a slot of the announced clock holding a copy of c. 0 or -ENOMEM. */
+int ntp_clock_slot_init(struct slot *s, const struct ntp_server_clock *c);
+/* Publishes a copy of c (after each synchronisation update). 0 or -ENOMEM (the old clock stays). */
+int ntp_clock_publish(struct slot *s, const struct ntp_server_clock *c);
 
 struct ntp_listener;
 
-/* cfg, keyset_slot and clock are borrowed for the listener's life. *out is new. */
+/* cfg, keyset and clock are borrowed for the listener's life. *out is new. 0 or -ENOMEM. */
 int ntp_listener_new(struct ntp_listener **out, uv_loop_t *loop,
-		     const struct config_daemon_server *cfg, struct keyset *const *keyset_slot,
-		     const struct ntp_server_clock *clock);
-
-/* Binds and starts answering. Returns 0 or negative errno with err. */
-int ntp_listener_start(struct ntp_listener *l, char *err, size_t errlen);
+		     const struct config_daemon_server *cfg, struct slot *keyset,
+		     struct slot *clock);
+/* Starts answering on fd (a bound UDP socket, taken over even on failure). 0 or negative errno
+ * with err. */
+int ntp_listener_start(struct ntp_listener *l, int fd, char *err, size_t errlen);
 void ntp_listener_stop(struct ntp_listener *l);
 void ntp_listener_free(struct ntp_listener *l);
 
-json_t *ntp_listener_status(const struct ntp_listener *l);
-void ntp_listener_metrics(const struct ntp_listener *const *ls, size_t n, struct status_text *out);
+/* Copies the listener's counters (on its own thread). */
+void ntp_listener_counters(const struct ntp_listener *l, struct ntp_server_stats *out);
+
+/* The status object of one [[server]] from each worker's counters: sums and a per-worker
+ * breakdown (new reference). */
+json_t *ntp_listener_status(const struct config_daemon_server *cfg,
+			    const struct ntp_server_stats *per_worker, size_t n);
+/* Prometheus lines: cfgs[0..n_ntp), counters[k * n_workers + w] for server k on worker w. */
+void ntp_listener_metrics(const struct config_daemon_server *cfgs, size_t n_ntp,
+			  const struct ntp_server_stats *counters, size_t n_workers,
+			  struct status_text *out);
 
 #endif

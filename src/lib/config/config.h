@@ -17,7 +17,11 @@
 #include "log.h"
 #include "toml.h"
 
+/* The most workers (threads serving clients) either program runs. */
+#define CONFIG_WORKERS_MAX 256
+
 /* A listening address: an IP literal and a port, resolved without DNS. */
+
 struct config_listen {
 	struct sockaddr_storage addr;
 	socklen_t addr_len;

@@ -361,6 +361,22 @@ static int read_sync(struct config_ctx *ctx, const struct toml_value *root,
 	return 0;
 }
 
+/* [daemon]: how the process runs, apart from what it serves. */
+static int read_daemon(struct config_ctx *ctx, const struct toml_value *root,
+		       struct config_daemon *cfg)
+{
+	static const char *const keys[] = { "workers", NULL };
+	static const char w[] = "[daemon]";
+	const struct toml_value *t;
+	int r = config_get_table(ctx, root, "daemon", &t);
+	if (r < 0 || !t)
+		return r;
+	if ((r = config_check_keys(ctx, t, w, keys)) < 0 ||
+	    (r = config_get_u32(ctx, t, "workers", w, 1, CONFIG_WORKERS_MAX, &cfg->workers)) < 0)
+		return r;
+	return 0;
+}
+
 static int read_sections(struct config_ctx *ctx, const struct toml_value *root,
 			 struct config_daemon *cfg)
 {
@@ -426,7 +442,7 @@ int config_daemon_from_tree(const struct toml_value *root, const char *file,
 {
 	static const char *const tables[] = {
 		"source", "server", "nts-ke-server", "keyset", "observability", "synchronization",
-		NULL,
+		"daemon", NULL,
 	};
 	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen };
 	config_begin(&ctx);
@@ -437,7 +453,8 @@ int config_daemon_from_tree(const struct toml_value *root, const char *file,
 	    (r = read_sections(&ctx, root, cfg)) < 0 ||
 	    (r = read_keyset(&ctx, root, &cfg->keyset)) < 0 ||
 	    (r = config_read_observability(&ctx, root, &cfg->observability)) < 0 ||
-	    (r = read_sync(&ctx, root, &cfg->synchronization)) < 0) {
+	    (r = read_sync(&ctx, root, &cfg->synchronization)) < 0 ||
+	    (r = read_daemon(&ctx, root, cfg)) < 0) {
 		config_daemon_free(cfg);
 		return config_fail(&ctx, r);
 	}

@@ -82,6 +82,8 @@ struct config_daemon {
 	struct config_daemon_keyset keyset;
 	struct config_observability observability;
 	struct config_daemon_sync synchronization;
+	uint32_t workers; /* [daemon] workers: threads serving [[server]] and [[nts-ke-server]];
+			   * 0 (absent): one per online CPU */
 };
 
 /* Reads and checks the file at path (borrowed) into *cfg, which owns everything it points to

@@ -181,6 +181,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		"upstream-idle-s",
 		"upstream-connections",
 		"key-exchange-servers",
+		"workers",
 		NULL,
 	};
 	const char *w = server_where;
@@ -205,6 +206,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 				&cfg->max_connections_per_address)) < 0 ||
 	    (r = config_get_u32(ctx, t, "max-upstream-attempts", w, 1, 16,
 				&cfg->max_upstream_attempts)) < 0 ||
+	    (r = config_get_u32(ctx, t, "workers", w, 1, CONFIG_WORKERS_MAX, &cfg->workers)) < 0 ||
 	    (r = config_get_record_numbers(ctx, t, w, &cfg->pool_record_numbers)) < 0 ||
 	    (r = config_get_u32(ctx, t, "probe-interval-s", w, 1, 86400, &cfg->probe_interval_s)) <
 		    0 ||

@@ -33,6 +33,7 @@ struct config_pool {
 	uint32_t max_connections;
 	uint32_t max_connections_per_address; /* per IPv4 /32 or IPv6 /64; 0: no limit */
 	uint32_t max_upstream_attempts;
+	uint32_t workers; /* threads serving clients; 0 (absent): one per online CPU */
 	enum ke_numbering pool_record_numbers;
 	uint32_t probe_interval_s;
 	uint32_t support_cache_s;
