@@ -1,10 +1,11 @@
-#include "broker.h"
+#include "broker_int.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -17,66 +18,14 @@
 #include "tls_creds.h"
 #include "upstream.h"
 #include "upstream_io.h"
+#include "workers.h"
 
 /* Retry bounds after a failed probe (PROTOCOL.md §4.3: exponential, capped at 10 minutes). */
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS (10 * 60 * 1000)
 
-struct listener {
-	struct broker *b;
-	struct net_listener *net;
-	struct net_listener_stats last; /* kept once the socket closed */
-	char text[64];
-};
-
-struct broker {
-	uv_loop_t *loop;
-	unsigned max_conns; /* per listener in force: max-connections, or less for the descriptors */
-	struct conn_limit *per_address; /* max-connections-per-address, over every listener */
-	struct log_ratelimit session_log;
-	char *config_path;
-	struct config_pool cfg;
-	struct tls_creds *server_creds; /* presented to clients */
-	struct tls_creds *client_creds; /* presented to upstreams: the pool's certificate */
-	struct upstream_registry *registry;
-	struct upstream_io *io;
-	struct upstream_io_config io_cfg;
-	struct pool_session_config session_cfg;
-	struct pool_session_upstreams upstreams;
-	struct pool_session_stats stats;
-	struct listener *listeners;
-	size_t n_listeners;
-	struct status_server *status;
-	size_t clients; /* sessions alive: upstream_io outlives every one of them */
-	uint64_t started_ms;
-	bool stopping;
-};
-
-/* Sessions may hold exchanges on upstream_io, so it closes only after the last session. */
-static void close_io_when_idle(struct broker *b)
-{
-	if (b->stopping && b->clients == 0 && b->io) {
-		upstream_io_close(b->io);
-		b->io = NULL;
-	}
-}
-
-/* One client connection. Freed in on_closed. */
-/* One client connection: its session runs on the connection driver, which owns and frees it. */
-struct client {
-	struct broker *b;
-	struct ke_conn *conn;
-	struct pool_session *session;
-	struct upstream_io_exchange *exchange; /* outstanding upstream work, or NULL */
-	uint32_t upstream;
-};
-
-static int pick(void *ud, const struct ke_msg_request *req, const uint32_t *tried, size_t n_tried,
-		uint64_t now_ms, struct pool_upstream_info *out)
-{
-	struct broker *b = ud;
-	return upstream_pick(b->registry, req, tried, n_tried, now_ms, out);
-}
+/* How long a status read waits for the workers' fresh counters. */
+#define PUBLISH_WAIT_MS 250
 
 static int load_creds(const struct config_pool *cfg, struct tls_creds **server,
 		      struct tls_creds **client, char *err, size_t errlen)
@@ -139,189 +88,266 @@ static struct upstream_timing timing_of(const struct config_pool *c)
 	};
 }
 
-/* ---- client connections ---- */
+/* ---- session outcomes from the workers ---- */
 
-static void start_upstream_work(struct client *c);
-
-/* An upstream failure during a session: counted, the upstream due for a probe, the session told
- * (it fails over only while the keys have not left). */
-static void upstream_failed(struct client *c, int err, bool keys_sent, const char *reason)
+void broker_event_push(struct broker *b, const struct broker_event *ev)
 {
-	struct broker *b = c->b;
-	uint64_t now = uv_now(b->loop);
-	upstream_session_failed(b->registry, c->upstream, reason, now);
-	upstream_io_kick(b->io);
-	pool_session_upstream_failed(c->session, keys_sent, err, now);
-}
-
-static void on_upstream_done(void *ud, const struct upstream_io_result *r)
-{
-	struct client *c = ud;
-	struct broker *b = c->b;
-	uint64_t now = uv_now(b->loop);
-	int parse_rc = r->parse_rc;
-	const struct ke_msg_response *resp = r->resp;
-	c->exchange = NULL;
-	if (r->err < 0) {
-		upstream_failed(c, r->err, r->keys_sent, r->reason);
-	} else {
-		if (parse_rc == 0) {
-			upstream_session_ok(b->registry, c->upstream, r->latency_ms);
-			upstream_server_announced(b->registry, c->upstream,
-						  resp->has_server ? resp->server.name : NULL);
-		} else {
-			upstream_session_failed(b->registry, c->upstream,
-						resp && resp->has_error ? "answered with an Error"
-									: "malformed answer",
-						now);
-			upstream_io_kick(b->io);
+	struct broker_events *q = &b->events;
+	pthread_mutex_lock(&q->lock);
+	if (q->n == q->cap && q->cap < BROKER_EVENTS_MAX) {
+		size_t cap = q->cap ? q->cap * 2 : 64;
+		struct broker_event *v = realloc(q->v, cap * sizeof *v);
+		if (v) {
+			q->v = v;
+			q->cap = cap;
 		}
-		pool_session_upstream_response(c->session, parse_rc, resp, now);
 	}
-	ke_conn_kick(c->conn);
-	start_upstream_work(c);
+	if (q->n < q->cap) {
+		q->v[q->n++] = *ev;
+		if (!q->closed)
+			uv_async_send(&q->async);
+	} else {
+		q->dropped++;
+	}
+	pthread_mutex_unlock(&q->lock);
 }
 
-/* Hands the session's Fixed Key request to upstream_io. A request refused outright never left,
- * so the session moves on to its next candidate (bounded by max-upstream-attempts). */
-static void start_upstream_work(struct client *c)
+/* Applies what the workers reported to the registry (main loop). The queue is swapped out under
+ * the lock and applied outside it, so workers never wait for the registry. */
+static void drain_events(struct broker *b)
 {
-	uint32_t id;
-	const uint8_t *req;
-	size_t len;
-	while (!c->exchange && pool_session_upstream_request(c->session, &id, &req, &len)) {
-		c->upstream = id;
-		int rc = upstream_io_exchange(c->b->io, id, req, len, KE_MSG_REQUEST_FIXED_KEY,
-					      on_upstream_done, c, &c->exchange);
-		if (rc == 0)
-			return;
-		upstream_failed(c, rc, false, strerror(-rc));
-		ke_conn_kick(c->conn);
+	struct broker_events *q = &b->events;
+	pthread_mutex_lock(&q->lock);
+	struct broker_event *v = q->v;
+	size_t n = q->n;
+	q->v = NULL;
+	q->n = q->cap = 0;
+	pthread_mutex_unlock(&q->lock);
+	uint64_t now = uv_now(b->loop);
+	bool failed = false;
+	for (size_t i = 0; i < n; i++) {
+		const struct broker_event *ev = &v[i];
+		if (ev->kind == BROKER_SERVED) {
+			upstream_session_ok(b->registry, ev->id, ev->latency_ms);
+			upstream_server_announced(b->registry, ev->id,
+						  ev->text[0] ? ev->text : NULL);
+		} else {
+			upstream_session_failed(b->registry, ev->id, ev->text, now);
+			failed = true;
+		}
+	}
+	free(v);
+	/* A failure makes the upstream due for a probe now. */
+	if (failed && b->io)
+		upstream_io_kick(b->io);
+}
+
+static void on_events(uv_async_t *h)
+{
+	drain_events(h->data);
+}
+
+/* Before the main loop waits: a registry that moved (probe results, outcomes, a reload) is
+ * published to the workers as a new snapshot. */
+static void publish_snapshot(struct broker *b)
+{
+	uint64_t v = upstream_registry_version(b->registry);
+	if (b->snapshots_ready && v == b->published_version)
+		return;
+	struct upstream_snapshot *snap = upstream_registry_snapshot(b->registry);
+	if (!snap)
+		return; /* out of memory: the workers keep the last one; retried next time */
+	if (!b->snapshots_ready) {
+		upstream_snapshot_slot_init(&b->snapshots, snap);
+		b->snapshots_ready = true;
+	} else {
+		slot_publish(&b->snapshots, snap);
+	}
+	b->published_version = v;
+}
+
+static void on_publish(uv_prepare_t *h)
+{
+	publish_snapshot(h->data);
+}
+
+static void broker_close_main_handles(struct broker *b)
+{
+	if (b->publish_ready) {
+		uv_close((uv_handle_t *)&b->publish, NULL);
+		b->publish_ready = false;
+	}
+	if (b->events_ready) {
+		pthread_mutex_lock(&b->events.lock);
+		b->events.closed = true;
+		pthread_mutex_unlock(&b->events.lock);
+		uv_close((uv_handle_t *)&b->events.async, NULL);
 	}
 }
 
-/* pool_session as the connection driver runs it. */
-KE_CONN_ADAPTERS(pool_session, struct pool_session)
-
-static const struct ke_conn_machine machine_ops = KE_CONN_MACHINE(pool_session);
-
-/* After each client event the session may want its upstream exchange. */
-static void on_progress(struct ke_conn *conn, void *machine, void *ud)
+void broker_workers_stopped(void *ud)
 {
-	(void)conn;
-	(void)machine;
-	start_upstream_work(ud);
-}
-
-static void on_client_closed(struct ke_conn *conn, void *machine, void *ud)
-{
-	struct client *c = ud;
-	struct broker *b = c->b;
-	(void)machine;
-	conn_limit_release(b->per_address, ke_conn_peer(conn));
-	if (c->exchange)
-		upstream_io_cancel(c->exchange);
-	free(c);
-	b->clients--;
-	close_io_when_idle(b);
-}
-
-static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
-{
-	struct listener *l = ud;
-	struct broker *b = l->b;
-	(void)nl;
-	/* One host cannot take every slot: beyond its share the connection is closed at once. */
-	int taken = conn_limit_take(b->per_address, net_stream_peer(s));
-	if (taken < 0)
-		return taken;
-	struct client *c = calloc(1, sizeof *c);
-	struct pool_session *session = NULL;
-	int rc = c ? pool_session_new(&session, b->server_creds, &b->session_cfg, &b->upstreams,
-				      &b->stats, uv_now(b->loop))
-		   : -ENOMEM;
-	if (rc == 0) {
-		c->b = b;
-		c->session = session;
-		c->upstream = UINT32_MAX;
-		char peer[NET_ADDR_STRLEN];
-		pool_session_set_peer(session, net_addr_str(net_stream_peer(s), peer, sizeof peer));
-		const struct ke_conn_owner owner = { .progress = on_progress,
-						     .closed = on_client_closed,
-						     .ud = c };
-		rc = ke_conn_start(&c->conn, s, &machine_ops, session, &owner);
+	struct broker *b = ud;
+	log_debug("every worker stopped");
+	if (b->events_ready)
+		drain_events(b);
+	broker_close_main_handles(b);
+	if (b->io) {
+		upstream_io_close(b->io);
+		b->io = NULL;
 	}
-	if (rc < 0) {
-		if (log_ratelimit_allow(&b->session_log, uv_now(b->loop)))
-			log_warn("%s: cannot start a session: %s", l->text, strerror(-rc));
-		pool_session_free(session);
-		free(c);
-		conn_limit_release(b->per_address, net_stream_peer(s));
-		return rc;
-	}
-	b->clients++;
-	return 0;
 }
-
-static void on_listener_closed(struct net_listener *nl, void *ud)
-{
-	struct listener *l = ud;
-	l->last = *net_listener_stats(nl);
-	l->net = NULL;
-}
-
-static const struct net_listener_ops listener_ops = {
-	.on_accept = on_accept,
-	.on_closed = on_listener_closed,
-};
 
 /* ---- status ---- */
 
-static const struct net_listener_stats *listener_stats(const struct listener *l)
+/* What every worker counted, summed (per listener and per upstream too), with the per-worker
+ * session counts; read after the workers published afresh and the outcomes reached the
+ * registry. */
+struct totals {
+	struct pool_session_stats sessions;
+	struct pool_session_stats *per_worker;	 /* n_workers */
+	struct net_listener_stats *listeners;	 /* [l * n_workers + w] */
+	struct broker_kept kept[BROKER_KEPT_MAX]; /* per upstream id, summed over workers */
+	size_t n_kept;
+};
+
+static void add_stats(struct pool_session_stats *sum, const struct pool_session_stats *s)
 {
-	return l->net ? net_listener_stats(l->net) : &l->last;
+	sum->accepted += s->accepted;
+	sum->completed += s->completed;
+	sum->no_overlap += s->no_overlap;
+	sum->failed_tls += s->failed_tls;
+	sum->failed_bad_request += s->failed_bad_request;
+	sum->failed_no_upstream += s->failed_no_upstream;
+	sum->failed_upstream += s->failed_upstream;
+	sum->failed_timeout += s->failed_timeout;
+	sum->failovers += s->failovers;
+}
+
+static void add_kept(struct totals *t, const struct broker_kept *k)
+{
+	for (size_t i = 0; i < t->n_kept; i++) {
+		if (t->kept[i].id == k->id) {
+			t->kept[i].n += k->n;
+			return;
+		}
+	}
+	if (t->n_kept < BROKER_KEPT_MAX)
+		t->kept[t->n_kept++] = *k;
+}
+
+static unsigned kept_of(const struct totals *t, uint32_t id)
+{
+	for (size_t i = 0; i < t->n_kept; i++)
+		if (t->kept[i].id == id)
+			return t->kept[i].n;
+	return 0;
+}
+
+/* NULL without memory; free with free_totals. */
+static struct totals *gather(struct broker *b)
+{
+	size_t n = b->n_workers;
+	workers_publish(b->workers, PUBLISH_WAIT_MS);
+	if (b->events_ready)
+		drain_events(b);
+	struct totals *t = calloc(1, sizeof *t);
+	if (t) {
+		t->per_worker = calloc(n, sizeof *t->per_worker);
+		t->listeners = calloc(b->n_listen * n + 1, sizeof *t->listeners);
+	}
+	if (!t || !t->per_worker || !t->listeners) {
+		if (t)
+			free(t->per_worker);
+		free(t);
+		return NULL;
+	}
+	for (size_t w = 0; w < n && b->workers; w++) {
+		struct broker_worker *bw = &b->bw[w];
+		worker_lock(bw->w);
+		t->per_worker[w] = bw->pub_stats;
+		add_stats(&t->sessions, &bw->pub_stats);
+		for (size_t l = 0; l < b->n_listen; l++)
+			t->listeners[l * n + w] = bw->pub_listeners[l];
+		for (size_t k = 0; k < bw->n_pub_kept; k++)
+			add_kept(t, &bw->pub_kept[k]);
+		worker_unlock(bw->w);
+	}
+	return t;
+}
+
+static void free_totals(struct totals *t)
+{
+	if (!t)
+		return;
+	free(t->per_worker);
+	free(t->listeners);
+	free(t);
+}
+
+static json_t *listener_json(const struct broker *b, const struct totals *t, size_t l)
+{
+	size_t n = b->n_workers;
+	struct net_listener_stats sum = { 0 };
+	json_t *workers = json_array();
+	for (size_t w = 0; w < n; w++) {
+		const struct net_listener_stats *s = &t->listeners[l * n + w];
+		sum.accepted += s->accepted;
+		sum.active += s->active;
+		sum.paused += s->paused;
+		sum.accept_errors += s->accept_errors;
+		json_array_append_new(workers, json_pack("{s:I, s:I, s:I}", "worker", (json_int_t)w,
+							 "accepted", (json_int_t)s->accepted,
+							 "active", (json_int_t)s->active));
+	}
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "listen", b->cfg.listen[l].text,
+			 "accepted", (json_int_t)sum.accepted, "active", (json_int_t)sum.active,
+			 "limit_reached", (json_int_t)sum.paused, "accept_errors",
+			 (json_int_t)sum.accept_errors, "workers", workers);
 }
 
 static json_t *status_json(void *ud)
 {
 	struct broker *b = ud;
 	uint64_t now = uv_now(b->loop);
-	json_t *listeners = json_array(), *ups = json_array();
-	for (size_t i = 0; i < b->n_listeners; i++) {
-		const struct net_listener_stats *s = listener_stats(&b->listeners[i]);
-		json_array_append_new(
-			listeners,
-			json_pack("{s:s, s:I, s:I, s:I, s:I}", "listen", b->listeners[i].text,
-				  "accepted", (json_int_t)s->accepted, "active", (json_int_t)s->active,
-				  "limit_reached", (json_int_t)s->paused, "accept_errors",
-				  (json_int_t)s->accept_errors));
-	}
+	struct totals *t = gather(b);
+	if (!t)
+		return NULL;
+	json_t *listeners = json_array(), *ups = json_array(), *per_worker = json_array();
+	for (size_t l = 0; l < b->n_listen; l++)
+		json_array_append_new(listeners, listener_json(b, t, l));
 	for (size_t i = 0; i < upstream_count(b->registry); i++) {
 		uint32_t id = upstream_id_at(b->registry, i);
-		json_array_append_new(ups, upstream_status_json(b->registry, id,
-								upstream_io_kept(b->io, id), now,
+		json_array_append_new(ups, upstream_status_json(b->registry, id, kept_of(t, id), now,
 								(uint64_t)time(NULL)));
 	}
-	const struct pool_session_stats *st = &b->stats;
+	for (size_t w = 0; w < b->n_workers; w++)
+		json_array_append_new(per_worker,
+				      json_pack("{s:I, s:I, s:I}", "worker", (json_int_t)w,
+						"accepted", (json_int_t)t->per_worker[w].accepted,
+						"completed", (json_int_t)t->per_worker[w].completed));
+	const struct pool_session_stats *st = &t->sessions;
 	const struct config_pool *c = &b->cfg;
-	return json_pack(
-		"{s:s, s:s, s:f, s:o, s:{s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}}, s:o, "
-		"s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
+	json_t *doc = json_pack(
+		"{s:s, s:s, s:f, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o}, "
+		"s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
 		"program", "nts-pool-ke", "version", PACKAGE_VERSION, "uptime_s",
-		(double)(now - b->started_ms) / 1000.0, "listeners", listeners, "sessions",
-		"accepted", (json_int_t)st->accepted, "completed", (json_int_t)st->completed,
-		"no_overlap", (json_int_t)st->no_overlap, "failovers", (json_int_t)st->failovers,
-		"failed", "tls", (json_int_t)st->failed_tls, "bad_request",
-		(json_int_t)st->failed_bad_request, "no_upstream", (json_int_t)st->failed_no_upstream,
-		"upstream_error", (json_int_t)st->failed_upstream, "timeout",
-		(json_int_t)st->failed_timeout, "upstreams", ups, "limits", "max_connections",
-		(json_int_t)b->max_conns, "max_connections_per_address",
-		(json_int_t)c->max_connections_per_address, "refused_per_address",
-		(json_int_t)conn_limit_refused(b->per_address), "key_exchange_timeout_ms",
-		(json_int_t)c->key_exchange_timeout_ms, "upstream_timeout_ms",
-		(json_int_t)c->upstream_timeout_ms, "max_upstream_attempts",
+		(double)(now - b->started_ms) / 1000.0, "workers", (json_int_t)b->n_workers,
+		"listeners", listeners, "sessions", "accepted", (json_int_t)st->accepted,
+		"completed", (json_int_t)st->completed, "no_overlap", (json_int_t)st->no_overlap,
+		"failovers", (json_int_t)st->failovers, "failed", "tls", (json_int_t)st->failed_tls,
+		"bad_request", (json_int_t)st->failed_bad_request, "no_upstream",
+		(json_int_t)st->failed_no_upstream, "upstream_error", (json_int_t)st->failed_upstream,
+		"timeout", (json_int_t)st->failed_timeout, "workers", per_worker, "upstreams", ups,
+		"limits", "max_connections", (json_int_t)b->max_conns * (json_int_t)b->n_workers,
+		"max_connections_per_address", (json_int_t)c->max_connections_per_address,
+		"refused_per_address", (json_int_t)conn_limit_refused(b->per_address),
+		"key_exchange_timeout_ms", (json_int_t)c->key_exchange_timeout_ms,
+		"upstream_timeout_ms", (json_int_t)c->upstream_timeout_ms, "max_upstream_attempts",
 		(json_int_t)c->max_upstream_attempts, "upstream_connections",
 		(json_int_t)c->upstream_connections, "upstream_idle_s", (json_int_t)c->upstream_idle_s);
+	free_totals(t);
+	return doc;
 }
 
 static void counter(struct status_text *out, const char *name, const char *help, uint64_t v)
@@ -333,7 +359,10 @@ static void counter(struct status_text *out, const char *name, const char *help,
 static void metrics(struct status_text *out, void *ud)
 {
 	struct broker *b = ud;
-	const struct pool_session_stats *st = &b->stats;
+	struct totals *t = gather(b);
+	if (!t)
+		return;
+	const struct pool_session_stats *st = &t->sessions;
 	counter(out, "nts_pool_ke_sessions_accepted_total", "Client sessions started", st->accepted);
 	counter(out, "nts_pool_ke_sessions_completed_total", "Cookies delivered to clients",
 		st->completed);
@@ -348,6 +377,15 @@ static void metrics(struct status_text *out, void *ud)
 	status_metric_value(out, failed, "reason=\"no_upstream\"", (double)st->failed_no_upstream);
 	status_metric_value(out, failed, "reason=\"upstream_error\"", (double)st->failed_upstream);
 	status_metric_value(out, failed, "reason=\"timeout\"", (double)st->failed_timeout);
+	static const char per_worker[] = "nts_pool_ke_worker_sessions_accepted_total";
+	status_metric_header(out, per_worker, "counter", "Client sessions started, by worker");
+	for (size_t w = 0; w < b->n_workers; w++) {
+		char labels[32];
+		snprintf(labels, sizeof labels, "worker=\"%zu\"", w);
+		status_metric_value(out, per_worker, labels, (double)t->per_worker[w].accepted);
+	}
+	status_metric_header(out, "nts_pool_ke_workers", "gauge", "Worker threads serving clients");
+	status_metric_value(out, "nts_pool_ke_workers", NULL, b->n_workers);
 
 	enum { HEALTHY, SERVED, FAILURES, KEPT };
 	static const struct {
@@ -377,10 +415,11 @@ static void metrics(struct status_text *out, void *ud)
 			double v = m == HEALTHY	 ? upstream_state(b->registry, id) == UPSTREAM_HEALTHY
 				   : m == SERVED ? (double)served
 				   : m == FAILURES ? (double)failures
-						   : upstream_io_kept(b->io, id);
+						   : kept_of(t, id);
 			status_metric_value(out, per_upstream[m].name, labels, v);
 		}
 	}
+	free_totals(t);
 }
 
 static const struct status_provider provider = { .status_json = status_json, .metrics = metrics };
@@ -388,25 +427,28 @@ static const struct status_provider provider = { .status_json = status_json, .me
 /* ---- lifecycle ---- */
 
 int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path,
-		   struct config_pool *cfg, char *err, size_t errlen)
+		   struct config_pool *cfg, unsigned workers, char *err, size_t errlen)
 {
 	struct broker *b = calloc(1, sizeof *b);
 	if (!b)
 		return -ENOMEM;
 	*out = b;
-	b->session_log = (struct log_ratelimit)LOG_RATELIMIT_INIT(5, 20);
 	b->loop = loop;
+	b->n_workers = workers;
 	b->cfg = *cfg;
 	memset(cfg, 0, sizeof *cfg);
 	b->config_path = strdup(config_path);
 	if (!b->config_path)
 		return -ENOMEM;
 	apply_limits(b);
-	b->upstreams = (struct pool_session_upstreams){ .pick = pick, .ud = b };
 
-	int rc = load_creds(&b->cfg, &b->server_creds, &b->client_creds, err, errlen);
+	struct tls_creds *server, *client;
+	int rc = load_creds(&b->cfg, &server, &client, err, errlen);
 	if (rc < 0)
 		return rc;
+	tls_creds_slot_init(&b->server_creds, server);
+	tls_creds_slot_init(&b->client_creds, client);
+	b->creds_ready = true;
 	struct upstream_spec *specs = specs_of(&b->cfg);
 	if (!specs)
 		return -ENOMEM;
@@ -418,9 +460,46 @@ int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path
 		snprintf(err, errlen, "upstream registry: %s", strerror(-rc));
 		return rc;
 	}
-	b->listeners = calloc(b->cfg.listen_count, sizeof *b->listeners);
-	if (!b->listeners)
+	publish_snapshot(b);
+	if (!b->snapshots_ready)
 		return -ENOMEM;
+	b->n_listen = b->cfg.listen_count;
+	b->listen_fds = malloc((b->n_listen * workers + 1) * sizeof *b->listen_fds);
+	b->bw = calloc(workers, sizeof *b->bw);
+	if (!b->listen_fds || !b->bw)
+		return -ENOMEM;
+	for (size_t i = 0; i < b->n_listen * workers; i++)
+		b->listen_fds[i] = -1;
+	for (unsigned w = 0; w < workers; w++) {
+		struct broker_worker *bw = &b->bw[w];
+		bw->b = b;
+		bw->session_log = (struct log_ratelimit)LOG_RATELIMIT_INIT(5, 20);
+		slot_view_init(&bw->snapshot_view, &b->snapshots);
+		slot_view_init(&bw->server_creds_view, &b->server_creds);
+		slot_view_init(&bw->client_creds_view, &b->client_creds);
+		bw->listeners = calloc(b->n_listen + 1, sizeof *bw->listeners);
+		bw->pub_listeners = calloc(b->n_listen + 1, sizeof *bw->pub_listeners);
+		bw->last_listeners = calloc(b->n_listen + 1, sizeof *bw->last_listeners);
+		if (!bw->listeners || !bw->pub_listeners || !bw->last_listeners ||
+		    upstream_picker_new(&bw->picker) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The main loop's own handles: session outcomes in, snapshots out. */
+static int start_main_handles(struct broker *b)
+{
+	if (pthread_mutex_init(&b->events.lock, NULL) != 0)
+		return -ENOMEM;
+	uv_async_init(b->loop, &b->events.async, on_events);
+	b->events.async.data = b;
+	b->events_ready = true;
+	uv_prepare_init(b->loop, &b->publish);
+	b->publish.data = b;
+	uv_prepare_start(&b->publish, on_publish);
+	uv_unref((uv_handle_t *)&b->publish);
+	b->publish_ready = true;
 	return 0;
 }
 
@@ -428,32 +507,48 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 {
 	b->started_ms = uv_now(b->loop);
 	int rc = conn_limit_new(&b->per_address, b->cfg.max_connections_per_address);
+	if (rc == 0)
+		rc = start_main_handles(b);
 	if (rc < 0) {
 		snprintf(err, errlen, "out of memory");
 		return rc;
 	}
-	rc = upstream_io_new(&b->io, b->loop, b->client_creds, b->registry, &b->io_cfg);
+	struct tls_creds *client = slot_acquire(&b->client_creds);
+	rc = upstream_io_new(&b->io, b->loop, client, b->registry, &b->io_cfg);
+	tls_creds_unref(client);
 	if (rc < 0) {
 		snprintf(err, errlen, "upstream connections: %s", strerror(-rc));
 		return rc;
 	}
-	/* Each upstream may hold upstream-connections, and every deep check a UDP socket. */
+	/* Each worker may hold upstream-connections per upstream, the control plane one more for
+	 * its probe, and every deep check a UDP socket. */
+	unsigned n = b->n_workers;
 	unsigned fixed = PROGRAM_FD_RESERVE +
-			 (unsigned)b->cfg.key_exchange_server_count * (b->cfg.upstream_connections + 1) +
+			 (unsigned)b->cfg.key_exchange_server_count *
+				 (b->cfg.upstream_connections * n + 2) +
 			 (b->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 2 : 0);
 	b->max_conns = program_conn_cap("max-connections", b->cfg.max_connections,
-					(unsigned)b->cfg.listen_count, fixed);
-	for (size_t i = 0; i < b->cfg.listen_count; i++) {
-		struct listener *l = &b->listeners[i];
-		l->b = b;
-		snprintf(l->text, sizeof l->text, "%s", b->cfg.listen[i].text);
-		rc = net_listener_new(&l->net, b->loop, (const struct sockaddr *)&b->cfg.listen[i].addr,
-				      b->max_conns, &listener_ops, l, err, errlen);
+					(unsigned)b->n_listen, n, fixed);
+	for (size_t l = 0; l < b->n_listen; l++) {
+		rc = net_bind_group((const struct sockaddr *)&b->cfg.listen[l].addr, SOCK_STREAM, n,
+				    &b->listen_fds[l * n], err, errlen);
 		if (rc < 0)
 			return rc;
-		b->n_listeners++;
-		log_info("nts-ke (pool) listening on %s", l->text);
 	}
+	void **uds = calloc(n, sizeof *uds);
+	if (!uds) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (unsigned w = 0; w < n; w++)
+		uds[w] = &b->bw[w];
+	rc = workers_start(&b->workers, b->loop, n, &broker_worker_ops, uds, b, err, errlen);
+	free(uds);
+	if (rc < 0)
+		return rc;
+	for (size_t l = 0; l < b->n_listen; l++)
+		log_info("nts-ke (pool) listening on %s", b->cfg.listen[l].text);
+	log_info("%u worker%s serving", n, n == 1 ? "" : "s");
 	if (b->cfg.observability.has_status_listen) {
 		const struct config_listen *sl = &b->cfg.observability.status_listen;
 		rc = status_server_new(&b->status, b->loop, (const struct sockaddr *)&sl->addr,
@@ -494,12 +589,13 @@ void broker_reload(struct broker *b)
 		return;
 	}
 	free(specs);
-	tls_creds_unref(b->server_creds);
-	b->server_creds = server;
-	tls_creds_unref(b->client_creds);
-	b->client_creds = client;
 	upstream_io_set_creds(b->io, client);
+	slot_publish(&b->server_creds, server);
+	slot_publish(&b->client_creds, client);
 	upstream_io_kick(b->io);
+	/* The workers see the new upstreams and credentials from here on. */
+	publish_snapshot(b);
+	workers_reload(b->workers);
 	/* The registry copied the upstream names; the rest of the old configuration stays in force
 	 * (listen addresses and limits need a restart), except what we reloaded. */
 	free(b->cfg.certificate_chain_path);
@@ -520,25 +616,46 @@ void broker_stop(struct broker *b)
 		return;
 	b->stopping = true;
 	log_info("stopping");
-	for (size_t i = 0; i < b->n_listeners; i++)
-		if (b->listeners[i].net)
-			net_listener_close(b->listeners[i].net);
 	if (b->status) {
 		status_server_close(b->status);
 		b->status = NULL;
 	}
-	close_io_when_idle(b);
+	if (b->workers) {
+		/* The control plane closes once the workers' sessions no longer report to it. */
+		workers_stop(b->workers);
+		return;
+	}
+	broker_close_main_handles(b);
+	if (b->io) {
+		upstream_io_close(b->io);
+		b->io = NULL;
+	}
 }
 
 void broker_free(struct broker *b)
 {
 	if (!b)
 		return;
+	workers_free(b->workers);
+	for (unsigned w = 0; b->bw && w < b->n_workers; w++)
+		broker_worker_free(&b->bw[w]);
+	free(b->bw);
+	for (size_t i = 0; b->listen_fds && i < b->n_listen * b->n_workers; i++)
+		if (b->listen_fds[i] >= 0)
+			close(b->listen_fds[i]);
+	free(b->listen_fds);
 	upstream_registry_free(b->registry);
 	conn_limit_free(b->per_address);
-	tls_creds_unref(b->server_creds);
-	tls_creds_unref(b->client_creds);
-	free(b->listeners);
+	if (b->snapshots_ready)
+		slot_destroy(&b->snapshots);
+	if (b->creds_ready) {
+		slot_destroy(&b->server_creds);
+		slot_destroy(&b->client_creds);
+	}
+	if (b->events_ready) {
+		pthread_mutex_destroy(&b->events.lock);
+		free(b->events.v);
+	}
 	config_pool_free(&b->cfg);
 	free(b->config_path);
 	free(b);

@@ -8,11 +8,12 @@
 #include "derive_token.h"
 #include "log.h"
 #include "program.h"
+#include "workers.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: nts-pool-ke -c FILE [-l LEVEL]\n"
+		"Usage: nts-pool-ke -c FILE [-l LEVEL] [-w N]\n"
 		"       nts-pool-ke --derive-token --secret-file FILE --uuid UUID [--randomizer R]\n"
 		"\n"
 		"The NTS pool's key-exchange broker: serves NTS-KE to clients and obtains their\n"
@@ -20,6 +21,8 @@ static void usage(FILE *f)
 		"\n"
 		"  -c, --config FILE     configuration file (TOML; see pool.toml(5))\n"
 		"  -l, --log-level LEVEL error, warn, info, debug or trace (overrides the file)\n"
+		"  -w, --workers N       threads serving clients (overrides workers in\n"
+		"                        [nts-pool-ke-server]; default: one per online CPU)\n"
 		"  -h, --help            show this help\n"
 		"  -V, --version         show the version\n"
 		"      --derive-token    print the token for one time source: lowercase hex of\n"
@@ -65,7 +68,10 @@ int main(int argc, char **argv)
 
 	uv_loop_t *loop = uv_default_loop();
 	struct broker *b = NULL;
-	if (broker_prepare(&b, loop, o.config_path, &cfg, err, sizeof err) < 0) {
+	unsigned workers = o.workers   ? o.workers
+			   : cfg.workers ? cfg.workers
+					 : workers_default_count();
+	if (broker_prepare(&b, loop, o.config_path, &cfg, workers, err, sizeof err) < 0) {
 		log_error("%s", err);
 		broker_free(b);
 		config_pool_free(&cfg);

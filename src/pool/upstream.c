@@ -9,6 +9,7 @@
 #include <gnutls/gnutls.h>
 
 #include "log.h"
+#include "upstream_snapshot.h"
 
 #define LATENCY_SAMPLES 1024
 /* Reasons are our own short texts; a longer one is cut, never refused. */
@@ -22,8 +23,6 @@ struct upstream {
 	enum ke_numbering numbering;
 	char *token; /* secret, NULL: none; wiped when replaced or freed */
 	enum upstream_state state;
-	/* Smooth weighted round-robin (nginx): signed, since the pick subtracts the total. */
-	int64_t current;
 
 	uint16_t protocols[KE_MSG_MAX_IDS];
 	size_t n_protocols;
@@ -59,6 +58,11 @@ struct upstream_registry {
 	struct upstream **v;
 	size_t n;
 	uint32_t next_id;
+	uint64_t version; /* bumped by every change a snapshot shows */
+	/* upstream_pick's own snapshot and round-robin state, for callers on the registry's
+	 * thread. */
+	struct upstream_snapshot *snap;
+	struct upstream_picker *picker;
 };
 
 static struct upstream *find(const struct upstream_registry *r, uint32_t id)
@@ -146,11 +150,11 @@ static void set_text(char *dst, const char *src)
 	snprintf(dst, RESULT_MAX, "%s", src ? src : "failed");
 }
 
+/* The pickers give a fresh start to an upstream that returns to rotation, instead of a credit
+ * earned while it was not selectable. */
 static void leave_rotation(struct upstream *u, enum upstream_state state)
 {
 	u->state = state;
-	/* A fresh start when it returns, instead of a credit earned while it was not selectable. */
-	u->current = 0;
 }
 
 int upstream_registry_new(struct upstream_registry **out, const struct upstream_spec *specs,
@@ -176,6 +180,8 @@ void upstream_registry_free(struct upstream_registry *r)
 	for (size_t i = 0; i < r->n; i++)
 		upstream_free_one(r->v[i]);
 	free(r->v);
+	upstream_snapshot_unref(r->snap);
+	upstream_picker_free(r->picker);
 	free(r);
 }
 
@@ -259,6 +265,7 @@ int upstream_registry_update(struct upstream_registry *r, const struct upstream_
 			i++;
 		}
 	}
+	r->version++;
 	return 0;
 
 nomem_tokens:
@@ -280,8 +287,10 @@ void upstream_forget(struct upstream_registry *r, uint32_t id)
 {
 	for (size_t i = 0; i < r->n; i++) {
 		if (r->v[i]->id == id) {
-			if (r->v[i]->state == UPSTREAM_DRAINING)
+			if (r->v[i]->state == UPSTREAM_DRAINING) {
 				remove_at(r, i);
+				r->version++;
+			}
 			return;
 		}
 	}
@@ -342,64 +351,60 @@ const char *upstream_state_name(enum upstream_state s)
 	return "unknown";
 }
 
-/* ---- Selection ---------------------------------------------------------------------------- */
+/* ---- Snapshots and selection ------------------------------------------------------------ */
 
-static bool selectable(const struct upstream_registry *r, const struct upstream *u,
-		       const uint32_t *tried, size_t n_tried, uint64_t now_ms)
+uint64_t upstream_registry_version(const struct upstream_registry *r)
 {
-	if (u->state != UPSTREAM_HEALTHY)
-		return false;
-	if (now_ms > u->fetched_ms && now_ms - u->fetched_ms > r->timing.support_cache_ms)
-		return false;
-	for (size_t i = 0; i < n_tried; i++)
-		if (tried[i] == u->id)
-			return false;
-	return true;
+	return r->version;
 }
 
-static bool denied(const struct upstream *u, const struct ke_msg_request *req)
+struct upstream_snapshot *upstream_registry_snapshot(const struct upstream_registry *r)
 {
-	if (!req)
-		return false;
-	return ke_msg_request_denies(req, u->domain) ||
-	       (u->announced[0] && ke_msg_request_denies(req, u->announced));
+	struct upstream_snapshot *s = calloc(1, sizeof *s + r->n * sizeof s->e[0]);
+	if (!s)
+		return NULL;
+	atomic_init(&s->refs, 1);
+	s->version = r->version;
+	s->support_cache_ms = r->timing.support_cache_ms;
+	for (size_t i = 0; i < r->n; i++) {
+		const struct upstream *u = r->v[i];
+		struct upstream_snapshot_entry *e = &s->e[i];
+		s->n = i + 1;
+		e->domain = strdup(u->domain);
+		e->token = u->token ? strdup(u->token) : NULL;
+		if (!e->domain || (u->token && !e->token)) {
+			upstream_snapshot_unref(s);
+			return NULL;
+		}
+		e->id = u->id;
+		e->port = u->port;
+		e->weight = u->weight;
+		e->numbering = u->numbering;
+		e->state = u->state;
+		memcpy(e->protocols, u->protocols, u->n_protocols * sizeof u->protocols[0]);
+		e->n_protocols = u->n_protocols;
+		memcpy(e->algorithms, u->algorithms, u->n_algorithms * sizeof u->algorithms[0]);
+		e->n_algorithms = u->n_algorithms;
+		e->fetched_ms = u->fetched_ms;
+		memcpy(e->announced, u->announced, sizeof e->announced);
+	}
+	return s;
 }
 
 int upstream_pick(struct upstream_registry *r, const struct ke_msg_request *req,
 		  const uint32_t *tried, size_t n_tried, uint64_t now_ms,
 		  struct pool_upstream_info *out)
 {
-	/* First the upstreams the client does not deny; only if there is none, the denied ones. */
-	for (int pass = 0; pass < 2; pass++) {
-		bool want_denied = pass == 1;
-		struct upstream *best = NULL;
-		int64_t total = 0;
-		for (size_t i = 0; i < r->n; i++) {
-			struct upstream *u = r->v[i];
-			if (!selectable(r, u, tried, n_tried, now_ms) ||
-			    denied(u, req) != want_denied)
-				continue;
-			u->current += u->weight;
-			total += u->weight;
-			if (!best || u->current > best->current)
-				best = u;
-		}
-		if (!best)
-			continue;
-		best->current -= total;
-		*out = (struct pool_upstream_info){
-			.id = best->id,
-			.name = best->domain,
-			.protocols = best->protocols,
-			.n_protocols = best->n_protocols,
-			.algorithms = best->algorithms,
-			.n_algorithms = best->n_algorithms,
-			.numbering = best->numbering,
-			.token = best->token,
-		};
-		return 0;
+	if (!r->picker && upstream_picker_new(&r->picker) < 0)
+		return -ENOMEM;
+	if (!r->snap || r->snap->version != r->version) {
+		struct upstream_snapshot *fresh = upstream_registry_snapshot(r);
+		if (!fresh)
+			return -ENOMEM;
+		upstream_snapshot_unref(r->snap);
+		r->snap = fresh;
 	}
-	return -ENOENT;
+	return upstream_snapshot_pick(r->snap, r->picker, req, tried, n_tried, now_ms, out);
 }
 
 /* ---- Probes and deep checks --------------------------------------------------------------- */
@@ -461,6 +466,7 @@ static void failed(struct upstream_registry *r, struct upstream *u, const char *
 {
 	u->failures++;
 	u->fail_streak++;
+	r->version++;
 	if (u->state != UPSTREAM_UNHEALTHY)
 		log_warn("upstream %s:%u unhealthy: %s", u->domain, u->port, reason);
 	leave_rotation(u, UPSTREAM_UNHEALTHY);
@@ -530,6 +536,7 @@ void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
 	u->fetched_ms = now_ms;
 	if (support->has_server)
 		snprintf(u->announced, sizeof u->announced, "%s", support->server.name);
+	r->version++;
 
 	u->probe_running = false;
 	u->probed = true;
@@ -635,8 +642,10 @@ void upstream_session_failed(struct upstream_registry *r, uint32_t id, const cha
 void upstream_server_announced(struct upstream_registry *r, uint32_t id, const char *server)
 {
 	struct upstream *u = find(r, id);
-	if (u)
+	if (u && strcmp(u->announced, server ? server : "") != 0) {
 		snprintf(u->announced, sizeof u->announced, "%s", server ? server : "");
+		r->version++;
+	}
 }
 
 /* ---- Status ------------------------------------------------------------------------------- */

@@ -77,13 +77,19 @@ uint16_t upstream_port(const struct upstream_registry *r, uint32_t id);
 enum upstream_state upstream_state(const struct upstream_registry *r, uint32_t id);
 const char *upstream_state_name(enum upstream_state s);
 
-/* Selection for a session: smooth weighted round-robin among HEALTHY upstreams with fresh lists,
- * not in tried, not denied by req (by domain, ASCII case-insensitive; also by the Server name the
- * upstream last announced, see upstream_server_announced); if every candidate is denied, among
- * the denied ones. req may be NULL (no deny set). Fills *out with
- * pointers into the registry (valid until the next call that changes the registry). 0 or
- * -ENOENT. Matches pool_session_upstreams.pick (pass the registry as ud through a wrapper that
- * supplies now_ms). */
+/* The registry as the data plane sees it (upstream_snapshot.h): upstream_registry_version
+ * changes whenever something a snapshot shows changes (membership, weights, numbering, tokens,
+ * health, support lists, announced names; not the counters), and upstream_registry_snapshot
+ * copies it (one reference, NULL without memory). */
+struct upstream_snapshot;
+uint64_t upstream_registry_version(const struct upstream_registry *r);
+struct upstream_snapshot *upstream_registry_snapshot(const struct upstream_registry *r);
+
+/* Selection on the registry's own thread: upstream_snapshot_pick over a snapshot the registry
+ * keeps current, with the registry's own round-robin state. Fills *out with pointers valid
+ * until the next call that changes the registry. 0, -ENOENT or -ENOMEM. Matches
+ * pool_session_upstreams.pick (pass the registry as ud through a wrapper that supplies
+ * now_ms). */
 int upstream_pick(struct upstream_registry *r, const struct ke_msg_request *req,
 		  const uint32_t *tried, size_t n_tried, uint64_t now_ms,
 		  struct pool_upstream_info *out);

@@ -13,6 +13,8 @@
 #include "ke_client.h"
 #include "log.h"
 #include "net.h"
+#include "slot.h"
+#include "upstream_snapshot.h"
 
 /* Exchanges waiting for a connection of one upstream once max_conns are busy. Beyond this the
  * caller is told at once (-EAGAIN) rather than piling up work no upstream can take. */
@@ -128,10 +130,40 @@ static void unlink_conn(struct conn *c)
 	}
 }
 
-const char *upstream_io_name_of(const struct upstream_io *io, uint32_t id)
+bool upstream_io_lookup(struct upstream_io *io, uint32_t id, struct upstream_io_target *out)
 {
-	const char *name = upstream_domain(io->reg, id);
-	return name ? name : "(removed)";
+	if (io->reg) {
+		const char *domain = upstream_domain(io->reg, id);
+		if (!domain)
+			return false;
+		*out = (struct upstream_io_target){ .domain = domain,
+						    .port = upstream_port(io->reg, id),
+						    .numbering = upstream_numbering(io->reg, id),
+						    .state = upstream_state(io->reg, id) };
+		return true;
+	}
+	/* The snapshot the view took at the last refresh: stable between refreshes, which happen
+	 * only where a new exchange or a kick begins. */
+	const struct upstream_snapshot_entry *e = upstream_snapshot_find(io->snapshots.obj, id);
+	if (!e)
+		return false;
+	*out = (struct upstream_io_target){
+		.domain = e->domain, .port = e->port, .numbering = e->numbering, .state = e->state
+	};
+	return true;
+}
+
+/* A data plane takes up the snapshot published now. */
+static void refresh(struct upstream_io *io)
+{
+	if (!io->reg)
+		slot_view_get(&io->snapshots);
+}
+
+const char *upstream_io_name_of(struct upstream_io *io, uint32_t id)
+{
+	struct upstream_io_target t;
+	return upstream_io_lookup(io, id, &t) ? t.domain : "(removed)";
 }
 
 enum kill_mode {
@@ -154,6 +186,8 @@ static bool queued_for(const struct upstream_io *io, uint32_t id)
  * here; then what io kept for upstreams the registry no longer knows goes too. */
 static void forget_drained(struct upstream_io *io)
 {
+	if (!io->reg)
+		return;
 	for (size_t i = upstream_count(io->reg); i-- > 0;) {
 		uint32_t id = upstream_id_at(io->reg, i);
 		if (upstream_state(io->reg, id) == UPSTREAM_DRAINING && conns_of(io, id) == 0 &&
@@ -198,7 +232,7 @@ static void conn_kill(struct conn *c, int err, enum kill_mode mode)
 	if (x) {
 		if (log_ratelimit_allow(&io->fail_log, upstream_io_now_ms(io)))
 			log_debug("upstream %s:%u: exchange failed: %s",
-				  upstream_io_name_of(io, x->id), upstream_port(io->reg, x->id), why);
+				  upstream_io_name_of(io, x->id), c->port, why);
 		finish(x, err, sent, 0, NULL, why);
 	}
 	if (!io->closing)
@@ -410,11 +444,13 @@ int upstream_io_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_c
 /* Opens a new connection for x (already detached from the queue). */
 static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 {
-	const char *domain = upstream_domain(io->reg, x->id);
+	struct upstream_io_target t;
+	bool known = upstream_io_lookup(io, x->id, &t);
+	const char *domain = t.domain;
 	uint64_t now = upstream_io_now_ms(io);
-	struct conn *c = domain ? calloc(1, sizeof *c) : NULL;
-	int rc = !domain ? -ENOENT : c ? 0 : -ENOMEM;
-	enum ke_numbering numbering = upstream_numbering(io->reg, x->id);
+	struct conn *c = known ? calloc(1, sizeof *c) : NULL;
+	int rc = !known ? -ENOENT : c ? 0 : -ENOMEM;
+	enum ke_numbering numbering = known ? t.numbering : KE_NUMBERING_IANA;
 	if (c)
 		rc = ke_client_new(&c->ke, io->creds, domain, numbering, now,
 				   io->cfg->upstream_timeout_ms);
@@ -432,7 +468,7 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 	c->io = io;
 	c->id = x->id;
 	c->numbering = numbering;
-	c->port = upstream_port(io->reg, x->id);
+	c->port = t.port;
 	c->x = x;
 	x->conn = c;
 	c->linked = true;
@@ -466,10 +502,12 @@ static unsigned conns_of(const struct upstream_io *io, uint32_t id)
 /* An idle kept connection of upstream id in its current numbering (requests are built in it). */
 static struct conn *idle_conn(struct upstream_io *io, uint32_t id)
 {
+	struct upstream_io_target t;
+	if (!upstream_io_lookup(io, id, &t))
+		return NULL;
 	for (struct conn *c = io->conns; c; c = c->next)
 		if (c->id == id && !c->x && c->connected &&
-		    ke_client_state(c->ke) == KE_CLIENT_READY &&
-		    c->numbering == upstream_numbering(io->reg, id))
+		    ke_client_state(c->ke) == KE_CLIENT_READY && c->numbering == t.numbering)
 			return c;
 	return NULL;
 }
@@ -523,9 +561,11 @@ int upstream_io_exchange(struct upstream_io *io, uint32_t id, const uint8_t *req
 	if (handle)
 		*handle = NULL;
 	int rc = 0;
+	struct upstream_io_target t;
+	refresh(io);
 	if (io->closing)
 		rc = -ESHUTDOWN;
-	else if (!upstream_domain(io->reg, id))
+	else if (!upstream_io_lookup(io, id, &t))
 		rc = -ENOENT;
 	else if (len == 0 || len > KE_MSG_REQUEST_MAX)
 		rc = -EMSGSIZE;
@@ -635,11 +675,11 @@ static void on_tick(uv_timer_t *t)
 	deliver_deferred(io);
 	expire(io, now);
 	/* Each due upstream is started once per tick even if the registry keeps it due. */
-	for (size_t n = upstream_count(io->reg); n > 0 && !io->closing &&
-						 upstream_probe_due(io->reg, now, &id) == 0; n--)
+	for (size_t n = io->reg ? upstream_count(io->reg) : 0;
+	     n > 0 && !io->closing && upstream_probe_due(io->reg, now, &id) == 0; n--)
 		upstream_check_start_probe(io, id);
-	for (size_t n = upstream_count(io->reg); n > 0 && !io->closing &&
-						 upstream_deep_due(io->reg, now, &id) == 0; n--)
+	for (size_t n = io->reg ? upstream_count(io->reg) : 0;
+	     n > 0 && !io->closing && upstream_deep_due(io->reg, now, &id) == 0; n--)
 		upstream_check_start_deep(io, id);
 	upstream_io_rearm(io);
 }
@@ -653,7 +693,9 @@ void upstream_io_rearm(struct upstream_io *io)
 {
 	if (io->closing)
 		return;
-	uint64_t next = min64(upstream_next_probe_ms(io->reg), upstream_next_deep_ms(io->reg));
+	uint64_t next = io->reg ? min64(upstream_next_probe_ms(io->reg),
+					upstream_next_deep_ms(io->reg))
+				: UINT64_MAX;
 	if (io->deferred)
 		next = 0;
 	for (const struct upstream_io_exchange *x = io->queue; x; x = x->next)
@@ -674,8 +716,9 @@ void upstream_io_rearm(struct upstream_io *io)
 
 /* ---- Life cycle ------------------------------------------------------------------------------ */
 
-int upstream_io_new(struct upstream_io **out, uv_loop_t *loop, struct tls_creds *creds,
-		    struct upstream_registry *registry, const struct upstream_io_config *cfg)
+static int io_new(struct upstream_io **out, uv_loop_t *loop, struct tls_creds *creds,
+		  struct upstream_registry *registry, struct slot *snapshots,
+		  const struct upstream_io_config *cfg)
 {
 	struct upstream_io *io = calloc(1, sizeof *io);
 	if (!io)
@@ -690,11 +733,25 @@ int upstream_io_new(struct upstream_io **out, uv_loop_t *loop, struct tls_creds 
 	io->loop = loop;
 	io->creds = tls_creds_ref(creds);
 	io->reg = registry;
+	if (snapshots)
+		slot_view_init(&io->snapshots, snapshots);
 	io->cfg = cfg;
 	io->pending = 1;
 	upstream_io_rearm(io);
 	*out = io;
 	return 0;
+}
+
+int upstream_io_new(struct upstream_io **out, uv_loop_t *loop, struct tls_creds *creds,
+		    struct upstream_registry *registry, const struct upstream_io_config *cfg)
+{
+	return io_new(out, loop, creds, registry, NULL, cfg);
+}
+
+int upstream_io_new_data(struct upstream_io **out, uv_loop_t *loop, struct tls_creds *creds,
+			 struct slot *snapshots, const struct upstream_io_config *cfg)
+{
+	return io_new(out, loop, creds, NULL, snapshots, cfg);
 }
 
 void upstream_io_set_creds(struct upstream_io *io, struct tls_creds *creds)
@@ -706,10 +763,14 @@ void upstream_io_set_creds(struct upstream_io *io, struct tls_creds *creds)
 
 void upstream_io_kick(struct upstream_io *io)
 {
-	/* A reload that changed an upstream's numbering leaves its idle connections useless. */
+	/* A reload that changed an upstream's numbering leaves its idle connections useless, and
+	 * one that removed the upstream leaves them with nothing to do. */
+	refresh(io);
 restart:
 	for (struct conn *c = io->conns; c; c = c->next) {
-		if (!c->x && c->numbering != upstream_numbering(io->reg, c->id)) {
+		struct upstream_io_target t;
+		if (!c->x && (!upstream_io_lookup(io, c->id, &t) || c->numbering != t.numbering ||
+			      t.state == UPSTREAM_DRAINING)) {
 			conn_kill(c, -ECANCELED, KILL_CLOSE);
 			goto restart;
 		}
@@ -720,7 +781,9 @@ restart:
 
 static void timer_closed(uv_handle_t *h)
 {
-	upstream_io_release(h->data);
+	struct upstream_io *io = h->data;
+	slot_view_release(&io->snapshots);
+	upstream_io_release(io);
 }
 
 void upstream_io_close(struct upstream_io *io)

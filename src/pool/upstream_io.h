@@ -23,17 +23,26 @@ struct upstream_io_config {
 
 struct upstream_io;
 
-/* creds: the pool's client credentials (its certificate + key, system trust + the extra CA; a
+/* The control plane's: probes and deep checks for the registry, and exchanges of its own.
+ * creds: the pool's client credentials (its certificate + key, system trust + the extra CA; a
  * reference is taken). registry and cfg: borrowed for the object's life. Starts the probe timer.
  * *out is released with upstream_io_close. */
 int upstream_io_new(struct upstream_io **out, uv_loop_t *loop, struct tls_creds *creds,
 		    struct upstream_registry *registry, const struct upstream_io_config *cfg);
 
+/* A worker's data plane: exchanges only (no probes, no deep checks, nothing forgotten), for the
+ * upstreams of the snapshots published in the slot (borrowed for the object's life; each
+ * lookup reads the snapshot published now). */
+struct slot;
+int upstream_io_new_data(struct upstream_io **out, uv_loop_t *loop, struct tls_creds *creds,
+			 struct slot *snapshots, const struct upstream_io_config *cfg);
+
 /* Swaps the client credentials for new connections (SIGHUP); kept connections live on. */
 void upstream_io_set_creds(struct upstream_io *io, struct tls_creds *creds);
 
-/* After the registry changed (SIGHUP): closes idle connections whose upstream now has another
- * record numbering, forgets drained upstreams and reschedules the probe timer. */
+/* After the registry (or the published snapshot) changed: closes idle connections whose upstream
+ * now has another record numbering or is being removed, forgets drained upstreams (control
+ * plane) and reschedules the timer. */
 void upstream_io_kick(struct upstream_io *io);
 
 /* Result of one exchange (borrowed for the call): keys_sent as in pool_session_upstream_failed;

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "net.h"
 #include "nts_ntp.h"
+#include "slot.h"
 #include "upstream.h"
 
 #define REASON_MAX 160
@@ -104,7 +105,8 @@ struct upstream_io {
 	uv_loop_t *loop;
 	struct log_ratelimit fail_log;
 	struct tls_creds *creds;
-	struct upstream_registry *reg;
+	struct upstream_registry *reg; /* the control plane's: probes, deep checks, forgetting */
+	struct slot_view snapshots;    /* without reg (a worker's): what the registry published */
 	const struct upstream_io_config *cfg;
 	uv_timer_t timer; /* probes, deep checks, and deadlines the streams do not cover */
 	struct conn *conns;
@@ -129,8 +131,20 @@ uint64_t upstream_io_now_ms(const struct upstream_io *io);
 /* upstream_io.c: reschedules the timer; call whenever a probe, check or deadline may be due. */
 void upstream_io_rearm(struct upstream_io *io);
 
+/* Where an exchange for upstream id goes: from the registry (control plane) or from the worker's
+ * current snapshot. Borrowed until the next lookup or registry change. */
+struct upstream_io_target {
+	const char *domain;
+	uint16_t port;
+	enum ke_numbering numbering;
+	enum upstream_state state;
+};
+
+/* upstream_io.c: false when neither knows id (any more). */
+bool upstream_io_lookup(struct upstream_io *io, uint32_t id, struct upstream_io_target *out);
+
 /* upstream_io.c: upstream id's domain for log lines, "(removed)" once the registry dropped it. */
-const char *upstream_io_name_of(const struct upstream_io *io, uint32_t id);
+const char *upstream_io_name_of(struct upstream_io *io, uint32_t id);
 
 
 /* upstream_io.c: starts resolving name for socktype into req (the caller owns req). */
