@@ -73,6 +73,7 @@ static void apply_limits(struct broker *b)
 	b->io_cfg = (struct upstream_io_config){
 		.upstream_timeout_ms = c->upstream_timeout_ms,
 		.idle_ms = (uint64_t)c->upstream_idle_s * 1000,
+		.max_age_ms = (uint64_t)c->upstream_max_age_s * 1000,
 		.max_conns = c->upstream_connections,
 	};
 }

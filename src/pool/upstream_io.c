@@ -239,6 +239,12 @@ static void conn_kill(struct conn *c, int err, enum kill_mode mode)
 		forget_drained(io);
 }
 
+static bool too_old(const struct conn *c)
+{
+	uint64_t max = c->io->cfg->max_age_ms;
+	return max && upstream_io_now_ms(c->io) - c->opened_ms >= max;
+}
+
 /* The stream's deadline for the state c is in; idle connections get the idle timeout. */
 static void follow_deadline(struct conn *c)
 {
@@ -303,7 +309,9 @@ static void conn_flush(struct conn *c)
 			}
 			ke_client_output_consume(c->ke, n);
 		}
-		if (ke_client_state(c->ke) == KE_CLIENT_READY) {
+		/* A connection past its age limit is not kept: a long-lived one would pin this
+		 * worker to one upstream address and one TLS session key for ever. */
+		if (ke_client_state(c->ke) == KE_CLIENT_READY && !too_old(c)) {
 			net_stream_set_deadline(c->stream, io->cfg->idle_ms);
 		} else {
 			conn_kill(c, -ECONNRESET, KILL_CLOSE);
@@ -467,6 +475,7 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 	}
 	c->io = io;
 	c->id = x->id;
+	c->opened_ms = now;
 	c->numbering = numbering;
 	c->port = t.port;
 	c->x = x;
@@ -507,7 +516,8 @@ static struct conn *idle_conn(struct upstream_io *io, uint32_t id)
 		return NULL;
 	for (struct conn *c = io->conns; c; c = c->next)
 		if (c->id == id && !c->x && c->connected &&
-		    ke_client_state(c->ke) == KE_CLIENT_READY && c->numbering == t.numbering)
+		    ke_client_state(c->ke) == KE_CLIENT_READY && c->numbering == t.numbering &&
+		    !too_old(c))
 			return c;
 	return NULL;
 }

@@ -18,6 +18,7 @@
 struct upstream_io_config {
 	uint64_t upstream_timeout_ms; /* connect + handshake + one exchange */
 	uint64_t idle_ms;	      /* kept connections close after this idle time */
+	uint64_t max_age_ms;	      /* ... and are not reused once this old (0: no limit) */
 	unsigned max_conns;	      /* per upstream: idle + busy */
 };
 

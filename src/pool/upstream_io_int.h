@@ -53,6 +53,7 @@ struct conn {
 	bool connected;
 	uint32_t id;
 	uint16_t port;
+	uint64_t opened_ms;	     /* for the age limit of kept connections */
 	enum ke_numbering numbering; /* its ke_client's: a connection never mixes numberings */
 	uv_getaddrinfo_t gai;
 	struct net_stream *stream;

@@ -443,6 +443,33 @@ Test(upstream_io, fixed_keys_reuse_one_kept_connection_until_idle)
 	close_io_and_loop();
 }
 
+/* With an age limit every connection is too old to keep by the time its exchange is done: each
+ * exchange opens its own, none is reused, none stays. */
+Test(upstream_io, connections_past_the_age_limit_are_not_reused)
+{
+	T.cfg.max_age_ms = 1;
+	struct daemon *d = daemon_start(WITH_POOL);
+	start_io(&d->ke, 1, 0);
+	cr_assert(run_until(not_probing));
+	cr_assert_eq(upstream_state(T.reg, id0()), UPSTREAM_HEALTHY);
+	cr_assert(run_until(none_kept), "the probe's connection was too old to keep");
+	struct result a = { 0 }, b = { 0 };
+	res_a = &a;
+	cr_assert_eq(fixed_key(&a, NULL), 0);
+	cr_assert(run_until(a_done));
+	cr_assert_eq(a.err, 0, "%s", a.reason);
+	cr_assert_eq(a.n_cookies, 8);
+	cr_assert(run_until(none_kept));
+	res_a = &b;
+	cr_assert_eq(fixed_key(&b, NULL), 0);
+	cr_assert(run_until(a_done));
+	cr_assert_eq(b.err, 0, "%s", b.reason);
+	cr_assert(run_until(none_kept));
+	cr_assert_geq(daemon_ke_stat(d, "accepted"), 3, "probe, a and b: a connection each");
+	cr_assert_eq(daemon_ke_stat(d, "keep_alive_reuse"), 0, "no connection served twice");
+	close_io_and_loop();
+}
+
 Test(upstream_io, unauthorised_pool_is_unhealthy_with_authentication_refused)
 {
 	struct daemon *d = daemon_start(0);

@@ -126,6 +126,8 @@ Test(config, pool_minimal_has_documented_defaults)
 	cr_assert_eq(c.support_cache_s, 300);
 	cr_assert_eq(c.deep_check_interval_s, 300);
 	cr_assert_eq(c.upstream_idle_s, 30);
+	cr_assert_eq(c.upstream_max_age_s, 600);
+	cr_assert_eq(c.workers, 0, "absent: one worker per online CPU");
 	cr_assert_eq(c.upstream_connections, 4);
 	cr_assert_eq(c.key_exchange_server_count, 1);
 	cr_assert_str_eq(c.key_exchange_servers[0].addr.host, "a.test");
@@ -164,6 +166,8 @@ Test(config, pool_every_option_read_back)
 				"  { domain = \"127.0.0.3\" },\n"
 				"  { domain = \"::1\", port = 4461 },\n"
 				"]\n"
+				"upstream-max-age-s = 120\n"
+				"workers = 3\n"
 				"[observability]\n"
 				"log-level = \"debug\"\n"
 				"status-listen = \"127.0.0.1:9100\"\n");
@@ -190,6 +194,8 @@ Test(config, pool_every_option_read_back)
 	cr_assert_eq(c.support_cache_s, 600);
 	cr_assert_eq(c.deep_check_interval_s, 0);
 	cr_assert_eq(c.upstream_idle_s, 10);
+	cr_assert_eq(c.upstream_max_age_s, 120);
+	cr_assert_eq(c.workers, 3);
 	cr_assert_eq(c.upstream_connections, 2);
 	cr_assert_eq(c.key_exchange_server_count, 3);
 	cr_assert_str_eq(c.key_exchange_servers[0].addr.host, "ke1.test");
@@ -270,6 +276,11 @@ Test(config, pool_out_of_range)
 		   "(got -5)");
 	pool_error(POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", weight = 0 }]\n", 5,
 		   "'weight'", "must be between 1 and 65535 (got 0)");
+	pool_error(POOL_MINIMAL "workers = 0\n", 6,
+		   "'workers' in [nts-pool-ke-server] must be between 1 and 256 (got 0)", NULL);
+	pool_error(POOL_MINIMAL "workers = 257\n", 6, "'workers'", "(got 257)");
+	pool_error(POOL_MINIMAL "upstream-max-age-s = 86401\n", 6,
+		   "'upstream-max-age-s' in [nts-pool-ke-server] must be between 0 and 86400", NULL);
 }
 
 Test(config, pool_cross_checks)
@@ -564,7 +575,9 @@ Test(config, daemon_every_option_read_back)
 		"minimum-agreeing-sources = 3\n"
 		"single-step-panic-threshold = 0.5\n"
 		"startup-step-panic-threshold = 86400\n"
-		"accumulated-step-panic-threshold = 1800.5\n");
+		"accumulated-step-panic-threshold = 1800.5\n"
+		"[daemon]\n"
+		"workers = 4\n");
 	struct config_daemon c;
 	char err[512];
 	cr_assert_eq(config_daemon_load(path, &c, err, sizeof(err)), 0, "%s", err);
@@ -612,6 +625,7 @@ Test(config, daemon_every_option_read_back)
 	cr_assert_str_eq(c.observability.status_listen.text, "[::1]:9101");
 	cr_assert_eq(c.synchronization.local_stratum, 2);
 	cr_assert_eq(c.synchronization.clock_control, false);
+	cr_assert_eq(c.workers, 4);
 	cr_assert_eq(c.synchronization.minimum_agreeing_sources, 3);
 	cr_assert_float_eq(c.synchronization.single_step_panic_threshold_s, 0.5, 1e-12);
 	cr_assert_eq(c.synchronization.has_startup_step_panic_threshold, true);
@@ -1115,7 +1129,11 @@ Test(config, daemon_keyset_sync_observability_errors)
 		     "'observability' must be a table ([observability]), not integer", NULL);
 	daemon_error(SERVER_SOURCE "[clock]\n", 4, "unknown key 'clock'",
 		     "valid keys: source, server, nts-ke-server, keyset, observability, "
-		     "synchronization");
+		     "synchronization, daemon");
+	daemon_error(SERVER_SOURCE "[daemon]\nworkers = 0\n", 5,
+		     "'workers' in [daemon] must be between 1 and 256 (got 0)", NULL);
+	daemon_error(SERVER_SOURCE "[daemon]\nthreads = 2\n", 5,
+		     "unknown key 'threads' in [daemon]; valid keys: workers", NULL);
 }
 
 Test(config, strings_with_nul_are_rejected)

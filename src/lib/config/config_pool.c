@@ -21,6 +21,7 @@ static const struct config_pool pool_defaults = {
 	.support_cache_s = 300,
 	.deep_check_interval_s = 300,
 	.upstream_idle_s = 30,
+	.upstream_max_age_s = 600,
 	.upstream_connections = 4,
 };
 
@@ -179,6 +180,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		"support-cache-s",
 		"deep-check-interval-s",
 		"upstream-idle-s",
+		"upstream-max-age-s",
 		"upstream-connections",
 		"key-exchange-servers",
 		"workers",
@@ -214,6 +216,8 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		    0 ||
 	    (r = config_get_u32(ctx, t, "deep-check-interval-s", w, 0, 86400,
 				&cfg->deep_check_interval_s)) < 0 ||
+	    (r = config_get_u32(ctx, t, "upstream-max-age-s", w, 0, 86400,
+				&cfg->upstream_max_age_s)) < 0 ||
 	    (r = config_get_u32(ctx, t, "upstream-idle-s", w, 1, 3600, &cfg->upstream_idle_s)) <
 		    0 ||
 	    (r = config_get_u32(ctx, t, "upstream-connections", w, 1, 64,

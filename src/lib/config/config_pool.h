@@ -39,6 +39,7 @@ struct config_pool {
 	uint32_t support_cache_s;
 	uint32_t deep_check_interval_s; /* 0: no deep checks */
 	uint32_t upstream_idle_s;
+	uint32_t upstream_max_age_s; /* kept upstream connections are not reused once this old */
 	uint32_t upstream_connections;
 	struct config_pool_upstream *key_exchange_servers; /* >= 1 */
 	size_t key_exchange_server_count;
