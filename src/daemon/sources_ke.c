@@ -12,15 +12,16 @@
 
 #include "aead.h"
 #include "ke_client.h"
+#include "ke_conn.h"
 #include "log.h"
 
-/* One NTS-KE connection, freed from the stream's on_closed (or at once if never connected). */
+/* One NTS-KE connection: the machine the connection driver runs (ke_client inside); the driver
+ * frees it after its closed hook. */
 struct source_ke {
 	struct sources *m;
 	struct slot *slot; /* NULL once abandoned */
 	struct ke_client *ke;
-	struct net_stream *stream;
-	bool connected;
+	struct ke_conn *kc;
 };
 
 /* Is the server name in use by another slot of the entry? (Names compare like DNS names.) */
@@ -104,145 +105,135 @@ static const char *take_response(struct slot *sl, struct ke_client *ke, int pars
 	return NULL;
 }
 
+/* The slot lets go of the exchange; the connection ends (after close_notify unless abort). */
 static void ke_finish(struct source_ke *k, bool abort)
 {
 	struct slot *sl = k->slot;
 	if (sl)
 		sl->ke = NULL;
 	k->slot = NULL;
-	if (abort)
-		net_stream_abort(k->stream);
-	else
-		net_stream_close(k->stream);
+	ke_conn_close(k->kc, abort);
 }
 
-static void ke_flush(struct source_ke *k)
+/* ---- ke_client as the connection driver runs it ---- */
+
+static int m_input(void *m, const uint8_t *buf, size_t len, uint64_t now_ms)
 {
-	struct slot *sl = k->slot;
-	const uint8_t *p;
-	size_t n;
-	char why[REASON_MAX];
-	if (!sl)
-		return;
-	ke_client_output(k->ke, &p, &n);
-	if (k->connected && n > 0) {
-		if (net_stream_write(k->stream, p, n) < 0) {
-			ke_finish(k, true);
-			sources_slot_retry(sl, true, "key exchange: connection lost");
-			return;
-		}
-		ke_client_output_consume(k->ke, n);
-	}
-	uint64_t now = uv_now(k->m->loop), deadline = ke_client_deadline(k->ke);
-	switch (ke_client_state(k->ke)) {
-	case KE_CLIENT_HANDSHAKING:
-	case KE_CLIENT_WAITING:
-	case KE_CLIENT_READY:
-		if (deadline)
-			net_stream_set_deadline(k->stream, deadline > now ? deadline - now : 1);
-		return;
-	case KE_CLIENT_RESPONSE: {
-		const struct ke_msg_response *r;
-		int parse_rc = ke_client_response(k->ke, &r);
-		const char *err = take_response(sl, k->ke, parse_rc, r, why, sizeof why);
-		ke_client_response_done(k->ke, now);
-		ke_client_output(k->ke, &p, &n);
-		if (n > 0 && net_stream_write(k->stream, p, n) == 0)
-			ke_client_output_consume(k->ke, n);
-		ke_finish(k, false);
-		if (err) {
-			sources_slot_retry(sl, true, err);
-			return;
-		}
-		sl->state = SLOT_RESOLVE;
-		sources_entry_kick(sl->e);
-		sources_resolve(sl, sl->host, false);
-		return;
-	}
-	case KE_CLIENT_CLOSED:
-	case KE_CLIENT_FAILED:
-		snprintf(why, sizeof why, "key exchange with %s failed: %s", sl->e->address,
-			 ke_client_error(k->ke) < 0 ? ke_client_reason(k->ke) : "connection closed");
-		ke_finish(k, true);
-		sources_slot_retry(sl, true, why);
-		return;
-	}
+	struct source_ke *k = m;
+	/* A refused record leaves ke_client FAILED (done), with its reason for the slot. */
+	ke_client_input(k->ke, buf, len, now_ms);
+	return 0;
 }
 
-static void ke_on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
+static void m_eof(void *m, uint64_t now_ms)
 {
-	struct source_ke *k = ud;
-	(void)s;
-	if (k->slot) {
-		ke_client_input(k->ke, buf, len, uv_now(k->m->loop));
-		ke_flush(k);
-	}
+	struct source_ke *k = m;
+	ke_client_eof(k->ke, now_ms);
 }
 
-static void ke_on_eof(struct net_stream *s, int status, void *ud)
+static void m_timeout(void *m, uint64_t now_ms)
 {
-	struct source_ke *k = ud;
-	(void)s;
-	(void)status;
-	if (k->slot) {
-		ke_client_eof(k->ke, uv_now(k->m->loop));
-		ke_flush(k);
-	}
+	struct source_ke *k = m;
+	ke_client_timeout(k->ke, now_ms);
 }
 
-static void ke_on_timeout(struct net_stream *s, void *ud)
+static void m_output(const void *m, const uint8_t **p, size_t *n)
 {
-	struct source_ke *k = ud;
-	(void)s;
-	if (k->slot) {
-		ke_client_timeout(k->ke, uv_now(k->m->loop));
-		ke_flush(k);
-	}
+	const struct source_ke *k = m;
+	ke_client_output(k->ke, p, n);
 }
 
-static void ke_on_connect(struct net_stream *s, int status, void *ud)
+static void m_output_consume(void *m, size_t n)
 {
-	struct source_ke *k = ud;
-	struct slot *sl = k->slot;
-	(void)s;
-	if (!sl)
-		return;
-	if (status < 0) {
-		char why[REASON_MAX];
-		snprintf(why, sizeof why, "cannot connect to %s: %s", sl->e->address,
-			 strerror(-status));
-		sl->ke = NULL;
-		k->slot = NULL;
-		sources_slot_retry(sl, true, why);
-		return;
-	}
-	k->connected = true;
-	ke_flush(k);
+	struct source_ke *k = m;
+	ke_client_output_consume(k->ke, n);
 }
 
-static void ke_on_closed(struct net_stream *s, void *ud)
+static uint64_t m_deadline(const void *m)
 {
-	struct source_ke *k = ud;
-	struct sources *m = k->m;
-	struct slot *sl = k->slot;
-	(void)s;
-	if (sl) {
-		sl->ke = NULL;
-		k->slot = NULL;
-		sources_slot_retry(sl, true, "key exchange: connection closed");
-	}
+	const struct source_ke *k = m;
+	return ke_client_deadline(k->ke);
+}
+
+static bool m_done(const void *m)
+{
+	const struct source_ke *k = m;
+	enum ke_client_state st = ke_client_state(k->ke);
+	return st == KE_CLIENT_CLOSED || st == KE_CLIENT_FAILED;
+}
+
+static void m_free(void *m)
+{
+	struct source_ke *k = m;
+	struct sources *mgr = k->m;
 	ke_client_free(k->ke);
 	free(k);
-	sources_release(m);
+	sources_release(mgr);
 }
 
-static const struct net_stream_ops ke_ops = {
-	.on_read = ke_on_read,
-	.on_eof = ke_on_eof,
-	.on_timeout = ke_on_timeout,
-	.on_closed = ke_on_closed,
-	.on_connect = ke_on_connect,
+static const struct ke_conn_machine ke_machine = {
+	.input = m_input,
+	.eof = m_eof,
+	.timeout = m_timeout,
+	.output = m_output,
+	.output_consume = m_output_consume,
+	.deadline = m_deadline,
+	.done = m_done,
+	.free = m_free,
 };
+
+/* After each stream event: a complete response installs the keys (or says why not) and the
+ * connection ends; one exchange per connection. */
+static void on_progress(struct ke_conn *kc, void *m, void *ud)
+{
+	struct source_ke *k = m;
+	struct slot *sl = k->slot;
+	(void)kc;
+	(void)ud;
+	if (!sl || ke_client_state(k->ke) != KE_CLIENT_RESPONSE)
+		return;
+	char why[REASON_MAX];
+	const struct ke_msg_response *r;
+	int parse_rc = ke_client_response(k->ke, &r);
+	const char *err = take_response(sl, k->ke, parse_rc, r, why, sizeof why);
+	ke_client_response_done(k->ke, uv_now(k->m->loop));
+	ke_client_close(k->ke);
+	ke_conn_kick(k->kc);
+	ke_finish(k, false);
+	if (err) {
+		sources_slot_retry(sl, true, err);
+		return;
+	}
+	sl->state = SLOT_RESOLVE;
+	sources_entry_kick(sl->e);
+	sources_resolve(sl, sl->host, false);
+}
+
+/* The exchange ended before its response was taken: the slot retries with the reason. */
+static void on_closed(struct ke_conn *kc, void *m, void *ud)
+{
+	struct source_ke *k = m;
+	struct slot *sl = k->slot;
+	(void)ud;
+	k->kc = NULL;
+	if (!sl)
+		return;
+	sl->ke = NULL;
+	k->slot = NULL;
+	char why[REASON_MAX];
+	int err = ke_conn_error(kc);
+	if (ke_client_error(k->ke) < 0)
+		snprintf(why, sizeof why, "key exchange with %s failed: %s", sl->e->address,
+			 ke_client_reason(k->ke));
+	else if (err < 0 && ke_client_state(k->ke) == KE_CLIENT_HANDSHAKING &&
+		 err != -ETIMEDOUT)
+		snprintf(why, sizeof why, "cannot connect to %s: %s", sl->e->address,
+			 strerror(-err));
+	else
+		snprintf(why, sizeof why, "key exchange with %s failed: %s", sl->e->address,
+			 err < 0 ? strerror(-err) : "connection closed");
+	sources_slot_retry(sl, true, why);
+}
 
 /* The deny list of an nts-pool exchange: every server the entry uses, and the one this slot
  * was told to leave. */
@@ -293,8 +284,11 @@ void sources_ke_begin(struct slot *sl, const struct sockaddr *addr)
 				   KE_TIMEOUT_MS);
 	if (rc == 0)
 		rc = ke_client_send(k->ke, req, (size_t)n, KE_MSG_REQUEST_PLAIN, now, KE_TIMEOUT_MS);
-	if (rc == 0)
-		rc = net_connect(&k->stream, m->loop, (struct sockaddr *)&ss, &ke_ops, k);
+	const struct ke_conn_owner owner = { .progress = on_progress, .closed = on_closed };
+	if (rc == 0) {
+		k->m = m;
+		rc = ke_conn_connect(&k->kc, m->loop, (struct sockaddr *)&ss, &ke_machine, k, &owner);
+	}
 	if (rc < 0) {
 		if (k)
 			ke_client_free(k->ke);
@@ -304,11 +298,9 @@ void sources_ke_begin(struct slot *sl, const struct sockaddr *addr)
 		sources_slot_retry(sl, true, why);
 		return;
 	}
-	k->m = m;
 	k->slot = sl;
 	sl->ke = k;
 	m->pending++;
-	net_stream_set_deadline(k->stream, KE_TIMEOUT_MS);
 }
 
 void sources_ke_drop(struct slot *sl)
@@ -318,5 +310,5 @@ void sources_ke_drop(struct slot *sl)
 		return;
 	sl->ke = NULL;
 	k->slot = NULL;
-	net_stream_abort(k->stream);
+	ke_conn_close(k->kc, true);
 }

@@ -11,6 +11,7 @@
 #include <gnutls/gnutls.h>
 
 #include "ke_client.h"
+#include "ke_conn.h"
 #include "log.h"
 #include "net.h"
 #include "slot.h"
@@ -169,7 +170,7 @@ const char *upstream_io_name_of(struct upstream_io *io, uint32_t id)
 enum kill_mode {
 	KILL_ABORT, /* reset the connection at once */
 	KILL_CLOSE, /* let queued output (close_notify) go out first */
-	KILL_GONE,  /* net is closing the stream already: on_closed frees c */
+	KILL_GONE,  /* the driver is closing the connection already and frees c after */
 };
 
 static unsigned conns_of(const struct upstream_io *io, uint32_t id);
@@ -220,10 +221,8 @@ static void conn_kill(struct conn *c, int err, enum kill_mode mode)
 	unlink_conn(c);
 	c->x = NULL;
 	if (mode != KILL_GONE) {
-		if (c->stream && mode == KILL_ABORT)
-			net_stream_abort(c->stream);
-		else if (c->stream)
-			net_stream_close(c->stream);
+		if (c->kc)
+			ke_conn_close(c->kc, mode == KILL_ABORT);
 		else if (c->resolving)
 			uv_cancel((uv_req_t *)&c->gai);
 		else
@@ -245,157 +244,130 @@ static bool too_old(const struct conn *c)
 	return max && upstream_io_now_ms(c->io) - c->opened_ms >= max;
 }
 
-/* The stream's deadline for the state c is in; idle connections get the idle timeout. */
-static void follow_deadline(struct conn *c)
+/* ---- The connection as the driver runs it: the conn is the machine, ke_client inside ---- */
+
+static int m_input(void *m, const uint8_t *buf, size_t len, uint64_t now_ms)
 {
-	uint64_t now = upstream_io_now_ms(c->io);
-	uint64_t deadline = ke_client_deadline(c->ke);
-	if (deadline == 0)
-		net_stream_set_deadline(c->stream, c->x ? c->io->cfg->upstream_timeout_ms
-						       : c->io->cfg->idle_ms);
-	else
-		net_stream_set_deadline(c->stream, deadline > now ? deadline - now : 1);
+	struct conn *c = m;
+	/* A refused record leaves ke_client FAILED (done), with its reason for the exchange. */
+	ke_client_input(c->ke, buf, len, now_ms);
+	return 0;
 }
 
-/* Hands ke_client's output to the socket and acts on its state: delivers a response, keeps an
- * idle connection, or drops a closed or failed one. */
-static void conn_flush(struct conn *c)
+static void m_eof(void *m, uint64_t now_ms)
 {
-	struct upstream_io *io = c->io;
-	const uint8_t *p;
-	size_t n;
-
-	/* Until the TCP connection is up, output waits in ke_client. */
-	ke_client_output(c->ke, &p, &n);
-	if (c->connected && n > 0) {
-		if (net_stream_write(c->stream, p, n) < 0) {
-			uint32_t id = c->id;
-			conn_kill(c, -EPIPE, KILL_ABORT);
-			pump(io, id);
-			return;
-		}
-		ke_client_output_consume(c->ke, n);
-	}
-	switch (ke_client_state(c->ke)) {
-	case KE_CLIENT_HANDSHAKING:
-	case KE_CLIENT_WAITING:
-		follow_deadline(c);
-		return;
-	case KE_CLIENT_READY:
-		/* Idle connections keep the idle deadline set when they became idle. */
-		if (c->x)
-			follow_deadline(c);
-		return;
-	case KE_CLIENT_RESPONSE: {
-		const struct ke_msg_response *resp;
-		struct upstream_io_exchange *x = c->x;
-		int parse_rc = ke_client_response(c->ke, &resp);
-		uint32_t id = c->id;
-		c->x = NULL;
-		if (x) {
-			x->conn = NULL;
-			finish(x, 0, true, parse_rc, resp, "");
-		}
-		/* The callback may have closed everything; the conn itself lives until on_closed. */
-		if (!c->linked)
-			return;
-		ke_client_response_done(c->ke, upstream_io_now_ms(io));
-		ke_client_output(c->ke, &p, &n);
-		if (n > 0) {
-			if (net_stream_write(c->stream, p, n) < 0) {
-				conn_kill(c, -EPIPE, KILL_ABORT);
-				pump(io, id);
-				return;
-			}
-			ke_client_output_consume(c->ke, n);
-		}
-		/* A connection past its age limit is not kept: a long-lived one would pin this
-		 * worker to one upstream address and one TLS session key for ever. */
-		if (ke_client_state(c->ke) == KE_CLIENT_READY && !too_old(c)) {
-			net_stream_set_deadline(c->stream, io->cfg->idle_ms);
-		} else {
-			conn_kill(c, -ECONNRESET, KILL_CLOSE);
-		}
-		pump(io, id);
-		return;
-	}
-	case KE_CLIENT_CLOSED: {
-		uint32_t id = c->id;
-		conn_kill(c, -ECONNRESET, KILL_CLOSE);
-		pump(io, id);
-		return;
-	}
-	case KE_CLIENT_FAILED: {
-		uint32_t id = c->id;
-		conn_kill(c, ke_client_error(c->ke) < 0 ? ke_client_error(c->ke) : -EPROTO,
-			  KILL_ABORT);
-		pump(io, id);
-		return;
-	}
-	}
+	struct conn *c = m;
+	ke_client_eof(c->ke, now_ms);
 }
 
-static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *ud)
+static void m_timeout(void *m, uint64_t now_ms)
 {
-	struct conn *c = ud;
-	(void)s;
-	ke_client_input(c->ke, buf, len, upstream_io_now_ms(c->io));
-	conn_flush(c);
+	struct conn *c = m;
+	ke_client_timeout(c->ke, now_ms);
 }
 
-static void on_eof(struct net_stream *s, int status, void *ud)
+static void m_output(const void *m, const uint8_t **p, size_t *n)
 {
-	struct conn *c = ud;
-	(void)s;
-	(void)status;
-	ke_client_eof(c->ke, upstream_io_now_ms(c->io));
-	conn_flush(c);
+	const struct conn *c = m;
+	ke_client_output(c->ke, p, n);
 }
 
-static void on_timeout(struct net_stream *s, void *ud)
+static void m_output_consume(void *m, size_t n)
 {
-	struct conn *c = ud;
-	(void)s;
-	ke_client_timeout(c->ke, upstream_io_now_ms(c->io));
-	conn_flush(c);
+	struct conn *c = m;
+	ke_client_output_consume(c->ke, n);
 }
 
-static void on_connect(struct net_stream *s, int status, void *ud)
+/* ke_client's own deadline while it has one (handshake, waiting for an answer); otherwise an
+ * exchange about to be sent is bounded by upstream-timeout-ms and an idle connection closes
+ * after the idle time. */
+static uint64_t m_deadline(const void *m)
 {
-	struct conn *c = ud;
-	struct upstream_io *io = c->io;
-	(void)s;
-	if (status < 0) {
-		uint32_t id = c->id;
-		conn_kill(c, status, KILL_GONE);
-		pump(io, id);
-		return;
-	}
-	c->connected = true;
-	conn_flush(c);
+	const struct conn *c = m;
+	uint64_t d = ke_client_deadline(c->ke);
+	if (d)
+		return d;
+	return c->since_ms + (c->x ? c->io->cfg->upstream_timeout_ms : c->io->cfg->idle_ms);
 }
 
-static void on_closed(struct net_stream *s, void *ud)
+static bool m_done(const void *m)
 {
-	struct conn *c = ud;
-	struct upstream_io *io = c->io;
-	(void)s;
-	if (c->linked) {
-		/* Closed without our asking: a failure like any other. */
-		uint32_t id = c->id;
-		conn_kill(c, -ECONNRESET, KILL_GONE);
-		pump(io, id);
-	}
-	conn_free(c);
+	const struct conn *c = m;
+	enum ke_client_state st = ke_client_state(c->ke);
+	return st == KE_CLIENT_CLOSED || st == KE_CLIENT_FAILED;
 }
 
-static const struct net_stream_ops conn_ops = {
-	.on_read = on_read,
-	.on_eof = on_eof,
-	.on_timeout = on_timeout,
-	.on_closed = on_closed,
-	.on_connect = on_connect,
+static void m_free(void *m)
+{
+	conn_free(m);
+}
+
+static const struct ke_conn_machine conn_machine = {
+	.input = m_input,
+	.eof = m_eof,
+	.timeout = m_timeout,
+	.output = m_output,
+	.output_consume = m_output_consume,
+	.deadline = m_deadline,
+	.done = m_done,
+	.free = m_free,
 };
+
+/* After each stream event: a complete response goes to its exchange, and the connection is kept
+ * (idle) when both sides agreed on Keep Alive and it is young enough. */
+static void on_progress(struct ke_conn *kc, void *m, void *ud)
+{
+	struct conn *c = m;
+	struct upstream_io *io = c->io;
+	(void)kc;
+	(void)ud;
+	if (ke_client_state(c->ke) != KE_CLIENT_RESPONSE)
+		return;
+	const struct ke_msg_response *resp;
+	struct upstream_io_exchange *x = c->x;
+	int parse_rc = ke_client_response(c->ke, &resp);
+	uint32_t id = c->id;
+	c->x = NULL;
+	if (x) {
+		x->conn = NULL;
+		finish(x, 0, true, parse_rc, resp, "");
+	}
+	/* The callback may have closed everything; the conn itself lives until the driver is
+	 * done with it. */
+	if (!c->linked)
+		return;
+	uint64_t now = upstream_io_now_ms(io);
+	ke_client_response_done(c->ke, now);
+	/* A connection past its age limit is not kept: a long-lived one would pin this worker to
+	 * one upstream address and one TLS session key for ever. */
+	if (ke_client_state(c->ke) == KE_CLIENT_READY && too_old(c))
+		ke_client_close(c->ke);
+	if (ke_client_state(c->ke) == KE_CLIENT_READY) {
+		c->since_ms = now;
+		ke_conn_kick(c->kc);
+	} else {
+		/* close_notify goes out, then the driver closes: on_conn_closed unlinks it. */
+		ke_conn_kick(c->kc);
+	}
+	pump(io, id);
+}
+
+static void on_conn_closed(struct ke_conn *kc, void *m, void *ud)
+{
+	struct conn *c = m;
+	struct upstream_io *io = c->io;
+	(void)ud;
+	if (c->linked) {
+		/* Ended without our asking: a failure like any other. */
+		uint32_t id = c->id;
+		int err = ke_client_error(c->ke) < 0 ? ke_client_error(c->ke)
+			  : ke_conn_error(kc) < 0    ? ke_conn_error(kc)
+						     : -ECONNRESET;
+		conn_kill(c, err, KILL_GONE);
+		pump(io, id);
+	}
+	c->kc = NULL;
+}
 
 static void start_connect(struct conn *c, struct sockaddr *sa)
 {
@@ -404,16 +376,16 @@ static void start_connect(struct conn *c, struct sockaddr *sa)
 		((struct sockaddr_in *)sa)->sin_port = htons(c->port);
 	else
 		((struct sockaddr_in6 *)sa)->sin6_port = htons(c->port);
-	int rc = net_connect(&c->stream, io->loop, sa, &conn_ops, c);
+	const struct ke_conn_owner owner = { .progress = on_progress,
+					     .closed = on_conn_closed,
+					     .ud = io };
+	int rc = ke_conn_connect(&c->kc, io->loop, sa, &conn_machine, c, &owner);
 	if (rc < 0) {
 		uint32_t id = c->id;
-		c->stream = NULL;
+		c->kc = NULL;
 		conn_kill(c, rc, KILL_ABORT);
 		pump(io, id);
-		return;
 	}
-	uint64_t now = upstream_io_now_ms(io), deadline = ke_client_deadline(c->ke);
-	net_stream_set_deadline(c->stream, deadline > now ? deadline - now : 1);
 }
 
 static void on_conn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -476,6 +448,7 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 	c->io = io;
 	c->id = x->id;
 	c->opened_ms = now;
+	c->since_ms = now;
 	c->numbering = numbering;
 	c->port = t.port;
 	c->x = x;
@@ -515,9 +488,8 @@ static struct conn *idle_conn(struct upstream_io *io, uint32_t id)
 	if (!upstream_io_lookup(io, id, &t))
 		return NULL;
 	for (struct conn *c = io->conns; c; c = c->next)
-		if (c->id == id && !c->x && c->connected &&
-		    ke_client_state(c->ke) == KE_CLIENT_READY && c->numbering == t.numbering &&
-		    !too_old(c))
+		if (c->id == id && !c->x && c->kc && ke_client_state(c->ke) == KE_CLIENT_READY &&
+		    c->numbering == t.numbering && !too_old(c))
 			return c;
 	return NULL;
 }
@@ -531,11 +503,12 @@ static bool start(struct upstream_io *io, struct upstream_io_exchange *x)
 					io->cfg->upstream_timeout_ms);
 		gnutls_memset(x->req, 0, x->len);
 		c->x = x;
+		c->since_ms = upstream_io_now_ms(io);
 		x->conn = c;
 		if (rc < 0)
 			conn_kill(c, rc, KILL_ABORT);
 		else
-			conn_flush(c);
+			ke_conn_kick(c->kc);
 		return true;
 	}
 	if (conns_of(io, x->id) >= io->cfg->max_conns)

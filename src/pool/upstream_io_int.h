@@ -15,6 +15,7 @@
 
 #include "aead.h"
 #include "ke_client.h"
+#include "ke_conn.h"
 #include "ke_msg.h"
 #include "log.h"
 #include "net.h"
@@ -43,20 +44,21 @@ struct upstream_io_exchange {
 	uint8_t req[]; /* wiped as soon as ke_client holds its copy */
 };
 
-/* One NTS-KE connection to an upstream. Freed when it is unlinked and nothing can call back:
- * from the stream's on_closed, from the resolver callback, or at once if neither exists. */
+/* One NTS-KE connection to an upstream: the machine the connection driver runs once it
+ * connects (ke_conn frees it then, after its closed hook); before that freed from the resolver
+ * callback or at once. */
 struct conn {
 	struct upstream_io *io;
 	struct conn *next; /* in io->conns while linked */
 	bool linked;
 	bool resolving; /* gai outstanding: its callback frees a conn unlinked meanwhile */
-	bool connected;
 	uint32_t id;
 	uint16_t port;
 	uint64_t opened_ms;	     /* for the age limit of kept connections */
+	uint64_t since_ms;	     /* the current exchange's start, or when it became idle */
 	enum ke_numbering numbering; /* its ke_client's: a connection never mixes numberings */
 	uv_getaddrinfo_t gai;
-	struct net_stream *stream;
+	struct ke_conn *kc; /* the driver's, once connecting */
 	struct ke_client *ke;
 	struct upstream_io_exchange *x; /* busy; NULL = idle (or not connected yet) */
 };

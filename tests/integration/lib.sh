@@ -502,8 +502,8 @@ log-level = "debug"
 POOL
 }
 
-# pool_start NAME CONF STATUS_ADDR: starts nts-pool-ke in the background (log $T/NAME.log) and
-# waits until its status endpoint answers; like daemon_start (status_of, stat_of, daemon_stop
+# pool_start NAME CONF STATUS_ADDR: starts nts-pool-ke in the background (log $T/NAME.log; more
+# options in POOL_ARGS, e.g. "--workers 1") and waits until its status endpoint answers; like daemon_start (status_of, stat_of, daemon_stop
 # and daemon_alive work on NAME). Returns 1 with the log tail when it does not come up.
 pool_start() {
 	p_name=$1
@@ -511,7 +511,8 @@ pool_start() {
 		echo "# $POOL_KE not built"
 		return 1
 	fi
-	"$POOL_KE" -c "$2" -l debug >"$T/$p_name.log" 2>&1 &
+	# shellcheck disable=SC2086 # POOL_ARGS: more options, split on purpose
+	"$POOL_KE" -c "$2" -l debug ${POOL_ARGS:-} >"$T/$p_name.log" 2>&1 &
 	pk_pid=$!
 	track "$pk_pid"
 	eval "${p_name}_pid=\$pk_pid; ${p_name}_status=\$3"

@@ -35,7 +35,10 @@ source_start a 127.0.0.2 "$KEA" "$NTPA" "$SA" || bail_out "time source A did not
 source_start b 127.0.0.3 "$KEB" "$NTPB" "$SB" || bail_out "time source B did not start"
 pool_conf "$T/pool.toml" "$PK" "$PS" \
 	"$(upstream 127.0.0.2 "$KEA"), $(upstream 127.0.0.3 "$KEB")" "$LIMITS"
-pool_start p "$T/pool.toml" "127.0.0.1:$PS" || bail_out "nts-pool-ke did not start"
+# One worker: each worker rotates over the upstreams on its own, and this test counts the
+# alternation of consecutive sessions.
+POOL_ARGS="--workers 1" pool_start p "$T/pool.toml" "127.0.0.1:$PS" ||
+	bail_out "nts-pool-ke did not start"
 if wait_upstream p 127.0.0.2 "$KEA" healthy 30 && wait_upstream p 127.0.0.3 "$KEB" healthy 30
 then
 	ok "broker: A and B healthy"

@@ -25,7 +25,10 @@ source_start a 127.0.0.2 "$KEA" "$NTPA" "$SA" || bail_out "time source A did not
 source_start b 127.0.0.3 "$KEB" "$NTPB" "$SB" || bail_out "time source B did not start"
 pool_conf "$T/pool.toml" "$PK" "$PS" \
 	"$(upstream 127.0.0.2 "$KEA" 1), $(upstream 127.0.0.3 "$KEB" 3)" "deep-check-interval-s = 0"
-pool_start p "$T/pool.toml" "127.0.0.1:$PS" || bail_out "nts-pool-ke did not start"
+# One worker: the exact split holds per worker (each rotates on its own), so it is counted
+# on one.
+POOL_ARGS="--workers 1" pool_start p "$T/pool.toml" "127.0.0.1:$PS" ||
+	bail_out "nts-pool-ke did not start"
 if wait_upstream p 127.0.0.2 "$KEA" healthy 30 && wait_upstream p 127.0.0.3 "$KEB" healthy 30
 then
 	ok "broker: both upstreams healthy, weights 1 and 3"

@@ -8,8 +8,10 @@ struct ke_conn {
 	const struct ke_conn_machine *ops;
 	void *m;
 	struct ke_conn_owner owner;
-	bool closing; /* close or abort asked: the machine gets no more events */
+	bool closing;	/* close or abort asked: the machine gets no more events */
 	bool draining;
+	bool connected; /* accepted, or an outbound connection that is up */
+	int error;	/* why it ended, 0 for an orderly end */
 };
 
 static uint64_t now(const struct ke_conn *c)
@@ -17,8 +19,10 @@ static uint64_t now(const struct ke_conn *c)
 	return net_stream_now_ms(c->stream);
 }
 
-static void abort_conn(struct ke_conn *c)
+static void abort_conn(struct ke_conn *c, int err)
 {
+	if (!c->error)
+		c->error = err;
 	c->closing = true;
 	net_stream_abort(c->stream);
 }
@@ -38,10 +42,14 @@ static void flush(struct ke_conn *c, bool progress)
 	const uint8_t *p;
 	size_t n;
 	c->ops->output(c->m, &p, &n);
-	if (n > 0) {
-		if (net_stream_queued(c->stream) + n > KE_CONN_WRITE_CAP ||
-		    net_stream_write(c->stream, p, n) < 0) {
-			abort_conn(c);
+	/* An outbound connection's first bytes wait in the machine until it is up. */
+	if (n > 0 && c->connected) {
+		if (net_stream_queued(c->stream) + n > KE_CONN_WRITE_CAP) {
+			abort_conn(c, -ENOBUFS);
+			return;
+		}
+		if (net_stream_write(c->stream, p, n) < 0) {
+			abort_conn(c, -EPIPE);
 			return;
 		}
 		c->ops->output_consume(c->m, n);
@@ -78,8 +86,9 @@ static void on_read(struct net_stream *s, const uint8_t *buf, size_t len, void *
 	if (c->closing)
 		return;
 	before(c);
-	if (c->ops->input(c->m, buf, len, now(c)) < 0) {
-		abort_conn(c);
+	int rc = c->ops->input(c->m, buf, len, now(c));
+	if (rc < 0) {
+		abort_conn(c, rc);
 		return;
 	}
 	flush(c, true);
@@ -92,7 +101,7 @@ static void on_eof(struct net_stream *s, int status, void *ud)
 	if (c->closing)
 		return;
 	if (status < 0) {
-		abort_conn(c);
+		abort_conn(c, status);
 		return;
 	}
 	before(c);
@@ -112,7 +121,25 @@ static void on_timeout(struct net_stream *s, void *ud)
 	before(c);
 	c->ops->timeout(c->m, now(c));
 	flush(c, true);
+	if (!c->error)
+		c->error = -ETIMEDOUT;
 	close_conn(c);
+}
+
+static void on_connect(struct net_stream *s, int status, void *ud)
+{
+	struct ke_conn *c = ud;
+	(void)s;
+	if (c->closing)
+		return;
+	if (status < 0) {
+		/* net closes the stream itself: only on_closed follows. */
+		c->error = status;
+		c->closing = true;
+		return;
+	}
+	c->connected = true;
+	flush(c, true);
 }
 
 static void on_closed(struct net_stream *s, void *ud)
@@ -129,6 +156,7 @@ static const struct net_stream_ops stream_ops = {
 	.on_eof = on_eof,
 	.on_timeout = on_timeout,
 	.on_closed = on_closed,
+	.on_connect = on_connect,
 };
 
 int ke_conn_start(struct ke_conn **out, struct net_stream *s,
@@ -141,10 +169,46 @@ int ke_conn_start(struct ke_conn **out, struct net_stream *s,
 	c->ops = ops;
 	c->m = m;
 	c->owner = *owner;
+	c->connected = true;
 	*out = c;
 	net_stream_set_ops(s, &stream_ops, c);
 	flush(c, false);
 	return 0;
+}
+
+int ke_conn_connect(struct ke_conn **out, uv_loop_t *loop, const struct sockaddr *addr,
+		    const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner)
+{
+	struct ke_conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return -ENOMEM;
+	c->ops = ops;
+	c->m = m;
+	c->owner = *owner;
+	int rc = net_connect(&c->stream, loop, addr, &stream_ops, c);
+	if (rc < 0) {
+		free(c);
+		return rc;
+	}
+	*out = c;
+	/* Arms the machine's deadline, which bounds the connect too; nothing is written yet. */
+	flush(c, false);
+	return 0;
+}
+
+void ke_conn_close(struct ke_conn *c, bool abort)
+{
+	if (c->closing)
+		return;
+	if (abort)
+		abort_conn(c, -ECANCELED);
+	else
+		close_conn(c);
+}
+
+int ke_conn_error(const struct ke_conn *c)
+{
+	return c->error;
 }
 
 void ke_conn_kick(struct ke_conn *c)

@@ -1,7 +1,9 @@
 /* The NTS-KE connection driver: the one place where a TCP stream's bytes, end of stream and
  * deadlines reach a KE state machine, and where the machine's output, next deadline and end reach
- * the stream. The time source's KE server and the broker's client sessions both run on it; a
- * connection prelude (such as a PROXY protocol header) belongs here too, ahead of the machine.
+ * the stream. Every KE connection of the project runs on it: the time source's KE server and the
+ * broker's client sessions on accepted streams, and the KE clients (the broker's upstream
+ * connections, the daemon's NTS sources) on outbound ones. A connection prelude (such as a PROXY
+ * protocol header) belongs here too, ahead of the machine.
  *
  * Policy, the same for every machine:
  *   - input the machine refuses (a negative return) aborts the connection;
@@ -12,7 +14,9 @@
  *   - at most KE_CONN_WRITE_CAP bytes wait to be sent: a peer that sends requests without
  *     reading the answers is cut off instead of growing our buffers;
  *   - when draining (the program stops), a machine that reports itself idle is timed out at
- *     once; machines in the middle of a request finish under their deadline.
+ *     once; machines in the middle of a request finish under their deadline;
+ *   - an outbound connection's output waits in the machine until the connection is up; the
+ *     machine's deadline bounds the connect too.
  *
  * libuv's rules hold: the driver is freed from the stream's close callback, after the owner's
  * last callback; no call reports through a callback before it returns. */
@@ -111,6 +115,23 @@ struct ke_conn_owner {
  * and refuses the connection). *out is owned by the loop until owner->closed. */
 int ke_conn_start(struct ke_conn **out, struct net_stream *s,
 		  const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner);
+
+/* Connects to addr (borrowed) and drives machine m on the new stream, as ke_conn_start does on
+ * an accepted one. Returns 0 with m taken over, or a negative errno with nothing taken and no
+ * callback to follow. A connect that fails later reaches the owner as closed (ke_conn_error
+ * says why); progress follows the connect like any other stream event. */
+int ke_conn_connect(struct ke_conn **out, uv_loop_t *loop, const struct sockaddr *addr,
+		    const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner);
+
+/* The owner ends the connection: abort resets it at once, otherwise queued output goes first.
+ * The machine gets no more events; closed follows from the loop. Idempotent. */
+void ke_conn_close(struct ke_conn *c, bool abort);
+
+/* Why the connection ended, for the closed hook: 0 after an orderly end (the machine was done,
+ * or the owner closed it), else a negative errno: the connect's or a read's error, -ETIMEDOUT
+ * at the deadline, -ENOBUFS at the write cap, -ECANCELED for an owner's abort, or the machine's
+ * own error for input it refused. */
+int ke_conn_error(const struct ke_conn *c);
 
 /* The machine changed outside the driver's events (an upstream answered): send its output,
  * follow its deadline, close when it is done. No progress callback: the owner that kicked knows
