@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs ke-load and ntp-load with the same parameters against chronyd (NTS server, one NTS-KE
 # helper) and against our ntp-daemon, each on its own loopback address with the same test
-# certificate, and prints a table with the ratios ours/chrony. Loopback only; every process it
-# starts is stopped on exit. Needs root (chronyd runs as nobody through runuser), chronyd, jq,
+# certificate, and prints a table with the ratios ours/chrony. Two limits put the per-CPU figures
+# in proportion to what this machine can do at all: tls-limit (the server side of an in-process
+# TLS 1.3 handshake plus the NTS key export, with the same certificate) for NTS-KE, and our own
+# ntp-daemon answering plain NTPv4 (ntp-load --plain) for NTS-NTP. Loopback only; every process
+# it starts is stopped on exit. Needs root (chronyd runs as nobody through runuser), chronyd, jq,
 # openssl (gen-cert.sh), ss and, for pinning, taskset. See tests/bench/README.md.
 set -eu
 
@@ -14,14 +17,15 @@ usage() {
 	cat <<EOF
 Usage: $prog [OPTIONS]
 
-  -b, --build DIR        build directory holding tests/bench/ke-load, tests/bench/ntp-load and
-                         ntp-daemon (default: \$TOP_BUILDDIR or .)
+  -b, --build DIR        build directory holding tests/bench/ke-load, tests/bench/ntp-load,
+                         tests/bench/tls-limit and ntp-daemon (default: \$TOP_BUILDDIR or .)
   -d, --duration S       seconds per load run (default 10)
   -c, --concurrency N    ke-load connections (default 32)
   -t, --threads T        ke-load threads (default 1)
   -w, --window W         ntp-load outstanding requests (default 64)
       --aead ID          15 or 17 (default 15; chrony 4.3 serves only 15)
-      --verify-every K   ntp-load authenticates one reply in K (default 1)
+      --verify-every 1   deprecated, accepted for old scripts: ntp-load authenticates every
+                         NTS reply, since it needs the cookies inside; other values are refused
       --server-cpu N     core for the servers (default 0)
       --client-cpu N     core for the load generators (default 1)
       --no-pin           do not pin anything with taskset
@@ -42,7 +46,6 @@ concurrency=32
 threads=1
 window=64
 aead=15
-verify_every=1
 server_cpu=0
 client_cpu=1
 pin=1
@@ -57,7 +60,12 @@ while [ $# -gt 0 ]; do
 	-t | --threads) threads=$2; shift 2 ;;
 	-w | --window) window=$2; shift 2 ;;
 	--aead) aead=$2; shift 2 ;;
-	--verify-every) verify_every=$2; shift 2 ;;
+	--verify-every)
+		[ "$2" = 1 ] || die "--verify-every $2: no longer supported: ntp-load" \
+			"authenticates every NTS reply (a client must decrypt it to take its" \
+			"fresh cookies)"
+		echo "$prog: --verify-every is deprecated (every NTS reply is authenticated)" >&2
+		shift 2 ;;
 	--server-cpu) server_cpu=$2; shift 2 ;;
 	--client-cpu) client_cpu=$2; shift 2 ;;
 	--no-pin) pin=0; shift ;;
@@ -71,6 +79,7 @@ done
 build=$(cd "$build" && pwd)
 ke_load=$build/tests/bench/ke-load
 ntp_load=$build/tests/bench/ntp-load
+tls_limit=$build/tests/bench/tls-limit
 daemon=$build/ntp-daemon
 [ -x "$ke_load" ] && [ -x "$ntp_load" ] || die "no load generators in $build (make tests/bench/ke-load tests/bench/ntp-load)"
 [ "$(id -u)" = 0 ] || die "needs root: chronyd is started as nobody through runuser"
@@ -239,6 +248,7 @@ EOF
 	if wait_listen "$ours_addr" "$ours_ke" "$ours_pid" 5; then
 		targets+=(ours)
 		ke_of[ours]=$ours_addr:$ours_ke
+		ntp_of[ours]=$ours_addr:$ours_ntp
 		pid_of[ours]=$ours_pid
 	else
 		ours_note="ntp-daemon did not come up (its output: $(head -c 300 "$scratch/ours/log" | tr '\n' ' ')): chrony only"
@@ -259,9 +269,29 @@ for t in "${targets[@]}"; do
 	before=$(cpu_ticks "${pid_of[$t]}")
 	"${client_pin[@]}" "$ntp_load" --connect "${ke_of[$t]}" --ca "$keys/ca.pem" \
 		--duration "$duration" --window "$window" --aead "$aead" \
-		--verify-every "$verify_every" --json >"$scratch/$t.ntp.json" || true
+		--json >"$scratch/$t.ntp.json" || true
 	res[$t.ntp_cpu]=$(( $(cpu_ticks "${pid_of[$t]}") - before ))
 done
+
+# The NTS-NTP limit: the same server answering the same load without NTS.
+if [ -n "${ntp_of[ours]:-}" ]; then
+	echo "== ours: ntp-load --plain ${ntp_of[ours]} for ${duration}s, window $window" >&2
+	before=$(cpu_ticks "${pid_of[ours]}")
+	"${client_pin[@]}" "$ntp_load" --plain --connect "${ntp_of[ours]}" \
+		--duration "$duration" --window "$window" --json >"$scratch/ours.plain.json" || true
+	res[ours.plain_cpu]=$(( $(cpu_ticks "${pid_of[ours]}") - before ))
+fi
+
+# The NTS-KE limit, on the servers' core (they are idle by now): only its server side's CPU
+# time counts, so it needs no core of its own.
+limit_note=""
+if [ -x "$tls_limit" ]; then
+	echo "== tls-limit: in-process TLS 1.3 handshakes + NTS key export for ${duration}s" >&2
+	"${server_pin[@]}" "$tls_limit" --cert "$keys/bench.chain.pem" --key "$keys/bench.key" \
+		--duration "$duration" --aead "$aead" --json >"$scratch/tls-limit.json" || true
+else
+	limit_note="no tls-limit in $build (make tests/bench/tls-limit): no NTS-KE limit"
+fi
 
 # A field of a JSON result, or "-" when the run produced none.
 field() { # file jq-path
@@ -297,31 +327,65 @@ for t in "${targets[@]}"; do
 	row[$t.7]=$(field "$n" .requests_per_s)
 	row[$t.8]=$(field "$n" .loss_pct)
 	row[$t.9]="$(field "$n" .verified)/$(field "$n" .checked)"
-	row[$t.10]=$(pct "${res[$t.ntp_cpu]}" "$(field "$n" .elapsed_s)")
-	row[$t.11]=$(per_cpu "$(field "$n" .answered)" "${res[$t.ntp_cpu]}")
-	row[$t.12]=$(gen_pct "$(field "$k" .cpu_s)" "$(field "$k" .elapsed_s)")
-	row[$t.13]=$(gen_pct "$(field "$n" .cpu_s)" "$(field "$n" .elapsed_s)")
+	row[$t.10]="$(field "$n" .ke_initial)/$(field "$n" .ke_refills)/$(field "$n" .ke_failed)"
+	row[$t.11]=$(field "$n" .no_cookie)
+	row[$t.12]=$(pct "${res[$t.ntp_cpu]}" "$(field "$n" .elapsed_s)")
+	row[$t.13]=$(per_cpu "$(field "$n" .answered)" "${res[$t.ntp_cpu]}")
+	row[$t.17]=$(gen_pct "$(field "$k" .cpu_s)" "$(field "$k" .elapsed_s)")
+	row[$t.18]=$(gen_pct "$(field "$n" .cpu_s)" "$(field "$n" .elapsed_s)")
 done
+if [ -n "${ntp_of[ours]:-}" ]; then
+	p=$scratch/ours.plain.json
+	row[ours.14]=$(field "$p" .requests_per_s)
+	row[ours.15]=$(pct "${res[ours.plain_cpu]}" "$(field "$p" .elapsed_s)")
+	row[ours.16]=$(per_cpu "$(field "$p" .answered)" "${res[ours.plain_cpu]}")
+	row[ours.19]=$(gen_pct "$(field "$p" .cpu_s)" "$(field "$p" .elapsed_s)")
+fi
 labels=("" "KE sessions/s" "KE latency p50 ms" "KE latency p99 ms" "KE sessions ok/failed"
 	"KE server CPU %" "KE sessions per server CPU-s" "NTS requests/s" "NTS loss %"
-	"NTS verified/checked" "NTS server CPU %" "NTS requests per server CPU-s"
-	"ke-load CPU %" "ntp-load CPU %")
-ratio_rows=" 1 2 3 6 7 11 "
+	"NTS verified/checked" "NTS key exch. initial/refill/fail"
+	"NTS requests waiting for a cookie"
+	"NTS server CPU %" "NTS requests per server CPU-s" "plain NTP requests/s"
+	"plain NTP server CPU %" "plain requests per server CPU-s" "ke-load CPU %" "ntp-load CPU %"
+	"ntp-load --plain CPU %")
+ratio_rows=" 1 2 3 6 7 13 "
 
 printf '\nNTS load, %ss per run, ke-load concurrency %s x %s thread(s), ntp-load window %s, AEAD %s\n' \
 	"$duration" "$concurrency" "$threads" "$window" "$aead"
 if [ "$pin" = 1 ]; then
-	printf 'servers pinned to core %s, load generators to core %s\n' "$server_cpu" "$client_cpu"
+	printf 'servers and tls-limit pinned to core %s, load generators to core %s\n' \
+		"$server_cpu" "$client_cpu"
 else
 	printf 'not pinned\n'
 fi
-printf '\n%-32s %16s %16s %12s\n' "" "chronyd" "ntp-daemon" "ours/chrony"
-for i in $(seq 1 13); do
-	c=${row[chrony.$i]}
+printf '\n%-34s %16s %16s %12s\n' "" "chronyd" "ntp-daemon" "ours/chrony"
+for i in $(seq 1 19); do
+	c=${row[chrony.$i]:--}
 	o=${row[ours.$i]:--}
 	r=""
 	case $ratio_rows in *" $i "*) r=$(ratio "$o" "$c") ;; esac
-	printf '%-32s %16s %16s %12s\n' "${labels[$i]}" "$c" "$o" "$r"
+	printf '%-34s %16s %16s %12s\n' "${labels[$i]}" "$c" "$o" "$r"
 done
+
+# The limits: every per-CPU figure as a fraction of what this machine can do.
+limit_line() { printf '%-31s %10s %10s %10s %11s %10s %12s\n' "$@"; }
+limit_row() { # label chrony ours limit
+	limit_line "$1" "$2" "$3" "$4" "$(ratio "$3" "$2")" "$(ratio "$3" "$4")" "$(ratio "$2" "$4")"
+}
+l=$scratch/tls-limit.json
+ke_limit=$(field "$l" .handshakes_per_server_cpu_s |
+	awk '{ if ($1 == "-") print "-"; else printf "%.0f", $1 }')
+printf '\n'
+limit_line "per server CPU-second" chronyd ntp-daemon limit ours/chrony ours/limit \
+	chrony/limit
+limit_row "NTS-KE sessions (limit: TLS)" "${row[chrony.6]:--}" "${row[ours.6]:--}" "$ke_limit"
+limit_row "NTS-NTP requests (limit: plain)" "${row[chrony.13]:--}" "${row[ours.13]:--}" \
+	"${row[ours.16]:--}"
+printf 'limit TLS: server side of an in-process GnuTLS TLS 1.3 handshake + NTS key export\n'
+printf '           (tls-limit: %s, %s, %s)\n' "$(field "$l" .group)" "$(field "$l" .signature)" \
+	"$(field "$l" .cipher)"
+printf 'limit plain: our ntp-daemon answering plain NTPv4 (ntp-load --plain): ours/limit there is\n'
+printf '             ours/plain\n'
 [ -z "$ours_note" ] || printf '\n%s\n' "$ours_note"
+[ -z "$limit_note" ] || printf '%s\n' "$limit_note"
 printf '(latency ratios: below 1 is better for us; every other ratio: above 1 is better)\n'

@@ -1,22 +1,31 @@
 /* ntp-load: an NTS-protected (or plain) NTPv4 load generator.
  *
- * With NTS it first does one key exchange like a client (TLS 1.3, ALPN ntske/1, one request for
- * NTPv4 and --aead) and keeps the 8 cookies and the exported keys; then it sends NTS requests to
- * the server and port the response named (the KE server's address and port 123 when absent)
- * using the cookies in turn. Servers do not track cookie reuse, so 8 cookies carry any number of
- * requests. With --plain it sends plain mode-3 packets to --connect instead.
+ * With NTS it behaves like a real client towards the server (RFC 8915 §5.7): every request
+ * carries a cookie used by no earlier request, and every cookie it uses came from a key exchange
+ * or from the encrypted part of an earlier authenticated reply. Those cookies, the keys they are
+ * tied to and the key exchanges that bring them are ntp-cookies.c's; this file is the load loop.
+ * Before the run, key exchanges fill the pool with enough cookies for every window slot. Each
+ * request takes the oldest unused cookie, and each authenticated reply gives back the fresh
+ * cookies it carries. When a request is lost its cookie is gone, so the pool can run dry while
+ * slots are free: those requests wait (they are counted here), and a refill key exchange runs
+ * inside the send loop, without blocking it, to bring 8 more. Each request in flight holds a
+ * reference to the keys of its cookie. NTP goes to the server and port the first key exchange
+ * named (the KE server's address and port 123 when absent). With --plain it sends plain mode-3
+ * packets to --connect instead.
  *
  * One thread keeps --window requests outstanding on one connected UDP socket, sending and
  * receiving in batches (sendmmsg/recvmmsg). Each request carries a random transmit timestamp
  * whose low 16 bits name its window slot, so a reply is matched to its request by the origin
- * timestamp the server echoes. A slot frees on its reply or after --timeout-ms (a loss). One
- * reply in --verify-every is checked with nts_ntp_verify_response (origin, UID, authenticator
- * with the S2C key); plain replies are checked for mode 4 and a matching origin only.
+ * timestamp the server echoes. A slot frees on its reply or after --timeout-ms (a loss). Every
+ * NTS reply is opened with nts_ntp_verify_response (origin, UID, authenticator with the S2C key):
+ * its cookies are inside the ciphertext, so a client cannot take them without authenticating the
+ * reply. Plain replies are checked for mode 4 and a matching origin only.
  *
  * Runs stop by themselves after --count requests or --duration seconds, whichever comes first
- * (defaults: no count limit, 10 s). Exit status 0 when replies came and every checked one
+ * (defaults: no count limit, 10 s). Exit status 0 when replies came and every NTS reply
  * verified, 1 otherwise, 2 on usage or setup errors. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -31,13 +40,11 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 
 #include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 
 #include "aead.h"
-#include "ke_msg.h"
+#include "ntp-cookies.h"
 #include "ntp_packet.h"
 #include "nts_ntp.h"
 #include "tls.h"
@@ -45,7 +52,6 @@
 #define BATCH 64
 #define PKT_MAX 1280
 #define MAX_WINDOW 65536
-#define KE_TIMEOUT_MS 5000
 
 struct options {
 	const char *connect;
@@ -56,7 +62,6 @@ struct options {
 	uint64_t count;
 	double duration;
 	unsigned timeout_ms;
-	unsigned verify_every;
 	unsigned placeholders;
 	uint16_t aead;
 	bool plain;
@@ -67,16 +72,15 @@ struct slot {
 	bool busy;
 	uint64_t xmt;
 	uint64_t sent_ns;
+	struct ntp_cookies_keys *keys; /* a reference while the request is in flight */
 	uint8_t uid[NTS_NTP_UID_LEN];
 };
 
-struct nts_state {
-	uint16_t aead;
-	struct aead *c2s, *s2c;
-	struct ke_msg_cookie cookies[KE_MSG_MAX_COOKIES];
-	size_t n_cookies;
-	char server[KE_MSG_NAME_MAX + 1];
-	uint16_t port;
+struct counters {
+	uint64_t sent, answered, lost, strays, checked, verified, verify_failed, naks;
+	uint64_t no_cookie; /* requests whose slot was free while the pool was empty */
+	double *rtt_ms;
+	size_t n_rtt, cap_rtt;
 };
 
 static uint64_t now_ns(void)
@@ -92,16 +96,22 @@ static void usage(FILE *f)
 	      "  --connect IP:PORT    NTS-KE server (with --plain: the NTP server)\n"
 	      "  --ca FILE            trust anchor for the KE server certificate (PEM)\n"
 	      "  --name NAME          name to verify the certificate against (default: the IP)\n"
-	      "  --plain              plain NTPv4, no key exchange\n"
+	      "  --plain              plain NTPv4 mode-3 requests, no extension field, no key\n"
+	      "                       exchange\n"
 	      "  --ntp IP:PORT        send NTP here instead of where the KE response says\n"
 	      "  --aead 15|17         AEAD to ask for (default 15)\n"
 	      "  --window W           requests outstanding at once (default 64)\n"
 	      "  --count N            requests to send in total (default: no limit)\n"
 	      "  --duration S         stop sending after S seconds (default 10)\n"
 	      "  --timeout-ms MS      a request unanswered for this long is lost (default 1000)\n"
-	      "  --verify-every K     authenticate one reply in K (default 1: all)\n"
 	      "  --placeholders P     cookie placeholders per request, 0..7 (default 0)\n"
-	      "  --json               print one JSON line instead of text\n",
+	      "  --verify-every 1     deprecated, accepted for old scripts: every NTS reply is\n"
+	      "                       authenticated, since its fresh cookies are inside the\n"
+	      "                       ciphertext; any other value is refused\n"
+	      "  --json               print one JSON line instead of text\n"
+	      "Each NTS request uses a cookie never used before, taken from the key exchanges or\n"
+	      "from earlier replies; when lost requests drain the cookies, a new key exchange\n"
+	      "brings more (counted as refills).\n",
 	      f);
 }
 
@@ -157,161 +167,12 @@ static int parse_addr(const char *s, struct sockaddr_storage *out, socklen_t *ou
 	return resolve(host, port, out, out_len);
 }
 
-static int send_all(int fd, struct tls_session *tls)
-{
-	const uint8_t *p;
-	size_t n;
-	tls_output(tls, &p, &n);
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		tls_output_consume(tls, (size_t)w);
-		tls_output(tls, &p, &n);
-	}
-	return 0;
-}
+/* ---- NTP ---- */
 
-/* Runs the TLS session over the blocking socket fd until a whole response is in resp; returns
- * its length or a negative errno (a message on stderr). */
-static int ke_exchange(int fd, struct tls_session *tls, const uint8_t *req, size_t req_len,
-		       uint8_t *resp, size_t cap)
-{
-	size_t have = 0;
-	bool sent = false;
-	uint8_t buf[16 * 1024];
-
-	for (;;) {
-		int st = tls_step(tls);
-		if (st < 0) {
-			fprintf(stderr, "ntp-load: TLS: %s\n", tls_reason(tls));
-			return st;
-		}
-		int rc = send_all(fd, tls);
-		if (rc < 0)
-			return rc;
-		if (st == TLS_ESTABLISHED && !sent) {
-			rc = tls_write(tls, req, req_len);
-			if (rc < 0 || (rc = send_all(fd, tls)) < 0)
-				return rc;
-			sent = true;
-		}
-		while (sent) {
-			if (have == cap)
-				return -EMSGSIZE;
-			ssize_t n = tls_read(tls, resp + have, cap - have);
-			if (n == -EAGAIN)
-				break;
-			if (n <= 0) {
-				fprintf(stderr, "ntp-load: connection ended before the response\n");
-				return n == 0 ? -ECONNRESET : (int)n;
-			}
-			have += (size_t)n;
-			int len = ke_msg_frame(resp, have, KE_MSG_RESPONSE_MAX);
-			if (len != 0)
-				return len;
-		}
-		ssize_t n = recv(fd, buf, sizeof buf, 0);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			fprintf(stderr, "ntp-load: key exchange: %s\n",
-				n == 0 ? "connection closed" : strerror(errno));
-			return n == 0 ? -ECONNRESET : -errno;
-		}
-		rc = tls_feed(tls, buf, (size_t)n);
-		if (rc < 0)
-			return rc;
-	}
-}
-
-/* One key exchange: cookies, keys and where to send NTP. */
-static int key_exchange(const struct options *o, const struct sockaddr_storage *ke,
-			socklen_t ke_len, const char *ke_host, struct nts_state *st)
-{
-	char err[TLS_CREDS_ERR_MAX];
-	struct tls_creds *creds = NULL;
-	struct tls_session *tls = NULL;
-	struct ke_msg_response resp;
-	uint8_t req[256], c2s[KE_MSG_KEY_MAX], s2c[KE_MSG_KEY_MAX];
-	static uint8_t msg[KE_MSG_RESPONSE_MAX];
-	static const uint16_t protocols[] = { KE_MSG_PROTOCOL_NTPV4 };
-	int fd = -1, rc, len;
-
-	struct tls_client_options copt = { .no_system_trust = true, .ca_file = o->ca };
-	rc = tls_creds_new_client(&creds, &copt, err, sizeof err);
-	if (rc < 0) {
-		fprintf(stderr, "ntp-load: %s\n", err);
-		goto fail;
-	}
-	rc = tls_session_new_client(&tls, creds, o->name ? o->name : ke_host);
-	if (rc < 0)
-		goto fail;
-	fd = socket(ke->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	struct timeval tv = { .tv_sec = KE_TIMEOUT_MS / 1000 };
-	int one = 1;
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	if (connect(fd, (const struct sockaddr *)ke, ke_len) < 0) {
-		rc = -errno;
-		fprintf(stderr, "ntp-load: connect %s: %s\n", o->connect, strerror(errno));
-		goto fail;
-	}
-	len = ke_msg_build_request(req, sizeof req, KE_NUMBERING_IANA, protocols, 1, &o->aead, 1,
-				   NULL, 0);
-	if (len < 0) {
-		rc = len;
-		goto fail;
-	}
-	rc = ke_exchange(fd, tls, req, (size_t)len, msg, sizeof msg);
-	if (rc < 0)
-		goto fail;
-	len = rc;
-	rc = ke_msg_parse_response(msg, (size_t)len, KE_NUMBERING_IANA, KE_MSG_REQUEST_PLAIN,
-				   &resp);
-	if (rc < 0 || !resp.has_protocol || resp.protocol != KE_MSG_PROTOCOL_NTPV4 ||
-	    !resp.has_aead || resp.aead != o->aead || resp.n_cookies == 0) {
-		fprintf(stderr, "ntp-load: unusable KE response (%s%s)\n",
-			rc < 0 ? strerror(-rc) : "no NTPv4, AEAD or cookies",
-			rc == -EREMOTEIO ? ", server sent Error" : "");
-		rc = -EPROTO;
-		goto fail;
-	}
-	size_t kl = aead_key_len(resp.aead);
-	rc = tls_export_nts_keys(tls, resp.protocol, resp.aead, kl, c2s, s2c);
-	if (rc == 0)
-		rc = aead_new(&st->c2s, resp.aead, c2s, kl);
-	if (rc == 0)
-		rc = aead_new(&st->s2c, resp.aead, s2c, kl);
-	gnutls_memset(c2s, 0, sizeof c2s);
-	gnutls_memset(s2c, 0, sizeof s2c);
-	if (rc < 0)
-		goto fail;
-	st->aead = resp.aead;
-	st->n_cookies = resp.n_cookies;
-	memcpy(st->cookies, resp.cookies, sizeof st->cookies);
-	snprintf(st->server, sizeof st->server, "%s", resp.has_server ? resp.server.name : ke_host);
-	st->port = resp.has_port ? resp.port : KE_MSG_PORT_DEFAULT;
-	if (tls_close(tls) == 0)
-		send_all(fd, tls);
-fail:
-	if (fd >= 0)
-		close(fd);
-	tls_free(tls);
-	tls_creds_unref(creds);
-	return rc;
-}
-
-/* Fills pkt with a request for slot i: a random transmit timestamp whose low 16 bits are i. */
-static int build_request(const struct options *o, struct nts_state *st, struct slot *s,
-			 unsigned i, uint64_t seq, uint8_t *pkt, size_t cap)
+/* Fills pkt with a request for slot i: a random transmit timestamp whose low 16 bits are i and,
+ * with NTS, the cookie c sealed with c2s (both borrowed). */
+static int build_request(const struct options *o, const struct nts_ntp_cookie *c,
+			 struct aead *c2s, struct slot *s, unsigned i, uint8_t *pkt, size_t cap)
 {
 	uint8_t rnd[NTS_NTP_UID_LEN + NTS_NTP_NONCE_LEN + 8];
 	if (gnutls_rnd(GNUTLS_RND_NONCE, rnd, o->plain ? 8 : sizeof rnd) < 0)
@@ -328,7 +189,6 @@ static int build_request(const struct options *o, struct nts_state *st, struct s
 		return wire_writer_error(&w) < 0 ? wire_writer_error(&w) : (int)wire_written(&w);
 	}
 	memcpy(s->uid, rnd + 8, NTS_NTP_UID_LEN);
-	const struct ke_msg_cookie *c = &st->cookies[seq % st->n_cookies];
 	struct nts_ntp_request_params p = {
 		.hdr = hdr,
 		.uid = { s->uid, NTS_NTP_UID_LEN },
@@ -336,7 +196,7 @@ static int build_request(const struct options *o, struct nts_state *st, struct s
 		.placeholders = o->placeholders,
 		.nonce = { rnd + 8 + NTS_NTP_UID_LEN, NTS_NTP_NONCE_LEN },
 	};
-	return nts_ntp_build_request(&p, st->c2s, pkt, cap);
+	return nts_ntp_build_request(&p, c2s, pkt, cap);
 }
 
 /* CPU seconds this process used: tells whether the generator, not the server, was the limit. */
@@ -359,12 +219,6 @@ static double percentile(const double *v, size_t n, double p)
 	return n ? v[(size_t)(p * (double)(n - 1) + 0.5)] : 0;
 }
 
-struct counters {
-	uint64_t sent, answered, lost, strays, checked, verified, verify_failed, naks;
-	double *rtt_ms;
-	size_t n_rtt, cap_rtt;
-};
-
 static void record_rtt(struct counters *k, double ms)
 {
 	if (k->n_rtt == k->cap_rtt) {
@@ -378,10 +232,28 @@ static void record_rtt(struct counters *k, double ms)
 	k->rtt_ms[k->n_rtt++] = ms;
 }
 
-/* Matches one reply to its slot, checks it, and frees the slot. */
-static void handle_reply(const struct options *o, struct nts_state *st, struct slot *slots,
-			 unsigned *free_stack, unsigned *n_free, struct counters *k,
-			 const uint8_t *pkt, size_t len, uint64_t now)
+struct window {
+	struct slot *slots;
+	unsigned *free_stack;
+	unsigned n_free;
+	/* Of the free slots, how many were counted as waiting for a cookie. A slot is counted when
+	 * it is free while the pool is empty, and once only, however long it waits: the cookies
+	 * that come back go to the other slots first, so in a pool kept dry by losses each lost
+	 * request's slot counts once, not every request sent meanwhile. */
+	unsigned n_waiting;
+};
+
+static void release(struct window *w, unsigned i)
+{
+	ntp_cookies_keys_unref(w->slots[i].keys);
+	w->slots[i].keys = NULL;
+	w->slots[i].busy = false;
+	w->free_stack[w->n_free++] = i;
+}
+
+/* Matches one reply to its slot, authenticates it, keeps its cookies and frees the slot. */
+static void handle_reply(const struct options *o, struct ntp_cookies *nc, struct window *w,
+			 struct counters *k, const uint8_t *pkt, size_t len, uint64_t now)
 {
 	struct ntp_packet_header h;
 	if (ntp_packet_parse_header(pkt, len, &h) < 0) {
@@ -389,79 +261,90 @@ static void handle_reply(const struct options *o, struct nts_state *st, struct s
 		return;
 	}
 	unsigned i = (unsigned)(h.origin_ts & 0xffff);
-	if (i >= o->window || !slots[i].busy || slots[i].xmt != h.origin_ts ||
+	if (i >= o->window || !w->slots[i].busy || w->slots[i].xmt != h.origin_ts ||
 	    h.mode != NTP_PACKET_MODE_SERVER) {
 		k->strays++;
 		return;
 	}
-	struct slot *s = &slots[i];
+	struct slot *s = &w->slots[i];
 	k->answered++;
 	record_rtt(k, (double)(now - s->sent_ns) / 1e6);
-	if (!o->plain && k->answered % o->verify_every == 0) {
+	if (!o->plain) {
 		struct nts_ntp_response resp;
 		k->checked++;
-		int rc = nts_ntp_verify_response(pkt, len, s->xmt, s->uid, NTS_NTP_UID_LEN, st->s2c,
-						 &resp);
-		if (rc == NTS_NTP_RESPONSE_OK)
+		int rc = nts_ntp_verify_response(pkt, len, s->xmt, s->uid, NTS_NTP_UID_LEN,
+						 ntp_cookies_keys_s2c(s->keys), &resp);
+		if (rc == NTS_NTP_RESPONSE_OK) {
 			k->verified++;
-		else if (rc == NTS_NTP_RESPONSE_NAK)
+			ntp_cookies_add(nc, s->keys, resp.cookies, resp.n_cookies);
+		} else if (rc == NTS_NTP_RESPONSE_NAK) {
 			k->naks++;
-		else
+		} else {
 			k->verify_failed++;
+		}
 	}
-	s->busy = false;
-	free_stack[(*n_free)++] = i;
+	release(w, i);
 }
 
-static int run(const struct options *o, struct nts_state *st, int fd, struct counters *k,
+struct bufs {
+	uint8_t out[BATCH][PKT_MAX], in[BATCH][PKT_MAX];
+};
+
+/* nc: NULL with --plain. */
+static int run(const struct options *o, struct ntp_cookies *nc, int fd, struct counters *k,
 	       double *elapsed)
 {
-	static uint8_t out[BATCH][PKT_MAX], in[BATCH][PKT_MAX];
 	struct mmsghdr smsg[BATCH], rmsg[BATCH];
 	struct iovec siov[BATCH], riov[BATCH];
 	unsigned out_slot[BATCH];
-	struct slot *slots = calloc(o->window, sizeof *slots);
-	unsigned *free_stack = malloc(o->window * sizeof *free_stack);
-	unsigned n_free = 0;
-	uint64_t seq = 0;
+	struct bufs *b = malloc(sizeof *b);
+	struct window w = { .slots = calloc(o->window, sizeof *w.slots),
+			    .free_stack = malloc(o->window * sizeof *w.free_stack) };
+	int rc = 0;
 
-	if (!slots || !free_stack) {
-		free(slots);
-		free(free_stack);
-		return -ENOMEM;
+	if (!b || !w.slots || !w.free_stack) {
+		rc = -ENOMEM;
+		goto out;
 	}
 	for (unsigned i = o->window; i-- > 0;)
-		free_stack[n_free++] = i;
+		w.free_stack[w.n_free++] = i;
 	for (unsigned i = 0; i < BATCH; i++) {
-		riov[i] = (struct iovec){ in[i], PKT_MAX };
+		riov[i] = (struct iovec){ b->in[i], PKT_MAX };
 		rmsg[i] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &riov[i], .msg_iovlen = 1 } };
 	}
 
 	uint64_t t0 = now_ns(), last_reply = t0, last_scan = t0;
 	uint64_t stop_sending = t0 + (uint64_t)(o->duration * 1e9);
 	uint64_t timeout = (uint64_t)o->timeout_ms * 1000000u;
-	int rc = 0;
 	bool blocked = false;
 
 	for (;;) {
 		uint64_t now = now_ns();
 		bool sending = now < stop_sending && (o->count == 0 || k->sent < o->count);
-		if (!sending && n_free == o->window)
+		if (!sending && w.n_free == o->window)
 			break;
 		/* Past the send phase, wait at most one timeout for the last replies. */
 		if (!sending && now > stop_sending + timeout)
 			break;
 
+		/* The n-th request of the batch takes the n-th oldest unused cookie; only those
+		 * actually sent leave the pool. */
 		unsigned n = 0;
-		while (sending && !blocked && n_free > 0 && n < BATCH &&
+		while (sending && !blocked && w.n_free > 0 && n < BATCH &&
+		       (o->plain || n < ntp_cookies_count(nc)) &&
 		       (o->count == 0 || k->sent + n < o->count)) {
-			unsigned i = free_stack[--n_free];
-			int len = build_request(o, st, &slots[i], i, seq++, out[n], PKT_MAX);
+			unsigned i = w.free_stack[--w.n_free];
+			const struct nts_ntp_cookie *c = NULL;
+			struct aead *c2s = NULL;
+			if (!o->plain)
+				c = ntp_cookies_peek(nc, n, &c2s);
+			int len = build_request(o, c, c2s, &w.slots[i], i, b->out[n], PKT_MAX);
 			if (len < 0) {
+				w.free_stack[w.n_free++] = i;
 				rc = len;
 				goto out;
 			}
-			siov[n] = (struct iovec){ out[n], (size_t)len };
+			siov[n] = (struct iovec){ b->out[n], (size_t)len };
 			smsg[n] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &siov[n],
 								 .msg_iovlen = 1 } };
 			out_slot[n++] = i;
@@ -471,6 +354,8 @@ static int run(const struct options *o, struct nts_state *st, int fd, struct cou
 			if (sent < 0) {
 				if (errno != EAGAIN && errno != EINTR && errno != ECONNREFUSED &&
 				    errno != ENOBUFS) {
+					for (unsigned j = n; j-- > 0;)
+						w.free_stack[w.n_free++] = out_slot[j];
 					rc = -errno;
 					goto out;
 				}
@@ -478,23 +363,49 @@ static int run(const struct options *o, struct nts_state *st, int fd, struct cou
 			}
 			uint64_t t = now_ns();
 			for (unsigned j = 0; j < (unsigned)sent; j++) {
-				slots[out_slot[j]].busy = true;
-				slots[out_slot[j]].sent_ns = t;
+				struct slot *s = &w.slots[out_slot[j]];
+				s->busy = true;
+				s->sent_ns = t;
+				/* The cookie is spent; its keys' reference moves to the slot. */
+				if (!o->plain)
+					s->keys = ntp_cookies_take(nc);
 			}
-			/* Unsent requests give their slots back; retry once writable. */
+			/* Unsent requests give their slots back, cookies unspent; retry once
+			 * writable. */
 			for (unsigned j = n; j-- > (unsigned)sent;)
-				free_stack[n_free++] = out_slot[j];
+				w.free_stack[w.n_free++] = out_slot[j];
+			if (w.n_waiting > w.n_free)
+				w.n_waiting = w.n_free;
 			k->sent += (uint64_t)sent;
 			blocked = (unsigned)sent < n;
 		}
 
-		struct pollfd pfd = { .fd = fd, .events = POLLIN | (blocked ? POLLOUT : 0) };
-		int pr = poll(&pfd, 1, sending && n_free > 0 && !blocked ? 0 : 5);
+		now = now_ns();
+		sending = now < stop_sending && (o->count == 0 || k->sent < o->count);
+		if (!o->plain && sending && w.n_free > 0 && ntp_cookies_count(nc) == 0) {
+			/* Lost requests took their cookies with them: the free slots wait, and
+			 * with --count only the requests still to be sent are counted. */
+			uint64_t room = o->count ? o->count - k->sent : UINT64_MAX;
+			uint64_t fresh = w.n_free - w.n_waiting;
+			k->no_cookie += fresh < room ? fresh : room;
+			w.n_waiting = w.n_free;
+			ntp_cookies_refill(nc);
+		}
+
+		bool can_send = sending && w.n_free > 0 && !blocked &&
+				(o->plain || ntp_cookies_count(nc) > 0);
+		struct pollfd pfd[2] = {
+			{ .fd = fd, .events = POLLIN | (blocked ? POLLOUT : 0) },
+			{ .fd = -1 },
+		};
+		if (!o->plain)
+			ntp_cookies_pollfd(nc, &pfd[1]);
+		int pr = poll(pfd, 2, can_send ? 0 : 5);
 		if (pr < 0 && errno != EINTR) {
 			rc = -errno;
 			goto out;
 		}
-		if (pr > 0 && (pfd.revents & POLLOUT))
+		if (pr > 0 && (pfd[0].revents & POLLOUT))
 			blocked = false;
 		for (;;) {
 			int got = recvmmsg(fd, rmsg, BATCH, MSG_DONTWAIT, NULL);
@@ -503,31 +414,35 @@ static int run(const struct options *o, struct nts_state *st, int fd, struct cou
 			uint64_t t = now_ns();
 			last_reply = t;
 			for (int j = 0; j < got; j++)
-				handle_reply(o, st, slots, free_stack, &n_free, k, in[j],
-					     rmsg[j].msg_len, t);
+				handle_reply(o, nc, &w, k, b->in[j], rmsg[j].msg_len, t);
 			if (got < BATCH)
 				break;
 		}
+		if (!o->plain)
+			ntp_cookies_step(nc, pr > 0 ? pfd[1].revents : 0);
 
 		now = now_ns();
 		if (now - last_scan > 10000000u) {
 			last_scan = now;
 			for (unsigned i = 0; i < o->window; i++) {
-				if (slots[i].busy && now - slots[i].sent_ns > timeout) {
-					slots[i].busy = false;
-					free_stack[n_free++] = i;
+				if (w.slots[i].busy && now - w.slots[i].sent_ns > timeout) {
+					release(&w, i);
 					k->lost++;
 				}
 			}
 		}
 	}
 	for (unsigned i = 0; i < o->window; i++)
-		if (slots[i].busy)
+		if (w.slots[i].busy)
 			k->lost++;
-out:
 	*elapsed = (double)(last_reply - t0) / 1e9;
-	free(slots);
-	free(free_stack);
+out:
+	if (w.slots)
+		for (unsigned i = 0; i < o->window; i++)
+			ntp_cookies_keys_unref(w.slots[i].keys);
+	free(w.slots);
+	free(w.free_stack);
+	free(b);
 	return rc;
 }
 
@@ -555,8 +470,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	uint64_t v;
 	int ch;
 
-	*o = (struct options){ .window = 64, .duration = 10, .timeout_ms = 1000,
-			       .verify_every = 1, .aead = 15 };
+	*o = (struct options){ .window = 64, .duration = 10, .timeout_ms = 1000, .aead = 15 };
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (ch) {
 		case O_CONNECT: o->connect = optarg; break;
@@ -592,9 +506,15 @@ static int parse_options(int argc, char **argv, struct options *o)
 			o->timeout_ms = (unsigned)v;
 			break;
 		case O_VERIFY:
-			if (parse_uint(optarg, UINT32_MAX, &v) < 0 || v == 0)
-				goto bad;
-			o->verify_every = (unsigned)v;
+			/* Skipping authentication would mean skipping the cookies too. */
+			if (parse_uint(optarg, UINT32_MAX, &v) < 0 || v != 1) {
+				fprintf(stderr, "ntp-load: --verify-every %s: no longer supported: "
+					"every NTS reply is authenticated, because a client must "
+					"decrypt it to take its fresh cookies\n", optarg);
+				return -EINVAL;
+			}
+			fprintf(stderr, "ntp-load: --verify-every is deprecated "
+				"(every NTS reply is authenticated)\n");
 			break;
 		case O_PLACEHOLDERS:
 			if (parse_uint(optarg, NTS_NTP_MAX_COOKIES - 1, &v) < 0)
@@ -614,10 +534,65 @@ bad:
 	return -EINVAL;
 }
 
+/* c: all zero with --plain. */
+static void print_results(const struct options *o, const struct ntp_cookies_stats *c,
+			  const struct counters *k, const char *ntp_str, double elapsed,
+			  double cpu)
+{
+	double rate = elapsed > 0 ? (double)k->answered / elapsed : 0;
+	double loss = k->sent ? 100.0 * (double)k->lost / (double)k->sent : 0;
+	double p50 = percentile(k->rtt_ms, k->n_rtt, 0.5),
+	       p99 = percentile(k->rtt_ms, k->n_rtt, 0.99),
+	       max = k->n_rtt ? k->rtt_ms[k->n_rtt - 1] : 0;
+	const char *mode = o->plain ? "plain" : "nts";
+
+	if (o->json) {
+		printf("{\"tool\":\"ntp-load\",\"target\":\"%s\",\"ntp\":\"%s\",\"mode\":\"%s\","
+		       "\"aead\":%u,\"window\":%u,\"sent\":%" PRIu64 ",\"answered\":%" PRIu64
+		       ",\"lost\":%" PRIu64 ",\"strays\":%" PRIu64 ",\"loss_pct\":%.3f,"
+		       "\"checked\":%" PRIu64 ",\"verified\":%" PRIu64 ",\"verify_failed\":%" PRIu64
+		       ",\"naks\":%" PRIu64 ",\"key_exchanges\":%" PRIu64 ",\"ke_initial\":%" PRIu64
+		       ",\"ke_refills\":%" PRIu64 ",\"ke_failed\":%" PRIu64
+		       ",\"no_cookie\":%" PRIu64
+		       ",\"cookies\":{\"from_ke\":%" PRIu64 ",\"from_replies\":%" PRIu64
+		       ",\"used\":%" PRIu64 ",\"dropped\":%" PRIu64 ",\"left\":%zu},"
+		       "\"elapsed_s\":%.3f,\"requests_per_s\":%.1f,"
+		       "\"rtt_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f},\"cpu_s\":%.3f}\n",
+		       o->connect, ntp_str, mode, o->plain ? 0 : o->aead, o->window, k->sent,
+		       k->answered, k->lost, k->strays, loss, k->checked, k->verified,
+		       k->verify_failed, k->naks, c->ke_initial + c->ke_refills, c->ke_initial,
+		       c->ke_refills, c->ke_failed, k->no_cookie, c->from_ke, c->from_replies,
+		       c->used, c->dropped, c->left, elapsed, rate, p50, p99, max, cpu);
+		return;
+	}
+	printf("ntp-load %s -> NTP %s (%s", o->connect, ntp_str, mode);
+	if (!o->plain)
+		printf(", AEAD %u, %u placeholders", o->aead, o->placeholders);
+	printf("), window %u\n", o->window);
+	printf("requests     sent %" PRIu64 "  answered %" PRIu64 "  lost %" PRIu64
+	       " (%.3f%%)  strays %" PRIu64 "\n", k->sent, k->answered, k->lost, loss, k->strays);
+	if (!o->plain) {
+		printf("checked      %" PRIu64 "  verified %" PRIu64 "  failed %" PRIu64
+		       "  NAK %" PRIu64 "\n", k->checked, k->verified, k->verify_failed, k->naks);
+		printf("key exch.    initial %" PRIu64 "  refills %" PRIu64 "  failed %" PRIu64
+		       "  requests that waited for a cookie %" PRIu64 "\n", c->ke_initial,
+		       c->ke_refills, c->ke_failed, k->no_cookie);
+		printf("cookies      from KE %" PRIu64 "  from replies %" PRIu64 "  used %" PRIu64
+		       "  dropped %" PRIu64 "  left %zu\n", c->from_ke, c->from_replies, c->used,
+		       c->dropped, c->left);
+	}
+	printf("rate         %.1f answered/s over %.2f s\n", rate, elapsed);
+	printf("rtt ms       p50 %.3f  p99 %.3f  max %.3f\n", p50, p99, max);
+	printf("generator    %.2f CPU s (%.0f%% of one core)\n", cpu,
+	       elapsed > 0 ? 100 * cpu / elapsed : 0);
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
-	struct nts_state st = { 0 };
+	struct tls_creds *creds = NULL;
+	struct ntp_cookies *nc = NULL;
+	struct ntp_cookies_stats cs = { 0 };
 	struct counters k = { 0 };
 	struct sockaddr_storage ke_addr, ntp_addr;
 	socklen_t ke_len, ntp_len;
@@ -638,14 +613,42 @@ int main(int argc, char **argv)
 		ntp_addr = ke_addr;
 		ntp_len = ke_len;
 	} else {
-		rc = key_exchange(&o, &ke_addr, ke_len, ke_host, &st);
+		char err[TLS_CREDS_ERR_MAX];
+		struct tls_client_options copt = { .no_system_trust = true, .ca_file = o.ca };
+		rc = tls_creds_new_client(&creds, &copt, err, sizeof err);
 		if (rc < 0) {
-			fprintf(stderr, "ntp-load: key exchange failed: %s\n", strerror(-rc));
+			fprintf(stderr, "ntp-load: %s\n", err);
 			goto out;
 		}
-		snprintf(port, sizeof port, "%u", st.port);
-		if (!o.ntp && resolve(st.server, port, &ntp_addr, &ntp_len) < 0) {
-			fprintf(stderr, "ntp-load: cannot resolve NTP server %s\n", st.server);
+		struct ntp_cookies_params cp = {
+			.aead = o.aead,
+			.creds = creds,
+			.ke_addr = (const struct sockaddr *)&ke_addr,
+			.ke_len = ke_len,
+			.ke_name = o.name ? o.name : ke_host,
+			.window = o.window,
+		};
+		if (ntp_cookies_new(&nc, &cp) < 0) {
+			fprintf(stderr, "ntp-load: out of memory\n");
+			goto out;
+		}
+		/* A cookie for every request that can be outstanding at once. */
+		size_t want = o.window;
+		if (o.count && o.count < want)
+			want = (size_t)o.count;
+		rc = ntp_cookies_fill(nc, want);
+		if (rc < 0) {
+			const char *why = ntp_cookies_error(nc);
+			fprintf(stderr, "ntp-load: key exchange failed: %s\n",
+				why ? why : strerror(-rc));
+			goto out;
+		}
+		uint16_t ntp_port;
+		const char *server = ntp_cookies_server(nc, &ntp_port);
+		snprintf(port, sizeof port, "%u", ntp_port);
+		if (!o.ntp &&
+		    resolve(server[0] ? server : ke_host, port, &ntp_addr, &ntp_len) < 0) {
+			fprintf(stderr, "ntp-load: cannot resolve NTP server %s\n", server);
 			goto out;
 		}
 	}
@@ -669,7 +672,7 @@ int main(int argc, char **argv)
 	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
 
 	double cpu0 = cpu_seconds();
-	rc = run(&o, &st, fd, &k, &elapsed);
+	rc = run(&o, nc, fd, &k, &elapsed);
 	double cpu = cpu_seconds() - cpu0;
 	if (rc < 0) {
 		fprintf(stderr, "ntp-load: %s\n", strerror(-rc));
@@ -678,46 +681,18 @@ int main(int argc, char **argv)
 
 	if (k.n_rtt)
 		qsort(k.rtt_ms, k.n_rtt, sizeof *k.rtt_ms, cmp_double);
-	double rate = elapsed > 0 ? (double)k.answered / elapsed : 0;
-	double loss = k.sent ? 100.0 * (double)k.lost / (double)k.sent : 0;
-	double p50 = percentile(k.rtt_ms, k.n_rtt, 0.5), p99 = percentile(k.rtt_ms, k.n_rtt, 0.99),
-	       max = k.n_rtt ? k.rtt_ms[k.n_rtt - 1] : 0;
-	const char *mode = o.plain ? "plain" : "nts";
-	if (o.json) {
-		printf("{\"tool\":\"ntp-load\",\"target\":\"%s\",\"ntp\":\"%s\",\"mode\":\"%s\","
-		       "\"aead\":%u,\"window\":%u,\"sent\":%" PRIu64 ",\"answered\":%" PRIu64
-		       ",\"lost\":%" PRIu64 ",\"strays\":%" PRIu64 ",\"loss_pct\":%.3f,"
-		       "\"checked\":%" PRIu64 ",\"verified\":%" PRIu64 ",\"verify_failed\":%" PRIu64
-		       ",\"naks\":%" PRIu64 ",\"elapsed_s\":%.3f,\"requests_per_s\":%.1f,"
-		       "\"rtt_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f},\"cpu_s\":%.3f}\n",
-		       o.connect, ntp_str, mode, o.plain ? 0 : st.aead, o.window, k.sent,
-		       k.answered, k.lost, k.strays, loss, k.checked, k.verified, k.verify_failed,
-		       k.naks, elapsed, rate, p50, p99, max, cpu);
-	} else {
-		printf("ntp-load %s -> NTP %s (%s", o.connect, ntp_str, mode);
-		if (!o.plain)
-			printf(", AEAD %u, %zu cookies, %u placeholders", st.aead, st.n_cookies,
-			       o.placeholders);
-		printf("), window %u\n", o.window);
-		printf("requests     sent %" PRIu64 "  answered %" PRIu64 "  lost %" PRIu64
-		       " (%.3f%%)  strays %" PRIu64 "\n", k.sent, k.answered, k.lost, loss,
-		       k.strays);
-		if (!o.plain)
-			printf("checked      %" PRIu64 "  verified %" PRIu64 "  failed %" PRIu64
-			       "  NAK %" PRIu64 "\n", k.checked, k.verified, k.verify_failed,
-			       k.naks);
-		printf("rate         %.1f answered/s over %.2f s\n", rate, elapsed);
-		printf("rtt ms       p50 %.3f  p99 %.3f  max %.3f\n", p50, p99, max);
-		printf("generator    %.2f CPU s (%.0f%% of one core)\n", cpu,
-		       elapsed > 0 ? 100 * cpu / elapsed : 0);
-	}
+	if (nc)
+		ntp_cookies_get_stats(nc, &cs);
+	print_results(&o, &cs, &k, ntp_str, elapsed, cpu);
+	if (nc && ntp_cookies_error(nc))
+		fprintf(stderr, "ntp-load: first key exchange failure: %s\n",
+			ntp_cookies_error(nc));
 	status = k.answered > 0 && k.verify_failed == 0 && k.naks == 0 ? 0 : 1;
 out:
 	if (fd >= 0)
 		close(fd);
-	aead_free(st.c2s);
-	aead_free(st.s2c);
-	gnutls_memset(st.cookies, 0, sizeof st.cookies);
+	ntp_cookies_free(nc);
+	tls_creds_unref(creds);
 	free(k.rtt_ms);
 	return status;
 }
