@@ -8,7 +8,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init workers
-plan 16
+plan 17
 
 pool_certs || bail_out "gen-cert.sh failed"
 alloc_ports 5
@@ -77,15 +77,22 @@ else
 	not_ok "both NTP workers received datagrams, summing to the server's total" "$doc"
 fi
 
-# SIGHUP: pin the other certificate instead. Every worker must use the new pins at once.
+# SIGHUP: pin the other certificate instead, and present a server certificate of another CA.
+# Every worker must use the new credentials at once.
 support_as() {
-	s_err=$(jget error "$(kec --cert "$C/$1.pem" --key "$C/$1.key" --request support)")
+	s_err=$(jget error "$("$TOOLS/ke-client" --connect "127.0.0.2:$KE" --ca "$T/ca2/ca.pem" \
+		--cert "$C/$1.pem" --key "$C/$1.key" --request support 2>/dev/null || echo '{}')")
 	[ "$s_err" = null ] && s_err=none
 	echo "$s_err"
 }
 before0=$(stat_of s nts_ke_servers.0.workers.0.accepted)
 before1=$(stat_of s nts_ke_servers.0.workers.1.accepted)
 cp "$C/other.pem" "$T/pinned.pem"
+bash "$GEN_CERT" --dir "$T/ca2" --ca-name "Second Test CA" server-a --ip 127.0.0.2 >/dev/null ||
+	bail_out "gen-cert.sh failed"
+cp "$T/ca2/server-a.chain.pem" "$C/server-a.chain.pem"
+cp "$T/ca2/server-a.key" "$C/server-a.key"
+cat "$C/ca.pem" "$T/ca2/ca.pem" >"$T/both-ca.pem"
 reloads=$(grep -c "certificates reloaded" "$T/s.log" || true)
 kill -HUP "$s_pid"
 i=0
@@ -99,8 +106,16 @@ while [ $i -lt 16 ]; do
 	answers="$answers $(support_as other)/$(support_as pool)"
 	i=$((i + 1))
 done
-expect "after SIGHUP, 16 x 2 Support requests: the new pin answered, the old one refused (Error 1)" \
+expect "after SIGHUP, 16 x 2 Support requests verifying the new CA: the new pin answered, the old one refused (Error 1)" \
 	"$(echo "$answers" | tr ' ' '\n' | sort -u | tr -d '\n')" "none/1"
+old=0
+i=0
+while [ $i -lt 8 ]; do
+	[ "$(jget handshake "$(kec)")" = ok ] && old=$((old + 1))
+	i=$((i + 1))
+done
+expect "after SIGHUP, no worker presents the old certificate (8 handshakes verifying the old CA fail)" \
+	"$old" 0
 doc=$(status_of s)
 if [ "$(jget nts_ke_servers.0.workers.0.accepted "$doc")" -gt "$before0" ] &&
 	[ "$(jget nts_ke_servers.0.workers.1.accepted "$doc")" -gt "$before1" ]; then
@@ -120,7 +135,8 @@ else
 	not_ok "the keyset rotated on its timer, once per rotation" "status $rot, log $logged" \
 		"$(log_tail "$T/s.log" 20)"
 fi
-out=$(kec --ntp)
+out=$("$TOOLS/ke-client" --connect "127.0.0.2:$KE" --ca "$T/ca2/ca.pem" --ntp 2>/dev/null ||
+	echo '{}')
 expect "after the rotation: a key exchange and NTS NTP with the new key work" \
 	"$(jget cookies "$out") $(jget ntp.authenticated "$out")" "8 true" "$out"
 
@@ -134,6 +150,8 @@ chmod 755 "$T/broker-2"
 pool_conf "$T/pool.toml" "$PK" "$PS" "$(upstream 127.0.0.2 "$KE")" "deep-check-interval-s = 0
 key-exchange-timeout-ms = 20000"
 sed -i "s|$T/certs/pool.chain.pem|$T/certs/other.chain.pem|; s|$T/certs/pool.key|$T/certs/other.key|" \
+	"$T/pool.toml"
+sed -i "s|^certificate-authority-path = .*|certificate-authority-path = \"$T/both-ca.pem\"|" \
 	"$T/pool.toml"
 REAL_POOL=$POOL_KE
 POOL_KE="$T/broker-2"
