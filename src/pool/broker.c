@@ -86,6 +86,7 @@ static struct upstream_timing timing_of(const struct config_pool *c)
 		.backoff_min_ms = BACKOFF_MIN_MS,
 		.backoff_max_ms = BACKOFF_MAX_MS,
 		.deep_check_ms = (uint64_t)c->deep_check_interval_s * 1000,
+		.fixed_key_streak = c->fixed_key_failure_streak,
 	};
 }
 

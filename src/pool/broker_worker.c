@@ -69,16 +69,26 @@ static void on_upstream_done(void *ud, const struct upstream_io_result *r)
 	uint64_t now = uv_now(bw->loop);
 	const struct ke_msg_response *resp = r->resp;
 	c->exchange = NULL;
-	if (r->err < 0) {
+	if (r->err == -ETIMEDOUT) {
+		/* In words an operator can act on, with the bound that ran out. */
+		char why[64];
+		snprintf(why, sizeof why, "timed out after %.1f s",
+			 (double)bw->b->io_cfg.upstream_timeout_ms / 1000.0);
+		upstream_failed(c, r->err, r->keys_sent, why);
+	} else if (r->err < 0) {
 		upstream_failed(c, r->err, r->keys_sent, r->reason);
 	} else {
-		if (r->parse_rc == 0)
+		if (r->parse_rc == 0) {
 			report(bw, BROKER_SERVED, c->upstream, r->latency_ms,
 			       resp->has_server ? resp->server.name : NULL);
-		else
-			report(bw, BROKER_FAILED, c->upstream, 0,
-			       resp && resp->has_error ? "answered with an Error"
-						       : "malformed answer");
+		} else {
+			char why[64];
+			if (resp && resp->has_error)
+				snprintf(why, sizeof why, "upstream answered Error %u", resp->error);
+			else
+				snprintf(why, sizeof why, "malformed answer");
+			report(bw, BROKER_FAILED, c->upstream, 0, why);
+		}
 		pool_session_upstream_response(c->session, r->parse_rc, resp, now);
 	}
 	ke_conn_kick(c->conn);

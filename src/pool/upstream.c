@@ -40,6 +40,12 @@ struct upstream {
 
 	bool deep_running;
 	bool deep_failed; /* the last deep check failed: a probe ok does not reset the back-off */
+	/* Fixed Key requests failed fixed_key_streak times in a row: unhealthy until a deep check
+	 * (not only a probe, which a half-broken upstream passes) says it works again. */
+	unsigned session_streak;
+	bool needs_deep;
+	bool recovery_due; /* needs_deep and the probe passed: the deep check decides */
+	char health_reason[RESULT_MAX]; /* why it is unhealthy */
 	uint64_t next_deep_ms;
 	bool deep_checked;
 	uint64_t last_deep_ms;
@@ -417,6 +423,13 @@ static uint64_t backoff_ms(const struct upstream_registry *r, unsigned streak)
 	return b < r->timing.backoff_max_ms ? b : r->timing.backoff_max_ms;
 }
 
+/* Deep checks run on healthy upstreams when enabled, and whatever the setting on one that must
+ * prove itself after failing Fixed Key requests. */
+static bool deep_wanted(const struct upstream_registry *r, const struct upstream *u)
+{
+	return (u->state == UPSTREAM_HEALTHY && r->timing.deep_check_ms) || u->recovery_due;
+}
+
 /* Earliest due upstream, so one that waited longest goes first. */
 static struct upstream *earliest(const struct upstream_registry *r, bool deep)
 {
@@ -424,7 +437,7 @@ static struct upstream *earliest(const struct upstream_registry *r, bool deep)
 	for (size_t i = 0; i < r->n; i++) {
 		struct upstream *u = r->v[i];
 		if (deep) {
-			if (u->state != UPSTREAM_HEALTHY || u->deep_running)
+			if (!deep_wanted(r, u) || u->deep_running)
 				continue;
 			if (!best || u->next_deep_ms < best->next_deep_ms)
 				best = u;
@@ -467,6 +480,7 @@ static void failed(struct upstream_registry *r, struct upstream *u, const char *
 	u->failures++;
 	u->fail_streak++;
 	r->version++;
+	set_text(u->health_reason, reason);
 	if (u->state != UPSTREAM_UNHEALTHY)
 		log_warn("upstream %s:%u unhealthy: %s", u->domain, u->port, reason);
 	leave_rotation(u, UPSTREAM_UNHEALTHY);
@@ -545,6 +559,16 @@ void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
 	u->next_probe_ms = now_ms + r->timing.probe_interval_ms;
 	if (!u->deep_failed)
 		u->fail_streak = 0;
+	if (u->needs_deep) {
+		/* The Support answer is no proof: the Fixed Key requests failed. */
+		if (!u->recovery_due)
+			log_debug("upstream %s:%u probe ok; a deep check decides its health",
+				  u->domain, u->port);
+		u->recovery_due = true;
+		if (!u->deep_running)
+			u->next_deep_ms = now_ms;
+		return;
+	}
 	if (u->state != UPSTREAM_HEALTHY) {
 		log_info("upstream %s:%u healthy", u->domain, u->port);
 		u->state = UPSTREAM_HEALTHY;
@@ -565,8 +589,6 @@ void upstream_probe_failed(struct upstream_registry *r, uint32_t id, const char 
 
 int upstream_deep_due(struct upstream_registry *r, uint64_t now_ms, uint32_t *id)
 {
-	if (r->timing.deep_check_ms == 0)
-		return -ENOENT;
 	const struct upstream *u = earliest(r, true);
 	if (!u || u->next_deep_ms > now_ms)
 		return -ENOENT;
@@ -576,8 +598,6 @@ int upstream_deep_due(struct upstream_registry *r, uint64_t now_ms, uint32_t *id
 
 uint64_t upstream_next_deep_ms(const struct upstream_registry *r)
 {
-	if (r->timing.deep_check_ms == 0)
-		return UINT64_MAX;
 	const struct upstream *u = earliest(r, true);
 	return u ? u->next_deep_ms : UINT64_MAX;
 }
@@ -586,7 +606,7 @@ void upstream_deep_started(struct upstream_registry *r, uint32_t id, uint64_t no
 {
 	(void)now_ms;
 	struct upstream *u = find(r, id);
-	if (u && u->state == UPSTREAM_HEALTHY)
+	if (u && deep_wanted(r, u))
 		u->deep_running = true;
 }
 
@@ -604,8 +624,17 @@ void upstream_deep_result(struct upstream_registry *r, uint32_t id, bool ok, con
 	u->next_deep_ms = now_ms + r->timing.deep_check_ms;
 	set_text(u->deep_result, ok ? "ok" : reason);
 	u->deep_failed = !ok;
+	bool recovery = u->recovery_due;
+	u->recovery_due = false;
 	if (ok) {
 		u->fail_streak = 0;
+		if (recovery) {
+			log_info("upstream %s:%u healthy again: the deep check passed", u->domain,
+				 u->port);
+			u->needs_deep = false;
+			u->state = UPSTREAM_HEALTHY;
+			r->version++;
+		}
 		return;
 	}
 	log_debug("upstream %s:%u deep check failed: %s", u->domain, u->port, u->deep_result);
@@ -619,6 +648,7 @@ void upstream_session_ok(struct upstream_registry *r, uint32_t id, uint64_t late
 	struct upstream *u = find(r, id);
 	if (!u)
 		return;
+	u->session_streak = 0;
 	u->served++;
 	u->latency[u->latency_next] = latency_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)latency_ms;
 	u->latency_next = (u->latency_next + 1) % LATENCY_SAMPLES;
@@ -632,9 +662,20 @@ void upstream_session_failed(struct upstream_registry *r, uint32_t id, const cha
 	struct upstream *u = find(r, id);
 	if (!u)
 		return;
-	u->failures++;
 	log_debug("upstream %s:%u failed in a session: %s", u->domain, u->port,
 		  reason ? reason : "failed");
+	unsigned streak = r->timing.fixed_key_streak;
+	if (u->state == UPSTREAM_HEALTHY && streak && ++u->session_streak >= streak) {
+		/* An upstream that answers probes but fails its Fixed Key requests leaves rotation
+		 * at once; only a deep check brings it back. */
+		char why[RESULT_MAX];
+		snprintf(why, sizeof why, "fixed-key requests fail: %s", reason ? reason : "failed");
+		u->session_streak = 0;
+		u->needs_deep = true;
+		failed(r, u, why, now_ms);
+		return;
+	}
+	u->failures++;
 	if (u->state == UPSTREAM_HEALTHY && !u->probe_running && u->next_probe_ms > now_ms)
 		u->next_probe_ms = now_ms;
 }
@@ -706,10 +747,12 @@ json_t *upstream_status_json(const struct upstream_registry *r, uint32_t id, uns
 	json_t *probe = u->probed ? wall_time(u->last_probe_ms, now_ms, wall_now_s) : json_null();
 	json_t *deep =
 		u->deep_checked ? wall_time(u->last_deep_ms, now_ms, wall_now_s) : json_null();
-	return json_pack("{s:I, s:s, s:i, s:I, s:s, s:o, s:o?, s:o, s:o?, s:o, s:o, s:I, s:I, "
-			 "s:I, s:o}",
+	return json_pack("{s:I, s:s, s:i, s:I, s:s, s:o?, s:o, s:o?, s:o, s:o?, s:o, s:o, s:I, "
+			 "s:I, s:I, s:o}",
 			 "id", (json_int_t)u->id, "name", u->domain, "port", (int)u->port,
 			 "weight", (json_int_t)u->weight, "state", upstream_state_name(u->state),
+			 "unhealthy_reason",
+			 u->state == UPSTREAM_UNHEALTHY ? json_string(u->health_reason) : NULL,
 			 "last_probe", probe,
 			 "last_probe_result", u->probed ? json_string(u->probe_result) : NULL,
 			 "last_deep_check", deep,

@@ -26,6 +26,8 @@ struct upstream_timing {
 	uint64_t backoff_min_ms;    /* first retry after a failure (e.g. 1 s) */
 	uint64_t backoff_max_ms;    /* cap of the exponential back-off (10 min) */
 	uint64_t deep_check_ms;     /* deep-check-interval-s, 0 = off */
+	unsigned fixed_key_streak;  /* fixed-key-failure-streak: failed sessions in a row that make
+				     * a healthy upstream unhealthy at once, 0 = off */
 };
 
 /* Configured upstreams at most (more is -EINVAL); as many again may be DRAINING at once, beyond
@@ -127,8 +129,13 @@ void upstream_deep_result(struct upstream_registry *r, uint32_t id, bool ok, con
 /* Session outcomes per upstream: served (cookies delivered; latency of the upstream exchange in
  * ms, kept for p50/p99 over the last 1024) or failed (an upstream failure during a session makes
  * a HEALTHY upstream due for a probe now, unless one is running, so a dead upstream leaves
- * rotation quickly; an UNHEALTHY one keeps its back-off). "failures" in the status counts these
- * and failed probes and deep checks alike. */
+ * rotation quickly; an UNHEALTHY one keeps its back-off). fixed_key_streak failures in a row
+ * (no session served between) make a HEALTHY upstream UNHEALTHY at once with the reason
+ * "fixed-key requests fail: REASON"; from then on a successful probe is not enough: it makes a
+ * deep check due at once (whatever deep_check_ms), and only that check passing makes the
+ * upstream HEALTHY again (a failing one backs off like any failure). "failures" in the status
+ * counts session failures and failed probes and deep checks alike; "unhealthy_reason" says why
+ * an UNHEALTHY upstream is (null otherwise). */
 void upstream_session_ok(struct upstream_registry *r, uint32_t id, uint64_t latency_ms);
 void upstream_session_failed(struct upstream_registry *r, uint32_t id, const char *reason,
 			     uint64_t now_ms);

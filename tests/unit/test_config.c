@@ -127,6 +127,7 @@ Test(config, pool_minimal_has_documented_defaults)
 	cr_assert_eq(c.deep_check_interval_s, 300);
 	cr_assert_eq(c.upstream_idle_s, 30);
 	cr_assert_eq(c.upstream_max_age_s, 600);
+	cr_assert_eq(c.fixed_key_failure_streak, 3);
 	cr_assert_eq(c.workers, 0, "absent: one worker per online CPU");
 	cr_assert_eq(c.upstream_connections, 4);
 	cr_assert_eq(c.key_exchange_server_count, 1);
@@ -168,6 +169,7 @@ Test(config, pool_every_option_read_back)
 				"]\n"
 				"upstream-max-age-s = 120\n"
 				"workers = 3\n"
+				"fixed-key-failure-streak = 0\n"
 				"[observability]\n"
 				"log-level = \"debug\"\n"
 				"status-listen = \"127.0.0.1:9100\"\n");
@@ -196,6 +198,7 @@ Test(config, pool_every_option_read_back)
 	cr_assert_eq(c.upstream_idle_s, 10);
 	cr_assert_eq(c.upstream_max_age_s, 120);
 	cr_assert_eq(c.workers, 3);
+	cr_assert_eq(c.fixed_key_failure_streak, 0, "0 turns it off");
 	cr_assert_eq(c.upstream_connections, 2);
 	cr_assert_eq(c.key_exchange_server_count, 3);
 	cr_assert_str_eq(c.key_exchange_servers[0].addr.host, "ke1.test");

@@ -344,6 +344,66 @@ Test(upstream, session_failure_triggers_probe)
 	upstream_registry_free(r);
 }
 
+/* An upstream that answers probes but fails its Fixed Key requests: the streak makes it unhealthy
+ * at once, with the reason in words; a probe alone does not bring it back (even with periodic deep
+ * checks off), a deep check does; a served session resets the streak. */
+Test(upstream, fixed_key_failure_streak_needs_a_deep_check)
+{
+	struct upstream_timing t = timing;
+	t.fixed_key_streak = 3;
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &t);
+	make_healthy(r, 0, T0);
+	uint64_t v = upstream_registry_version(r);
+	upstream_session_failed(r, 0, "upstream answered Error 1", T0 + 1);
+	upstream_session_failed(r, 0, "upstream answered Error 1", T0 + 2);
+	upstream_session_ok(r, 0, 5);
+	upstream_session_failed(r, 0, "upstream answered Error 1", T0 + 3);
+	upstream_session_failed(r, 0, "upstream answered Error 1", T0 + 4);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY, "a served session broke the streak");
+	upstream_session_failed(r, 0, "timed out after 2.5 s", T0 + 5);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY, "three in a row");
+	cr_assert_gt(upstream_registry_version(r), v, "the workers' snapshot must change");
+	cr_assert_eq(pick_rc(r, T0 + 5), -ENOENT);
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 5, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "unhealthy_reason")),
+			 "fixed-key requests fail: timed out after 2.5 s");
+	cr_assert_eq(json_integer_value(json_object_get(j, "failures")), 5);
+	json_decref(j);
+	uint32_t id;
+	cr_assert_eq(upstream_deep_due(r, T0 + 5, &id), -ENOENT, "no deep check before a probe");
+
+	/* The probe passes: still unhealthy, a deep check due at once although they are off. */
+	uint64_t now = T0 + 5 + BMIN;
+	struct ke_msg_response sup = support();
+	upstream_probe_started(r, 0, now);
+	upstream_probe_ok(r, 0, &sup, now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
+	cr_assert_eq(id, 0);
+	upstream_deep_started(r, 0, now);
+	upstream_deep_result(r, 0, false, "NTP authentication failed", now + 10);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(upstream_deep_due(r, now + 10, &id), -ENOENT, "the next probe first");
+
+	/* Next probe, next deep check: it passes, the upstream is back. */
+	now = upstream_next_probe_ms(r);
+	upstream_probe_started(r, 0, now);
+	upstream_probe_ok(r, 0, &sup, now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
+	upstream_deep_started(r, 0, now);
+	upstream_deep_result(r, 0, true, NULL, now + 10);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	cr_assert_eq(pick_rc(r, now + 10), 0);
+	cr_assert_eq(upstream_deep_due(r, now + 10 + DEEP, &id), -ENOENT,
+		     "periodic deep checks stay off");
+	j = upstream_status_json(r, 0, 0, now + 10, WALL);
+	cr_assert(json_is_null(json_object_get(j, "unhealthy_reason")));
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
 Test(upstream, earliest_due_first)
 {
 	const struct upstream_spec specs[] = { SPEC("a.test", 1, 1), SPEC("b.test", 1, 1) };
@@ -739,7 +799,8 @@ Test(upstream, status_json_fields_and_types)
 	cr_assert_eq(json_integer_value(json_object_get(j, "kept_connections")), 2);
 	cr_assert(json_is_integer(json_object_get(j, "sessions_served")));
 	cr_assert(json_is_integer(json_object_get(j, "failures")));
-	cr_assert_eq(json_object_size(j), 15);
+	cr_assert(json_is_null(json_object_get(j, "unhealthy_reason")), "not unhealthy: null");
+	cr_assert_eq(json_object_size(j), 16);
 	json_decref(j);
 
 	/* The probe result 2.5 s before a status taken at WALL. */

@@ -22,6 +22,7 @@ static const struct config_pool pool_defaults = {
 	.deep_check_interval_s = 300,
 	.upstream_idle_s = 30,
 	.upstream_max_age_s = 600,
+	.fixed_key_failure_streak = 3,
 	.upstream_connections = 4,
 };
 
@@ -184,6 +185,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		"upstream-connections",
 		"key-exchange-servers",
 		"workers",
+		"fixed-key-failure-streak",
 		NULL,
 	};
 	const char *w = server_where;
@@ -209,6 +211,8 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 	    (r = config_get_u32(ctx, t, "max-upstream-attempts", w, 1, 16,
 				&cfg->max_upstream_attempts)) < 0 ||
 	    (r = config_get_u32(ctx, t, "workers", w, 1, CONFIG_WORKERS_MAX, &cfg->workers)) < 0 ||
+	    (r = config_get_u32(ctx, t, "fixed-key-failure-streak", w, 0, 100,
+				&cfg->fixed_key_failure_streak)) < 0 ||
 	    (r = config_get_record_numbers(ctx, t, w, &cfg->pool_record_numbers)) < 0 ||
 	    (r = config_get_u32(ctx, t, "probe-interval-s", w, 1, 86400, &cfg->probe_interval_s)) <
 		    0 ||
