@@ -33,6 +33,8 @@ struct ke_listener {
 struct session {
 	struct ke_listener *l;
 	struct ke_conn *conn;
+	struct ke_server_conn *ke; /* the machine, for shedding */
+	bool shed;		   /* ended to admit a newer connection */
 	struct session *prev, *next;
 };
 
@@ -184,6 +186,7 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 		    : -ENOMEM;
 	if (rc == 0) {
 		se->l = l;
+		se->ke = ke;
 		char peer[NET_ADDR_STRLEN];
 		ke_server_conn_set_peer(ke, net_addr_str(net_stream_peer(s), peer, sizeof peer));
 		const struct ke_conn_owner owner = { .before = on_conn_event,
@@ -207,6 +210,23 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	return 0;
 }
 
+/* Full, and someone waits: the oldest connection that has not completed its handshake makes
+ * room (a slowloris client holds a slot only until a newer one needs it). */
+static bool shed(struct net_listener *nl, void *ud)
+{
+	struct ke_listener *l = ud;
+	(void)nl;
+	struct session *oldest = NULL;
+	for (struct session *se = l->sessions; se; se = se->next)
+		if (!se->shed && ke_server_conn_handshaking(se->ke))
+			oldest = se;
+	if (!oldest)
+		return false;
+	oldest->shed = true;
+	ke_conn_close(oldest->conn, true);
+	return true;
+}
+
 static void on_listener_closed(struct net_listener *nl, void *ud)
 {
 	struct ke_listener *l = ud;
@@ -217,6 +237,7 @@ static void on_listener_closed(struct net_listener *nl, void *ud)
 static const struct net_listener_ops listener_ops = {
 	.on_accept = on_accept,
 	.on_closed = on_listener_closed,
+	.shed = shed,
 };
 
 int ke_listener_start(struct ke_listener *l, int fd, unsigned max_conns, char *err,
@@ -265,6 +286,7 @@ static void sum_counters(const struct ke_listener_counters *per_worker, size_t n
 		out->net.accepted += c->net.accepted;
 		out->net.paused += c->net.paused;
 		out->net.accept_errors += c->net.accept_errors;
+		out->net.shed += c->net.shed;
 		out->net.active += c->net.active;
 		const uint64_t *v = (const uint64_t *)&c->ke;
 		for (size_t i = 0; i < KE_STAT_WORDS; i++)
@@ -313,6 +335,7 @@ json_t *ke_listener_status(struct ke_shared *sh, const struct ke_listener_counte
 		"accepted_pool_tokens", (json_int_t)pool_tokens_count(tokens),
 		"max_connections", (json_int_t)max_conns * (json_int_t)n, "refused_per_address",
 		(json_int_t)conn_limit_refused(sh->per_address), "workers", workers);
+	json_object_set_new(o, "shed", json_integer((json_int_t)ns->shed));
 	tls_creds_unref(creds);
 	pool_tokens_unref(tokens);
 	return o;
@@ -340,6 +363,7 @@ NET_GETTER(accepted, accepted)
 NET_GETTER(active, active)
 NET_GETTER(limit_reached, paused)
 NET_GETTER(accept_errors, accept_errors)
+NET_GETTER(shed, shed)
 STAT_GETTER(completed)
 STAT_GETTER(no_overlap)
 STAT_GETTER(timeouts)
@@ -356,6 +380,8 @@ static const struct ke_metric ke_metrics[] = {
 	{ "ntp_daemon_ke_limit_reached_total", "counter",
 	  "Times accepting paused at concurrent-connections", get_limit_reached },
 	{ "ntp_daemon_ke_accept_errors_total", "counter", "Failed accepts", get_accept_errors },
+	{ "ntp_daemon_ke_shed_total", "counter",
+	  "Connections without a completed handshake closed to admit a waiting one", get_shed },
 	{ "ntp_daemon_ke_completed_total", "counter", "Key exchanges that delivered cookies",
 	  get_completed },
 	{ "ntp_daemon_ke_no_overlap_total", "counter", "Requests without a common protocol or AEAD",

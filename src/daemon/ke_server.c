@@ -450,6 +450,11 @@ uint64_t ke_server_conn_deadline(const struct ke_server_conn *c)
 	return c->done ? 0 : c->deadline;
 }
 
+bool ke_server_conn_handshaking(const struct ke_server_conn *c)
+{
+	return !c->established && !c->done;
+}
+
 bool ke_server_conn_idle(const struct ke_server_conn *c)
 {
 	return !c->done && c->kept_alive && c->req_len == 0;

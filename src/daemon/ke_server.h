@@ -102,6 +102,10 @@ bool ke_server_conn_done(const struct ke_server_conn *c);
  * daemon that is stopping closes such connections instead of waiting for their idle deadline. */
 bool ke_server_conn_idle(const struct ke_server_conn *c);
 
+/* The TLS handshake has not completed yet (nothing a client proved it wants is lost when such a
+ * connection is shed to admit a newer one). */
+bool ke_server_conn_handshaking(const struct ke_server_conn *c);
+
 /* For logs and status: the TLS failure reason, "" if none (borrowed). */
 const char *ke_server_conn_reason(const struct ke_server_conn *c);
 

@@ -298,14 +298,16 @@ static json_t *listener_json(const struct broker *b, const struct totals *t, siz
 		sum.active += s->active;
 		sum.paused += s->paused;
 		sum.accept_errors += s->accept_errors;
+		sum.shed += s->shed;
 		json_array_append_new(workers, json_pack("{s:I, s:I, s:I}", "worker", (json_int_t)w,
 							 "accepted", (json_int_t)s->accepted,
 							 "active", (json_int_t)s->active));
 	}
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o}", "listen", b->cfg.listen[l].text,
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "listen", b->cfg.listen[l].text,
 			 "accepted", (json_int_t)sum.accepted, "active", (json_int_t)sum.active,
 			 "limit_reached", (json_int_t)sum.paused, "accept_errors",
-			 (json_int_t)sum.accept_errors, "workers", workers);
+			 (json_int_t)sum.accept_errors, "shed", (json_int_t)sum.shed, "workers",
+			 workers);
 }
 
 static json_t *status_json(void *ud)

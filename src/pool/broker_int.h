@@ -22,6 +22,7 @@
 #include "upstream_io.h"
 #include "upstream_snapshot.h"
 
+struct client;
 struct conn_limit;
 struct status_server;
 struct workers;
@@ -74,6 +75,7 @@ struct broker_worker {
 	struct pool_session_stats stats;
 	struct log_ratelimit session_log;
 	size_t clients; /* sessions alive: the worker's upstream_io outlives them */
+	struct client *client_list; /* newest first */
 	bool stopping;
 	/* Published under the worker's lock. */
 	struct pool_session_stats pub_stats;

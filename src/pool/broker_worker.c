@@ -17,6 +17,8 @@ struct client {
 	struct pool_session *session;
 	struct upstream_io_exchange *exchange; /* outstanding upstream work, or NULL */
 	uint32_t upstream;
+	bool shed; /* ended to admit a newer connection */
+	struct client *prev, *next; /* the worker's clients, newest first */
 };
 
 static void close_io_when_idle(struct broker_worker *bw)
@@ -138,6 +140,12 @@ static void on_client_closed(struct ke_conn *conn, void *machine, void *ud)
 	conn_limit_release(bw->b->per_address, ke_conn_peer(conn));
 	if (c->exchange)
 		upstream_io_cancel(c->exchange);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		bw->client_list = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	free(c);
 	bw->clients--;
 	close_io_when_idle(bw);
@@ -177,8 +185,28 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 		conn_limit_release(b->per_address, net_stream_peer(s));
 		return rc;
 	}
+	c->next = bw->client_list;
+	if (c->next)
+		c->next->prev = c;
+	bw->client_list = c;
 	bw->clients++;
 	return 0;
+}
+
+/* Full, and someone waits: the oldest client that has not completed its handshake makes room. */
+static bool shed(struct net_listener *nl, void *ud)
+{
+	struct broker_worker *bw = ud;
+	(void)nl;
+	struct client *oldest = NULL;
+	for (struct client *c = bw->client_list; c; c = c->next)
+		if (!c->shed && pool_session_handshaking(c->session))
+			oldest = c;
+	if (!oldest)
+		return false;
+	oldest->shed = true;
+	ke_conn_close(oldest->conn, true);
+	return true;
 }
 
 static void on_listener_closed(struct net_listener *nl, void *ud)
@@ -195,6 +223,7 @@ static void on_listener_closed(struct net_listener *nl, void *ud)
 static const struct net_listener_ops listener_ops = {
 	.on_accept = on_accept,
 	.on_closed = on_listener_closed,
+	.shed = shed,
 };
 
 /* ---- the worker's hooks ---- */

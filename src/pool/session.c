@@ -531,3 +531,8 @@ uint32_t pool_session_upstream_id(const struct pool_session *s)
 {
 	return s->upstream_id;
 }
+
+bool pool_session_handshaking(const struct pool_session *s)
+{
+	return !s->established && s->phase != PHASE_DONE;
+}

@@ -109,4 +109,8 @@ void pool_session_upstream_response(struct pool_session *s, int parse_rc,
  * UINT32_MAX before any. */
 uint32_t pool_session_upstream_id(const struct pool_session *s);
 
+/* The client's TLS handshake has not completed yet: such a session may be shed to admit a
+ * newer connection when the listener is full. */
+bool pool_session_handshaking(const struct pool_session *s);
+
 #endif

@@ -578,7 +578,12 @@ static void listener_connection(uv_stream_t *server, int status)
 	 * listening socket: further connections wait in the kernel backlog until resume(). */
 	l->pending = true;
 	if (l->stats.active >= l->max_conns) {
-		l->stats.paused++;
+		/* Full: an owner that ends a stream not worth its slot lets the newcomer in as soon
+		 * as that stream is gone (resume); otherwise the newcomer waits. */
+		if (l->ops->shed && l->ops->shed(l, l->ud))
+			l->stats.shed++;
+		else
+			l->stats.paused++;
 		return;
 	}
 	accept_one(l);

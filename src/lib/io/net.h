@@ -94,6 +94,7 @@ struct net_listener_stats {
 	 * gone, or a stream that could not be allocated). A connection libuv drops with its
 	 * reserve-descriptor trick when out of descriptors is not reported, so not counted. */
 	uint64_t accept_errors;
+	uint64_t shed;		/* streams the owner ended to admit a waiting connection */
 	uint32_t active;	/* streams open now */
 };
 
@@ -104,6 +105,11 @@ struct net_listener_ops {
 	/* Last call after net_listener_close, once the listening socket is closed (open streams
 	 * live on until their own close). May be NULL. */
 	void (*on_closed)(struct net_listener *l, void *ud);
+	/* A connection waits while max_conns are open: the owner may end one of its streams that
+	 * is worth less than a new one (one that has not completed its TLS handshake) and return
+	 * true; the waiting connection is then accepted once that stream has closed. false (or
+	 * NULL): accepting pauses until a stream closes on its own. */
+	bool (*shed)(struct net_listener *l, void *ud);
 };
 
 /* Listens on addr (borrowed) with TCP_NODELAY on accepted streams. At most max_conns streams are

@@ -1,0 +1,183 @@
+/* hold-conns IP:PORT N SECONDS READY_FILE: a slowloris client. Opens N TCP connections to
+ * IP:PORT (IPv4) and holds them without ever completing a TLS handshake: every other connection
+ * sends the first 5 bytes of a TLS record header announcing a ClientHello and then nothing (a
+ * client stopped mid-ClientHello), the rest send nothing at all. Once every connection attempt
+ * has either connected or failed it creates READY_FILE; connections still pending after 10 s
+ * count as failed. It then holds them until SECONDS have passed, noticing the ones the server
+ * closes, and prints one JSON line: {"opened":N,"connected":C,"failed":F,"closed_by_peer":P}.
+ * SIGTERM ends the holding early (the line is still printed). The descriptor soft limit is
+ * raised to the hard one first. Exit 0; 1 on a setup failure
+ * (not enough descriptors, READY_FILE not creatable); 2 on usage errors. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_N 20000
+#define CONNECT_WAIT_MS 10000
+
+enum cstate { PENDING, UP, FAILED, CLOSED };
+
+static volatile sig_atomic_t stop_now;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	stop_now = 1;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int parse_addr(const char *s, struct sockaddr_in *a)
+{
+	char host[INET_ADDRSTRLEN];
+	const char *colon = strrchr(s, ':');
+	if (!colon || (size_t)(colon - s) >= sizeof host)
+		return -1;
+	memcpy(host, s, (size_t)(colon - s));
+	host[colon - s] = '\0';
+	char *end;
+	long port = strtol(colon + 1, &end, 10);
+	*a = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
+	    inet_pton(AF_INET, host, &a->sin_addr) != 1)
+		return -1;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	char *end1 = NULL, *end2 = NULL;
+	long n = argc == 5 ? strtol(argv[2], &end1, 10) : 0;
+	long secs = argc == 5 ? strtol(argv[3], &end2, 10) : 0;
+	struct sockaddr_in to;
+	if (argc != 5 || *end1 || *end2 || n < 1 || n > MAX_N || secs < 1 || secs > 3600 ||
+	    parse_addr(argv[1], &to) < 0) {
+		fputs("Usage: hold-conns IP:PORT N SECONDS READY_FILE  (IPv4, N 1..20000)\n",
+		      stderr);
+		return 2;
+	}
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur < (rlim_t)n + 16) {
+		fprintf(stderr, "hold-conns: the descriptor limit is below %ld\n", n + 16);
+		return 1;
+	}
+	struct sigaction sa = { .sa_handler = on_term };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	struct pollfd *p = calloc((size_t)n, sizeof *p);
+	enum cstate *st = calloc((size_t)n, sizeof *st);
+	if (!p || !st) {
+		fputs("hold-conns: out of memory\n", stderr);
+		return 1;
+	}
+	for (long i = 0; i < n; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		p[i] = (struct pollfd){ .fd = fd, .events = POLLOUT };
+		st[i] = PENDING;
+		if (fd < 0 || (connect(fd, (struct sockaddr *)&to, sizeof to) < 0 &&
+			       errno != EINPROGRESS)) {
+			st[i] = FAILED;
+			p[i].fd = -1;
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+	/* A ClientHello's record header: handshake (22), TLS 1.0 legacy version, 512 bytes to
+	 * follow that never come. */
+	static const uint8_t hello_start[5] = { 0x16, 0x03, 0x01, 0x02, 0x00 };
+	int64_t start = now_ms(), stop = start + secs * 1000;
+	bool ready = false;
+	char sink[4096];
+	for (int64_t t; !stop_now && (t = now_ms()) < stop;) {
+		long pending = 0;
+		for (long i = 0; i < n; i++)
+			pending += st[i] == PENDING;
+		if (!ready && (pending == 0 || t - start >= CONNECT_WAIT_MS)) {
+			for (long i = 0; i < n; i++) {
+				if (st[i] == PENDING) {
+					close(p[i].fd);
+					p[i].fd = -1;
+					st[i] = FAILED;
+				}
+			}
+			int fd = open(argv[4], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			if (fd < 0) {
+				perror("hold-conns: ready file");
+				return 1;
+			}
+			close(fd);
+			ready = true;
+		}
+		int wait = (int)(stop - t);
+		if (!ready && wait > 100)
+			wait = 100;
+		if (poll(p, (nfds_t)n, wait) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("hold-conns: poll");
+			return 1;
+		}
+		for (long i = 0; i < n; i++) {
+			if (p[i].fd < 0 || !p[i].revents)
+				continue;
+			if (st[i] == PENDING) {
+				int err = 0;
+				socklen_t len = sizeof err;
+				if (getsockopt(p[i].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+					close(p[i].fd);
+					p[i].fd = -1;
+					st[i] = FAILED;
+					continue;
+				}
+				st[i] = UP;
+				if (i % 2 == 0 &&
+				    write(p[i].fd, hello_start, sizeof hello_start) < 0) {
+					/* Closed already: noticed as a read of 0 or an error below. */
+				}
+				p[i].events = POLLIN;
+				continue;
+			}
+			/* Whatever the server sends is dropped; its close is counted. */
+			ssize_t r = read(p[i].fd, sink, sizeof sink);
+			if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+				close(p[i].fd);
+				p[i].fd = -1;
+				st[i] = CLOSED;
+			}
+		}
+	}
+	long up = 0, failed = 0, closed = 0;
+	for (long i = 0; i < n; i++) {
+		up += st[i] == UP || st[i] == CLOSED;
+		failed += st[i] == FAILED;
+		closed += st[i] == CLOSED;
+		if (p[i].fd >= 0)
+			close(p[i].fd);
+	}
+	printf("{\"opened\":%ld,\"connected\":%ld,\"failed\":%ld,\"closed_by_peer\":%ld}\n", n, up,
+	       failed, closed);
+	free(p);
+	free(st);
+	return 0;
+}
