@@ -1,10 +1,15 @@
-/* hold-conns IP:PORT N SECONDS READY_FILE: a slowloris client. Opens N TCP connections to
+/* hold-conns IP:PORT N SECONDS READY_FILE [spread] [sustain]: a slowloris client. Opens N TCP connections to
  * IP:PORT (IPv4) and holds them without ever completing a TLS handshake: every other connection
  * sends the first 5 bytes of a TLS record header announcing a ClientHello and then nothing (a
  * client stopped mid-ClientHello), the rest send nothing at all. Once every connection attempt
  * has either connected or failed it creates READY_FILE; connections still pending after 10 s
  * count as failed. It then holds them until SECONDS have passed, noticing the ones the server
- * closes, and prints one JSON line: {"opened":N,"connected":C,"failed":F,"closed_by_peer":P}.
+ * closes, and prints one JSON line: {"opened":N,"connected":C,"failed":F,"closed_by_peer":P,
+ * "reopened":R} (failed: those not up at the end).
+ * With "spread" the connections come from many loopback addresses (127.1.x.y, 250 connections
+ * each), as a distributed attack's would, so a per-address cap does not stop them. With
+ * "sustain" every connection the server closes (or that fails) is opened again at once, so N
+ * attempts stay outstanding for the whole time (the line then also has "reopened").
  * SIGTERM ends the holding early (the line is still printed). The descriptor soft limit is
  * raised to the hard one first. Exit 0; 1 on a setup failure
  * (not enough descriptors, READY_FILE not creatable); 2 on usage errors. */
@@ -44,6 +49,25 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Starts connection i (non-blocking); st FAILED when it cannot even start. */
+static void open_one(struct pollfd *p, enum cstate *st, long i, const struct sockaddr_in *to,
+		     bool spread)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	*p = (struct pollfd){ .fd = fd, .events = POLLOUT };
+	*st = PENDING;
+	struct sockaddr_in from = { .sin_family = AF_INET };
+	from.sin_addr.s_addr =
+		htonl(0x7f010000u | (uint32_t)(i / 250 % 250) << 8 | (uint32_t)(i % 250 + 1));
+	if (fd < 0 || (spread && bind(fd, (struct sockaddr *)&from, sizeof from) < 0) ||
+	    (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS)) {
+		*st = FAILED;
+		p->fd = -1;
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
 static int parse_addr(const char *s, struct sockaddr_in *a)
 {
 	char host[INET_ADDRSTRLEN];
@@ -64,12 +88,22 @@ static int parse_addr(const char *s, struct sockaddr_in *a)
 int main(int argc, char **argv)
 {
 	char *end1 = NULL, *end2 = NULL;
-	long n = argc == 5 ? strtol(argv[2], &end1, 10) : 0;
-	long secs = argc == 5 ? strtol(argv[3], &end2, 10) : 0;
+	bool spread = false, sustain = false, bad = argc < 5 || argc > 7;
+	for (int a = 5; a < argc; a++) {
+		if (strcmp(argv[a], "spread") == 0)
+			spread = true;
+		else if (strcmp(argv[a], "sustain") == 0)
+			sustain = true;
+		else
+			bad = true;
+	}
+	long n = bad ? 0 : strtol(argv[2], &end1, 10);
+	long secs = bad ? 0 : strtol(argv[3], &end2, 10);
 	struct sockaddr_in to;
-	if (argc != 5 || *end1 || *end2 || n < 1 || n > MAX_N || secs < 1 || secs > 3600 ||
+	if (bad || *end1 || *end2 || n < 1 || n > MAX_N || secs < 1 || secs > 3600 ||
 	    parse_addr(argv[1], &to) < 0) {
-		fputs("Usage: hold-conns IP:PORT N SECONDS READY_FILE  (IPv4, N 1..20000)\n",
+		fputs("Usage: hold-conns IP:PORT N SECONDS READY_FILE [spread] [sustain]  (IPv4, N "
+		      "1..20000)\n",
 		      stderr);
 		return 2;
 	}
@@ -91,18 +125,9 @@ int main(int argc, char **argv)
 		fputs("hold-conns: out of memory\n", stderr);
 		return 1;
 	}
-	for (long i = 0; i < n; i++) {
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		p[i] = (struct pollfd){ .fd = fd, .events = POLLOUT };
-		st[i] = PENDING;
-		if (fd < 0 || (connect(fd, (struct sockaddr *)&to, sizeof to) < 0 &&
-			       errno != EINPROGRESS)) {
-			st[i] = FAILED;
-			p[i].fd = -1;
-			if (fd >= 0)
-				close(fd);
-		}
-	}
+	for (long i = 0; i < n; i++)
+		open_one(&p[i], &st[i], i, &to, spread);
+	long reopened = 0, connected = 0, closed = 0;
 	/* A ClientHello's record header: handshake (22), TLS 1.0 legacy version, 512 bytes to
 	 * follow that never come. */
 	static const uint8_t hello_start[5] = { 0x16, 0x03, 0x01, 0x02, 0x00 };
@@ -147,10 +172,14 @@ int main(int argc, char **argv)
 				if (getsockopt(p[i].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
 					close(p[i].fd);
 					p[i].fd = -1;
-					st[i] = FAILED;
+					/* Reset after the server accepted it: it was up, then shed. */
+					st[i] = err == ECONNRESET || err == EPIPE ? CLOSED : FAILED;
+					connected += st[i] == CLOSED;
+					closed += st[i] == CLOSED;
 					continue;
 				}
 				st[i] = UP;
+				connected++;
 				if (i % 2 == 0 &&
 				    write(p[i].fd, hello_start, sizeof hello_start) < 0) {
 					/* Closed already: noticed as a read of 0 or an error below. */
@@ -164,19 +193,26 @@ int main(int argc, char **argv)
 				close(p[i].fd);
 				p[i].fd = -1;
 				st[i] = CLOSED;
+				closed++;
+			}
+		}
+		/* A sustained attack comes straight back. */
+		for (long i = 0; sustain && ready && i < n; i++) {
+			if (st[i] == CLOSED || st[i] == FAILED) {
+				open_one(&p[i], &st[i], i, &to, spread);
+				reopened++;
 			}
 		}
 	}
-	long up = 0, failed = 0, closed = 0;
+	long failed = 0, opened = n + reopened;
 	for (long i = 0; i < n; i++) {
-		up += st[i] == UP || st[i] == CLOSED;
 		failed += st[i] == FAILED;
-		closed += st[i] == CLOSED;
 		if (p[i].fd >= 0)
 			close(p[i].fd);
 	}
-	printf("{\"opened\":%ld,\"connected\":%ld,\"failed\":%ld,\"closed_by_peer\":%ld}\n", n, up,
-	       failed, closed);
+	printf("{\"opened\":%ld,\"connected\":%ld,\"failed\":%ld,\"closed_by_peer\":%ld,"
+	       "\"reopened\":%ld}\n",
+	       opened, connected, failed, closed, reopened);
 	free(p);
 	free(st);
 	return 0;
