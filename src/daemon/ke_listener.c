@@ -24,18 +24,8 @@ struct ke_listener {
 	struct ke_server_stats stats;
 	struct net_listener *net;
 	struct net_listener_stats last_net; /* kept after the socket closed */
-	struct session *sessions;	    /* open connections, for a graceful stop */
+	struct ke_conn_group conns;	    /* open connections: shedding, a graceful stop */
 	struct log_ratelimit conn_log;
-};
-
-/* One accepted connection in the listener's list (for a graceful stop). Freed when the driver
- * reports it closed. */
-struct session {
-	struct ke_listener *l;
-	struct ke_conn *conn;
-	struct ke_server_conn *ke; /* the machine, for shedding */
-	bool shed;		   /* ended to admit a newer connection */
-	struct session *prev, *next;
 };
 
 static int load_creds(const struct config_daemon_nts_ke_server *cfg, struct tls_creds **out,
@@ -113,6 +103,7 @@ int ke_listener_new(struct ke_listener **out, uv_loop_t *loop, struct ke_shared 
 	const struct config_daemon_nts_ke_server *cfg = sh->cfg;
 	l->loop = loop;
 	l->sh = sh;
+	ke_conn_group_init(&l->conns);
 	l->conn_log = (struct log_ratelimit)LOG_RATELIMIT_INIT(5, 20);
 	slot_view_init(&l->keyset_view, sh->keyset);
 	slot_view_init(&l->tokens_view, &sh->tokens);
@@ -146,28 +137,26 @@ static bool m_idle(const void *m)
 	return ke_server_conn_idle(m);
 }
 
-static const struct ke_conn_machine machine_ops = KE_CONN_MACHINE(ke_server_conn, .idle = m_idle);
+static bool m_handshaking(const void *m)
+{
+	return ke_server_conn_handshaking(m);
+}
+
+static const struct ke_conn_machine machine_ops =
+	KE_CONN_MACHINE(ke_server_conn, .idle = m_idle, .handshaking = m_handshaking);
 
 static void on_conn_event(struct ke_conn *conn, void *machine, void *ud)
 {
-	struct session *se = ud;
 	(void)conn;
 	(void)machine;
-	ke_listener_refresh(se->l);
+	ke_listener_refresh(ud);
 }
 
 static void on_conn_closed(struct ke_conn *conn, void *machine, void *ud)
 {
-	struct session *se = ud;
+	struct ke_listener *l = ud;
 	(void)machine;
-	conn_limit_release(se->l->sh->per_address, ke_conn_peer(conn));
-	if (se->prev)
-		se->prev->next = se->next;
-	else
-		se->l->sessions = se->next;
-	if (se->next)
-		se->next->prev = se->prev;
-	free(se);
+	conn_limit_release(l->sh->per_address, ke_conn_peer(conn));
 }
 
 static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
@@ -179,34 +168,27 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	if (taken < 0)
 		return taken;
 	ke_listener_refresh(l);
-	struct session *se = calloc(1, sizeof *se);
 	struct ke_server_conn *ke = NULL;
-	int rc = se ? ke_server_conn_new(&ke, l->creds, &l->server_cfg, &l->keyset, &l->stats,
-					 uv_now(l->loop))
-		    : -ENOMEM;
+	int rc = ke_server_conn_new(&ke, l->creds, &l->server_cfg, &l->keyset, &l->stats,
+				    uv_now(l->loop));
 	if (rc == 0) {
-		se->l = l;
-		se->ke = ke;
 		char peer[NET_ADDR_STRLEN];
 		ke_server_conn_set_peer(ke, net_addr_str(net_stream_peer(s), peer, sizeof peer));
 		const struct ke_conn_owner owner = { .before = on_conn_event,
 						     .closed = on_conn_closed,
-						     .ud = se };
-		rc = ke_conn_start(&se->conn, s, &machine_ops, ke, &owner);
+						     .ud = l,
+						     .group = &l->conns };
+		struct ke_conn *conn;
+		rc = ke_conn_start(&conn, s, &machine_ops, ke, &owner);
 	}
 	if (rc < 0) {
 		if (log_ratelimit_allow(&l->conn_log, uv_now(l->loop)))
 			log_warn("nts-ke %s: cannot start a session: %s", l->sh->cfg->listen.text,
 				 strerror(-rc));
 		ke_server_conn_free(ke);
-		free(se);
 		conn_limit_release(l->sh->per_address, net_stream_peer(s));
 		return rc;
 	}
-	se->next = l->sessions;
-	if (l->sessions)
-		l->sessions->prev = se;
-	l->sessions = se;
 	return 0;
 }
 
@@ -216,15 +198,7 @@ static bool shed(struct net_listener *nl, void *ud)
 {
 	struct ke_listener *l = ud;
 	(void)nl;
-	struct session *oldest = NULL;
-	for (struct session *se = l->sessions; se; se = se->next)
-		if (!se->shed && ke_server_conn_handshaking(se->ke))
-			oldest = se;
-	if (!oldest)
-		return false;
-	oldest->shed = true;
-	ke_conn_close(oldest->conn, true);
-	return true;
+	return ke_conn_group_shed(&l->conns);
 }
 
 static void on_listener_closed(struct net_listener *nl, void *ud)
@@ -250,9 +224,7 @@ void ke_listener_stop(struct ke_listener *l)
 {
 	if (l->net)
 		net_listener_close(l->net);
-	/* Draining only asks for closes; the list changes when the driver reports them, later. */
-	for (struct session *se = l->sessions; se; se = se->next)
-		ke_conn_drain(se->conn);
+	ke_conn_group_drain(&l->conns);
 }
 
 void ke_listener_free(struct ke_listener *l)

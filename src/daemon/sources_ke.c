@@ -117,49 +117,12 @@ static void ke_finish(struct source_ke *k, bool abort)
 
 /* ---- ke_client as the connection driver runs it ---- */
 
-static int m_input(void *m, const uint8_t *buf, size_t len, uint64_t now_ms)
-{
-	struct source_ke *k = m;
-	/* A refused record leaves ke_client FAILED (done), with its reason for the slot. */
-	ke_client_input(k->ke, buf, len, now_ms);
-	return 0;
-}
-
-static void m_eof(void *m, uint64_t now_ms)
-{
-	struct source_ke *k = m;
-	ke_client_eof(k->ke, now_ms);
-}
-
-static void m_timeout(void *m, uint64_t now_ms)
-{
-	struct source_ke *k = m;
-	ke_client_timeout(k->ke, now_ms);
-}
-
-static void m_output(const void *m, const uint8_t **p, size_t *n)
-{
-	const struct source_ke *k = m;
-	ke_client_output(k->ke, p, n);
-}
-
-static void m_output_consume(void *m, size_t n)
-{
-	struct source_ke *k = m;
-	ke_client_output_consume(k->ke, n);
-}
+KE_CONN_KE_CLIENT_ADAPTERS(source, struct source_ke, ke)
 
 static uint64_t m_deadline(const void *m)
 {
 	const struct source_ke *k = m;
 	return ke_client_deadline(k->ke);
-}
-
-static bool m_done(const void *m)
-{
-	const struct source_ke *k = m;
-	enum ke_client_state st = ke_client_state(k->ke);
-	return st == KE_CLIENT_CLOSED || st == KE_CLIENT_FAILED;
 }
 
 static void m_free(void *m)
@@ -171,16 +134,8 @@ static void m_free(void *m)
 	sources_release(mgr);
 }
 
-static const struct ke_conn_machine ke_machine = {
-	.input = m_input,
-	.eof = m_eof,
-	.timeout = m_timeout,
-	.output = m_output,
-	.output_consume = m_output_consume,
-	.deadline = m_deadline,
-	.done = m_done,
-	.free = m_free,
-};
+static const struct ke_conn_machine ke_machine =
+	KE_CONN_KE_CLIENT_MACHINE(source, m_deadline, m_free);
 
 /* After each stream event: a complete response installs the keys (or says why not) and the
  * connection ends; one exchange per connection. */

@@ -14,6 +14,7 @@
 
 #include <uv.h>
 
+#include "ke_conn.h"
 #include "ke_msg.h"
 #include "log.h"
 #include "net.h"
@@ -22,7 +23,6 @@
 #include "upstream_io.h"
 #include "upstream_snapshot.h"
 
-struct client;
 struct conn_limit;
 struct status_server;
 struct workers;
@@ -75,7 +75,7 @@ struct broker_worker {
 	struct pool_session_stats stats;
 	struct log_ratelimit session_log;
 	size_t clients; /* sessions alive: the worker's upstream_io outlives them */
-	struct client *client_list; /* newest first */
+	struct ke_conn_group conns; /* its client connections, for shedding */
 	bool stopping;
 	/* Published under the worker's lock. */
 	struct pool_session_stats pub_stats;

@@ -17,8 +17,6 @@ struct client {
 	struct pool_session *session;
 	struct upstream_io_exchange *exchange; /* outstanding upstream work, or NULL */
 	uint32_t upstream;
-	bool shed; /* ended to admit a newer connection */
-	struct client *prev, *next; /* the worker's clients, newest first */
 };
 
 static void close_io_when_idle(struct broker_worker *bw)
@@ -122,7 +120,13 @@ static void start_upstream_work(struct client *c)
 /* pool_session as the connection driver runs it. */
 KE_CONN_ADAPTERS(pool_session, struct pool_session)
 
-static const struct ke_conn_machine machine_ops = KE_CONN_MACHINE(pool_session);
+static bool m_handshaking(const void *m)
+{
+	return pool_session_handshaking(m);
+}
+
+static const struct ke_conn_machine machine_ops =
+	KE_CONN_MACHINE(pool_session, .handshaking = m_handshaking);
 
 /* After each client event the session may want its upstream exchange. */
 static void on_progress(struct ke_conn *conn, void *machine, void *ud)
@@ -140,12 +144,6 @@ static void on_client_closed(struct ke_conn *conn, void *machine, void *ud)
 	conn_limit_release(bw->b->per_address, ke_conn_peer(conn));
 	if (c->exchange)
 		upstream_io_cancel(c->exchange);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		bw->client_list = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
 	free(c);
 	bw->clients--;
 	close_io_when_idle(bw);
@@ -173,7 +171,8 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 		pool_session_set_peer(session, net_addr_str(net_stream_peer(s), peer, sizeof peer));
 		const struct ke_conn_owner owner = { .progress = on_progress,
 						     .closed = on_client_closed,
-						     .ud = c };
+						     .ud = c,
+						     .group = &bw->conns };
 		rc = ke_conn_start(&c->conn, s, &machine_ops, session, &owner);
 	}
 	if (rc < 0) {
@@ -185,10 +184,6 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 		conn_limit_release(b->per_address, net_stream_peer(s));
 		return rc;
 	}
-	c->next = bw->client_list;
-	if (c->next)
-		c->next->prev = c;
-	bw->client_list = c;
 	bw->clients++;
 	return 0;
 }
@@ -198,15 +193,7 @@ static bool shed(struct net_listener *nl, void *ud)
 {
 	struct broker_worker *bw = ud;
 	(void)nl;
-	struct client *oldest = NULL;
-	for (struct client *c = bw->client_list; c; c = c->next)
-		if (!c->shed && pool_session_handshaking(c->session))
-			oldest = c;
-	if (!oldest)
-		return false;
-	oldest->shed = true;
-	ke_conn_close(oldest->conn, true);
-	return true;
+	return ke_conn_group_shed(&bw->conns);
 }
 
 static void on_listener_closed(struct net_listener *nl, void *ud)
@@ -236,6 +223,7 @@ static int worker_start(struct worker *w, char *err, size_t errlen)
 	bw->w = w;
 	bw->loop = worker_loop(w);
 	bw->upstreams = (struct pool_session_upstreams){ .pick = pick, .ud = bw };
+	ke_conn_group_init(&bw->conns);
 	int rc = upstream_io_new_data(&bw->io, bw->loop, slot_view_get(&bw->client_creds_view),
 				      &b->snapshots, &b->io_cfg);
 	if (rc < 0) {

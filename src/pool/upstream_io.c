@@ -246,37 +246,7 @@ static bool too_old(const struct conn *c)
 
 /* ---- The connection as the driver runs it: the conn is the machine, ke_client inside ---- */
 
-static int m_input(void *m, const uint8_t *buf, size_t len, uint64_t now_ms)
-{
-	struct conn *c = m;
-	/* A refused record leaves ke_client FAILED (done), with its reason for the exchange. */
-	ke_client_input(c->ke, buf, len, now_ms);
-	return 0;
-}
-
-static void m_eof(void *m, uint64_t now_ms)
-{
-	struct conn *c = m;
-	ke_client_eof(c->ke, now_ms);
-}
-
-static void m_timeout(void *m, uint64_t now_ms)
-{
-	struct conn *c = m;
-	ke_client_timeout(c->ke, now_ms);
-}
-
-static void m_output(const void *m, const uint8_t **p, size_t *n)
-{
-	const struct conn *c = m;
-	ke_client_output(c->ke, p, n);
-}
-
-static void m_output_consume(void *m, size_t n)
-{
-	struct conn *c = m;
-	ke_client_output_consume(c->ke, n);
-}
+KE_CONN_KE_CLIENT_ADAPTERS(conn, struct conn, ke)
 
 /* ke_client's own deadline while it has one (handshake, waiting for an answer); otherwise an
  * exchange about to be sent is bounded by upstream-timeout-ms and an idle connection closes
@@ -290,28 +260,13 @@ static uint64_t m_deadline(const void *m)
 	return c->since_ms + (c->x ? c->io->cfg->upstream_timeout_ms : c->io->cfg->idle_ms);
 }
 
-static bool m_done(const void *m)
-{
-	const struct conn *c = m;
-	enum ke_client_state st = ke_client_state(c->ke);
-	return st == KE_CLIENT_CLOSED || st == KE_CLIENT_FAILED;
-}
-
 static void m_free(void *m)
 {
 	conn_free(m);
 }
 
-static const struct ke_conn_machine conn_machine = {
-	.input = m_input,
-	.eof = m_eof,
-	.timeout = m_timeout,
-	.output = m_output,
-	.output_consume = m_output_consume,
-	.deadline = m_deadline,
-	.done = m_done,
-	.free = m_free,
-};
+static const struct ke_conn_machine conn_machine =
+	KE_CONN_KE_CLIENT_MACHINE(conn, m_deadline, m_free);
 
 /* After each stream event: a complete response goes to its exchange, and the connection is kept
  * (idle) when both sides agreed on Keep Alive and it is young enough. */

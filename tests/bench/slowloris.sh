@@ -168,27 +168,24 @@ echo "honest NTS-KE sessions (ke-load, $concurrency connections, ${duration}s pe
 	"$hold slowloris connections that never complete a handshake${sustain:+, reopened when closed}"
 echo
 row "" sessions/s "p50 ms" "p99 ms" ok failed
-read -r a b c d e <<<"$(load "127.0.0.2:$ke" 127.0.0.2)"
-row "ntp-daemon, unloaded" "$a" "$b" "$c" "$d" "$e"
-attack "127.0.0.2:$ke"
-read -r a b c d e <<<"$(load "127.0.0.2:$ke" 127.0.0.2)"
-du=$(usage_of "$dpid")
-dst=$("$build/tests/tools/http-get" "127.0.0.1:$ds" /status |
-	jq -r '.nts_ke_servers[0] | "\(.active) of \(.max_connections) slots held, \(.shed) shed"')
-stop_attack
-row "ntp-daemon, under attack" "$a" "$b" "$c" "$d" "$e"
-dopened=$opened
-read -r a b c d e <<<"$(load "127.0.0.1:$pk" pool.test)"
-row "nts-pool-ke, unloaded" "$a" "$b" "$c" "$d" "$e"
-attack "127.0.0.1:$pk"
-read -r a b c d e <<<"$(load "127.0.0.1:$pk" pool.test)"
-pu=$(usage_of "$ppid_")
-pst=$("$build/tests/tools/http-get" "127.0.0.1:$ps" /status |
-	jq -r '"\(.listeners[0].active) of \(.limits.max_connections) slots held, \(.listeners[0].shed) shed"')
-stop_attack
-row "nts-pool-ke, under attack" "$a" "$b" "$c" "$d" "$e"
+# measure LABEL TARGET NAME PID STATUS JQ: the unloaded and the attacked rows of one server, and
+# its line for after the table (JQ reads slots held and sheds from its /status).
+measure() {
+	read -r a b c d e <<<"$(load "$2" "$3")"
+	row "$1, unloaded" "$a" "$b" "$c" "$d" "$e"
+	attack "$2"
+	read -r a b c d e <<<"$(load "$2" "$3")"
+	m_use=$(usage_of "$4")
+	m_st=$("$build/tests/tools/http-get" "$5" /status | jq -r "$6")
+	stop_attack
+	row "$1, under attack" "$a" "$b" "$c" "$d" "$e"
+	after+=("under attack, $1: $m_st; $opened attacker connections opened in all; descriptors and RSS KiB: $m_use")
+}
+
+after=()
+measure ntp-daemon "127.0.0.2:$ke" 127.0.0.2 "$dpid" "127.0.0.1:$ds" \
+	'.nts_ke_servers[0] | "\(.active) of \(.max_connections) slots held, \(.shed) shed"'
+measure nts-pool-ke "127.0.0.1:$pk" pool.test "$ppid_" "127.0.0.1:$ps" \
+	'"\(.listeners[0].active) of \(.limits.max_connections) slots held, \(.listeners[0].shed) shed"'
 echo
-echo "under attack, ntp-daemon: $dst; $dopened attacker connections opened in all;" \
-	"descriptors and RSS KiB: $du"
-echo "under attack, nts-pool-ke: $pst; $opened attacker connections opened in all;" \
-	"descriptors and RSS KiB: $pu"
+printf '%s\n' "${after[@]}"

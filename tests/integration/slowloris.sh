@@ -61,12 +61,15 @@ expect "time source: 10 honest clients behind $HOLD slowloris connections are al
 doc=$(status_of s)
 shed=$(jget nts_ke_servers.0.shed "$doc")
 expect_gt "time source: connections without a handshake were shed to admit them" "$shed" 0
-active=$(jget nts_ke_servers.0.active "$doc")
-if is_int "$active" && [ "$active" -le 64 ]; then
-	ok "time source: never more than 64 connections held ($active)"
-else
-	not_ok "time source: never more than 64 connections held" "$doc"
-fi
+# at_most_64 NAME JSON VALUE: the connections held stay within the limit.
+at_most_64() {
+	if is_int "$3" && [ "$3" -le 64 ]; then
+		ok "$1: never more than 64 connections held ($3)"
+	else
+		not_ok "$1: never more than 64 connections held" "$2"
+	fi
+}
+at_most_64 "time source" "$doc" "$(jget nts_ke_servers.0.active "$doc")"
 kill -TERM "$hs_pid" 2>/dev/null || true
 wait "$hs_pid" || true
 untrack "$hs_pid"
@@ -92,12 +95,7 @@ expect "broker: 10 honest clients behind $HOLD slowloris connections are all ser
 doc=$(status_of p)
 expect_gt "broker: connections without a handshake were shed to admit them" \
 	"$(jget listeners.0.shed "$doc")" 0
-active=$(jget listeners.0.active "$doc")
-if is_int "$active" && [ "$active" -le 64 ]; then
-	ok "broker: never more than 64 connections held ($active)"
-else
-	not_ok "broker: never more than 64 connections held" "$doc"
-fi
+at_most_64 broker "$doc" "$(jget listeners.0.active "$doc")"
 kill -TERM "$hp_pid" 2>/dev/null || true
 wait "$hp_pid" || true
 untrack "$hp_pid"

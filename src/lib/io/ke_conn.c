@@ -12,7 +12,39 @@ struct ke_conn {
 	bool draining;
 	bool connected; /* accepted, or an outbound connection that is up */
 	int error;	/* why it ended, 0 for an orderly end */
+	struct ke_conn *older, *newer; /* in owner.group */
 };
+
+static void group_link(struct ke_conn *c)
+{
+	struct ke_conn_group *g = c->owner.group;
+	if (!g)
+		return;
+	c->older = g->newest;
+	c->newer = NULL;
+	if (g->newest)
+		g->newest->newer = c;
+	else
+		g->oldest = c;
+	g->newest = c;
+	g->n++;
+}
+
+static void group_unlink(struct ke_conn *c)
+{
+	struct ke_conn_group *g = c->owner.group;
+	if (!g)
+		return;
+	if (c->older)
+		c->older->newer = c->newer;
+	else
+		g->oldest = c->newer;
+	if (c->newer)
+		c->newer->older = c->older;
+	else
+		g->newest = c->older;
+	g->n--;
+}
 
 static uint64_t now(const struct ke_conn *c)
 {
@@ -146,6 +178,7 @@ static void on_closed(struct net_stream *s, void *ud)
 {
 	struct ke_conn *c = ud;
 	(void)s;
+	group_unlink(c);
 	c->owner.closed(c, c->m, c->owner.ud);
 	c->ops->free(c->m);
 	free(c);
@@ -171,6 +204,7 @@ int ke_conn_start(struct ke_conn **out, struct net_stream *s,
 	c->owner = *owner;
 	c->connected = true;
 	*out = c;
+	group_link(c);
 	net_stream_set_ops(s, &stream_ops, c);
 	flush(c, false);
 	return 0;
@@ -191,6 +225,7 @@ int ke_conn_connect(struct ke_conn **out, uv_loop_t *loop, const struct sockaddr
 		return rc;
 	}
 	*out = c;
+	group_link(c);
 	/* Arms the machine's deadline, which bounds the connect too; nothing is written yet. */
 	flush(c, false);
 	return 0;
@@ -204,6 +239,29 @@ void ke_conn_close(struct ke_conn *c, bool abort)
 		abort_conn(c, -ECANCELED);
 	else
 		close_conn(c);
+}
+
+void ke_conn_group_init(struct ke_conn_group *g)
+{
+	*g = (struct ke_conn_group){ 0 };
+}
+
+bool ke_conn_group_shed(struct ke_conn_group *g)
+{
+	for (struct ke_conn *c = g->oldest; c; c = c->newer) {
+		if (!c->closing && c->ops->handshaking && c->ops->handshaking(c->m)) {
+			abort_conn(c, -ECANCELED);
+			return true;
+		}
+	}
+	return false;
+}
+
+void ke_conn_group_drain(struct ke_conn_group *g)
+{
+	/* Draining only asks for closes; the group changes when the closes complete, later. */
+	for (struct ke_conn *c = g->oldest; c; c = c->newer)
+		ke_conn_drain(c);
 }
 
 int ke_conn_error(const struct ke_conn *c)

@@ -46,6 +46,9 @@ struct ke_conn_machine {
 	bool (*done)(const void *m);
 	bool (*idle)(const void *m);
 	void (*free)(void *m);
+	/* The peer has not completed its TLS handshake yet (may be NULL: never): such a connection
+	 * is what a full listener sheds first (ke_conn_group_shed). */
+	bool (*handshaking)(const void *m);
 };
 
 /* The ops of a machine whose functions are named PREFIX_input, PREFIX_eof, PREFIX_timeout,
@@ -93,7 +96,53 @@ struct ke_conn_machine {
 	  .deadline = prefix##_m_deadline, .done = prefix##_m_done, .free = prefix##_m_free,   \
 	  __VA_ARGS__ }
 
+/* A KE client's machine: a struct TYPE whose member FIELD is its ke_client (tls/ke_client.h,
+ * which the user includes). KE_CONN_KE_CLIENT_ADAPTERS(PREFIX, TYPE, FIELD) defines the adapters
+ * that forward the stream to the ke_client (a record it refuses leaves it FAILED, which done
+ * reports, so input never refuses) and done (CLOSED or FAILED); KE_CONN_KE_CLIENT_MACHINE(PREFIX,
+ * DEADLINE, FREE) is the ops initializer with the user's own deadline and free. */
+#define KE_CONN_KE_CLIENT_ADAPTERS(prefix, type, field)                                        \
+	static int prefix##_kc_input(void *m, const uint8_t *b, size_t n, uint64_t t)          \
+	{                                                                                      \
+		ke_client_input(((type *)m)->field, b, n, t);                                  \
+		return 0;                                                                      \
+	}                                                                                      \
+	static void prefix##_kc_eof(void *m, uint64_t t)                                       \
+	{                                                                                      \
+		ke_client_eof(((type *)m)->field, t);                                          \
+	}                                                                                      \
+	static void prefix##_kc_timeout(void *m, uint64_t t)                                   \
+	{                                                                                      \
+		ke_client_timeout(((type *)m)->field, t);                                      \
+	}                                                                                      \
+	static void prefix##_kc_output(const void *m, const uint8_t **p, size_t *n)            \
+	{                                                                                      \
+		ke_client_output(((const type *)m)->field, p, n);                              \
+	}                                                                                      \
+	static void prefix##_kc_output_consume(void *m, size_t n)                              \
+	{                                                                                      \
+		ke_client_output_consume(((type *)m)->field, n);                               \
+	}                                                                                      \
+	static bool prefix##_kc_done(const void *m)                                            \
+	{                                                                                      \
+		enum ke_client_state st = ke_client_state(((const type *)m)->field);           \
+		return st == KE_CLIENT_CLOSED || st == KE_CLIENT_FAILED;                       \
+	}
+
+#define KE_CONN_KE_CLIENT_MACHINE(prefix, deadline_fn, free_fn)                                \
+	{ .input = prefix##_kc_input, .eof = prefix##_kc_eof, .timeout = prefix##_kc_timeout,  \
+	  .output = prefix##_kc_output, .output_consume = prefix##_kc_output_consume,          \
+	  .deadline = (deadline_fn), .done = prefix##_kc_done, .free = (free_fn) }
+
 struct ke_conn;
+
+/* The connections of one owner (a listener on one worker), oldest first, for shedding and
+ * draining. The owner embeds it; a connection started with owner->group is linked until its
+ * closed hook. */
+struct ke_conn_group {
+	struct ke_conn *oldest, *newest;
+	size_t n;
+};
 
 struct ke_conn_owner {
 	/* Before each stream event reaches the machine: the owner refreshes what the machine reads
@@ -107,6 +156,7 @@ struct ke_conn_owner {
 	/* Last call: the socket is closed. The machine is freed right after this returns. */
 	void (*closed)(struct ke_conn *c, void *machine, void *ud);
 	void *ud;
+	struct ke_conn_group *group; /* may be NULL */
 };
 
 /* Drives machine m (ops borrowed for the connection's life; m taken over) on the accepted stream
@@ -140,6 +190,14 @@ void ke_conn_kick(struct ke_conn *c);
 
 /* The program stops: idle machines are timed out now, busy ones finish on their own. */
 void ke_conn_drain(struct ke_conn *c);
+
+void ke_conn_group_init(struct ke_conn_group *g);
+/* Resets the oldest connection of g whose machine is handshaking and that is not closing yet;
+ * true when there was one (its closed hook follows from the loop). For a full listener's
+ * net_listener_ops.shed. */
+bool ke_conn_group_shed(struct ke_conn_group *g);
+/* ke_conn_drain on every connection of g. */
+void ke_conn_group_drain(struct ke_conn_group *g);
 
 /* The peer's address (borrowed, for the connection's life). */
 const struct sockaddr *ke_conn_peer(const struct ke_conn *c);
