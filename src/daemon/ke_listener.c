@@ -36,6 +36,7 @@ static int load_creds(const struct config_daemon_nts_ke_server *cfg, struct tls_
 		.key_file = cfg->private_key_path,
 		.pool_cert_files = (const char *const *)cfg->authorized_pool_server_certificates,
 		.n_pool_cert_files = cfg->authorized_pool_server_certificate_count,
+		.allow_world_readable_key = cfg->allow_world_readable_private_key,
 	};
 	return tls_creds_new_server(out, &opt, err, errlen);
 }

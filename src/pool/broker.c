@@ -30,14 +30,20 @@
 static int load_creds(const struct config_pool *cfg, struct tls_creds **server,
 		      struct tls_creds **client, char *err, size_t errlen)
 {
-	struct tls_server_options so = { .cert_file = cfg->certificate_chain_path,
-					 .key_file = cfg->private_key_path };
+	struct tls_server_options so = {
+		.cert_file = cfg->certificate_chain_path,
+		.key_file = cfg->private_key_path,
+		.allow_world_readable_key = cfg->allow_world_readable_private_key,
+	};
 	int rc = tls_creds_new_server(server, &so, err, errlen);
 	if (rc < 0)
 		return rc;
-	struct tls_client_options co = { .ca_file = cfg->certificate_authority_path,
-					 .cert_file = cfg->certificate_chain_path,
-					 .key_file = cfg->private_key_path };
+	struct tls_client_options co = {
+		.ca_file = cfg->certificate_authority_path,
+		.cert_file = cfg->certificate_chain_path,
+		.key_file = cfg->private_key_path,
+		.allow_world_readable_key = cfg->allow_world_readable_private_key,
+	};
 	rc = tls_creds_new_client(client, &co, err, errlen);
 	if (rc < 0) {
 		tls_creds_unref(*server);

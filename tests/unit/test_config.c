@@ -170,6 +170,7 @@ Test(config, pool_every_option_read_back)
 				"upstream-max-age-s = 120\n"
 				"workers = 3\n"
 				"fixed-key-failure-streak = 0\n"
+				"allow-world-readable-private-key = false\n"
 				"[observability]\n"
 				"log-level = \"debug\"\n"
 				"status-listen = \"127.0.0.1:9100\"\n");
@@ -199,6 +200,7 @@ Test(config, pool_every_option_read_back)
 	cr_assert_eq(c.upstream_max_age_s, 120);
 	cr_assert_eq(c.workers, 3);
 	cr_assert_eq(c.fixed_key_failure_streak, 0, "0 turns it off");
+	cr_assert_not(c.allow_world_readable_private_key);
 	cr_assert_eq(c.upstream_connections, 2);
 	cr_assert_eq(c.key_exchange_server_count, 3);
 	cr_assert_str_eq(c.key_exchange_servers[0].addr.host, "ke1.test");
@@ -560,6 +562,7 @@ Test(config, daemon_every_option_read_back)
 		"key-exchange-timeout-ms = 2000\n"
 		"handshake-timeout-ms = 300\n"
 		"concurrent-connections = 64\n"
+		"allow-world-readable-private-key = true\n"
 		"max-connections-per-address = 5\n"
 		"ntp-port = 1123\n"
 		"ntp-server = \"ntp.test\"\n"
@@ -614,6 +617,7 @@ Test(config, daemon_every_option_read_back)
 	cr_assert_eq(k->handshake_timeout_ms, 300);
 	cr_assert_eq(k->max_connections_per_address, 5);
 	cr_assert_eq(k->concurrent_connections, 64);
+	cr_assert(k->allow_world_readable_private_key);
 	cr_assert_eq(k->ntp_port, 1123);
 	cr_assert_str_eq(k->ntp_server, "ntp.test");
 	cr_assert_eq(k->authorized_pool_server_certificate_count, 2);

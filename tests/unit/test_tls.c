@@ -307,6 +307,19 @@ Test(tls, private_key_readable_by_every_user_refused)
 	cr_assert_eq(chmod(key, 0644), 0);
 	cr_assert_eq(tls_creds_new_server(&c, &opt, err, sizeof err), -EPERM);
 	cr_assert(strstr(err, "chmod o-rwx") && strstr(err, key), "%s", err);
+	cr_assert(strstr(err, "allow-world-readable-private-key"), "names the override: %s", err);
+	/* The operator's explicit override: loaded, with a warning. */
+	opt.allow_world_readable_key = true;
+	cr_assert_eq(tls_creds_new_server(&c, &opt, err, sizeof err), 0, "%s", err);
+	tls_creds_unref(c);
+	struct tls_client_options co = { .no_system_trust = true, .ca_file = chain,
+					 .cert_file = chain, .key_file = key };
+	int rc = tls_creds_new_client(&c, &co, err, sizeof err);
+	cr_assert_eq(rc, -EPERM, "the client side checks too: %d %s", rc, err);
+	co.allow_world_readable_key = true;
+	cr_assert_eq(tls_creds_new_client(&c, &co, err, sizeof err), 0, "%s", err);
+	tls_creds_unref(c);
+	opt.allow_world_readable_key = false;
 	cr_assert_eq(chmod(key, 0640), 0);
 	cr_assert_eq(tls_creds_new_server(&c, &opt, err, sizeof err), 0, "%s", err);
 	tls_creds_unref(c);
@@ -394,7 +407,7 @@ Test(tls, credential_load_errors_name_the_file)
 
 	/* A pinned file with two certificates. */
 	const char *two[] = { chain };
-	struct tls_server_options o = { chain, key, two, 1 };
+	struct tls_server_options o = { chain, key, two, 1, false };
 	cr_assert_eq(tls_creds_new_server(&c, &o, err, sizeof(err)), -EBADMSG);
 	cr_assert(strstr(err, chain) && strstr(err, "exactly one"), "%s", err);
 
@@ -410,12 +423,12 @@ Test(tls, credential_load_errors_name_the_file)
 	cr_assert(strstr(err, missing), "%s", err);
 
 	/* A key that does not belong to the certificate. */
-	struct tls_server_options mism = { chain, pool_key, NULL, 0 };
+	struct tls_server_options mism = { chain, pool_key, NULL, 0, false };
 	cr_assert_eq(tls_creds_new_server(&c, &mism, err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, pool_key), "%s", err);
 
 	/* Certificate and key swapped: the key file holds no certificate. */
-	struct tls_server_options swapped = { key, chain, NULL, 0 };
+	struct tls_server_options swapped = { key, chain, NULL, 0, false };
 	cr_assert_eq(tls_creds_new_server(&c, &swapped, err, sizeof(err)), -EBADMSG);
 	cr_assert(strstr(err, key), "%s", err);
 

@@ -238,6 +238,7 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 		"key-exchange-timeout-ms",
 		"handshake-timeout-ms",
 		"concurrent-connections",
+		"allow-world-readable-private-key",
 		"max-connections-per-address",
 		"ntp-port",
 		"ntp-server",
@@ -262,6 +263,8 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 				&s->handshake_timeout_ms)) < 0 ||
 	    (r = config_get_u32(ctx, t, "concurrent-connections", w, 1, 65535,
 				&s->concurrent_connections)) < 0 ||
+	    (r = config_get_bool(ctx, t, "allow-world-readable-private-key", w,
+				 &s->allow_world_readable_private_key)) < 0 ||
 	    (r = config_get_u32(ctx, t, "max-connections-per-address", w, 0, 65535,
 				&s->max_connections_per_address)) < 0 ||
 	    (r = config_get_int(ctx, t, "ntp-port", w, 1, 65535, &ntp_port)) < 0 ||

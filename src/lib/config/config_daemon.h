@@ -34,6 +34,7 @@ struct pool_tokens;
 struct config_daemon_nts_ke_server {
 	struct config_listen listen;
 	char *certificate_chain_path;
+	bool allow_world_readable_private_key; /* its key readable by all: a warning, no error */
 	char *private_key_path;
 	uint32_t key_exchange_timeout_ms;
 	uint32_t handshake_timeout_ms; /* the TLS handshake's own, shorter bound */

@@ -186,6 +186,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		"key-exchange-servers",
 		"workers",
 		"fixed-key-failure-streak",
+		"allow-world-readable-private-key",
 		NULL,
 	};
 	const char *w = server_where;
@@ -213,6 +214,8 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 	    (r = config_get_u32(ctx, t, "workers", w, 1, CONFIG_WORKERS_MAX, &cfg->workers)) < 0 ||
 	    (r = config_get_u32(ctx, t, "fixed-key-failure-streak", w, 0, 100,
 				&cfg->fixed_key_failure_streak)) < 0 ||
+	    (r = config_get_bool(ctx, t, "allow-world-readable-private-key", w,
+				 &cfg->allow_world_readable_private_key)) < 0 ||
 	    (r = config_get_record_numbers(ctx, t, w, &cfg->pool_record_numbers)) < 0 ||
 	    (r = config_get_u32(ctx, t, "probe-interval-s", w, 1, 86400, &cfg->probe_interval_s)) <
 		    0 ||

@@ -13,6 +13,7 @@
 
 #include <gnutls/x509.h>
 
+#include "log.h"
 #include "slot.h"
 
 /* Certificate and key files are small; anything larger is a mistake or an attack on memory. */
@@ -56,9 +57,17 @@ static int gnutls_to_errno(int gerr)
 	}
 }
 
+/* How load_file treats what it reads. */
+enum file_kind {
+	FILE_PUBLIC,		/* certificates */
+	FILE_SECRET,		/* a private key: refused when every user may read it */
+	FILE_SECRET_ALLOW_OPEN, /* a private key the operator allowed to be readable by all */
+};
+
 /* Reads a whole file into a new datum (free with free_datum). A secret (a private key) that any
- * user may read is refused: group access is left to the operator (Debian's ssl-cert group). */
-static int load_file(const char *path, bool secret, gnutls_datum_t *out, char *err,
+ * user may read is refused unless the operator said otherwise (then it is a warning): group
+ * access is left to the operator (Debian's ssl-cert group). */
+static int load_file(const char *path, enum file_kind kind, gnutls_datum_t *out, char *err,
 		     size_t errlen)
 {
 	int ret;
@@ -81,13 +90,18 @@ static int load_file(const char *path, bool secret, gnutls_datum_t *out, char *e
 		set_err(err, errlen, "%s: not a regular file of at most %d bytes", path, FILE_MAX);
 		goto fail;
 	}
-	if (secret && (st.st_mode & S_IRWXO)) {
+	if (kind == FILE_SECRET && (st.st_mode & S_IRWXO)) {
 		ret = -EPERM;
 		set_err(err, errlen,
-			"%s: mode %04o lets every user read the private key; run chmod o-rwx %s",
+			"%s: mode %04o lets every user read the private key; run chmod o-rwx %s "
+			"(or set allow-world-readable-private-key = true)",
 			path, (unsigned)(st.st_mode & 07777), path);
 		goto fail;
 	}
+	if (kind == FILE_SECRET_ALLOW_OPEN && (st.st_mode & S_IRWXO))
+		log_warn("%s: mode %04o lets every user read the private key "
+			 "(allowed by allow-world-readable-private-key)",
+			 path, (unsigned)(st.st_mode & 07777));
 	int flags = fcntl(fd, F_GETFL);
 	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
 		ret = -errno;
@@ -157,7 +171,7 @@ static int load_crt_list(const char *path, gnutls_x509_crt_t **list, unsigned *n
 			 size_t errlen)
 {
 	gnutls_datum_t data = { NULL, 0 };
-	int ret = load_file(path, false, &data, err, errlen);
+	int ret = load_file(path, FILE_PUBLIC, &data, err, errlen);
 	if (ret < 0)
 		return ret;
 	*list = NULL;
@@ -178,7 +192,7 @@ static int load_crt_list(const char *path, gnutls_x509_crt_t **list, unsigned *n
 
 /* Adds a certificate chain and its key to cred, naming the file at fault on error. */
 static int add_key_pair(gnutls_certificate_credentials_t cred, const char *cert_file,
-			const char *key_file, char *err, size_t errlen)
+			const char *key_file, bool allow_open_key, char *err, size_t errlen)
 {
 	gnutls_x509_crt_t *chain = NULL;
 	unsigned n_chain = 0;
@@ -189,7 +203,8 @@ static int add_key_pair(gnutls_certificate_credentials_t cred, const char *cert_
 	int ret = load_crt_list(cert_file, &chain, &n_chain, err, errlen);
 	if (ret < 0)
 		return ret;
-	ret = load_file(key_file, true, &key_pem, err, errlen);
+	ret = load_file(key_file, allow_open_key ? FILE_SECRET_ALLOW_OPEN : FILE_SECRET, &key_pem,
+			err, errlen);
 	if (ret < 0)
 		goto fail;
 	g = gnutls_x509_privkey_init(&key);
@@ -289,7 +304,8 @@ int tls_creds_new_server(struct tls_creds **out, const struct tls_server_options
 	int ret = creds_alloc(&c, true, err, errlen);
 	if (ret < 0)
 		return ret;
-	ret = add_key_pair(c->cred, opts->cert_file, opts->key_file, err, errlen);
+	ret = add_key_pair(c->cred, opts->cert_file, opts->key_file,
+				   opts->allow_world_readable_key, err, errlen);
 	if (ret < 0)
 		goto fail;
 	if (opts->n_pool_cert_files > 0) {
@@ -338,7 +354,7 @@ int tls_creds_new_client(struct tls_creds **out, const struct tls_client_options
 		}
 	}
 	if (opts->ca_file) {
-		ret = load_file(opts->ca_file, false, &ca, err, errlen);
+		ret = load_file(opts->ca_file, FILE_PUBLIC, &ca, err, errlen);
 		if (ret < 0)
 			goto fail;
 		g = gnutls_certificate_set_x509_trust_mem(c->cred, &ca, GNUTLS_X509_FMT_PEM);
@@ -350,7 +366,8 @@ int tls_creds_new_client(struct tls_creds **out, const struct tls_client_options
 		}
 	}
 	if (opts->cert_file) {
-		ret = add_key_pair(c->cred, opts->cert_file, opts->key_file, err, errlen);
+		ret = add_key_pair(c->cred, opts->cert_file, opts->key_file,
+				   opts->allow_world_readable_key, err, errlen);
 		if (ret < 0)
 			goto fail;
 	}

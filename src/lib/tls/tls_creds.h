@@ -23,6 +23,7 @@ struct tls_server_options {
 	/* Certificates of authorised pools: each file holds exactly one PEM certificate. */
 	const char *const *pool_cert_files;
 	size_t n_pool_cert_files;
+	bool allow_world_readable_key; /* a key every user may read: a warning, not an error */
 };
 
 struct tls_client_options {
@@ -30,6 +31,7 @@ struct tls_client_options {
 	const char *ca_file;   /* optional extra trust anchors (PEM), added to the system's */
 	const char *cert_file; /* optional PEM chain this client presents (the broker's pool cert) */
 	const char *key_file;  /* its key; required exactly when cert_file is given */
+	bool allow_world_readable_key; /* as in tls_server_options */
 };
 
 /* Builds server credentials. opts and its strings are borrowed. On success *out is new (release
