@@ -45,7 +45,8 @@ struct upstream {
 	unsigned session_streak;
 	bool needs_deep;
 	bool recovery_due; /* needs_deep and the probe passed: the deep check decides */
-	char health_reason[RESULT_MAX]; /* why it is unhealthy */
+	char streak_reason[RESULT_MAX];	    /* why it left rotation, while needs_deep */
+	char health_reason[2 * RESULT_MAX]; /* why it is unhealthy */
 	uint64_t next_deep_ms;
 	bool deep_checked;
 	uint64_t last_deep_ms;
@@ -480,7 +481,13 @@ static void failed(struct upstream_registry *r, struct upstream *u, const char *
 	u->failures++;
 	u->fail_streak++;
 	r->version++;
-	set_text(u->health_reason, reason);
+	/* While it must prove itself, the Fixed Key failures stay the reason; what failed since
+	 * (the recovery deep check, a probe) is said after them. */
+	if (u->needs_deep && strcmp(reason ? reason : "", u->streak_reason) != 0)
+		snprintf(u->health_reason, sizeof u->health_reason, "%s; since then: %s",
+			 u->streak_reason, reason ? reason : "failed");
+	else
+		snprintf(u->health_reason, sizeof u->health_reason, "%s", reason ? reason : "failed");
 	if (u->state != UPSTREAM_UNHEALTHY)
 		log_warn("upstream %s:%u unhealthy: %s", u->domain, u->port, reason);
 	leave_rotation(u, UPSTREAM_UNHEALTHY);
@@ -672,6 +679,7 @@ void upstream_session_failed(struct upstream_registry *r, uint32_t id, const cha
 		snprintf(why, sizeof why, "fixed-key requests fail: %s", reason ? reason : "failed");
 		u->session_streak = 0;
 		u->needs_deep = true;
+		snprintf(u->streak_reason, sizeof u->streak_reason, "%s", why);
 		failed(r, u, why, now_ms);
 		return;
 	}

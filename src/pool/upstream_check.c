@@ -53,10 +53,13 @@ static uint16_t deep_aead_of(const struct ke_msg_response *resp)
 /* Error 0 and 1 to a well-formed pool request mean the upstream does not accept us as a pool:
  * seed-era servers answer Error 0 (the pool records are unknown to an unauthorised peer),
  * current ones Error 1 (PROTOCOL.md §3.5). */
-static const char *remote_reason(int parse_rc, const struct ke_msg_response *resp, char *buf,
-				 size_t len)
+/* An Error 0 or 1 to a probe's Support request means our pool credentials were refused; to a
+ * deep check's Fixed Key request, which only an accepted pool gets to send, it is the upstream's
+ * answer and no more. */
+static const char *remote_reason(int parse_rc, const struct ke_msg_response *resp, bool support,
+				 char *buf, size_t len)
 {
-	if (parse_rc == -EREMOTEIO && resp->has_error && resp->error <= 1)
+	if (parse_rc == -EREMOTEIO && resp->has_error && resp->error <= 1 && support)
 		snprintf(buf, len, "authentication refused (upstream answered Error %u)",
 			 resp->error);
 	else if (parse_rc == -EREMOTEIO && resp->has_error)
@@ -104,7 +107,7 @@ static void probe_done(void *ud, const struct upstream_io_result *r)
 	if (err < 0) {
 		upstream_probe_failed(io->reg, id, r->reason, now);
 	} else if (parse_rc < 0) {
-		upstream_probe_failed(io->reg, id, remote_reason(parse_rc, resp, buf, sizeof buf),
+		upstream_probe_failed(io->reg, id, remote_reason(parse_rc, resp, true, buf, sizeof buf),
 				      now);
 	} else {
 		if (u) {
@@ -313,7 +316,7 @@ static void deep_ke_done(void *ud, const struct upstream_io_result *r)
 	}
 	if (parse_rc < 0) {
 		upstream_check_deep_finish(d, false,
-					   remote_reason(parse_rc, resp, buf, sizeof buf));
+					   remote_reason(parse_rc, resp, false, buf, sizeof buf));
 		return;
 	}
 	if (!resp->has_protocol || resp->protocol != KE_MSG_PROTOCOL_NTPV4 || !resp->has_aead ||

@@ -385,6 +385,12 @@ Test(upstream, fixed_key_failure_streak_needs_a_deep_check)
 	upstream_deep_result(r, 0, false, "NTP authentication failed", now + 10);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
 	cr_assert_eq(upstream_deep_due(r, now + 10, &id), -ENOENT, "the next probe first");
+	j = upstream_status_json(r, 0, 0, now + 10, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "unhealthy_reason")),
+			 "fixed-key requests fail: timed out after 2.5 s; since then: NTP "
+			 "authentication failed",
+			 "the Fixed Key failures stay the reason while it must prove itself");
+	json_decref(j);
 
 	/* Next probe, next deep check: it passes, the upstream is back. */
 	now = upstream_next_probe_ms(r);
