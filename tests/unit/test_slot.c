@@ -89,7 +89,7 @@ Test(slot, null_objects)
 struct reader {
 	struct slot *s;
 	atomic_bool *stop;
-	long reads;
+	atomic_long reads;
 	bool ok;
 };
 
@@ -106,7 +106,7 @@ static void *read_loop(void *arg)
 			r->ok = false;
 		else
 			last = o->value;
-		r->reads++;
+		atomic_fetch_add(&r->reads, 1);
 	}
 	slot_view_release(&v);
 	return NULL;
@@ -124,13 +124,22 @@ Test(slot, readers_on_threads_during_publications)
 		r[i] = (struct reader){ .s = &s, .stop = &stop };
 		cr_assert_eq(pthread_create(&t[i], NULL, read_loop, &r[i]), 0);
 	}
-	for (int v = 2; v <= 20000; v++)
+	/* At least 20000 publications, and on until every reader has read a thousand times while
+	 * they happen (a reader thread may start late). */
+	int v = 2;
+	for (;; v++) {
 		slot_publish(&s, obj_new(v));
+		bool all = v >= 20000;
+		for (int i = 0; i < 3 && all; i++)
+			all = atomic_load(&r[i].reads) >= 1000;
+		if (all)
+			break;
+	}
 	atomic_store(&stop, true);
 	for (int i = 0; i < 3; i++) {
 		pthread_join(t[i], NULL);
 		cr_assert(r[i].ok, "reader %d saw a dead or older object", i);
-		cr_assert_gt(r[i].reads, 0);
+		cr_assert_geq(atomic_load(&r[i].reads), 1000);
 	}
 	cr_assert_eq(atomic_load(&alive), 1, "only the published object is left");
 	slot_destroy(&s);
