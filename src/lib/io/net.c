@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,12 @@ enum stream_state {
 };
 
 struct net_listener {
-	uv_tcp_t tcp;
+	/* The listening socket, polled and accepted from here rather than by uv_listen: libuv's
+	 * own answer to running out of descriptors accepts and closes connections without a word,
+	 * where this one counts, warns and waits (the connections stay in the backlog). */
+	uv_poll_t poll;
+	int fd;
+	bool polling;
 	uv_timer_t retry;
 	uv_loop_t *loop;
 	const struct net_listener_ops *ops; /* NULL once on_closed ran */
@@ -39,7 +45,7 @@ struct net_listener {
 	struct log_ratelimit accept_rl;
 	unsigned max_conns;
 	int handles;  /* listener handles not yet closed */
-	bool pending; /* libuv holds an accepted connection we have not taken yet */
+	bool full;    /* a connection arrived at max_conns: polling stopped until a stream goes */
 	bool closing;
 	/* Shared by all streams of this listener: libuv hands it to one read callback at a time
 	 * and on_read consumes the bytes before returning. The listener outlives its streams. */
@@ -490,49 +496,48 @@ static void accept_failed(struct net_listener *l, int rc)
 	}
 }
 
+static void listener_readable(uv_poll_t *p, int status, int events);
 static void listener_retry(uv_timer_t *t);
-static void listener_connection(uv_stream_t *server, int status);
 
-/* Takes the connection libuv accepted and holds (l->pending). */
-static void accept_one(struct net_listener *l)
+static void poll_on(struct net_listener *l)
+{
+	if (!l->polling && !l->closing && uv_poll_start(&l->poll, UV_READABLE, listener_readable) == 0)
+		l->polling = true;
+}
+
+static void poll_off(struct net_listener *l)
+{
+	if (l->polling)
+		uv_poll_stop(&l->poll);
+	l->polling = false;
+}
+
+/* Makes a stream of an accepted descriptor (taken over) and hands it to the owner. */
+static void serve_accepted(struct net_listener *l, int fd, const struct sockaddr_storage *peer)
 {
 	struct net_stream *s = calloc(1, sizeof *s);
-	char a[NET_ADDR_STRLEN];
-	int len = sizeof s->peer;
-	int rc;
-
 	if (!s) {
+		close(fd);
 		accept_failed(l, -ENOMEM);
-		l->pending = true;
-		uv_timer_start(&l->retry, listener_retry, ACCEPT_RETRY_MS, 0);
 		return;
 	}
-	l->pending = false;
 	s->listener = l;
 	s->state = STREAM_OPEN;
+	s->peer = *peer;
 	uv_tcp_init(l->loop, &s->tcp);
 	uv_timer_init(l->loop, &s->timer);
 	s->tcp.data = s;
 	s->timer.data = s;
 	s->handles = 2;
 	l->stats.active++;
-	rc = uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&s->tcp);
+	int rc = uv_tcp_open(&s->tcp, fd);
 	if (rc < 0) {
+		close(fd);
 		accept_failed(l, rc);
 		close_handles(s);
-		/* A failed uv_accept does not resume polling the listening socket; listening
-		 * again does. */
-		uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, listener_connection);
 		return;
 	}
 	uv_tcp_nodelay(&s->tcp, 1);
-	rc = uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer, &len);
-	if (rc < 0) {
-		log_debug("%s: connection gone before it was served",
-			  net_addr_str((const struct sockaddr *)&l->addr, a, sizeof a));
-		abort_stream(s);
-		return;
-	}
 	l->stats.accepted++;
 	rc = l->ops->on_accept(l, s, l->ud);
 	if (rc == 0 && !s->ops)
@@ -546,10 +551,56 @@ static void accept_one(struct net_listener *l)
 		abort_stream(s);
 }
 
+/* Connections taken per readable event: the loop's other work is not starved by a flood. */
+#define ACCEPT_BATCH 64
+
+static void listener_readable(uv_poll_t *p, int status, int events)
+{
+	struct net_listener *l = p->data;
+	(void)events;
+	if (status < 0) {
+		accept_failed(l, status);
+		return;
+	}
+	for (int n = 0; n < ACCEPT_BATCH && !l->closing; n++) {
+		if (l->stats.active >= l->max_conns) {
+			/* Full: an owner that ends a stream not worth its slot lets the newcomer in as
+			 * soon as that stream is gone; otherwise the newcomer waits in the backlog. */
+			poll_off(l);
+			l->full = true;
+			if (l->ops->shed && l->ops->shed(l, l->ud))
+				l->stats.shed++;
+			else
+				l->stats.paused++;
+			return;
+		}
+		struct sockaddr_storage peer;
+		socklen_t len = sizeof peer;
+		int fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			serve_accepted(l, fd, &peer);
+			continue;
+		}
+		int err = errno;
+		if (err == EAGAIN || err == EWOULDBLOCK)
+			return;
+		if (err == EINTR || err == ECONNABORTED || err == EPROTO)
+			continue;
+		/* Out of descriptors or memory: counted and said (rate-limited), and accepting waits
+		 * a moment instead of spinning; the connections wait in the backlog meanwhile. */
+		accept_failed(l, -err);
+		poll_off(l);
+		uv_timer_start(&l->retry, listener_retry, ACCEPT_RETRY_MS, 0);
+		return;
+	}
+}
+
 static void resume(struct net_listener *l)
 {
-	if (!l->closing && l->pending && l->stats.active < l->max_conns)
-		accept_one(l);
+	if (l->closing || l->stats.active >= l->max_conns || uv_is_active((uv_handle_t *)&l->retry))
+		return;
+	l->full = false;
+	poll_on(l);
 }
 
 static void listener_retry(uv_timer_t *t)
@@ -566,29 +617,6 @@ static void listener_stream_gone(struct net_listener *l)
 		resume(l);
 }
 
-static void listener_connection(uv_stream_t *server, int status)
-{
-	struct net_listener *l = server->data;
-
-	if (status < 0) {
-		accept_failed(l, status);
-		return;
-	}
-	/* Not calling uv_accept leaves the connection with libuv, which then stops polling the
-	 * listening socket: further connections wait in the kernel backlog until resume(). */
-	l->pending = true;
-	if (l->stats.active >= l->max_conns) {
-		/* Full: an owner that ends a stream not worth its slot lets the newcomer in as soon
-		 * as that stream is gone (resume); otherwise the newcomer waits. */
-		if (l->ops->shed && l->ops->shed(l, l->ud))
-			l->stats.shed++;
-		else
-			l->stats.paused++;
-		return;
-	}
-	accept_one(l);
-}
-
 static void listener_handle_closed(uv_handle_t *h)
 {
 	struct net_listener *l = h->data;
@@ -601,10 +629,21 @@ static void listener_handle_closed(uv_handle_t *h)
 	listener_free_if_unused(l);
 }
 
+static void listener_poll_closed(uv_handle_t *h)
+{
+	struct net_listener *l = h->data;
+	/* The descriptor is ours (uv_poll only watched it) and goes once libuv let go of it. */
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	listener_handle_closed(h);
+}
+
 static void listener_close_handles(struct net_listener *l)
 {
 	l->closing = true;
-	uv_close((uv_handle_t *)&l->tcp, listener_handle_closed);
+	poll_off(l);
+	uv_close((uv_handle_t *)&l->poll, listener_poll_closed);
 	uv_close((uv_handle_t *)&l->retry, listener_handle_closed);
 }
 
@@ -648,18 +687,26 @@ int net_listener_adopt(struct net_listener **out, uv_loop_t *loop, int fd, unsig
 	l->ud = ud;
 	l->max_conns = max_conns;
 	l->accept_rl = (struct log_ratelimit)LOG_RATELIMIT_INIT(1, 5);
-	uv_tcp_init(loop, &l->tcp);
+	l->fd = -1;
+	/* Accepting from the socket ourselves needs it non-blocking. */
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	rc = uv_poll_init_socket(loop, &l->poll, fd);
+	if (rc < 0)
+		goto fail;
+	l->fd = fd;
+	fd = -1;
 	uv_timer_init(loop, &l->retry);
-	l->tcp.data = l;
+	l->poll.data = l;
 	l->retry.data = l;
 	l->handles = 2;
-	rc = uv_tcp_open(&l->tcp, fd);
-	if (rc == 0) {
-		fd = -1;
-		rc = uv_listen((uv_stream_t *)&l->tcp, LISTEN_BACKLOG, listener_connection);
-	}
-	if (rc < 0) {
+	poll_on(l);
+	if (!l->polling) {
 		/* The handles are in the loop now: they go through their close callbacks. */
+		rc = -EIO;
 		l->ops = NULL;
 		listener_close_handles(l);
 		l = NULL;
