@@ -725,7 +725,8 @@ Test(config, daemon_server_and_ke_errors)
 		     "handshake-timeout-ms, concurrent-connections, max-connections-per-address, "
 		     "ntp-port, ntp-server, "
 		     "authorized-pool-server-certificates, accepted-pool-authentication-tokens, "
-		     "accepted-pool-authentication-tokens-path, pool-record-numbers",
+		     "accepted-pool-authentication-tokens-path, pool-record-numbers, "
+		     "allow-world-readable-private-key",
 		     NULL);
 	daemon_error(KE_HEAD "ntp-port = 0\n", 5,
 		     "'ntp-port' in [[nts-ke-server]] must be between 1 and 65535 (got 0)", NULL);

@@ -238,7 +238,6 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 		"key-exchange-timeout-ms",
 		"handshake-timeout-ms",
 		"concurrent-connections",
-		"allow-world-readable-private-key",
 		"max-connections-per-address",
 		"ntp-port",
 		"ntp-server",
@@ -246,6 +245,7 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 		"accepted-pool-authentication-tokens",
 		"accepted-pool-authentication-tokens-path",
 		"pool-record-numbers",
+		"allow-world-readable-private-key",
 		NULL,
 	};
 	static const char w[] = "[[nts-ke-server]]";
