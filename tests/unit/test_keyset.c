@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +160,52 @@ Test(keyset, random_nonce_wrapper)
 	cr_assert(memcmp(a + 6, b + 6, KEYSET_NONCE_LEN) != 0, "nonces must differ");
 	assert_opens_to(ks, a, sizeof a, &k);
 	assert_opens_to(ks, b, sizeof b, &k);
+	keyset_unref(ks);
+}
+
+/* Workers seal and open cookies with one published keyset at once: its AES-SIV handles are only
+ * read by seal and open (see aead.h). Two threads each sealing and opening thousands of cookies
+ * with their own keys must always get their own keys back. */
+struct sealer {
+	struct keyset *ks;
+	uint64_t seed;
+	int bad;
+};
+
+static void *seal_and_open(void *arg)
+{
+	struct sealer *w = arg;
+	struct tu_rng rng;
+	tu_rng_seed(&rng, w->seed);
+	for (int i = 0; i < 20000; i++) {
+		struct client_keys k =
+			client_keys(&rng, i % 2 ? AEAD_AES_SIV_CMAC_512 : AEAD_AES_SIV_CMAC_256);
+		uint8_t cookie[KEYSET_COOKIE_MAX_LEN], c2s[AEAD_MAX_KEY_LEN], s2c[AEAD_MAX_KEY_LEN];
+		int n = keyset_seal_cookie_random(w->ks, k.aead, k.c2s, k.s2c, k.len, cookie,
+						  sizeof cookie);
+		uint16_t aead = 0;
+		size_t len = 0;
+		if (n <= 0 || keyset_open_cookie(w->ks, cookie, (size_t)n, &aead, c2s, s2c, &len) != 0 ||
+		    aead != k.aead || len != k.len || memcmp(c2s, k.c2s, len) != 0 ||
+		    memcmp(s2c, k.s2c, len) != 0)
+			w->bad++;
+	}
+	return NULL;
+}
+
+Test(keyset, one_keyset_sealed_and_opened_by_two_threads_at_once, .timeout = 120)
+{
+	struct keyset *ks = NULL;
+	cr_assert_eq(keyset_new_random(&ks, 5), 0);
+	struct sealer w[2] = { { .ks = ks, .seed = 1 }, { .ks = ks, .seed = 2 } };
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, seal_and_open, &w[i]), 0);
+	for (int i = 0; i < 2; i++) {
+		pthread_join(t[i], NULL);
+		cr_assert_eq(w[i].bad, 0, "thread %d: %d cookies did not open to their keys", i,
+			     w[i].bad);
+	}
 	keyset_unref(ks);
 }
 

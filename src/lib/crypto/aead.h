@@ -3,7 +3,12 @@
  *
  * A leaf module: no I/O, no state beyond a GnuTLS cipher handle, so the sans-I/O NTS code may use
  * it. The S2V input vector of aead_seal/aead_open is [ad, nonce, plaintext], which is what NTS
- * uses for both packets (RFC 8915 §5.6) and cookies. Output is tag(16) ‖ ciphertext. */
+ * uses for both packets (RFC 8915 §5.6) and cookies. Output is tag(16) ‖ ciphertext.
+ *
+ * Threads: aead_seal and aead_open only read the handle (GnuTLS runs AES-SIV through nettle's
+ * one-shot message functions, which take the key schedule const), so one keyset's handles serve
+ * every worker at once; aead_rekey changes the handle and belongs to its one owner
+ * (tests/unit/test_keyset.c seals and opens with one keyset from two threads). */
 #ifndef NTSPOOL_AEAD_H
 #define NTSPOOL_AEAD_H
 
