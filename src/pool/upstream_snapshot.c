@@ -29,20 +29,8 @@ void upstream_snapshot_unref(struct upstream_snapshot *s)
 	free(s);
 }
 
-static void *slot_ref(void *s)
-{
-	return upstream_snapshot_ref(s);
-}
-
-static void slot_unref(void *s)
-{
-	upstream_snapshot_unref(s);
-}
-
-void upstream_snapshot_slot_init(struct slot *s, struct upstream_snapshot *snap)
-{
-	slot_init(s, snap, slot_ref, slot_unref);
-}
+SLOT_OF(upstream_snapshot, struct upstream_snapshot, upstream_snapshot_ref,
+	upstream_snapshot_unref)
 
 const struct upstream_snapshot_entry *upstream_snapshot_find(const struct upstream_snapshot *s,
 							     uint32_t id)

@@ -36,6 +36,23 @@ void slot_destroy(struct slot *s);
  * view at its next refresh). */
 void slot_publish(struct slot *s, void *obj);
 
+/* Defines NAME_slot_init(struct slot *s, TYPE *obj), which makes s a slot of TYPE objects holding
+ * obj (its reference taken; may be NULL), for a type whose REF and UNREF functions accept NULL.
+ * One line in the type's own module instead of a pair of adapters each. */
+#define SLOT_OF(name, type, ref_fn, unref_fn)                                                 \
+	static void *name##_slot_ref(void *o)                                                 \
+	{                                                                                     \
+		return ref_fn(o);                                                             \
+	}                                                                                     \
+	static void name##_slot_unref(void *o)                                                \
+	{                                                                                     \
+		unref_fn(o);                                                                  \
+	}                                                                                     \
+	void name##_slot_init(struct slot *s, type *obj)                                      \
+	{                                                                                     \
+		slot_init(s, obj, name##_slot_ref, name##_slot_unref);                        \
+	}
+
 /* A new reference to the object published now (the owner's reads: status, reload). */
 void *slot_acquire(struct slot *s);
 

@@ -159,20 +159,7 @@ struct keyset *keyset_ref(struct keyset *ks)
 	return ks;
 }
 
-static void *slot_ref(void *ks)
-{
-	return keyset_ref(ks);
-}
-
-static void slot_unref(void *ks)
-{
-	keyset_unref(ks);
-}
-
-void keyset_slot_init(struct slot *s, struct keyset *ks)
-{
-	slot_init(s, ks, slot_ref, slot_unref);
-}
+SLOT_OF(keyset, struct keyset, keyset_ref, keyset_unref)
 
 void keyset_unref(struct keyset *ks)
 {

@@ -121,20 +121,7 @@ struct pool_tokens *pool_tokens_ref(struct pool_tokens *t)
 	return t;
 }
 
-static void *slot_ref(void *t)
-{
-	return pool_tokens_ref(t);
-}
-
-static void slot_unref(void *t)
-{
-	pool_tokens_unref(t);
-}
-
-void pool_tokens_slot_init(struct slot *s, struct pool_tokens *t)
-{
-	slot_init(s, t, slot_ref, slot_unref);
-}
+SLOT_OF(pool_tokens, struct pool_tokens, pool_tokens_ref, pool_tokens_unref)
 
 void pool_tokens_unref(struct pool_tokens *t)
 {

@@ -387,20 +387,7 @@ struct tls_creds *tls_creds_ref(struct tls_creds *c)
 	return c;
 }
 
-static void *slot_ref(void *c)
-{
-	return tls_creds_ref(c);
-}
-
-static void slot_unref(void *c)
-{
-	tls_creds_unref(c);
-}
-
-void tls_creds_slot_init(struct slot *s, struct tls_creds *c)
-{
-	slot_init(s, c, slot_ref, slot_unref);
-}
+SLOT_OF(tls_creds, struct tls_creds, tls_creds_ref, tls_creds_unref)
 
 void tls_creds_unref(struct tls_creds *c)
 {
