@@ -10,13 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <http_parser.h>
-
 #include "log.h"
 #include "net.h"
-
-/* Longer targets cannot name a route, so only this much of one is kept. */
-#define URL_MAX 256
+#include "status_http.h"
 
 /* ---- status_text and the Prometheus text format -------------------------------------------- */
 
@@ -165,13 +161,8 @@ struct conn {
 	struct status_server *srv;
 	struct net_stream *stream;
 	struct conn *prev, *next;
-	http_parser parser;
-	size_t received;
+	struct status_http req;
 	uint64_t accepted_ms; /* the loop's time at accept */
-	char url[URL_MAX];
-	size_t url_len;
-	bool url_overflow;
-	bool complete;
 	bool answered;
 };
 
@@ -180,32 +171,6 @@ static void maybe_free(struct status_server *s)
 	if (s->closing && !s->listener && !s->conns)
 		free(s);
 }
-
-static int on_url(http_parser *p, const char *at, size_t len)
-{
-	struct conn *c = p->data;
-	if (len >= URL_MAX - c->url_len) {
-		c->url_overflow = true;
-		return 0;
-	}
-	memcpy(c->url + c->url_len, at, len);
-	c->url_len += len;
-	return 0;
-}
-
-/* One request per connection: pausing keeps the parser from reading into what follows it. */
-static int on_message_complete(http_parser *p)
-{
-	struct conn *c = p->data;
-	c->complete = true;
-	http_parser_pause(p, 1);
-	return 0;
-}
-
-static const http_parser_settings parser_settings = {
-	.on_url = on_url,
-	.on_message_complete = on_message_complete,
-};
 
 static const char *reason(int code)
 {
@@ -230,7 +195,7 @@ static void send_response(struct conn *c, int code, const char *type, const char
 			  size_t body_len)
 {
 	struct status_text out = { 0 };
-	bool head = c->complete && c->parser.method == HTTP_HEAD;
+	bool head = status_http_is_head(&c->req);
 
 	c->answered = true;
 	status_text_printf(&out,
@@ -297,36 +262,15 @@ static void serve_metrics(struct conn *c)
 	status_text_deinit(&body);
 }
 
-static bool path_is(const char *path, size_t len, const char *want)
-{
-	return len == strlen(want) && memcmp(path, want, len) == 0;
-}
-
 static void route(struct conn *c)
 {
-	struct http_parser_url u;
-	const char *path = "";
-	size_t path_len = 0;
-
-	if (!c->url_overflow) {
-		http_parser_url_init(&u);
-		if (http_parser_parse_url(c->url, c->url_len, 0, &u) != 0) {
-			log_debug("status: bad request target");
-			send_error(c, 400);
-			return;
-		}
-		if (u.field_set & (1u << UF_PATH)) {
-			path = c->url + u.field_data[UF_PATH].off;
-			path_len = u.field_data[UF_PATH].len;
-		}
-	}
-	bool is_status = path_is(path, path_len, "/status");
-	bool is_metrics = path_is(path, path_len, "/metrics");
-	if (!is_status && !is_metrics)
-		send_error(c, 404);
-	else if (c->parser.method != HTTP_GET && c->parser.method != HTTP_HEAD)
-		send_error(c, 405);
-	else if (is_status)
+	enum status_http_target target;
+	int code = status_http_route(&c->req, &target);
+	if (code == 400)
+		log_debug("status: bad request target");
+	if (code)
+		send_error(c, code);
+	else if (target == STATUS_HTTP_STATUS)
 		serve_status(c);
 	else
 		serve_metrics(c);
@@ -338,23 +282,21 @@ static void conn_read(struct net_stream *st, const uint8_t *buf, size_t len, voi
 	if (c->answered || len == 0)
 		return;
 	/* The first bytes: the request now has what is left of the whole deadline. */
-	if (c->received == 0) {
+	if (c->req.received == 0) {
 		uint64_t spent = net_stream_now_ms(st) - c->accepted_ms;
 		net_stream_set_deadline(st, spent < STATUS_TIMEOUT_MS ? STATUS_TIMEOUT_MS - spent : 1);
 	}
-	size_t room = STATUS_REQUEST_MAX - c->received;
-	size_t n = len < room ? len : room;
-	c->received += n;
-	size_t parsed = http_parser_execute(&c->parser, &parser_settings, (const char *)buf, n);
-	if (c->complete) {
+	switch (status_http_feed(&c->req, buf, len)) {
+	case STATUS_HTTP_MORE:
+		break;
+	case STATUS_HTTP_COMPLETE:
 		route(c);
-	} else if (HTTP_PARSER_ERRNO(&c->parser) != HPE_OK || parsed != n) {
-		log_debug("status: malformed request (%s)",
-			  http_errno_name(HTTP_PARSER_ERRNO(&c->parser)));
+		break;
+	case STATUS_HTTP_BAD:
+		log_debug("status: malformed request or over %d bytes (%s)", STATUS_REQUEST_MAX,
+			  http_errno_name(HTTP_PARSER_ERRNO(&c->req.parser)));
 		send_error(c, 400);
-	} else if (c->received >= STATUS_REQUEST_MAX) {
-		log_debug("status: request over %d bytes", STATUS_REQUEST_MAX);
-		send_error(c, 400);
+		break;
 	}
 }
 
@@ -363,7 +305,7 @@ static void conn_eof(struct net_stream *st, int status, void *ud)
 	struct conn *c = ud;
 	if (c->answered)
 		return;
-	if (status == 0 && c->received > 0) {
+	if (status == 0 && status_http_eof(&c->req) == STATUS_HTTP_BAD) {
 		/* A half-closed peer with a partial request can still read why it failed. */
 		send_error(c, 400);
 		return;
@@ -415,7 +357,7 @@ static void make_room(struct status_server *s)
 		if (c->answered)
 			continue;
 		open++;
-		if (!c->complete)
+		if (c->req.state != STATUS_HTTP_COMPLETE)
 			oldest = c; /* the list is newest first */
 	}
 	if (open >= STATUS_MAX_CONNS && oldest) {
@@ -437,8 +379,7 @@ static int listener_accept(struct net_listener *l, struct net_stream *st, void *
 		return -ENOMEM;
 	c->srv = s;
 	c->stream = st;
-	http_parser_init(&c->parser, HTTP_REQUEST);
-	c->parser.data = c;
+	status_http_init(&c->req);
 	c->next = s->conns;
 	if (s->conns)
 		s->conns->prev = c;

@@ -12,11 +12,12 @@
 #include <jansson.h>
 #include <uv.h>
 
+#include "status_http.h"
+
 /* Bounds on one request: its bytes (over this is 400), the wait for its first byte and its
  * connection's whole life (then it is cut without an answer), and the connections served at
  * once: a new connection beyond them closes the oldest one that has not sent a whole request (it
  * gets 503), so idle connections cannot keep monitoring out. */
-#define STATUS_REQUEST_MAX 8192
 #define STATUS_IDLE_MS 1000
 #define STATUS_TIMEOUT_MS 3000
 #define STATUS_MAX_CONNS 16
