@@ -1,6 +1,7 @@
 #include "workers.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -329,7 +330,11 @@ void worker_unlock(struct worker *w)
 
 unsigned workers_default_count(void)
 {
-	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	/* The CPUs this process may run on (taskset, cpusets, a container's share), not every CPU
+	 * online: more workers than those only take turns on the same cores. */
+	cpu_set_t set;
+	long n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set)
+							       : sysconf(_SC_NPROCESSORS_ONLN);
 	if (n < 1)
 		return 1;
 	return n > WORKERS_MAX ? WORKERS_MAX : (unsigned)n;

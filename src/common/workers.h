@@ -69,7 +69,8 @@ void *worker_ud(const struct worker *w);
 void worker_lock(struct worker *w);
 void worker_unlock(struct worker *w);
 
-/* The number of online CPUs (at least 1, at most WORKERS_MAX): the default worker count. */
+/* The number of CPUs the process may run on (its affinity mask: taskset, cpusets), at least 1
+ * and at most WORKERS_MAX: the default worker count. */
 unsigned workers_default_count(void);
 
 #endif

@@ -20,7 +20,7 @@ static void usage(FILE *f)
 		"  -c, --config FILE     configuration file (TOML; see ntp.toml(5))\n"
 		"  -l, --log-level LEVEL error, warn, info, debug or trace (overrides the file)\n"
 		"  -w, --workers N       threads serving NTP and NTS-KE (overrides [daemon] workers;\n"
-		"                        default: one per online CPU)\n"
+		"                        default: one per usable CPU)\n"
 		"      --no-clock-control measure and serve time, never adjust the system clock\n"
 		"  -h, --help            show this help\n"
 		"  -V, --version         show the version\n"

@@ -22,7 +22,7 @@ static void usage(FILE *f)
 		"  -c, --config FILE     configuration file (TOML; see pool.toml(5))\n"
 		"  -l, --log-level LEVEL error, warn, info, debug or trace (overrides the file)\n"
 		"  -w, --workers N       threads serving clients (overrides workers in\n"
-		"                        [nts-pool-ke-server]; default: one per online CPU)\n"
+		"                        [nts-pool-ke-server]; default: one per usable CPU)\n"
 		"  -h, --help            show this help\n"
 		"  -V, --version         show the version\n"
 		"      --derive-token    print the token for one time source: lowercase hex of\n"
