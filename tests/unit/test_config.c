@@ -128,7 +128,7 @@ Test(config, pool_minimal_has_documented_defaults)
 	cr_assert_eq(c.upstream_idle_s, 30);
 	cr_assert_eq(c.upstream_max_age_s, 600);
 	cr_assert_eq(c.fixed_key_failure_streak, 3);
-	cr_assert_eq(c.workers, 0, "absent: one worker per online CPU");
+	cr_assert_eq(c.workers, 0, "absent: one worker per usable CPU");
 	cr_assert_eq(c.upstream_connections, 4);
 	cr_assert_eq(c.key_exchange_server_count, 1);
 	cr_assert_str_eq(c.key_exchange_servers[0].addr.host, "a.test");

@@ -84,7 +84,7 @@ struct config_daemon {
 	struct config_observability observability;
 	struct config_daemon_sync synchronization;
 	uint32_t workers; /* [daemon] workers: threads serving [[server]] and [[nts-ke-server]];
-			   * 0 (absent): one per online CPU */
+			   * 0 (absent): one per usable CPU */
 };
 
 /* Reads and checks the file at path (borrowed) into *cfg, which owns everything it points to
