@@ -50,11 +50,17 @@ SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=gnu11 -g -O1 -fno-omit-frame-pointer $SAN"
 lib=$srcdir/src/lib
 CPPFLAGS="-include $builddir/autoconfig.h -I$lib/base -I$lib/crypto -I$lib/proto -I$lib/tls"
-CPPFLAGS="$CPPFLAGS -I$lib/config -I$lib/io -I$srcdir/src/daemon"
+CPPFLAGS="$CPPFLAGS -I$lib/config -I$lib/io -I$srcdir/src/daemon -I$srcdir/src/pool"
 
 # harness : library sources under src/lib (base/wire.c, base/log.c and base/slot.c are linked into every
-# one) : -max_len
-HARNESSES='
+# one; ../daemon/X.c and ../pool/X.c are the programs' sans-I/O modules) : -max_len [: link flags]
+# The config harnesses wrap open(2) so that no fuzzed path reaches the file system (config_sandbox.c);
+# the TLS harnesses share tls_fixture.c (credentials made in memory, a real handshake).
+CONFIG_SRCS="config/config.c config/config_secret.c config/toml.c config/toml_doc.c"
+CONFIG_SRCS="$CONFIG_SRCS config/toml_num.c config/toml_scan.c config/toml_tree.c"
+CONFIG_SRCS="$CONFIG_SRCS proto/ke_record.c proto/ke_msg.c proto/pool_proto.c"
+TLS_SRCS="tls/tls.c tls/tls_creds.c proto/ke_record.c proto/ke_msg.c"
+HARNESSES="
 ke_frame:proto/ke_record.c proto/ke_msg.c:70000
 ke_request:proto/ke_record.c proto/ke_msg.c proto/pool_proto.c:5000
 ke_response:proto/ke_record.c proto/ke_msg.c:70000
@@ -66,7 +72,14 @@ toml:config/toml.c config/toml_doc.c config/toml_num.c config/toml_scan.c config
 keyset_cookie:crypto/keyset.c crypto/aead.c:512
 keyset_file:crypto/keyset.c crypto/aead.c:70000
 ntp_server:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c crypto/keyset.c ../daemon/ntp_server.c:2048
-'
+config_daemon:$CONFIG_SRCS config/config_daemon.c:65536:-Wl,--wrap=open
+config_pool:$CONFIG_SRCS config/config_pool.c:65536:-Wl,--wrap=open
+tls_server:$TLS_SRCS:20000
+ke_server_conn:$TLS_SRCS proto/pool_proto.c crypto/aead.c crypto/keyset.c ../daemon/ke_server.c:20000
+pool_session:$TLS_SRCS proto/pool_proto.c ../pool/session.c:20000
+ke_client:$TLS_SRCS tls/ke_client.c:20000
+status_http:io/status_http.c:10000:-lhttp_parser
+"
 
 selected() {
 	[ -z "${FUZZ_ONLY:-}" ] && return 0
@@ -78,14 +91,14 @@ selected() {
 # always afresh so a changed header can never leave a stale object behind.
 compiled=" "
 compile() { # source (relative to src/lib) -> object path on stdout
-	obj=$out/obj/$(echo "$1" | sed 's|^\.\./daemon/|daemon_|; s|/|_|g; s|\.c$|.o|')
+	obj=$out/obj/$(echo "$1" | sed 's|^\.\./||; s|/|_|g; s|\.c$|.o|')
 	case $compiled in *" $1 "*) echo "$obj"; return 0 ;; esac
 	"$CLANG" $CFLAGS -fsanitize=fuzzer-no-link $CPPFLAGS $GNUTLS_CFLAGS \
 		-c "$srcdir/src/lib/$1" -o "$obj" >>"$out/log/build.log" 2>&1 || return 1
 	echo "$obj"
 }
 
-list=$(echo "$HARNESSES" | while IFS=: read -r name srcs maxlen; do
+list=$(echo "$HARNESSES" | while IFS=: read -r name srcs maxlen ldflags; do
 	[ -n "$name" ] && selected "$name" && echo "$name"
 done)
 total=$(echo "$list" | grep -c .)
@@ -96,7 +109,7 @@ echo "1..$total"
 k=0
 fail=0
 echo "$HARNESSES" | {
-	while IFS=: read -r name srcs maxlen; do
+	while IFS=: read -r name srcs maxlen ldflags; do
 		if [ -z "$name" ] || ! selected "$name"; then continue; fi
 		k=$((k + 1))
 		objs=
@@ -109,7 +122,7 @@ echo "$HARNESSES" | {
 		bin=$out/bin/$name
 		if [ $ok = 1 ]; then
 			"$CLANG" $CFLAGS -fsanitize=fuzzer $CPPFLAGS $GNUTLS_CFLAGS "$here/$name.c" $objs \
-				$GNUTLS_LIBS -lm -o "$bin" >>"$out/log/build.log" 2>&1 || ok=0
+				$ldflags $GNUTLS_LIBS -lm -o "$bin" >>"$out/log/build.log" 2>&1 || ok=0
 		fi
 		if [ $ok = 0 ]; then
 			echo "not ok $k - $name: build failed (see $out/log/build.log)"
