@@ -45,7 +45,6 @@ struct net_listener {
 	struct log_ratelimit accept_rl;
 	unsigned max_conns;
 	int handles;  /* listener handles not yet closed */
-	bool full;    /* a connection arrived at max_conns: polling stopped until a stream goes */
 	bool closing;
 	/* Shared by all streams of this listener: libuv hands it to one read callback at a time
 	 * and on_read consumes the bytes before returning. The listener outlives its streams. */
@@ -567,7 +566,6 @@ static void listener_readable(uv_poll_t *p, int status, int events)
 			/* Full: an owner that ends a stream not worth its slot lets the newcomer in as
 			 * soon as that stream is gone; otherwise the newcomer waits in the backlog. */
 			poll_off(l);
-			l->full = true;
 			if (l->ops->shed && l->ops->shed(l, l->ud))
 				l->stats.shed++;
 			else
@@ -599,7 +597,6 @@ static void resume(struct net_listener *l)
 {
 	if (l->closing || l->stats.active >= l->max_conns || uv_is_active((uv_handle_t *)&l->retry))
 		return;
-	l->full = false;
 	poll_on(l);
 }
 
