@@ -366,6 +366,42 @@ static void counter(struct status_text *out, const char *name, const char *help,
 	status_metric_value(out, name, NULL, (double)v);
 }
 
+/* Per listen address, summed over the workers: what /status lists under listeners. */
+static void listener_metrics(const struct broker *b, const struct totals *t,
+			     struct status_text *out)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fam[] = {
+		{ "nts_pool_ke_listener_accepted_total", "counter", "Client connections accepted" },
+		{ "nts_pool_ke_listener_active", "gauge", "Client connections open" },
+		{ "nts_pool_ke_listener_limit_reached_total", "counter",
+		  "Times accepting paused at max-connections with nothing to shed" },
+		{ "nts_pool_ke_listener_shed_total", "counter",
+		  "Connections without a completed handshake closed to admit a waiting one" },
+		{ "nts_pool_ke_listener_accept_errors_total", "counter", "Failed accepts" },
+	};
+	size_t n = b->n_workers;
+	for (size_t m = 0; m < sizeof fam / sizeof fam[0]; m++) {
+		status_metric_header(out, fam[m].name, fam[m].type, fam[m].help);
+		for (size_t l = 0; l < b->n_listen; l++) {
+			uint64_t v = 0;
+			for (size_t w = 0; w < n; w++) {
+				const struct net_listener_stats *st = &t->listeners[l * n + w];
+				v += m == 0   ? st->accepted
+				     : m == 1 ? st->active
+				     : m == 2 ? st->paused
+				     : m == 3 ? st->shed
+						: st->accept_errors;
+			}
+			char esc[128], labels[160];
+			snprintf(labels, sizeof labels, "listen=\"%s\"",
+				 status_label_escape(b->cfg.listen[l].text, esc, sizeof esc));
+			status_metric_value(out, fam[m].name, labels, (double)v);
+		}
+	}
+}
+
 static void metrics(struct status_text *out, void *ud)
 {
 	struct broker *b = ud;
@@ -396,6 +432,7 @@ static void metrics(struct status_text *out, void *ud)
 	}
 	status_metric_header(out, "nts_pool_ke_workers", "gauge", "Worker threads serving clients");
 	status_metric_value(out, "nts_pool_ke_workers", NULL, b->n_workers);
+	listener_metrics(b, t, out);
 
 	enum { HEALTHY, SERVED, FAILURES, KEPT };
 	static const struct {

@@ -9,7 +9,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init slowloris
-plan 12
+plan 13
 
 pool_certs || bail_out "gen-cert.sh failed"
 alloc_ports 5
@@ -96,6 +96,10 @@ doc=$(status_of p)
 expect_gt "broker: connections without a handshake were shed to admit them" \
 	"$(jget listeners.0.shed "$doc")" 0
 at_most_64 broker "$doc" "$(jget listeners.0.active "$doc")"
+m_shed=$("$TOOLS/http-get" "127.0.0.1:$PS" /metrics |
+	awk '/^nts_pool_ke_listener_shed_total\{/ { print $2 }')
+expect_gt "broker /metrics: nts_pool_ke_listener_shed_total counts the sheds" \
+	"${m_shed%.*}" 0 "$m_shed"
 kill -TERM "$hp_pid" 2>/dev/null || true
 wait "$hp_pid" || true
 untrack "$hp_pid"
