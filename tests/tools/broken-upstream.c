@@ -36,6 +36,7 @@
 #include "ke_record.h"
 #include "tls.h"
 #include "tls_creds.h"
+#include "tool_net.h"
 #include "wire.h"
 
 #define MAX_CONNS 256
@@ -77,38 +78,7 @@ struct server {
 	unsigned long supports, fixed;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-static int listen_on(const char *s)
-{
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strrchr(s, ':');
-	if (!colon || (size_t)(colon - s) >= sizeof host)
-		return -EINVAL;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
-	    inet_pton(AF_INET, host, &a.sin_addr) != 1)
-		return -EINVAL;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-	    bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 64) < 0) {
-		perror("broken-upstream");
-		if (fd >= 0)
-			close(fd);
-		return -EIO;
-	}
-	return fd;
-}
 
 static void conn_free(struct conn *c)
 {
@@ -251,7 +221,7 @@ static int answer_fixed(struct server *sv, struct conn *c, const struct ke_msg_r
 		memcpy(c->drip, msg, (size_t)len);
 		c->drip_len = (size_t)len;
 		c->drip_off = 0;
-		c->next_drip_ms = now_ms();
+		c->next_drip_ms = tool_now_ms();
 		c->state = C_DRIPPING;
 		return 0;
 	}
@@ -416,7 +386,7 @@ static int run(struct server *sv, int lfd, int sfd, int64_t stop)
 {
 	struct pollfd p[MAX_CONNS + 2];
 	for (;;) {
-		int64_t now = now_ms();
+		int64_t now = tool_now_ms();
 		if (now >= stop)
 			return 0;
 		int64_t wake = stop;
@@ -439,7 +409,7 @@ static int run(struct server *sv, int lfd, int sfd, int64_t stop)
 		}
 		if (p[1].revents)
 			return 0;
-		now = now_ms();
+		now = tool_now_ms();
 		for (size_t i = sv->n; i-- > 0;) {
 			struct conn *c = sv->conns[i];
 			bool done = false;
@@ -474,7 +444,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "broken-upstream: %s\n", err);
 		return 1;
 	}
-	int lfd = listen_on(argv[1]);
+	int lfd = tool_listen(argv[1], true, "broken-upstream");
 	if (lfd == -EINVAL)
 		fputs(usage, stderr);
 	if (lfd < 0) {
@@ -497,7 +467,7 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "broken-upstream: listening on %s, Fixed Key requests answered as '%s'\n",
 		argv[1], mode_names[sv.mode]);
-	int rc = run(&sv, lfd, sfd, now_ms() + secs * 1000);
+	int rc = run(&sv, lfd, sfd, tool_now_ms() + secs * 1000);
 	for (size_t i = 0; i < sv.n; i++)
 		conn_free(sv.conns[i]);
 	close(sfd);

@@ -17,38 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#include "tool_net.h"
 
-static int listen_on(const char *s)
-{
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strrchr(s, ':');
-	if (!colon || (size_t)(colon - s) >= sizeof host)
-		return -EINVAL;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
-	    inet_pton(AF_INET, host, &a.sin_addr) != 1)
-		return -EINVAL;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-	    bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 64) < 0) {
-		perror("garbage-server");
-		if (fd >= 0)
-			close(fd);
-		return -EIO;
-	}
-	return fd;
-}
+
 
 static int write_count(const char *path, unsigned long n)
 {
@@ -85,7 +56,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *count_file = argv[3];
-	int lfd = listen_on(argv[1]);
+	int lfd = tool_listen(argv[1], false, "garbage-server");
 	if (lfd == -EINVAL) {
 		fputs("Usage: garbage-server IP:PORT SECONDS COUNT_FILE (IPv4)\n", stderr);
 		return 2;
@@ -98,10 +69,10 @@ int main(int argc, char **argv)
 		close(lfd);
 		return 1;
 	}
-	rng_state = (uint64_t)now_ms() * 0x9E3779B97F4A7C15ull | 1;
+	rng_state = (uint64_t)tool_now_ms() * 0x9E3779B97F4A7C15ull | 1;
 	struct pollfd p = { .fd = lfd, .events = POLLIN };
-	int64_t stop = now_ms() + secs * 1000;
-	for (int64_t left; (left = stop - now_ms()) > 0;) {
+	int64_t stop = tool_now_ms() + secs * 1000;
+	for (int64_t left; (left = stop - tool_now_ms()) > 0;) {
 		int r = poll(&p, 1, (int)left);
 		if (r < 0 && errno == EINTR)
 			continue;

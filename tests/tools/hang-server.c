@@ -14,40 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool_net.h"
+
 #define MAX_CONNS 256
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
-static int listen_on(const char *s)
-{
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strrchr(s, ':');
-	if (!colon || (size_t)(colon - s) >= sizeof host)
-		return -EINVAL;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
-	    inet_pton(AF_INET, host, &a.sin_addr) != 1)
-		return -EINVAL;
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int one = 1;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-	    bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 64) < 0) {
-		perror("hang-server");
-		if (fd >= 0)
-			close(fd);
-		return -EIO;
-	}
-	return fd;
-}
 
 int main(int argc, char **argv)
 {
@@ -57,7 +28,7 @@ int main(int argc, char **argv)
 		fputs("Usage: hang-server IP:PORT SECONDS\n", stderr);
 		return 2;
 	}
-	int lfd = listen_on(argv[1]);
+	int lfd = tool_listen(argv[1], false, "hang-server");
 	if (lfd == -EINVAL) {
 		fputs("Usage: hang-server IP:PORT SECONDS (IPv4)\n", stderr);
 		return 2;
@@ -66,9 +37,9 @@ int main(int argc, char **argv)
 		return 1;
 	struct pollfd p[MAX_CONNS + 1] = { { .fd = lfd, .events = POLLIN } };
 	nfds_t n = 1;
-	int64_t stop = now_ms() + secs * 1000;
+	int64_t stop = tool_now_ms() + secs * 1000;
 	char sink[4096];
-	for (int64_t left; (left = stop - now_ms()) > 0;) {
+	for (int64_t left; (left = stop - tool_now_ms()) > 0;) {
 		if (poll(p, n, (int)left) < 0) {
 			if (errno == EINTR)
 				continue;

@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tool_net.h"
+
 #define MAX_N 20000
 #define CONNECT_WAIT_MS 10000
 
@@ -42,12 +44,6 @@ static void on_term(int sig)
 	stop_now = 1;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Starts connection i (non-blocking); st FAILED when it cannot even start. */
 static void open_one(struct pollfd *p, enum cstate *st, long i, const struct sockaddr_in *to,
@@ -68,22 +64,6 @@ static void open_one(struct pollfd *p, enum cstate *st, long i, const struct soc
 	}
 }
 
-static int parse_addr(const char *s, struct sockaddr_in *a)
-{
-	char host[INET_ADDRSTRLEN];
-	const char *colon = strrchr(s, ':');
-	if (!colon || (size_t)(colon - s) >= sizeof host)
-		return -1;
-	memcpy(host, s, (size_t)(colon - s));
-	host[colon - s] = '\0';
-	char *end;
-	long port = strtol(colon + 1, &end, 10);
-	*a = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-	if (*end || end == colon + 1 || port < 1 || port > 65535 ||
-	    inet_pton(AF_INET, host, &a->sin_addr) != 1)
-		return -1;
-	return 0;
-}
 
 int main(int argc, char **argv)
 {
@@ -101,7 +81,7 @@ int main(int argc, char **argv)
 	long secs = bad ? 0 : strtol(argv[3], &end2, 10);
 	struct sockaddr_in to;
 	if (bad || *end1 || *end2 || n < 1 || n > MAX_N || secs < 1 || secs > 3600 ||
-	    parse_addr(argv[1], &to) < 0) {
+	    tool_parse_ipv4(argv[1], &to) < 0) {
 		fputs("Usage: hold-conns IP:PORT N SECONDS READY_FILE [spread] [sustain]  (IPv4, N "
 		      "1..20000)\n",
 		      stderr);
@@ -131,10 +111,10 @@ int main(int argc, char **argv)
 	/* A ClientHello's record header: handshake (22), TLS 1.0 legacy version, 512 bytes to
 	 * follow that never come. */
 	static const uint8_t hello_start[5] = { 0x16, 0x03, 0x01, 0x02, 0x00 };
-	int64_t start = now_ms(), stop = start + secs * 1000;
+	int64_t start = tool_now_ms(), stop = start + secs * 1000;
 	bool ready = false;
 	char sink[4096];
-	for (int64_t t; !stop_now && (t = now_ms()) < stop;) {
+	for (int64_t t; !stop_now && (t = tool_now_ms()) < stop;) {
 		long pending = 0;
 		for (long i = 0; i < n; i++)
 			pending += st[i] == PENDING;
