@@ -128,29 +128,4 @@ static void check_daemon(const struct config_daemon *c, long lines)
 	check_observability(&c->observability);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	sandbox_init();
-	sandbox_on = true;
-	char err[512];
-	struct toml_value *root = toml_parse((const char *)data, size, FILENAME, err, sizeof err);
-	if (root) {
-		struct config_daemon cfg;
-		memset(&cfg, 0xa5, sizeof cfg); /* from_tree owns *cfg whatever it held */
-		memset(err, 0x5a, sizeof err);
-		int rc = config_daemon_from_tree(root, FILENAME, &cfg, err, sizeof err);
-		if (rc < 0) {
-			check_failure(rc, err, sizeof err, data, size);
-			CHECK(all_zero(&cfg, sizeof cfg));
-		} else {
-			CHECK(rc == 0 && err[0] == '\0');
-			check_daemon(&cfg, text_lines(data, size));
-		}
-		config_daemon_free(&cfg);
-		CHECK(all_zero(&cfg, sizeof cfg));
-		config_daemon_free(&cfg);
-		toml_free(root);
-	}
-	sandbox_on = false;
-	return 0;
-}
+CONFIG_FUZZ_ENTRY(struct config_daemon, config_daemon_from_tree, check_daemon, config_daemon_free)

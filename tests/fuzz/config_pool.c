@@ -75,29 +75,4 @@ static void check_pool(const struct config_pool *c, long lines)
 	check_observability(&c->observability);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	sandbox_init();
-	sandbox_on = true;
-	char err[512];
-	struct toml_value *root = toml_parse((const char *)data, size, FILENAME, err, sizeof err);
-	if (root) {
-		struct config_pool cfg;
-		memset(&cfg, 0xa5, sizeof cfg); /* from_tree owns *cfg whatever it held */
-		memset(err, 0x5a, sizeof err);
-		int rc = config_pool_from_tree(root, FILENAME, &cfg, err, sizeof err);
-		if (rc < 0) {
-			check_failure(rc, err, sizeof err, data, size);
-			CHECK(all_zero(&cfg, sizeof cfg));
-		} else {
-			CHECK(rc == 0 && err[0] == '\0');
-			check_pool(&cfg, text_lines(data, size));
-		}
-		config_pool_free(&cfg);
-		CHECK(all_zero(&cfg, sizeof cfg));
-		config_pool_free(&cfg);
-		toml_free(root);
-	}
-	sandbox_on = false;
-	return 0;
-}
+CONFIG_FUZZ_ENTRY(struct config_pool, config_pool_from_tree, check_pool, config_pool_free)

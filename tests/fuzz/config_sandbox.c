@@ -215,3 +215,36 @@ static void check_observability(const struct config_observability *o)
 	if (o->has_status_listen)
 		check_listen(&o->status_listen);
 }
+
+/* The whole entry point of a config harness: parse the input, load it with FROM_TREE into a
+ * struct TYPE that starts out as garbage (from_tree owns it whatever it held), then check the
+ * failure's message or, on success, the values with CHECK_FN(cfg, lines); FREE_FN must empty the
+ * struct and be safe to call twice. Any path the loader opens meets the sandbox. */
+#define CONFIG_FUZZ_ENTRY(type, from_tree, check_fn, free_fn)                                  \
+	int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)                            \
+	{                                                                                       \
+		sandbox_init();                                                                 \
+		sandbox_on = true;                                                              \
+		char err[512];                                                                  \
+		struct toml_value *root =                                                       \
+			toml_parse((const char *)data, size, FILENAME, err, sizeof err);        \
+		if (root) {                                                                     \
+			type cfg;                                                               \
+			memset(&cfg, 0xa5, sizeof cfg);                                         \
+			memset(err, 0x5a, sizeof err);                                          \
+			int rc = from_tree(root, FILENAME, &cfg, err, sizeof err);              \
+			if (rc < 0) {                                                           \
+				check_failure(rc, err, sizeof err, data, size);                 \
+				CHECK(all_zero(&cfg, sizeof cfg));                              \
+			} else {                                                                \
+				CHECK(rc == 0 && err[0] == '\0');                               \
+				check_fn(&cfg, text_lines(data, size));                         \
+			}                                                                       \
+			free_fn(&cfg);                                                          \
+			CHECK(all_zero(&cfg, sizeof cfg));                                      \
+			free_fn(&cfg);                                                          \
+			toml_free(root);                                                        \
+		}                                                                               \
+		sandbox_on = false;                                                             \
+		return 0;                                                                       \
+	}
