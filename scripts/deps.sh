@@ -7,10 +7,11 @@
 set -euo pipefail
 
 build_pkgs=(gcc make autoconf automake libtool pkg-config
-	libgnutls28-dev libuv1-dev libjansson-dev libhttp-parser-dev)
+	libgnutls28-dev libuv1-dev libjansson-dev libhttp-parser-dev libmaxminddb-dev)
 # What chronyd 4.3 links against (libgnutls30 comes with libgnutls28-dev).
 chrony_libs=(libcap2 libedit2 libnettle8 libseccomp2)
 test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl clang libclang-rt-14-dev
+	libmaxmind-db-writer-perl
 	"${chrony_libs[@]}")
 demo_pkgs=(openssl libcjson-dev "${chrony_libs[@]}")
 bench_pkgs=(openssl jq iproute2 util-linux "${chrony_libs[@]}")
