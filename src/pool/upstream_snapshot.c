@@ -21,6 +21,9 @@ void upstream_snapshot_unref(struct upstream_snapshot *s)
 		return;
 	for (size_t i = 0; i < s->n; i++) {
 		free(s->e[i].domain);
+		for (size_t r = 0; r < s->e[i].n_regions; r++)
+			free(s->e[i].regions[r]);
+		free(s->e[i].regions);
 		if (s->e[i].token) {
 			gnutls_memset(s->e[i].token, 0, strlen(s->e[i].token));
 			free(s->e[i].token);

@@ -16,6 +16,9 @@
 #include "session.h"
 #include "upstream.h"
 
+#define UPSTREAM_FAMILY_IPV4 1u
+#define UPSTREAM_FAMILY_IPV6 2u
+
 struct upstream_snapshot_entry {
 	uint32_t id;
 	char *domain;
@@ -26,8 +29,15 @@ struct upstream_snapshot_entry {
 	enum upstream_state state;
 	uint16_t protocols[KE_MSG_MAX_IDS];
 	size_t n_protocols;
+	/* The algorithms a client may be sent here with: the upstream's supported ones that
+	 * passed their latest deep check (every supported one while deep checks are off). */
 	struct ke_msg_algorithm algorithms[KE_MSG_MAX_IDS];
 	size_t n_algorithms;
+	/* Address families of its NTP server (UPSTREAM_FAMILY_* bits; 0: not known yet) and those
+	 * whose latest deep check passed (all of families while deep checks are off). */
+	uint8_t families, families_ok;
+	char **regions; /* the configured regions (lower case), n_regions of them */
+	size_t n_regions;
 	uint64_t fetched_ms;		     /* when the lists were fetched (the loop's clock) */
 	char announced[KE_MSG_NAME_MAX + 1]; /* "" when none */
 };
