@@ -79,6 +79,7 @@ ke_server_conn:$TLS_SRCS proto/pool_proto.c crypto/aead.c crypto/keyset.c ../dae
 pool_session:$TLS_SRCS proto/pool_proto.c ../pool/session.c:20000
 ke_client:$TLS_SRCS tls/ke_client.c:20000
 status_http:io/status_http.c:10000:-lhttp_parser
+proxy_proto:proto/proxy_proto.c:2048
 "
 
 selected() {

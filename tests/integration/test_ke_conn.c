@@ -13,9 +13,13 @@
  *   DONE       answered, then the machine is done.
  * End of stream answers a partial line and finishes the machine unless a LATER is pending; a
  * timeout answers "bye\n", gives up a pending LATER and finishes the machine (or, with
- * T.timeout_done off, leaves it running and so idle: the driver must close anyway). */
+ * T.timeout_done off, leaves it running and so idle: the driver must close anyway).
+ *
+ * With T.proxy the owner asks for the PROXY prelude: the clients send a header first, and the
+ * owner's admit hook records the client address it is given and answers T.admit_rc. */
 #include "ke_conn.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -25,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+
+#include "proxy_proto.h"
 
 #define WATCHDOG_MS 30000
 /* A deadline no passing test reaches: the watchdog fires well before a wrong wait for it ends. */
@@ -36,6 +42,7 @@
  * connection or the client gives up after CAP_MAX_LINES (which bounds memory if it never does). */
 #define CAP_LINE "BIG 32768\n"
 #define CAP_MAX_LINES 1024
+#define CHUNK_MS 10
 
 /* What the owner saw of one accepted connection; the machine writes its counters here so that
  * they outlive the machine's free. */
@@ -70,6 +77,15 @@ struct tconn {
 	bool free_before_closed;
 	bool done_at_close;
 	bool pending_at_close;
+	int error_at_close;	/* ke_conn_error in the closed hook */
+	int via_port;		/* ke_conn_via at accept */
+	int admits;
+	int admit_in_call;
+	int admit_bad_peer;	/* admit's client is not ke_conn_peer */
+	int events_before_admit; /* input or end of stream before the prelude ended (T.proxy) */
+	struct sockaddr_storage admitted; /* the client admit was given */
+	struct sockaddr_storage peer_at_input; /* ke_conn_peer at the first input */
+	int via_port_at_input;
 };
 
 struct lm {
@@ -94,6 +110,9 @@ struct client {
 	uv_timer_t timer; /* the client's own schedule, when a test needs one */
 	bool timer_used;
 	const char *send;
+	size_t send_len; /* bytes of send (0: strlen) */
+	size_t chunk;	 /* send in pieces of this size, one per CHUNK_MS (0: at once) */
+	size_t chunk_off;
 	bool shutdown_after_send; /* half-close: FIN after the request, keep reading */
 	bool read;
 	int rcvbuf;		  /* SO_RCVBUF before connecting (0: default) */
@@ -138,6 +157,8 @@ static struct {
 	void (*on_closed)(struct tconn *r);
 	void (*on_client_read)(struct client *c);
 	void (*on_aux)(void);
+	bool proxy;
+	int admit_rc;
 } T;
 
 static uint8_t client_rbuf[65536];
@@ -233,6 +254,16 @@ static int m_input(void *mp, const uint8_t *buf, size_t len, uint64_t now_ms)
 
 	m->r->inputs++;
 	m->r->before_pending = false;
+	if (T.proxy && m->r->admits == 0)
+		m->r->events_before_admit++;
+	if (m->r->inputs == 1 && m->r->kc) {
+		const struct sockaddr *p = ke_conn_peer(m->r->kc);
+
+		memcpy(&m->r->peer_at_input, p, p->sa_family == AF_INET6
+							? sizeof(struct sockaddr_in6)
+							: sizeof(struct sockaddr_in));
+		m->r->via_port_at_input = addr_port(ke_conn_via(m->r->kc));
+	}
 	if (m->failed)
 		m->r->inputs_after_error++;
 	for (size_t i = 0; i < len && !m->done; i++) {
@@ -261,6 +292,8 @@ static void m_eof(void *mp, uint64_t now_ms)
 	(void)now_ms;
 	m->r->eofs++;
 	m->r->before_pending = false;
+	if (T.proxy && m->r->admits == 0)
+		m->r->events_before_admit++;
 	if (m->linelen > 0) {
 		m->line[m->linelen] = '\0';
 		m->linelen = 0;
@@ -438,6 +471,10 @@ static void check_conns(void)
 		cr_assert_eq(r->before_in_call, 0, "conn %d: before inside a ke_conn_ call", i);
 		cr_assert_eq(r->before_unused, 0, "conn %d: before without a machine event", i);
 		cr_assert(!r->before_pending, "conn %d: a before the machine never followed", i);
+		cr_assert_eq(r->events_before_admit, 0, "conn %d: machine event in the prelude", i);
+		cr_assert_eq(r->admit_bad_peer, 0, "conn %d: admit's client is not the peer", i);
+		cr_assert_eq(r->admit_in_call, 0, "conn %d: admit inside a ke_conn_ call", i);
+		cr_assert_leq(r->admits, T.proxy ? 1 : 0, "conn %d: %d admits", i, r->admits);
 	}
 }
 
@@ -493,9 +530,8 @@ static void client_written(uv_write_t *req, int status)
 }
 
 /* Copies s: a write may still be queued when the test's strings are gone. */
-static void client_send(struct client *c, const char *s)
+static void client_send_n(struct client *c, const void *s, size_t n)
 {
-	size_t n = strlen(s);
 	struct cwrite *w = malloc(sizeof *w + n);
 
 	cr_assert(w);
@@ -504,6 +540,11 @@ static void client_send(struct client *c, const char *s)
 
 	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, client_written) < 0)
 		free(w);
+}
+
+static void client_send(struct client *c, const char *s)
+{
+	client_send_n(c, s, strlen(s));
 }
 
 static bool rx_is(const struct client *c, const char *s)
@@ -556,6 +597,23 @@ static void client_start_reading(struct client *c)
 	cr_assert_eq(uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read), 0);
 }
 
+/* The next piece of a client's request, one per tick. */
+static void chunk_tick(uv_timer_t *t)
+{
+	struct client *c = t->data;
+	size_t total = c->send_len ? c->send_len : strlen(c->send);
+	size_t n = total - c->chunk_off;
+
+	if (c->ended)
+		return;
+	if (n > c->chunk)
+		n = c->chunk;
+	client_send_n(c, c->send + c->chunk_off, n);
+	c->chunk_off += n;
+	if (c->chunk_off == total)
+		uv_timer_stop(t);
+}
+
 static void client_connected(uv_connect_t *req, int status)
 {
 	struct client *c = req->handle->data;
@@ -569,8 +627,14 @@ static void client_connected(uv_connect_t *req, int status)
 	c->connected = true;
 	cr_assert_eq(uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&local, &len), 0);
 	c->local_port = addr_port((struct sockaddr *)&local);
-	if (c->send)
-		client_send(c, c->send);
+	if (c->send && c->chunk) {
+		cr_assert_eq(uv_timer_init(&T.loop, &c->timer), 0);
+		c->timer.data = c;
+		c->timer_used = true;
+		cr_assert_eq(uv_timer_start(&c->timer, chunk_tick, 0, CHUNK_MS), 0);
+	} else if (c->send) {
+		client_send_n(c, c->send, c->send_len ? c->send_len : strlen(c->send));
+	}
 	if (c->shutdown_after_send)
 		cr_assert_eq(uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, NULL), 0);
 	if (c->read)
@@ -672,6 +736,7 @@ static void on_closed(struct ke_conn *kc, void *machine, void *ud)
 		r->done_at_close = r->m->done;
 		r->pending_at_close = r->m->outlen > 0;
 	}
+	r->error_at_close = ke_conn_error(kc);
 	r->closed_calls++;
 	if (T.in_call)
 		r->closed_in_call++;
@@ -680,6 +745,31 @@ static void on_closed(struct ke_conn *kc, void *machine, void *ud)
 	if (T.on_closed)
 		T.on_closed(r);
 	check_done();
+}
+
+static bool same_addr(const struct sockaddr *a, const struct sockaddr_storage *b)
+{
+	if (a->sa_family != b->ss_family)
+		return false;
+	size_t n = a->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					    : sizeof(struct sockaddr_in);
+	return memcmp(a, b, n) == 0;
+}
+
+static int on_admit(struct ke_conn *kc, void *machine, const struct sockaddr *client, void *ud)
+{
+	struct tconn *r = ud;
+
+	r->admits++;
+	if (T.in_call)
+		r->admit_in_call++;
+	if (kc != r->kc || machine != r->m || !r->m)
+		r->bad_args++;
+	memcpy(&r->admitted, client, client->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								  : sizeof(struct sockaddr_in));
+	if (!same_addr(ke_conn_peer(kc), &r->admitted))
+		r->admit_bad_peer++;
+	return T.admit_rc;
 }
 
 static int l_accept(struct net_listener *l, struct net_stream *s, void *ud)
@@ -702,6 +792,8 @@ static int l_accept(struct net_listener *l, struct net_stream *s, void *ud)
 		.progress = on_progress,
 		.closed = on_closed,
 		.ud = r,
+		.proxy = T.proxy,
+		.admit = T.proxy ? on_admit : NULL,
 	};
 
 	T.in_call = true;
@@ -710,6 +802,7 @@ static int l_accept(struct net_listener *l, struct net_stream *s, void *ud)
 	T.in_call = false;
 	cr_assert_eq(rc, 0);
 	r->peer_port = addr_port(ke_conn_peer(r->kc));
+	r->via_port = addr_port(ke_conn_via(r->kc));
 	return 0;
 }
 
@@ -777,6 +870,8 @@ Test(ke_conn, request_answer)
 	cr_assert_eq(c->end, 1, "a clean end of stream after the answer, got %d", c->end);
 	cr_assert_eq(T.nconns, 1);
 	cr_assert_eq(r->peer_port, c->local_port, "ke_conn_peer is the client's address");
+	cr_assert_eq(r->via_port, c->local_port, "without a prelude ke_conn_via is the peer too");
+	cr_assert_eq(r->via_port_at_input, c->local_port);
 	cr_assert(r->done_at_close);
 	cr_assert_eq(r->eofs, 0, "a done machine is not told of the end of stream");
 	cr_assert_eq(r->timeouts, 0);
@@ -1362,4 +1457,305 @@ Test(ke_conn, drain_and_kick_report_nothing_before_return)
 	cr_assert_eq(r->progress, r->inputs);
 	cr_assert_eq(T.drains, 1);
 	cr_assert_eq(T.kicks, 1);
+}
+
+/* ---- 8. The PROXY prelude ------------------------------------------------------------------ */
+
+static const uint8_t v2_sig[12] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
+				    0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a };
+
+/* A v2 header with block[0, blen) into out, then tail (a C string). Returns the bytes. */
+static size_t v2_header(uint8_t *out, uint8_t ver_cmd, uint8_t fam, const uint8_t *block,
+			size_t blen, const char *tail)
+{
+	memcpy(out, v2_sig, sizeof v2_sig);
+	out[12] = ver_cmd;
+	out[13] = fam;
+	out[14] = (uint8_t)(blen >> 8);
+	out[15] = (uint8_t)blen;
+	if (blen)
+		memcpy(out + 16, block, blen);
+	memcpy(out + 16 + blen, tail, strlen(tail));
+	return 16 + blen + strlen(tail);
+}
+
+static void assert_ip(const struct sockaddr_storage *ss, int family, const char *ip, int port)
+{
+	char text[INET6_ADDRSTRLEN];
+	const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+	const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+	const void *a = family == AF_INET ? (const void *)&in->sin_addr
+					  : (const void *)&in6->sin6_addr;
+
+	cr_assert_eq(ss->ss_family, family);
+	cr_assert_not_null(inet_ntop(family, a, text, sizeof text));
+	cr_assert_str_eq(text, ip);
+	cr_assert_eq(addr_port((const struct sockaddr *)ss), port);
+}
+
+static void proxy_setup(void)
+{
+	setup();
+	start_listener();
+	T.proxy = true;
+	T.expect_closed = 1;
+	T.expect_ended = 1;
+}
+
+/* The header and the first request in one segment: the machine sees only the request, in the
+ * read that carried both, and the client the header named is the peer from then on. What the
+ * machine had ready at start (its greeting) waits for the header. */
+Test(ke_conn, proxy_v1_header_and_request_in_one_segment)
+{
+	proxy_setup();
+	T.greeting = "hello\n";
+	struct client *c = client_start("PROXY TCP4 192.0.2.1 198.51.100.2 56324 4460\r\n"
+					"one\nDONE\n",
+					true);
+
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert(rx_is(c, "hello\nA:one\nA:DONE\n"), "got %zu bytes", c->rxlen);
+	cr_assert_eq(c->end, 1, "got %d", c->end);
+	cr_assert_eq(r->admits, 1);
+	assert_ip(&r->admitted, AF_INET, "192.0.2.1", 56324);
+	assert_ip(&r->peer_at_input, AF_INET, "192.0.2.1", 56324);
+	cr_assert_eq(r->via_port_at_input, c->local_port, "ke_conn_via is the load balancer");
+	cr_assert_eq(r->via_port, c->local_port);
+	cr_assert_eq(r->peer_port, c->local_port, "before the header, the connection's peer");
+	cr_assert_eq(r->inputs, 1, "the bytes after the header in the same event");
+	cr_assert_eq(r->befores, 1);
+	cr_assert_eq(r->error_at_close, 0);
+	cr_assert(r->done_at_close);
+}
+
+/* The header split over reads, a few bytes each, the last piece also carrying a request. */
+Test(ke_conn, proxy_v1_header_split)
+{
+	proxy_setup();
+	struct client *c = client_new("PROXY TCP6 2001:db8::7 2001:db8::1 40000 4460\r\nhi\nDONE\n",
+				      true);
+
+	c->chunk = 7;
+	client_connect(c);
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert(rx_is(c, "A:hi\nA:DONE\n"), "got %zu bytes", c->rxlen);
+	cr_assert_eq(c->end, 1, "got %d", c->end);
+	cr_assert_eq(r->admits, 1);
+	assert_ip(&r->admitted, AF_INET6, "2001:db8::7", 40000);
+	assert_ip(&r->peer_at_input, AF_INET6, "2001:db8::7", 40000);
+	cr_assert_eq(r->via_port_at_input, c->local_port);
+	cr_assert_eq(r->progress, r->inputs - 1, "no progress for reads of the header alone");
+}
+
+/* A v2 header naming an IPv6 client, with a TLV, then a request: the client's address reaches
+ * admit and ke_conn_peer. */
+Test(ke_conn, proxy_v2_ipv6_client)
+{
+	static const uint8_t block[] = {
+		0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01,
+		0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02,
+		0x30, 0x39, 0x11, 0x6c,
+		0x01, 0x00, 0x02, 'h', '2', /* ALPN TLV */
+	};
+	uint8_t hdr[128];
+
+	proxy_setup();
+	struct client *c = client_new((const char *)hdr, true);
+
+	c->send_len = v2_header(hdr, 0x21, 0x21, block, sizeof block, "DONE\n");
+	client_connect(c);
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert(rx_is(c, "A:DONE\n"), "got %zu bytes", c->rxlen);
+	cr_assert_eq(r->admits, 1);
+	assert_ip(&r->admitted, AF_INET6, "2001:db8::1", 12345);
+	assert_ip(&r->peer_at_input, AF_INET6, "2001:db8::1", 12345);
+	cr_assert_eq(r->via_port_at_input, c->local_port);
+	cr_assert_eq(r->error_at_close, 0);
+}
+
+/* LOCAL (a load balancer's health check): the connection's own address stays the peer. */
+Test(ke_conn, proxy_v2_local_keeps_the_connection_address)
+{
+	uint8_t hdr[64];
+
+	proxy_setup();
+	struct client *c = client_new((const char *)hdr, true);
+
+	c->send_len = v2_header(hdr, 0x20, 0x00, NULL, 0, "DONE\n");
+	client_connect(c);
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert(rx_is(c, "A:DONE\n"), "got %zu bytes", c->rxlen);
+	cr_assert_eq(r->admits, 1);
+	assert_ip(&r->admitted, AF_INET, "127.0.0.1", c->local_port);
+	assert_ip(&r->peer_at_input, AF_INET, "127.0.0.1", c->local_port);
+	cr_assert_eq(r->via_port_at_input, c->local_port);
+}
+
+/* The largest header accepted (PROXY_PROTO_MAX bytes, 1 KiB of TLVs), in pieces. */
+Test(ke_conn, proxy_v2_largest_header_in_pieces)
+{
+	static uint8_t block[1024], hdr[PROXY_PROTO_MAX + 16];
+
+	memset(block, 0, sizeof block);
+	memcpy(block, "\xc0\x00\x02\x09\xc6\x33\x64\x02\x01\x02\x11\x6c", 12);
+	block[12] = 0x04; /* one NOOP TLV fills the rest */
+	block[13] = (1012 - 3) >> 8;
+	block[14] = (1012 - 3) & 0xff;
+	proxy_setup();
+	struct client *c = client_new((const char *)hdr, true);
+
+	c->send_len = v2_header(hdr, 0x21, 0x11, block, sizeof block, "hi\nDONE\n");
+	c->chunk = 300;
+	cr_assert_eq(c->send_len, PROXY_PROTO_MAX + strlen("hi\nDONE\n"));
+	client_connect(c);
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert(rx_is(c, "A:hi\nA:DONE\n"), "got %zu bytes", c->rxlen);
+	cr_assert_eq(r->admits, 1);
+	assert_ip(&r->admitted, AF_INET, "192.0.2.9", 258);
+}
+
+/* The owner refuses the client the header names: reset with its error, no machine event. */
+Test(ke_conn, proxy_admit_refusal_resets)
+{
+	proxy_setup();
+	T.admit_rc = -EACCES;
+	struct client *c = client_start("PROXY TCP4 203.0.113.5 198.51.100.2 1 4460\r\nDONE\n",
+					true);
+
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert_eq(c->rxlen, 0, "got %zu bytes", c->rxlen);
+	cr_assert_eq(c->end, UV_ECONNRESET, "reset, got %d", c->end);
+	cr_assert_eq(r->admits, 1);
+	assert_ip(&r->admitted, AF_INET, "203.0.113.5", 1);
+	cr_assert_eq(r->error_at_close, -EACCES);
+	cr_assert_eq(r->inputs, 0);
+	cr_assert_eq(r->befores, 0);
+}
+
+/* A client that speaks TLS at once, as if there were no load balancer: reset with -EPROTO at its
+ * first byte, the machine untouched. */
+Test(ke_conn, proxy_missing_header_resets)
+{
+	proxy_setup();
+	T.greeting = "hello\n";
+	struct client *c = client_new("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", true);
+
+	c->send_len = 11;
+	client_connect(c);
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert_eq(c->rxlen, 0, "nothing of the machine's, got %zu bytes", c->rxlen);
+	cr_assert_eq(c->end, UV_ECONNRESET, "reset, got %d", c->end);
+	cr_assert_eq(r->error_at_close, -EPROTO);
+	cr_assert_eq(r->admits, 0);
+	cr_assert_eq(r->inputs, 0);
+	cr_assert_eq(r->befores, 0);
+}
+
+/* Half a header, then the peer's FIN: the connection ends with closed and nothing else, at once
+ * (the watchdog catches a driver that waits or spins instead). */
+Test(ke_conn, proxy_eof_inside_the_header)
+{
+	proxy_setup();
+	struct client *c = client_new("PROXY TCP4 192.0.2.1 19", true);
+
+	c->shutdown_after_send = true;
+	client_connect(c);
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert_eq(c->rxlen, 0);
+	cr_assert_eq(c->end, UV_ECONNRESET, "reset, got %d", c->end);
+	cr_assert_eq(r->error_at_close, -EPROTO);
+	cr_assert_eq(r->inputs + r->eofs + r->timeouts + r->befores + r->progress, 0,
+		     "no machine or owner event");
+	cr_assert_eq(r->admits, 0);
+}
+
+/* Half a header, then silence: the machine's deadline ends it, and the machine's answers to the
+ * timeout (and its greeting) never reach a peer that did not finish its header. */
+Test(ke_conn, proxy_deadline_bounds_the_prelude)
+{
+	proxy_setup();
+	T.greeting = "hello\n";
+	T.start_deadline_ms = 50;
+	struct client *c = client_new("\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00", true);
+
+	c->send_len = 18;
+	client_connect(c);
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert_eq(c->rxlen, 0, "got %zu bytes", c->rxlen);
+	cr_assert_eq(c->end, 1, "closed after the deadline, got %d", c->end);
+	cr_assert_eq(r->error_at_close, -ETIMEDOUT);
+	cr_assert_eq(r->timeouts, 1);
+	cr_assert_geq(r->now_at_timeout, r->deadline_at_timeout);
+	cr_assert_eq(r->inputs + r->eofs, 0);
+	cr_assert_eq(r->admits, 0);
+}
+
+/* A v2 header that announces more than PROXY_PROTO_MAX bytes: reset once its length arrived,
+ * before any of the rest is buffered. */
+Test(ke_conn, proxy_header_over_the_max_resets)
+{
+	static uint8_t block[1100], hdr[1200];
+
+	memset(block, 0, sizeof block);
+	proxy_setup();
+	struct client *c = client_new((const char *)hdr, true);
+
+	c->send_len = v2_header(hdr, 0x21, 0x11, block, PROXY_PROTO_MAX - 16 + 1, "DONE\n");
+	client_connect(c);
+	run_and_teardown();
+	const struct tconn *r = &T.conns[0];
+
+	cr_assert_eq(c->rxlen, 0);
+	cr_assert(c->end == UV_ECONNRESET || c->end == UV_EPIPE, "reset, got %d", c->end);
+	cr_assert_eq(r->error_at_close, -EPROTO);
+	cr_assert_eq(r->admits, 0);
+	cr_assert_eq(r->inputs, 0);
+}
+
+/* An outbound connection has no prelude to read: ke_conn_connect refuses one, with nothing taken
+ * and no callback. */
+Test(ke_conn, proxy_refused_on_outbound_connections)
+{
+	struct tconn r = { 0 };
+	struct lm *m = calloc(1, sizeof *m);
+	struct ke_conn *kc = NULL;
+	const struct ke_conn_owner owner = {
+		.closed = on_closed, .ud = &r, .proxy = true, .admit = on_admit,
+	};
+
+	cr_assert(m);
+	m->r = &r;
+	setup();
+	start_listener();
+	cr_assert_eq(ke_conn_connect(&kc, &T.loop, (struct sockaddr *)&T.addr, &machine_ops, m,
+				     &owner),
+		     -EINVAL);
+	cr_assert_null(kc);
+	m_free(m);
+	net_listener_close(T.l);
+	uv_close((uv_handle_t *)&T.aux, handle_closed);
+	uv_run(&T.loop, UV_RUN_DEFAULT);
+	uv_close((uv_handle_t *)&T.watchdog, NULL);
+	uv_run(&T.loop, UV_RUN_DEFAULT);
+	cr_assert_eq(uv_loop_close(&T.loop), 0);
+	cr_assert_eq(r.closed_calls + r.admits, 0);
+	cr_assert_eq(T.nconns, 0, "nothing reached the listener");
 }

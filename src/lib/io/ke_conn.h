@@ -2,8 +2,9 @@
  * deadlines reach a KE state machine, and where the machine's output, next deadline and end reach
  * the stream. Every KE connection of the project runs on it: the time source's KE server and the
  * broker's client sessions on accepted streams, and the KE clients (the broker's upstream
- * connections, the daemon's NTS sources) on outbound ones. A connection prelude (such as a PROXY
- * protocol header) belongs here too, ahead of the machine.
+ * connections, the daemon's NTS sources) on outbound ones. A connection prelude belongs here too,
+ * ahead of the machine: on accepted streams behind a load balancer, the PROXY protocol header
+ * (proto/proxy_proto.h) that names the client.
  *
  * Policy, the same for every machine:
  *   - input the machine refuses (a negative return) aborts the connection;
@@ -16,7 +17,10 @@
  *   - when draining (the program stops), a machine that reports itself idle is timed out at
  *     once; machines in the middle of a request finish under their deadline;
  *   - an outbound connection's output waits in the machine until the connection is up; the
- *     machine's deadline bounds the connect too.
+ *     machine's deadline bounds the connect too;
+ *   - with a PROXY prelude (ke_conn_owner.proxy), the machine sees no byte, end of stream or
+ *     output until the header is read: a missing or malformed header, or the stream ending or
+ *     failing first, resets the connection; the machine's deadline bounds the prelude.
  *
  * libuv's rules hold: the driver is freed from the stream's close callback, after the owner's
  * last callback; no call reports through a callback before it returns. */
@@ -157,6 +161,19 @@ struct ke_conn_owner {
 	void (*closed)(struct ke_conn *c, void *machine, void *ud);
 	void *ud;
 	struct ke_conn_group *group; /* may be NULL */
+	/* The stream starts with a PROXY protocol header (v1 or v2): it is read and removed before
+	 * the machine sees a byte, under the machine's deadline; ke_conn_peer is then the client's
+	 * address the header gives (the connection's own for LOCAL). A missing or malformed header,
+	 * or end of stream before it is complete, resets the connection (closed follows, with
+	 * ke_conn_error -EPROTO or the read error). While it is read, the machine's output waits
+	 * in the machine and only its timeout (at its deadline, or when drained while idle) can
+	 * reach it. Accepted streams only: ke_conn_connect refuses it. */
+	bool proxy;
+	/* With proxy: called once the header is read, with the client's address (borrowed; the
+	 * connection's own for LOCAL). 0 admits the client; a negative errno resets the connection
+	 * with that error. Called from a read event only, before the machine's first input. May be
+	 * NULL. */
+	int (*admit)(struct ke_conn *c, void *machine, const struct sockaddr *client, void *ud);
 };
 
 /* Drives machine m (ops borrowed for the connection's life; m taken over) on the accepted stream
@@ -167,9 +184,9 @@ int ke_conn_start(struct ke_conn **out, struct net_stream *s,
 		  const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner);
 
 /* Connects to addr (borrowed) and drives machine m on the new stream, as ke_conn_start does on
- * an accepted one. Returns 0 with m taken over, or a negative errno with nothing taken and no
- * callback to follow. A connect that fails later reaches the owner as closed (ke_conn_error
- * says why); progress follows the connect like any other stream event. */
+ * an accepted one. Returns 0 with m taken over, or a negative errno (-EINVAL for owner->proxy)
+ * with nothing taken and no callback to follow. A connect that fails later reaches the owner as
+ * closed (ke_conn_error says why); progress follows the connect like any other stream event. */
 int ke_conn_connect(struct ke_conn **out, uv_loop_t *loop, const struct sockaddr *addr,
 		    const struct ke_conn_machine *ops, void *m, const struct ke_conn_owner *owner);
 
@@ -199,7 +216,13 @@ bool ke_conn_group_shed(struct ke_conn_group *g);
 /* ke_conn_drain on every connection of g. */
 void ke_conn_group_drain(struct ke_conn_group *g);
 
-/* The peer's address (borrowed, for the connection's life). */
+/* The peer's address (borrowed, for the connection's life): the client's. With a PROXY prelude
+ * that is the address its header gave, once it is read (the connection's own before, and for
+ * LOCAL or UNKNOWN headers). */
 const struct sockaddr *ke_conn_peer(const struct ke_conn *c);
+
+/* The address the connection itself comes from (borrowed, for the connection's life): the load
+ * balancer's with a PROXY prelude, else the same as ke_conn_peer. */
+const struct sockaddr *ke_conn_via(const struct ke_conn *c);
 
 #endif
