@@ -56,7 +56,8 @@ CPPFLAGS="$CPPFLAGS -I$lib/config -I$lib/io -I$srcdir/src/daemon -I$srcdir/src/p
 # one; ../daemon/X.c and ../pool/X.c are the programs' sans-I/O modules) : -max_len [: link flags]
 # The config harnesses wrap open(2) so that no fuzzed path reaches the file system (config_sandbox.c);
 # the TLS harnesses share tls_fixture.c (credentials made in memory, a real handshake).
-CONFIG_SRCS="config/config.c config/config_secret.c config/toml.c config/toml_doc.c"
+CONFIG_SRCS="config/config.c config/config_secret.c config/config_client.c base/cidr.c"
+CONFIG_SRCS="$CONFIG_SRCS config/toml.c config/toml_doc.c"
 CONFIG_SRCS="$CONFIG_SRCS config/toml_num.c config/toml_scan.c config/toml_tree.c"
 CONFIG_SRCS="$CONFIG_SRCS proto/ke_record.c proto/ke_msg.c proto/pool_proto.c"
 TLS_SRCS="tls/tls.c tls/tls_creds.c proto/ke_record.c proto/ke_msg.c"
@@ -75,7 +76,7 @@ ntp_server:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c crypto/keyset.c ../d
 config_daemon:$CONFIG_SRCS config/config_daemon.c:65536:-Wl,--wrap=open
 config_pool:$CONFIG_SRCS config/config_pool.c:65536:-Wl,--wrap=open
 tls_server:$TLS_SRCS:20000
-ke_server_conn:$TLS_SRCS proto/pool_proto.c crypto/aead.c crypto/keyset.c ../daemon/ke_server.c:20000
+ke_server_conn:$TLS_SRCS proto/pool_proto.c crypto/aead.c crypto/keyset.c base/cidr.c base/ratelimit.c ../daemon/ke_server.c:20000
 pool_session:$TLS_SRCS proto/pool_proto.c ../pool/session.c:20000
 ke_client:$TLS_SRCS tls/ke_client.c:20000
 status_http:io/status_http.c:10000:-lhttp_parser

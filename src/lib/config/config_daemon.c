@@ -246,10 +246,12 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 		"accepted-pool-authentication-tokens-path",
 		"pool-record-numbers",
 		"allow-world-readable-private-key",
+		CONFIG_RATE_LIMIT_KEYS,
 		NULL,
 	};
 	static const char w[] = "[[nts-ke-server]]";
 	*s = nts_ke_defaults;
+	s->rate_limit = config_rate_limit_defaults;
 	int64_t ntp_port = 0;
 	int r;
 	if ((r = config_check_keys(ctx, t, w, keys)) < 0 ||
@@ -277,7 +279,8 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 				    &s->accepted_pool_authentication_token_count)) < 0 ||
 	    (r = config_get_string(ctx, t, tokens_path_key, w, false,
 				   &s->accepted_pool_authentication_tokens_path)) < 0 ||
-	    (r = config_get_record_numbers(ctx, t, w, &s->pool_record_numbers)) < 0)
+	    (r = config_get_record_numbers(ctx, t, w, &s->pool_record_numbers)) < 0 ||
+	    (r = config_get_rate_limit(ctx, t, w, &s->rate_limit)) < 0)
 		return r;
 	s->tokens_line = config_key_line(t, tokens_key);
 	s->tokens_path_line = config_key_line(t, tokens_path_key);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "config_client.h"
 
 enum config_daemon_source_mode {
 	CONFIG_DAEMON_SOURCE_SERVER,   /* plain NTPv4 */
@@ -40,6 +41,7 @@ struct config_daemon_nts_ke_server {
 	uint32_t handshake_timeout_ms; /* the TLS handshake's own, shorter bound */
 	uint32_t concurrent_connections;
 	uint32_t max_connections_per_address; /* per IPv4 /32 or IPv6 /64; 0: no limit */
+	struct config_rate_limit rate_limit;   /* key exchanges per client prefix */
 	uint16_t ntp_port;  /* 0: not announced (clients use 123) */
 	char *ntp_server;   /* NULL: not announced (clients use the KE server's address) */
 	char **authorized_pool_server_certificates; /* paths */

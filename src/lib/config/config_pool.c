@@ -24,6 +24,9 @@ static const struct config_pool pool_defaults = {
 	.upstream_max_age_s = 600,
 	.fixed_key_failure_streak = 3,
 	.upstream_connections = 4,
+	.min_region_servers = 1,
+	.healthy_after_passes = 2,
+	.unhealthy_after_failures = 2,
 };
 
 #define UPSTREAM_DEFAULT_PORT 4460
@@ -67,7 +70,7 @@ static int read_upstream(struct config_ctx *ctx, const struct toml_value *t,
 {
 	static const char *const keys[] = {
 		"domain", "port", "weight", "pool-record-numbers", "authentication-token",
-		"authentication-token-path", NULL,
+		"authentication-token-path", "regions", NULL,
 	};
 	char *domain = NULL;
 	int64_t port = UPSTREAM_DEFAULT_PORT;
@@ -85,6 +88,24 @@ static int read_upstream(struct config_ctx *ctx, const struct toml_value *t,
 	    (r = config_get_string(ctx, t, "authentication-token-path", upstream_where, false,
 				   &out->token_path)) < 0)
 		goto out;
+	if ((r = config_get_strings(ctx, t, "regions", upstream_where, 0, &out->regions,
+				    &out->region_count)) < 0)
+		goto out;
+	if (out->region_count > CONFIG_POOL_MAX_REGIONS) {
+		r = config_error(ctx, config_key_line(t, "regions"),
+				 "'regions' in %s lists %zu regions; at most %d", upstream_where,
+				 out->region_count, CONFIG_POOL_MAX_REGIONS);
+		goto out;
+	}
+	for (size_t i = 0; i < out->region_count; i++) {
+		if (!config_region_name_ok(out->regions[i])) {
+			r = config_error(ctx, config_key_line(t, "regions"),
+					 "'regions' in %s: \"%s\" is not a region name (1-63 "
+					 "letters, digits, '.', '_' or '-')",
+					 upstream_where, out->regions[i]);
+			goto out;
+		}
+	}
 	if (out->token && out->token_path) {
 		r = config_error(ctx, config_key_line(t, "authentication-token-path"),
 				 "%s sets both 'authentication-token' and "
@@ -187,6 +208,13 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		"workers",
 		"fixed-key-failure-streak",
 		"allow-world-readable-private-key",
+		"proxy-protocol",
+		"proxy-protocol-from",
+		"geoip-database-path",
+		"min-region-servers",
+		"healthy-after-passes",
+		"unhealthy-after-failures",
+		CONFIG_RATE_LIMIT_KEYS,
 		NULL,
 	};
 	const char *w = server_where;
@@ -228,8 +256,33 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 	    (r = config_get_u32(ctx, t, "upstream-idle-s", w, 1, 3600, &cfg->upstream_idle_s)) <
 		    0 ||
 	    (r = config_get_u32(ctx, t, "upstream-connections", w, 1, 64,
-				&cfg->upstream_connections)) < 0)
+				&cfg->upstream_connections)) < 0 ||
+	    (r = config_get_bool(ctx, t, "proxy-protocol", w, &cfg->proxy_protocol)) < 0 ||
+	    (r = config_get_prefixes(ctx, t, "proxy-protocol-from", w, &cfg->proxy_protocol_from,
+				     &cfg->proxy_protocol_from_count)) < 0 ||
+	    (r = config_get_string(ctx, t, "geoip-database-path", w, false,
+				   &cfg->geoip_database_path)) < 0 ||
+	    (r = config_get_u32(ctx, t, "min-region-servers", w, 1, CONFIG_POOL_MAX_UPSTREAMS,
+				&cfg->min_region_servers)) < 0 ||
+	    (r = config_get_u32(ctx, t, "healthy-after-passes", w, 1, 100,
+				&cfg->healthy_after_passes)) < 0 ||
+	    (r = config_get_u32(ctx, t, "unhealthy-after-failures", w, 1, 100,
+				&cfg->unhealthy_after_failures)) < 0 ||
+	    (r = config_get_rate_limit(ctx, t, w, &cfg->rate_limit)) < 0)
 		return r;
+
+	/* Without a list anyone could claim any address; a list without the protocol would be
+	 * ignored silently. */
+	if (cfg->proxy_protocol && cfg->proxy_protocol_from_count == 0)
+		return config_error(ctx, config_key_line(t, "proxy-protocol"),
+				    "proxy-protocol = true in %s needs 'proxy-protocol-from': the "
+				    "addresses of the load balancers that send the header",
+				    w);
+	if (!cfg->proxy_protocol && cfg->proxy_protocol_from_count > 0)
+		return config_error(ctx, config_key_line(t, "proxy-protocol-from"),
+				    "'proxy-protocol-from' in %s has no effect without "
+				    "proxy-protocol = true",
+				    w);
 
 	/* A per-upstream deadline beyond the whole-session deadline could never fire. */
 	if (cfg->upstream_timeout_ms > cfg->key_exchange_timeout_ms)
@@ -252,13 +305,66 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 	return read_upstreams(ctx, t, cfg);
 }
 
+static const char region_where[] = "[[region]]";
+
+static int read_region(struct config_ctx *ctx, const struct toml_value *t,
+		       struct config_region *out)
+{
+	static const char *const keys[] = { "name", "prefixes", NULL };
+	out->line = toml_line(t);
+	int r;
+	if ((r = config_check_keys(ctx, t, region_where, keys)) < 0 ||
+	    (r = config_get_string(ctx, t, "name", region_where, true, &out->name)) < 0 ||
+	    (r = config_get_prefixes(ctx, t, "prefixes", region_where, &out->prefixes,
+				     &out->prefix_count)) < 0)
+		return r;
+	if (!config_region_name_ok(out->name))
+		return config_error(ctx, config_key_line(t, "name"),
+				    "'name' in %s: \"%s\" is not a region name (1-63 letters, "
+				    "digits, '.', '_' or '-')",
+				    region_where, out->name);
+	if (out->prefix_count == 0)
+		return config_error(ctx, toml_line(t), "%s '%s' is missing required key '%s'",
+				    region_where, out->name, "prefixes");
+	return 0;
+}
+
+static int read_regions(struct config_ctx *ctx, const struct toml_value *root,
+			struct config_pool *cfg)
+{
+	const struct toml_value *arr;
+	int r = config_get_table_array(ctx, root, "region", &arr);
+	if (r < 0 || !arr)
+		return r;
+	size_t n = toml_array_count(arr);
+	if (n > 1024)
+		return config_error(ctx, toml_line(arr), "%zu [[region]] tables; at most 1024", n);
+	cfg->regions = calloc(n ? n : 1, sizeof *cfg->regions);
+	if (!cfg->regions)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct config_region *g = &cfg->regions[i];
+		cfg->region_count = i + 1;
+		if ((r = read_region(ctx, toml_array_get(arr, i), g)) < 0)
+			return r;
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(cfg->regions[j].name, g->name) == 0)
+				return config_error(ctx, g->line,
+						    "duplicate %s '%s' (first at line %d)",
+						    region_where, g->name, cfg->regions[j].line);
+	}
+	return 0;
+}
+
 int config_pool_from_tree(const struct toml_value *root, const char *file,
 			  struct config_pool *cfg, char *err, size_t errlen)
 {
-	static const char *const tables[] = { "nts-pool-ke-server", "observability", NULL };
+	static const char *const tables[] = { "nts-pool-ke-server", "observability", "region",
+					      NULL };
 	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen };
 	config_begin(&ctx);
 	*cfg = pool_defaults;
+	cfg->rate_limit = config_rate_limit_defaults;
 	const struct toml_value *server;
 	int r;
 	if ((r = config_check_keys(&ctx, root, "the top level of a pool configuration", tables)) <
@@ -269,7 +375,7 @@ int config_pool_from_tree(const struct toml_value *root, const char *file,
 		r = config_error(&ctx, toml_line(root), "missing table [nts-pool-ke-server]");
 		goto fail;
 	}
-	if ((r = read_server(&ctx, server, cfg)) < 0 ||
+	if ((r = read_server(&ctx, server, cfg)) < 0 || (r = read_regions(&ctx, root, cfg)) < 0 ||
 	    (r = config_read_observability(&ctx, root, &cfg->observability)) < 0)
 		goto fail;
 	return 0;
@@ -299,7 +405,16 @@ void config_pool_free(struct config_pool *cfg)
 	for (size_t i = 0; i < cfg->key_exchange_server_count; i++) {
 		config_secret_free(cfg->key_exchange_servers[i].token);
 		free(cfg->key_exchange_servers[i].token_path);
+		config_strings_free(cfg->key_exchange_servers[i].regions,
+				    cfg->key_exchange_servers[i].region_count);
 	}
 	free(cfg->key_exchange_servers);
+	free(cfg->proxy_protocol_from);
+	free(cfg->geoip_database_path);
+	for (size_t i = 0; i < cfg->region_count; i++) {
+		free(cfg->regions[i].name);
+		free(cfg->regions[i].prefixes);
+	}
+	free(cfg->regions);
 	memset(cfg, 0, sizeof(*cfg));
 }

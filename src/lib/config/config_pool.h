@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "config_client.h"
 
 /* One entry of key-exchange-servers: an upstream NTS-KE server. */
 /* Upstreams one pool may list (the broker's registry is sized for this many). */
@@ -18,7 +19,20 @@ struct config_pool_upstream {
 	char *token;		     /* secret: "authentication-token" or the token read from
 				      * "authentication-token-path"; NULL: none */
 	char *token_path;	     /* "authentication-token-path", re-read on every load */
+	char **regions;		     /* "regions": lower-case names, region_count of them */
+	size_t region_count;
 	int line; /* where the entry was written */
+};
+
+/* Regions an upstream may name at most. */
+#define CONFIG_POOL_MAX_REGIONS 16
+
+/* One [[region]]: clients whose address is in prefixes are in this region. */
+struct config_region {
+	char *name; /* lower case */
+	struct cidr *prefixes;
+	size_t prefix_count;
+	int line;
 };
 
 struct config_pool {
@@ -44,6 +58,16 @@ struct config_pool {
 	uint32_t upstream_idle_s;
 	uint32_t upstream_max_age_s; /* kept upstream connections are not reused once this old */
 	uint32_t upstream_connections;
+	bool proxy_protocol;		 /* listeners expect a PROXY protocol header */
+	struct cidr *proxy_protocol_from; /* the load balancers allowed to send one */
+	size_t proxy_protocol_from_count;
+	char *geoip_database_path;	 /* MaxMind-format country database, or NULL */
+	uint32_t min_region_servers;	 /* fewer healthy upstreams in a region: next level */
+	uint32_t healthy_after_passes;	 /* consecutive passing checks to return to rotation */
+	uint32_t unhealthy_after_failures; /* consecutive failing checks to leave it */
+	struct config_rate_limit rate_limit;
+	struct config_region *regions; /* [[region]] */
+	size_t region_count;
 	struct config_pool_upstream *key_exchange_servers; /* >= 1 */
 	size_t key_exchange_server_count;
 	struct config_observability observability;

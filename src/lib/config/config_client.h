@@ -1,0 +1,48 @@
+/* What a configuration says about clients, shared by both programs: address prefix lists, the
+ * per-client key-exchange rate limit, and names of regions. Typed getters in the style of
+ * config.h (1: set, 0: absent and *out untouched, negative after reporting). */
+#ifndef NTSPOOL_CONFIG_CLIENT_H
+#define NTSPOOL_CONFIG_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cidr.h"
+#include "config.h"
+
+/* Prefixes one list may hold. */
+#define CONFIG_PREFIXES_MAX 4096
+
+/* A string or an array of strings, each an address prefix (cidr.h); at least one. *out is new
+ * (free()). */
+int config_get_prefixes(struct config_ctx *ctx, const struct toml_value *table, const char *key,
+			const char *where, struct cidr **out, size_t *count);
+
+/* The per-client key-exchange rate limit: a token bucket per IPv4 or IPv6 prefix of the client's
+ * real address. rate 0: off (the default). */
+struct config_rate_limit {
+	double rate;	     /* "rate-limit-per-second": key exchanges per second, 0: off */
+	uint32_t burst;	     /* "rate-limit-burst": bucket size */
+	uint32_t clients;    /* "rate-limit-clients": prefixes tracked at most (bounded memory) */
+	uint32_t v4_bits;    /* "rate-limit-ipv4-prefix" */
+	uint32_t v6_bits;    /* "rate-limit-ipv6-prefix" */
+};
+
+/* The defaults: off, burst 20, 65536 clients, /32 and /64. */
+extern const struct config_rate_limit config_rate_limit_defaults;
+
+/* The keys config_get_rate_limit reads, for a caller's list of valid keys. */
+#define CONFIG_RATE_LIMIT_KEYS                                                                 \
+	"rate-limit-per-second", "rate-limit-burst", "rate-limit-clients",                     \
+		"rate-limit-ipv4-prefix", "rate-limit-ipv6-prefix"
+
+/* Reads the rate-limit keys of table into *out (which holds the defaults or earlier values). */
+int config_get_rate_limit(struct config_ctx *ctx, const struct toml_value *table,
+			  const char *where, struct config_rate_limit *out);
+
+/* A region name: 1..63 bytes of letters, digits, '.', '_' or '-'; lower-cased in place. False
+ * otherwise. */
+bool config_region_name_ok(char *name);
+
+#endif
