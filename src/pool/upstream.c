@@ -9,11 +9,10 @@
 #include <gnutls/gnutls.h>
 
 #include "log.h"
+#include "upstream_health.h"
 #include "upstream_snapshot.h"
 
 #define LATENCY_SAMPLES 1024
-/* Reasons are our own short texts; a longer one is cut, never refused. */
-#define RESULT_MAX 128
 
 struct upstream {
 	uint32_t id;
@@ -22,7 +21,9 @@ struct upstream {
 	uint32_t weight;
 	enum ke_numbering numbering;
 	char *token; /* secret, NULL: none; wiped when replaced or freed */
-	enum upstream_state state;
+	char **regions; /* lower case */
+	size_t n_regions;
+	struct upstream_health health; /* its state and everything that decides it */
 
 	uint16_t protocols[KE_MSG_MAX_IDS];
 	size_t n_protocols;
@@ -31,29 +32,7 @@ struct upstream {
 	uint64_t fetched_ms;
 	char announced[KE_MSG_NAME_MAX + 1]; /* "" when none */
 
-	bool probe_running;
-	uint64_t next_probe_ms;
-	bool probed;
-	uint64_t last_probe_ms;
-	char probe_result[RESULT_MAX];
-	unsigned fail_streak; /* consecutive failed probes and deep checks: the back-off exponent */
-
-	bool deep_running;
-	bool deep_failed; /* the last deep check failed: a probe ok does not reset the back-off */
-	/* Fixed Key requests failed fixed_key_streak times in a row: unhealthy until a deep check
-	 * (not only a probe, which a half-broken upstream passes) says it works again. */
-	unsigned session_streak;
-	bool needs_deep;
-	bool recovery_due; /* needs_deep and the probe passed: the deep check decides */
-	char streak_reason[RESULT_MAX];	    /* why it left rotation, while needs_deep */
-	char health_reason[2 * RESULT_MAX]; /* why it is unhealthy */
-	uint64_t next_deep_ms;
-	bool deep_checked;
-	uint64_t last_deep_ms;
-	char deep_result[RESULT_MAX];
-
 	uint64_t served;
-	uint64_t failures;
 	uint32_t latency[LATENCY_SAMPLES]; /* ring of the last samples, ms */
 	size_t n_latency;
 	size_t latency_next;
@@ -98,6 +77,20 @@ static const struct upstream_spec *find_in_specs(const struct upstream_spec *spe
 	return NULL;
 }
 
+static bool valid_region(const char *s)
+{
+	size_t len = s ? strlen(s) : 0;
+	if (len == 0 || len > UPSTREAM_REGION_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
 static int check_specs(const struct upstream_spec *specs, size_t n)
 {
 	if (n > UPSTREAM_MAX)
@@ -109,12 +102,47 @@ static int check_specs(const struct upstream_spec *specs, size_t n)
 		size_t tlen = specs[i].token ? strlen(specs[i].token) : 1;
 		if (tlen == 0 || tlen > KE_MSG_TOKEN_MAX)
 			return -EINVAL;
+		if (specs[i].n_regions > UPSTREAM_REGIONS_MAX ||
+		    (specs[i].n_regions && !specs[i].regions))
+			return -EINVAL;
+		for (size_t k = 0; k < specs[i].n_regions; k++)
+			if (!valid_region(specs[i].regions[k]))
+				return -EINVAL;
 		for (size_t j = 0; j < i; j++)
 			if (specs[j].port == specs[i].port &&
 			    strcasecmp(specs[j].domain, specs[i].domain) == 0)
 				return -EINVAL;
 	}
 	return 0;
+}
+
+static void free_regions(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Lower-case copies of src[0..n) into *out (NULL when n is 0); false without memory. */
+static bool copy_regions(const char *const *src, size_t n, char ***out)
+{
+	*out = NULL;
+	if (n == 0)
+		return true;
+	char **v = calloc(n, sizeof *v);
+	if (!v)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (!(v[i] = strdup(src[i]))) {
+			free_regions(v, i);
+			return false;
+		}
+		for (char *c = v[i]; *c; c++)
+			if (*c >= 'A' && *c <= 'Z')
+				*c = (char)(*c - 'A' + 'a');
+	}
+	*out = v;
+	return true;
 }
 
 static void drop_token(struct upstream *u)
@@ -129,6 +157,7 @@ static void drop_token(struct upstream *u)
 static void upstream_free_one(struct upstream *u)
 {
 	drop_token(u);
+	free_regions(u->regions, u->n_regions);
 	free(u->domain);
 	free(u);
 }
@@ -140,28 +169,18 @@ static struct upstream *upstream_alloc(const struct upstream_spec *spec, uint64_
 		return NULL;
 	u->domain = strdup(spec->domain);
 	u->token = spec->token ? strdup(spec->token) : NULL;
-	if (!u->domain || (spec->token && !u->token)) {
+	bool regions = copy_regions(spec->regions, spec->n_regions, &u->regions);
+	if (regions)
+		u->n_regions = spec->n_regions;
+	if (!u->domain || (spec->token && !u->token) || !regions) {
 		upstream_free_one(u);
 		return NULL;
 	}
 	u->port = spec->port;
 	u->weight = spec->weight;
 	u->numbering = spec->numbering;
-	u->state = UPSTREAM_PROBING;
-	u->next_probe_ms = now_ms;
+	upstream_health_init(&u->health, u->domain, u->port, now_ms);
 	return u;
-}
-
-static void set_text(char *dst, const char *src)
-{
-	snprintf(dst, RESULT_MAX, "%s", src ? src : "failed");
-}
-
-/* The pickers give a fresh start to an upstream that returns to rotation, instead of a credit
- * earned while it was not selectable. */
-static void leave_rotation(struct upstream *u, enum upstream_state state)
-{
-	u->state = state;
 }
 
 int upstream_registry_new(struct upstream_registry **out, const struct upstream_spec *specs,
@@ -219,41 +238,49 @@ int upstream_registry_update(struct upstream_registry *r, const struct upstream_
 			goto nomem;
 		n_added++;
 	}
-	/* New token copies for the upstreams that stay, made before anything changes. */
-	char **tokens = calloc(r->n ? r->n : 1, sizeof *tokens);
-	if (!tokens)
+	/* New token and region copies for the upstreams that stay, made before anything changes. */
+	struct staged {
+		char *token;
+		char **regions;
+		size_t n_regions;
+	} *staged = calloc(r->n ? r->n : 1, sizeof *staged);
+	if (!staged)
 		goto nomem;
 	for (size_t i = 0; i < r->n; i++) {
 		const struct upstream_spec *spec = find_in_specs(specs, n, r->v[i]);
-		if (spec && spec->token && !(tokens[i] = strdup(spec->token)))
-			goto nomem_tokens;
+		if (!spec)
+			continue;
+		if ((spec->token && !(staged[i].token = strdup(spec->token))) ||
+		    !copy_regions(spec->regions, spec->n_regions, &staged[i].regions))
+			goto nomem_staged;
+		staged[i].n_regions = spec->n_regions;
 	}
 	struct upstream **v = realloc(r->v, (r->n + n_added + 1) * sizeof *v);
 	if (!v)
-		goto nomem_tokens;
+		goto nomem_staged;
 	r->v = v;
 
 	for (size_t i = 0; i < r->n; i++) {
 		struct upstream *u = r->v[i];
 		const struct upstream_spec *spec = find_in_specs(specs, n, u);
 		if (!spec) {
-			if (u->state != UPSTREAM_DRAINING)
+			if (u->health.state != UPSTREAM_DRAINING)
 				log_info("upstream %s:%u removed, draining", u->domain, u->port);
-			leave_rotation(u, UPSTREAM_DRAINING);
+			u->health.state = UPSTREAM_DRAINING;
 			continue;
 		}
 		u->weight = spec->weight;
 		u->numbering = spec->numbering;
 		drop_token(u);
-		u->token = tokens[i];
-		tokens[i] = NULL;
-		if (u->state == UPSTREAM_DRAINING) {
-			u->state = UPSTREAM_PROBING;
-			if (!u->probe_running)
-				u->next_probe_ms = now_ms;
-		}
+		u->token = staged[i].token;
+		free_regions(u->regions, u->n_regions);
+		u->regions = staged[i].regions;
+		u->n_regions = staged[i].n_regions;
+		staged[i] = (struct staged){ 0 };
+		if (u->health.state == UPSTREAM_DRAINING)
+			upstream_health_restart(&u->health, now_ms);
 	}
-	free(tokens);
+	free(staged);
 	for (size_t i = 0; i < n_added; i++) {
 		added[i]->id = r->next_id++;
 		r->v[r->n++] = added[i];
@@ -263,9 +290,9 @@ int upstream_registry_update(struct upstream_registry *r, const struct upstream_
 	/* Bounded: draining ones the I/O never released go oldest first. */
 	size_t draining = 0;
 	for (size_t i = 0; i < r->n; i++)
-		draining += r->v[i]->state == UPSTREAM_DRAINING;
+		draining += r->v[i]->health.state == UPSTREAM_DRAINING;
 	for (size_t i = 0; i < r->n && draining > UPSTREAM_MAX;) {
-		if (r->v[i]->state == UPSTREAM_DRAINING) {
+		if (r->v[i]->health.state == UPSTREAM_DRAINING) {
 			remove_at(r, i);
 			draining--;
 		} else {
@@ -275,14 +302,15 @@ int upstream_registry_update(struct upstream_registry *r, const struct upstream_
 	r->version++;
 	return 0;
 
-nomem_tokens:
+nomem_staged:
 	for (size_t i = 0; i < r->n; i++) {
-		if (tokens[i]) {
-			gnutls_memset(tokens[i], 0, strlen(tokens[i]));
-			free(tokens[i]);
+		if (staged[i].token) {
+			gnutls_memset(staged[i].token, 0, strlen(staged[i].token));
+			free(staged[i].token);
 		}
+		free_regions(staged[i].regions, staged[i].n_regions);
 	}
-	free(tokens);
+	free(staged);
 nomem:
 	for (size_t i = 0; i < n_added; i++)
 		upstream_free_one(added[i]);
@@ -294,7 +322,7 @@ void upstream_forget(struct upstream_registry *r, uint32_t id)
 {
 	for (size_t i = 0; i < r->n; i++) {
 		if (r->v[i]->id == id) {
-			if (r->v[i]->state == UPSTREAM_DRAINING) {
+			if (r->v[i]->health.state == UPSTREAM_DRAINING) {
 				remove_at(r, i);
 				r->version++;
 			}
@@ -340,7 +368,7 @@ uint16_t upstream_port(const struct upstream_registry *r, uint32_t id)
 enum upstream_state upstream_state(const struct upstream_registry *r, uint32_t id)
 {
 	const struct upstream *u = find(r, id);
-	return u ? u->state : UPSTREAM_DRAINING;
+	return u ? u->health.state : UPSTREAM_DRAINING;
 }
 
 const char *upstream_state_name(enum upstream_state s)
@@ -379,7 +407,9 @@ struct upstream_snapshot *upstream_registry_snapshot(const struct upstream_regis
 		s->n = i + 1;
 		e->domain = strdup(u->domain);
 		e->token = u->token ? strdup(u->token) : NULL;
-		if (!e->domain || (u->token && !e->token)) {
+		if (copy_regions((const char *const *)u->regions, u->n_regions, &e->regions))
+			e->n_regions = u->n_regions;
+		if (!e->domain || (u->token && !e->token) || (u->n_regions && !e->regions)) {
 			upstream_snapshot_unref(s);
 			return NULL;
 		}
@@ -387,11 +417,13 @@ struct upstream_snapshot *upstream_registry_snapshot(const struct upstream_regis
 		e->port = u->port;
 		e->weight = u->weight;
 		e->numbering = u->numbering;
-		e->state = u->state;
+		e->state = u->health.state;
 		memcpy(e->protocols, u->protocols, u->n_protocols * sizeof u->protocols[0]);
 		e->n_protocols = u->n_protocols;
-		memcpy(e->algorithms, u->algorithms, u->n_algorithms * sizeof u->algorithms[0]);
-		e->n_algorithms = u->n_algorithms;
+		e->n_algorithms = upstream_health_usable(&u->health, r->timing.deep_check_ms != 0,
+							 u->algorithms, u->n_algorithms,
+							 e->algorithms, &e->families_ok);
+		e->families = u->health.families;
 		e->fetched_ms = u->fetched_ms;
 		memcpy(e->announced, u->announced, sizeof e->announced);
 	}
@@ -416,36 +448,22 @@ int upstream_pick(struct upstream_registry *r, const struct ke_msg_request *req,
 
 /* ---- Probes and deep checks --------------------------------------------------------------- */
 
-static uint64_t backoff_ms(const struct upstream_registry *r, unsigned streak)
-{
-	uint64_t b = r->timing.backoff_min_ms;
-	for (unsigned i = 1; i < streak && b < r->timing.backoff_max_ms; i++)
-		b *= 2;
-	return b < r->timing.backoff_max_ms ? b : r->timing.backoff_max_ms;
-}
-
-/* Deep checks run on healthy upstreams when enabled, and whatever the setting on one that must
- * prove itself after failing Fixed Key requests. */
-static bool deep_wanted(const struct upstream_registry *r, const struct upstream *u)
-{
-	return (u->state == UPSTREAM_HEALTHY && r->timing.deep_check_ms) || u->recovery_due;
-}
-
 /* Earliest due upstream, so one that waited longest goes first. */
 static struct upstream *earliest(const struct upstream_registry *r, bool deep)
 {
 	struct upstream *best = NULL;
 	for (size_t i = 0; i < r->n; i++) {
 		struct upstream *u = r->v[i];
+		const struct upstream_health *h = &u->health;
 		if (deep) {
-			if (!deep_wanted(r, u) || u->deep_running)
+			if (!upstream_health_deep_wanted(h, &r->timing) || h->deep_running)
 				continue;
-			if (!best || u->next_deep_ms < best->next_deep_ms)
+			if (!best || h->next_deep_ms < best->health.next_deep_ms)
 				best = u;
 		} else {
-			if (u->state == UPSTREAM_DRAINING || u->probe_running)
+			if (h->state == UPSTREAM_DRAINING || h->probe_running)
 				continue;
-			if (!best || u->next_probe_ms < best->next_probe_ms)
+			if (!best || h->next_probe_ms < best->health.next_probe_ms)
 				best = u;
 		}
 	}
@@ -455,7 +473,7 @@ static struct upstream *earliest(const struct upstream_registry *r, bool deep)
 int upstream_probe_due(struct upstream_registry *r, uint64_t now_ms, uint32_t *id)
 {
 	const struct upstream *u = earliest(r, false);
-	if (!u || u->next_probe_ms > now_ms)
+	if (!u || u->health.next_probe_ms > now_ms)
 		return -ENOENT;
 	*id = u->id;
 	return 0;
@@ -464,46 +482,22 @@ int upstream_probe_due(struct upstream_registry *r, uint64_t now_ms, uint32_t *i
 uint64_t upstream_next_probe_ms(const struct upstream_registry *r)
 {
 	const struct upstream *u = earliest(r, false);
-	return u ? u->next_probe_ms : UINT64_MAX;
+	return u ? u->health.next_probe_ms : UINT64_MAX;
 }
 
 void upstream_probe_started(struct upstream_registry *r, uint32_t id, uint64_t now_ms)
 {
 	(void)now_ms;
 	struct upstream *u = find(r, id);
-	if (u && u->state != UPSTREAM_DRAINING)
-		u->probe_running = true;
-}
-
-static void failed(struct upstream_registry *r, struct upstream *u, const char *reason,
-		   uint64_t now_ms)
-{
-	u->failures++;
-	u->fail_streak++;
-	r->version++;
-	/* While it must prove itself, the Fixed Key failures stay the reason; what failed since
-	 * (the recovery deep check, a probe) is said after them. */
-	if (u->needs_deep && strcmp(reason ? reason : "", u->streak_reason) != 0)
-		snprintf(u->health_reason, sizeof u->health_reason, "%s; since then: %s",
-			 u->streak_reason, reason ? reason : "failed");
-	else
-		snprintf(u->health_reason, sizeof u->health_reason, "%s", reason ? reason : "failed");
-	if (u->state != UPSTREAM_UNHEALTHY)
-		log_warn("upstream %s:%u unhealthy: %s", u->domain, u->port, reason);
-	leave_rotation(u, UPSTREAM_UNHEALTHY);
-	if (!u->probe_running)
-		u->next_probe_ms = now_ms + backoff_ms(r, u->fail_streak);
+	if (u && u->health.state != UPSTREAM_DRAINING)
+		u->health.probe_running = true;
 }
 
 static void probe_failed(struct upstream_registry *r, struct upstream *u, const char *reason,
-			 uint64_t now_ms)
+			 bool refused, uint64_t now_ms)
 {
-	u->probe_running = false;
-	u->probed = true;
-	u->last_probe_ms = now_ms;
-	set_text(u->probe_result, reason);
-	log_debug("upstream %s:%u probe failed: %s", u->domain, u->port, u->probe_result);
-	failed(r, u, u->probe_result, now_ms);
+	if (upstream_health_probe_failed(&u->health, &r->timing, reason, refused, now_ms))
+		r->version++;
 }
 
 void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
@@ -514,8 +508,8 @@ void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
 		return;
 	/* Cleared even for a draining upstream: a reload may configure it again, and a probe
 	 * marked as running would never be scheduled. */
-	u->probe_running = false;
-	if (u->state == UPSTREAM_DRAINING)
+	u->health.probe_running = false;
+	if (u->health.state == UPSTREAM_DRAINING)
 		return;
 
 	/* Only what a Fixed Key request can carry: the builder insists on the AEAD's key length. */
@@ -542,11 +536,11 @@ void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
 	for (size_t i = 0; i < n_protocols; i++)
 		ntpv4 |= protocols[i] == KE_MSG_PROTOCOL_NTPV4;
 	if (!ntpv4) {
-		probe_failed(r, u, "upstream does not offer NTPv4", now_ms);
+		probe_failed(r, u, "upstream does not offer NTPv4", true, now_ms);
 		return;
 	}
 	if (n_algs == 0) {
-		probe_failed(r, u, "no usable algorithms", now_ms);
+		probe_failed(r, u, "no usable algorithms", true, now_ms);
 		return;
 	}
 
@@ -558,46 +552,36 @@ void upstream_probe_ok(struct upstream_registry *r, uint32_t id,
 	if (support->has_server)
 		snprintf(u->announced, sizeof u->announced, "%s", support->server.name);
 	r->version++;
+	upstream_health_probe_ok(&u->health, &r->timing, now_ms);
+}
 
-	u->probe_running = false;
-	u->probed = true;
-	u->last_probe_ms = now_ms;
-	set_text(u->probe_result, "ok");
-	u->next_probe_ms = now_ms + r->timing.probe_interval_ms;
-	if (!u->deep_failed)
-		u->fail_streak = 0;
-	if (u->needs_deep) {
-		/* The Support answer is no proof: the Fixed Key requests failed. */
-		if (!u->recovery_due)
-			log_debug("upstream %s:%u probe ok; a deep check decides its health",
-				  u->domain, u->port);
-		u->recovery_due = true;
-		if (!u->deep_running)
-			u->next_deep_ms = now_ms;
+static void probe_failed_id(struct upstream_registry *r, uint32_t id, const char *reason,
+			    bool refused, uint64_t now_ms)
+{
+	struct upstream *u = find(r, id);
+	if (!u)
 		return;
-	}
-	if (u->state != UPSTREAM_HEALTHY) {
-		log_info("upstream %s:%u healthy", u->domain, u->port);
-		u->state = UPSTREAM_HEALTHY;
-		u->next_deep_ms = now_ms;
-	}
+	u->health.probe_running = false; /* as in upstream_probe_ok */
+	if (u->health.state != UPSTREAM_DRAINING)
+		probe_failed(r, u, reason, refused, now_ms);
 }
 
 void upstream_probe_failed(struct upstream_registry *r, uint32_t id, const char *reason,
 			   uint64_t now_ms)
 {
-	struct upstream *u = find(r, id);
-	if (!u)
-		return;
-	u->probe_running = false; /* as in upstream_probe_ok */
-	if (u->state != UPSTREAM_DRAINING)
-		probe_failed(r, u, reason, now_ms);
+	probe_failed_id(r, id, reason, false, now_ms);
+}
+
+void upstream_probe_refused(struct upstream_registry *r, uint32_t id, const char *reason,
+			    uint64_t now_ms)
+{
+	probe_failed_id(r, id, reason, true, now_ms);
 }
 
 int upstream_deep_due(struct upstream_registry *r, uint64_t now_ms, uint32_t *id)
 {
 	const struct upstream *u = earliest(r, true);
-	if (!u || u->next_deep_ms > now_ms)
+	if (!u || u->health.next_deep_ms > now_ms)
 		return -ENOENT;
 	*id = u->id;
 	return 0;
@@ -606,46 +590,28 @@ int upstream_deep_due(struct upstream_registry *r, uint64_t now_ms, uint32_t *id
 uint64_t upstream_next_deep_ms(const struct upstream_registry *r)
 {
 	const struct upstream *u = earliest(r, true);
-	return u ? u->next_deep_ms : UINT64_MAX;
+	return u ? u->health.next_deep_ms : UINT64_MAX;
 }
 
 void upstream_deep_started(struct upstream_registry *r, uint32_t id, uint64_t now_ms)
 {
 	(void)now_ms;
 	struct upstream *u = find(r, id);
-	if (u && deep_wanted(r, u))
-		u->deep_running = true;
+	if (u && upstream_health_deep_wanted(&u->health, &r->timing))
+		u->health.deep_running = true;
 }
 
-void upstream_deep_result(struct upstream_registry *r, uint32_t id, bool ok, const char *reason,
+void upstream_deep_result(struct upstream_registry *r, uint32_t id, uint8_t families,
+			  const struct upstream_deep_outcome *v, size_t n, const char *reason,
 			  uint64_t now_ms)
 {
 	struct upstream *u = find(r, id);
 	if (!u)
 		return;
-	u->deep_running = false; /* as in upstream_probe_ok */
-	if (u->state == UPSTREAM_DRAINING)
-		return;
-	u->deep_checked = true;
-	u->last_deep_ms = now_ms;
-	u->next_deep_ms = now_ms + r->timing.deep_check_ms;
-	set_text(u->deep_result, ok ? "ok" : reason);
-	u->deep_failed = !ok;
-	bool recovery = u->recovery_due;
-	u->recovery_due = false;
-	if (ok) {
-		u->fail_streak = 0;
-		if (recovery) {
-			log_info("upstream %s:%u healthy again: the deep check passed", u->domain,
-				 u->port);
-			u->needs_deep = false;
-			u->state = UPSTREAM_HEALTHY;
-			r->version++;
-		}
-		return;
-	}
-	log_debug("upstream %s:%u deep check failed: %s", u->domain, u->port, u->deep_result);
-	failed(r, u, u->deep_result, now_ms);
+	u->health.deep_running = false; /* as in upstream_probe_ok */
+	if (u->health.state != UPSTREAM_DRAINING &&
+	    upstream_health_deep_result(&u->health, &r->timing, families, v, n, reason, now_ms))
+		r->version++;
 }
 
 /* ---- Sessions ----------------------------------------------------------------------------- */
@@ -655,7 +621,7 @@ void upstream_session_ok(struct upstream_registry *r, uint32_t id, uint64_t late
 	struct upstream *u = find(r, id);
 	if (!u)
 		return;
-	u->session_streak = 0;
+	upstream_health_session_ok(&u->health);
 	u->served++;
 	u->latency[u->latency_next] = latency_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)latency_ms;
 	u->latency_next = (u->latency_next + 1) % LATENCY_SAMPLES;
@@ -667,25 +633,8 @@ void upstream_session_failed(struct upstream_registry *r, uint32_t id, const cha
 			     uint64_t now_ms)
 {
 	struct upstream *u = find(r, id);
-	if (!u)
-		return;
-	log_debug("upstream %s:%u failed in a session: %s", u->domain, u->port,
-		  reason ? reason : "failed");
-	unsigned streak = r->timing.fixed_key_streak;
-	if (u->state == UPSTREAM_HEALTHY && streak && ++u->session_streak >= streak) {
-		/* An upstream that answers probes but fails its Fixed Key requests leaves rotation
-		 * at once; only a deep check brings it back. */
-		char why[RESULT_MAX];
-		snprintf(why, sizeof why, "fixed-key requests fail: %s", reason ? reason : "failed");
-		u->session_streak = 0;
-		u->needs_deep = true;
-		snprintf(u->streak_reason, sizeof u->streak_reason, "%s", why);
-		failed(r, u, why, now_ms);
-		return;
-	}
-	u->failures++;
-	if (u->state == UPSTREAM_HEALTHY && !u->probe_running && u->next_probe_ms > now_ms)
-		u->next_probe_ms = now_ms;
+	if (u && upstream_health_session_failed(&u->health, &r->timing, reason, now_ms))
+		r->version++;
 }
 
 void upstream_server_announced(struct upstream_registry *r, uint32_t id, const char *server)
@@ -703,12 +652,6 @@ static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 	return (x > y) - (x < y);
-}
-
-static json_t *wall_time(uint64_t t_ms, uint64_t now_ms, uint64_t wall_now_s)
-{
-	uint64_t age_s = now_ms > t_ms ? (now_ms - t_ms) / 1000 : 0;
-	return json_integer((json_int_t)(wall_now_s > age_s ? wall_now_s - age_s : 0));
 }
 
 static json_t *latency_json(const struct upstream *u)
@@ -730,7 +673,7 @@ void upstream_counters(const struct upstream_registry *r, uint32_t id, uint64_t 
 {
 	const struct upstream *u = find(r, id);
 	*served = u ? u->served : 0;
-	*failures = u ? u->failures : 0;
+	*failures = u ? u->health.failures_total : 0;
 }
 
 json_t *upstream_status_json(const struct upstream_registry *r, uint32_t id, unsigned kept,
@@ -741,7 +684,8 @@ json_t *upstream_status_json(const struct upstream_registry *r, uint32_t id, uns
 		return NULL;
 	json_t *protocols = json_array();
 	json_t *algorithms = json_array();
-	if (!protocols || !algorithms)
+	json_t *regions = json_array();
+	if (!protocols || !algorithms || !regions)
 		goto fail;
 	for (size_t i = 0; i < u->n_protocols; i++)
 		if (json_array_append_new(protocols, json_integer(u->protocols[i])) < 0)
@@ -751,28 +695,32 @@ json_t *upstream_status_json(const struct upstream_registry *r, uint32_t id, uns
 					  json_pack("{s:i, s:i}", "id", u->algorithms[i].id,
 						    "key_length", u->algorithms[i].key_len)) < 0)
 			goto fail;
+	for (size_t i = 0; i < u->n_regions; i++)
+		if (json_array_append_new(regions, json_string(u->regions[i])) < 0)
+			goto fail;
 	/* json_pack releases what "o" was given even when it fails: nothing to free after it. */
-	json_t *probe = u->probed ? wall_time(u->last_probe_ms, now_ms, wall_now_s) : json_null();
-	json_t *deep =
-		u->deep_checked ? wall_time(u->last_deep_ms, now_ms, wall_now_s) : json_null();
-	return json_pack("{s:I, s:s, s:i, s:I, s:s, s:o?, s:o, s:o?, s:o, s:o?, s:o, s:o, s:I, "
-			 "s:I, s:I, s:o}",
-			 "id", (json_int_t)u->id, "name", u->domain, "port", (int)u->port,
-			 "weight", (json_int_t)u->weight, "state", upstream_state_name(u->state),
-			 "unhealthy_reason",
-			 u->state == UPSTREAM_UNHEALTHY ? json_string(u->health_reason) : NULL,
-			 "last_probe", probe,
-			 "last_probe_result", u->probed ? json_string(u->probe_result) : NULL,
-			 "last_deep_check", deep,
-			 "last_deep_check_result",
-			 u->deep_checked ? json_string(u->deep_result) : NULL,
-			 "protocols", protocols, "algorithms", algorithms,
-			 "sessions_served", (json_int_t)u->served, "failures",
-			 (json_int_t)u->failures, "kept_connections", (json_int_t)kept,
-			 "latency_ms", latency_json(u));
+	json_t *o = json_pack("{s:I, s:s, s:i, s:I, s:o}", "id", (json_int_t)u->id, "name",
+			      u->domain, "port", (int)u->port, "weight", (json_int_t)u->weight,
+			      "regions", regions);
+	json_t *rest = json_pack("{s:o, s:o, s:I, s:I, s:I, s:o}", "protocols", protocols,
+				 "algorithms", algorithms, "sessions_served", (json_int_t)u->served,
+				 "failures", (json_int_t)u->health.failures_total,
+				 "kept_connections", (json_int_t)kept, "latency_ms",
+				 latency_json(u));
+	/* The health members after the name, then the lists and counters. */
+	bool ok = o && rest &&
+		  upstream_health_status(&u->health, &r->timing, o, now_ms, wall_now_s) &&
+		  json_object_update(o, rest) == 0;
+	json_decref(rest);
+	if (!ok) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 
 fail:
 	json_decref(protocols);
 	json_decref(algorithms);
+	json_decref(regions);
 	return NULL;
 }

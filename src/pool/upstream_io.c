@@ -369,10 +369,10 @@ static void on_conn_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo 
 }
 
 int upstream_io_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
-			const char *name, int socktype)
+			const char *name, int socktype, int flags)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = socktype,
-				  .ai_flags = AI_ADDRCONFIG };
+				  .ai_flags = flags };
 	return uv_getaddrinfo(loop, req, cb, name, NULL, &hints);
 }
 
@@ -419,7 +419,8 @@ static void open_conn(struct upstream_io *io, struct upstream_io_exchange *x)
 		return;
 	}
 	c->gai.data = c;
-	rc = upstream_io_resolve(io->loop, &c->gai, on_conn_resolved, domain, SOCK_STREAM);
+	rc = upstream_io_resolve(io->loop, &c->gai, on_conn_resolved, domain, SOCK_STREAM,
+				 AI_ADDRCONFIG);
 	if (rc < 0) {
 		conn_kill(c, rc, KILL_ABORT);
 		return;
@@ -597,9 +598,7 @@ conns:
 deeps:
 	for (struct deep *d = io->deeps; d; d = d->next) {
 		if (d->deadline && d->deadline <= now) {
-			upstream_check_deep_finish(d, false,
-						   d->resolving ? "NTP server not resolved in time"
-								: d->reason);
+			upstream_check_deep_expired(d);
 			goto deeps;
 		}
 	}
@@ -732,7 +731,7 @@ void upstream_io_close(struct upstream_io *io)
 	uv_timer_stop(&io->timer);
 	uv_close((uv_handle_t *)&io->timer, timer_closed);
 	while (io->deeps)
-		upstream_check_deep_finish(io->deeps, false, NULL);
+		upstream_check_deep_abort(io->deeps);
 	deliver_deferred(io);
 	while (io->queue) {
 		struct upstream_io_exchange *x = io->queue;

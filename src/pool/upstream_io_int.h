@@ -63,35 +63,65 @@ struct conn {
 	struct upstream_io_exchange *x; /* busy; NULL = idle (or not connected yet) */
 };
 
-/* A deep check (PROTOCOL.md §4.3): Fixed Key exchange, then one NTS-protected NTP request. */
+/* One NTS-protected NTP request of a deep check, to one address family's server address. */
+struct deep_ntp {
+	struct deep *d;
+	uint8_t family; /* UPSTREAM_FAMILY_* */
+	struct sockaddr_storage to;
+	struct net_udp *udp; /* while the request is out */
+	bool waiting;	     /* sent, no authenticated reply yet */
+	uint8_t uid[NTS_NTP_UID_LEN];
+	uint64_t sent_ts;
+	char reason[REASON_MAX]; /* why the last reply was refused */
+};
+
+/* One result of a deep check (upstream_deep_outcome with its reason kept here). */
+struct deep_outcome {
+	uint16_t aead;
+	uint8_t family;
+	bool ok;
+	char reason[REASON_MAX];
+};
+
+/* A deep check (PROTOCOL.md §4.3): for each AEAD in turn a Fixed Key exchange with keys of our
+ * own, then one NTS-protected NTP request per address family (the first IPv4 and the first IPv6
+ * address) of the server the answer names, each with a cookie of its own. */
 struct deep {
 	struct upstream_io *io;
 	struct deep *next; /* in io->deeps until finished */
 	bool linked;
 	bool resolving;
 	uint32_t id;
-	uint16_t aead;
+	uint16_t aeads[UPSTREAM_DEEP_AEADS_MAX];
+	size_t n_aeads;
+	size_t cur; /* aeads[cur] is being checked */
 	size_t key_len;
 	uint8_t c2s[AEAD_MAX_KEY_LEN];
 	uint8_t s2c[AEAD_MAX_KEY_LEN];
 	struct upstream_io_exchange *x;
 	uint64_t deadline; /* of the resolve and NTP stages; 0 during the KE stage */
 	uv_getaddrinfo_t gai;
-	struct net_udp *udp;
-	struct sockaddr_storage to;
-	struct ke_msg_cookie cookie;
-	uint8_t uid[NTS_NTP_UID_LEN];
-	uint64_t sent_ts;
-	char reason[REASON_MAX]; /* why the last reply was refused */
+	/* The server the addresses in ntp[] are of ("" none): the next AEAD's answer naming it
+	 * again needs no resolution. */
+	char server[KE_MSG_NAME_MAX + 1];
+	uint16_t port;
+	struct deep_ntp ntp[2];
+	size_t n_ntp;
+	struct ke_msg_cookie cookies[2];
+	size_t n_cookies;
+	uint8_t families; /* seen in this check */
+	struct deep_outcome out[UPSTREAM_DEEP_OUTCOMES_MAX];
+	size_t n_out;
 };
 
-/* What io remembers per upstream: the AEAD its last Support answer allows for deep checks, and
+/* What io remembers per upstream: the AEADs its last Support answer allows for deep checks, and
  * whether it answered well only without the Supported Next Protocol List (a seed-era server) in
  * the numbering it then had, so probes in that numbering omit the list. */
 struct ups {
 	struct ups *next;
 	uint32_t id;
-	uint16_t deep_aead;
+	uint16_t deep_aeads[UPSTREAM_DEEP_AEADS_MAX];
+	size_t n_deep_aeads;
 	bool no_protocol_list;
 	enum ke_numbering no_list_numbering;
 };
@@ -150,9 +180,10 @@ bool upstream_io_lookup(struct upstream_io *io, uint32_t id, struct upstream_io_
 const char *upstream_io_name_of(struct upstream_io *io, uint32_t id);
 
 
-/* upstream_io.c: starts resolving name for socktype into req (the caller owns req). */
+/* upstream_io.c: starts resolving name for socktype into req (the caller owns req); flags are
+ * getaddrinfo's ai_flags. */
 int upstream_io_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
-			const char *name, int socktype);
+			const char *name, int socktype, int flags);
 
 /* upstream_check.c: the timer's entry for a due probe (a Support exchange) of upstream id. */
 void upstream_check_start_probe(struct upstream_io *io, uint32_t id);
@@ -160,7 +191,12 @@ void upstream_check_start_probe(struct upstream_io *io, uint32_t id);
 /* upstream_check.c: the timer's entry for a due deep check of upstream id. */
 void upstream_check_start_deep(struct upstream_io *io, uint32_t id);
 
-/* upstream_check.c: reports deep check d once and ends it, for the timer's expiry and close. */
-void upstream_check_deep_finish(struct deep *d, bool ok, const char *reason);
+/* upstream_check.c: the timer's entry for deep check d past its deadline: the stage waiting
+ * fails (the NTP requests without a reply, or, for a stuck resolution, the AEADs left) and the
+ * check goes on with the next AEAD or reports. */
+void upstream_check_deep_expired(struct deep *d);
+
+/* upstream_check.c: ends deep check d without a report (io is closing). */
+void upstream_check_deep_abort(struct deep *d);
 
 #endif

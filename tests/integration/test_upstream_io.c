@@ -1,6 +1,7 @@
 /* upstream_io against real ntp-daemon processes on 127.0.0.2, on a real loop: probes, kept-alive
- * Fixed Key exchanges, idle timeout, refusals, dead ports and daemons, deep checks, the connection
- * bound, cancellation and closing. Every daemon is started with PR_SET_PDEATHSIG and killed by
+ * Fixed Key exchanges, idle timeout, refusals, dead ports and daemons, deep checks per AEAD and
+ * address family (NTP on IPv4, on ::1, and a server name to resolve), the connection bound,
+ * cancellation and closing. Every daemon is started with PR_SET_PDEATHSIG and killed by
  * the fixture's fini, so none outlives a test, whatever happens to it. */
 #include "upstream_io.h"
 
@@ -26,6 +27,7 @@
 
 #include "../unit/testutil.h"
 #include "tls_creds.h"
+#include "upstream_snapshot.h"
 
 #define MAX_DAEMONS 3
 #define RUN_LIMIT_MS 15000
@@ -61,6 +63,7 @@ static struct {
 	struct upstream_registry *reg;
 	struct upstream_io *io;
 	struct upstream_io_config cfg;
+	struct upstream_timing timing; /* deep_check_ms as start_io says */
 	unsigned max_kept;
 } T;
 
@@ -77,7 +80,8 @@ static void sh(const char *fmt, ...)
 	cr_assert_eq(system(cmd), 0, "command failed: %s", cmd);
 }
 
-/* A port free for TCP and UDP on every IPv4 address now, drawn below the ephemeral range. */
+/* A port free for TCP and UDP on every IPv4 address and for UDP on ::1 now, drawn below the
+ * ephemeral range. */
 static uint16_t free_port(void)
 {
 	for (int tries = 0; tries < 2000; tries++) {
@@ -85,11 +89,17 @@ static uint16_t free_port(void)
 		cr_assert_eq(getrandom(&r, sizeof r, 0), (ssize_t)sizeof r);
 		uint16_t port = (uint16_t)(20000 + r % 12768);
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+		struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(port),
+					   .sin6_addr = IN6ADDR_LOOPBACK_INIT };
 		int t = socket(AF_INET, SOCK_STREAM, 0), u = socket(AF_INET, SOCK_DGRAM, 0);
-		bool ok = t >= 0 && u >= 0 && bind(t, (struct sockaddr *)&a, sizeof a) == 0 &&
-			  bind(u, (struct sockaddr *)&a, sizeof a) == 0;
+		int u6 = socket(AF_INET6, SOCK_DGRAM, 0);
+		bool ok = t >= 0 && u >= 0 && u6 >= 0 &&
+			  bind(t, (struct sockaddr *)&a, sizeof a) == 0 &&
+			  bind(u, (struct sockaddr *)&a, sizeof a) == 0 &&
+			  bind(u6, (struct sockaddr *)&a6, sizeof a6) == 0;
 		close(t);
 		close(u);
+		close(u6);
 		if (ok)
 			return port;
 	}
@@ -122,7 +132,9 @@ static bool tcp_up(uint32_t ip, uint16_t port)
 	return ok;
 }
 
-enum { WITH_POOL = 1, NTP_DEAD = 2, NTPDRS_V1 = 4 };
+/* NTP_V6: the KE server names ::1 as the NTP server, which listens there too; NTP_NAMED: it
+ * names "localhost", and the NTP server listens on 127.0.0.1 and ::1 as well. */
+enum { WITH_POOL = 1, NTP_DEAD = 2, NTPDRS_V1 = 4, NTP_V6 = 8, NTP_NAMED = 16 };
 
 static void daemon_exec(struct daemon *d)
 {
@@ -173,17 +185,22 @@ static struct daemon *daemon_start(int flags)
 		"key-exchange-timeout-ms = 3000\n"
 		"concurrent-connections = 16\n"
 		"ntp-port = %u\n"
-		"ntp-server = \"127.0.0.2\"\n",
-		d->ke, T.dir, T.dir, ntp_port);
+		"ntp-server = \"%s\"\n",
+		d->ke, T.dir, T.dir, ntp_port,
+		flags & NTP_V6 ? "::1" : flags & NTP_NAMED ? "localhost" : "127.0.0.2");
 	if (flags & WITH_POOL)
 		fprintf(f, "authorized-pool-server-certificates = [\"%s/pool.pem\"]\n", T.dir);
 	if (flags & NTPDRS_V1)
 		fprintf(f, "pool-record-numbers = \"ntpd-rs-v1\"\n");
+	fprintf(f, "\n[[server]]\nlisten = \"127.0.0.2:%u\"\n", d->ntp);
+	if (flags & (NTP_V6 | NTP_NAMED))
+		fprintf(f, "\n[[server]]\nlisten = \"[::1]:%u\"\n", d->ntp);
+	if (flags & NTP_NAMED)
+		fprintf(f, "\n[[server]]\nlisten = \"127.0.0.1:%u\"\n", d->ntp);
 	fprintf(f,
-		"\n[[server]]\nlisten = \"127.0.0.2:%u\"\n"
 		"\n[observability]\nstatus-listen = \"127.0.0.1:%u\"\nlog-level = \"debug\"\n"
 		"\n[synchronization]\nclock-control = false\nlocal-stratum = 1\n",
-		d->ntp, d->status);
+		d->status);
 	fclose(f);
 	daemon_exec(d);
 	return d;
@@ -244,6 +261,10 @@ static void setup(void)
 	T.loop_open = true;
 	T.cfg = (struct upstream_io_config){ .upstream_timeout_ms = 2000, .idle_ms = 30000,
 					     .max_conns = 4 };
+	T.timing = (struct upstream_timing){ .probe_interval_ms = 600000,
+					     .support_cache_ms = 600000,
+					     .backoff_min_ms = 60000,
+					     .backoff_max_ms = 600000 };
 }
 
 static void teardown(void)
@@ -280,11 +301,8 @@ static void start_io_named(const char *domain, const uint16_t *ports, size_t n,
 	for (size_t i = 0; i < n; i++)
 		specs[i] = (struct upstream_spec){ .domain = domain, .port = ports[i],
 						   .weight = 1 };
-	struct upstream_timing timing = { .probe_interval_ms = 600000,
-					  .support_cache_ms = 600000,
-					  .backoff_min_ms = 60000,
-					  .backoff_max_ms = 600000,
-					  .deep_check_ms = deep_check_ms };
+	struct upstream_timing timing = T.timing;
+	timing.deep_check_ms = deep_check_ms;
 	cr_assert_eq(upstream_registry_new(&T.reg, specs, n, &timing, uv_now(&T.loop)), 0);
 	cr_assert_eq(upstream_io_new(&T.io, &T.loop, T.creds, T.reg, &T.cfg), 0);
 }
@@ -590,26 +608,114 @@ static bool deep_checked(void)
 	return strcmp(status_str("last_deep_check_result", buf, sizeof buf), "(none)") != 0;
 }
 
-Test(upstream_io, deep_check_passes)
+/* The deep check's result for (aead, family) in /status: 1 passed, 0 failed, -1 none; the
+ * failure's reason into why. */
+static int check_of(uint16_t aead, const char *family, char *why, size_t len)
+{
+	json_t *j = upstream_status_json(T.reg, id0(), 0, uv_now(&T.loop), (uint64_t)time(NULL));
+	cr_assert(j);
+	json_t *checks = json_object_get(j, "checks");
+	int found = -1;
+	for (size_t i = 0; i < json_array_size(checks); i++) {
+		json_t *c = json_array_get(checks, i);
+		const char *fam = json_string_value(json_object_get(c, "family"));
+		if (json_integer_value(json_object_get(c, "aead")) != aead || !fam ||
+		    strcmp(fam, family) != 0)
+			continue;
+		found = json_is_true(json_object_get(c, "ok"));
+		const char *reason = json_string_value(json_object_get(c, "reason"));
+		snprintf(why, len, "%s", reason ? reason : "");
+	}
+	json_decref(j);
+	return found;
+}
+
+static size_t n_checks(void)
+{
+	json_t *j = upstream_status_json(T.reg, id0(), 0, uv_now(&T.loop), (uint64_t)time(NULL));
+	size_t n = json_array_size(json_object_get(j, "checks"));
+	json_decref(j);
+	return n;
+}
+
+/* Both AEADs the daemon supports passed on family; the snapshot lists both, family works. */
+static void assert_both_aeads_pass(const char *family, uint8_t bit)
+{
+	char buf[200];
+	cr_assert_str_eq(status_str("last_deep_check_result", buf, sizeof buf), "ok");
+	cr_assert_eq(check_of(15, family, buf, sizeof buf), 1, "AEAD 15 over %s: %s", family, buf);
+	cr_assert_eq(check_of(17, family, buf, sizeof buf), 1, "AEAD 17 over %s: %s", family, buf);
+	struct upstream_snapshot *s = upstream_registry_snapshot(T.reg);
+	cr_assert(s);
+	const struct upstream_snapshot_entry *e = upstream_snapshot_find(s, id0());
+	cr_assert(e);
+	cr_assert_eq(e->families & bit, bit);
+	cr_assert_eq(e->families_ok, e->families, "every family seen works");
+	cr_assert_eq(e->n_algorithms, 2);
+	cr_assert_eq(e->algorithms[0].id, 15);
+	cr_assert_eq(e->algorithms[1].id, 17);
+	upstream_snapshot_unref(s);
+}
+
+Test(upstream_io, deep_check_passes_for_each_aead_over_ipv4)
 {
 	struct daemon *d = daemon_start(WITH_POOL);
 	start_io(&d->ke, 1, 3600000);
 	cr_assert(run_until(deep_checked));
-	char buf[200];
-	cr_assert_str_eq(status_str("last_deep_check_result", buf, sizeof buf), "ok");
+	assert_both_aeads_pass("ipv4", UPSTREAM_FAMILY_IPV4);
+	cr_assert_eq(n_checks(), 2, "one result per AEAD: the server has one address");
 	cr_assert_eq(upstream_state(T.reg, id0()), UPSTREAM_HEALTHY);
+	/* Two Fixed Key requests, one per AEAD, on the probe's kept connection. */
+	cr_assert_geq(daemon_ke_stat(d, "keep_alive_reuse"), 2);
 	close_io_and_loop();
 }
 
+Test(upstream_io, deep_check_passes_for_each_aead_over_ipv6)
+{
+	struct daemon *d = daemon_start(WITH_POOL | NTP_V6);
+	start_io(&d->ke, 1, 3600000);
+	cr_assert(run_until(deep_checked));
+	assert_both_aeads_pass("ipv6", UPSTREAM_FAMILY_IPV6);
+	char buf[200];
+	cr_assert_eq(check_of(15, "ipv4", buf, sizeof buf), -1, "::1 has no IPv4 address");
+	close_io_and_loop();
+}
+
+/* A name is resolved for every family it has; each one found is checked with both AEADs. */
+Test(upstream_io, deep_check_resolves_the_ntp_server_name)
+{
+	struct daemon *d = daemon_start(WITH_POOL | NTP_NAMED);
+	start_io(&d->ke, 1, 3600000);
+	cr_assert(run_until(deep_checked));
+	assert_both_aeads_pass("ipv4", UPSTREAM_FAMILY_IPV4);
+	close_io_and_loop();
+}
+
+static bool unhealthy(void)
+{
+	return upstream_state(T.reg, id0()) == UPSTREAM_UNHEALTHY;
+}
+
+/* NTP never answers: every AEAD fails; one failed check of the two (fall) keeps the upstream in
+ * rotation with its lists, the probe after the back-off makes the second check due, which
+ * takes it out. */
 Test(upstream_io, deep_check_fails_when_ntp_does_not_answer)
 {
 	T.cfg.upstream_timeout_ms = 800;
+	T.timing.backoff_min_ms = 200;
 	struct daemon *d = daemon_start(WITH_POOL | NTP_DEAD);
 	start_io(&d->ke, 1, 3600000);
 	cr_assert(run_until(deep_checked));
 	char buf[200];
 	cr_assert_str_eq(status_str("last_deep_check_result", buf, sizeof buf), "no NTP reply");
-	cr_assert_eq(upstream_state(T.reg, id0()), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(check_of(15, "ipv4", buf, sizeof buf), 0);
+	cr_assert_str_eq(buf, "no NTP reply");
+	cr_assert_eq(check_of(17, "ipv4", buf, sizeof buf), 0);
+	cr_assert_eq(upstream_state(T.reg, id0()), UPSTREAM_HEALTHY, "one failed check of two");
+	cr_assert(run_until(unhealthy));
+	cr_assert_str_eq(status_str("unhealthy_reason", buf, sizeof buf), "no NTP reply");
+	cr_assert_str_eq(status_str("last_probe_result", buf, sizeof buf), "ok",
+			 "the probe passed: the deep check decided");
 	close_io_and_loop();
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "upstream_snapshot.h"
 
 #define T0 1000000
 #define INTERVAL 60000
@@ -38,8 +39,11 @@ static void teardown(void)
 
 TestSuite(upstream, .init = setup, .fini = teardown);
 
-/* An upstream speaking the IANA numbering, without a token. */
-#define SPEC(domain, port, weight) { (domain), (port), (weight), KE_NUMBERING_IANA, NULL }
+/* An upstream speaking the IANA numbering, without a token; one with numbering and token. */
+#define SPEC(domain, port, weight) SPEC_T(domain, port, weight, KE_NUMBERING_IANA, NULL)
+#define SPEC_T(domain_, port_, weight_, numbering_, token_)                                  \
+	{ .domain = (domain_), .port = (port_), .weight = (weight_), .numbering = (numbering_),   \
+	  .token = (token_) }
 
 static const struct upstream_timing timing = {
 	.probe_interval_ms = INTERVAL,
@@ -79,6 +83,29 @@ static void make_healthy(struct upstream_registry *r, uint32_t id, uint64_t now)
 	cr_assert_eq(upstream_state(r, id), UPSTREAM_HEALTHY);
 }
 
+/* A complete deep check with one result per (AEAD, family) in v. */
+static void deep_report(struct upstream_registry *r, uint32_t id, uint8_t families,
+			const struct upstream_deep_outcome *v, size_t n, uint64_t now)
+{
+	upstream_deep_result(r, id, families, v, n, NULL, now);
+}
+
+/* A deep check where AEADs 15 and 17 passed, or failed with reason, over IPv4. */
+static void deep_ok(struct upstream_registry *r, uint32_t id, uint64_t now)
+{
+	const struct upstream_deep_outcome v[] = { { 15, UPSTREAM_FAMILY_IPV4, true, NULL },
+						   { 17, UPSTREAM_FAMILY_IPV4, true, NULL } };
+	deep_report(r, id, UPSTREAM_FAMILY_IPV4, v, 2, now);
+}
+
+static void deep_fail(struct upstream_registry *r, uint32_t id, const char *reason,
+		      uint64_t now)
+{
+	const struct upstream_deep_outcome v[] = { { 15, UPSTREAM_FAMILY_IPV4, false, reason },
+						   { 17, UPSTREAM_FAMILY_IPV4, false, reason } };
+	deep_report(r, id, UPSTREAM_FAMILY_IPV4, v, 2, now);
+}
+
 static uint32_t pick(struct upstream_registry *r, const struct ke_msg_request *req,
 		     const uint32_t *tried, size_t n_tried, uint64_t now)
 {
@@ -91,6 +118,13 @@ static int pick_rc(struct upstream_registry *r, uint64_t now)
 {
 	struct pool_upstream_info info;
 	return upstream_pick(r, NULL, NULL, 0, now, &info);
+}
+
+/* A client's request as selection sees it: NTPv4 with AEAD 15, denying nobody yet. */
+static struct ke_msg_request client_request(void)
+{
+	struct ke_msg_request req = { .n_protocols = 1, .aeads = { 15 }, .n_aeads = 1 };
+	return req;
 }
 
 static void deny(struct ke_msg_request *req, const char *name)
@@ -176,7 +210,7 @@ Test(upstream, deny_skips_and_falls_back)
 	struct upstream_registry *r = make(specs, 3, &timing);
 	for (size_t i = 0; i < 3; i++)
 		make_healthy(r, upstream_id_at(r, i), T0);
-	struct ke_msg_request req = { 0 };
+	struct ke_msg_request req = client_request();
 	deny(&req, "A.TEST");
 	deny(&req, "b.Test");
 	for (int i = 0; i < 10; i++)
@@ -209,7 +243,7 @@ Test(upstream, deny_matches_announced_server)
 	make_healthy(r, 0, T0);
 	make_healthy(r, 1, T0);
 	upstream_server_announced(r, 0, "ntp1.test");
-	struct ke_msg_request req = { 0 };
+	struct ke_msg_request req = client_request();
 	deny(&req, "NTP1.test");
 	for (int i = 0; i < 4; i++)
 		cr_assert_eq(pick(r, &req, NULL, 0, T0), 1);
@@ -250,15 +284,20 @@ Test(upstream, never_picked_unless_healthy_and_fresh)
 	struct ke_msg_response s = support();
 	upstream_probe_ok(r, 0, &s, T0 + CACHE + 1);
 	cr_assert_eq(pick_rc(r, T0 + CACHE + 1), 0);
+	/* Two failed checks in a row (the default fall) take it out, two passes bring it back. */
 	upstream_probe_failed(r, 0, "connection refused", T0 + CACHE + 2);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 2), 0, "one failure is not enough");
+	upstream_probe_failed(r, 0, "connection refused", T0 + CACHE + 3);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
-	cr_assert_eq(pick_rc(r, T0 + CACHE + 2), -ENOENT);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 3), -ENOENT);
 
-	upstream_probe_ok(r, 0, &s, T0 + CACHE + 3);
-	cr_assert_eq(pick_rc(r, T0 + CACHE + 3), 0);
-	cr_assert_eq(upstream_registry_update(r, NULL, 0, T0 + CACHE + 4), 0);
+	upstream_probe_ok(r, 0, &s, T0 + CACHE + 4);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 4), -ENOENT, "one pass is not enough");
+	upstream_probe_ok(r, 0, &s, T0 + CACHE + 5);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 5), 0);
+	cr_assert_eq(upstream_registry_update(r, NULL, 0, T0 + CACHE + 6), 0);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_DRAINING);
-	cr_assert_eq(pick_rc(r, T0 + CACHE + 4), -ENOENT);
+	cr_assert_eq(pick_rc(r, T0 + CACHE + 6), -ENOENT);
 	upstream_registry_free(r);
 }
 
@@ -311,7 +350,14 @@ Test(upstream, probe_scheduling_and_backoff)
 	}
 	cr_assert_eq(want, BMAX);
 
+	/* The first pass resets the back-off and confirms soon; the second one admits it, and then
+	 * probes come at the interval. */
 	struct ke_msg_response s = support();
+	upstream_probe_ok(r, 0, &s, now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(upstream_next_probe_ms(r), now + BMIN);
+	now += BMIN;
+	upstream_probe_started(r, 0, now);
 	upstream_probe_ok(r, 0, &s, now);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
 	cr_assert_eq(upstream_next_probe_ms(r), now + INTERVAL);
@@ -334,12 +380,20 @@ Test(upstream, session_failure_triggers_probe)
 	upstream_session_failed(r, 0, "reset", T0 + 6);
 	cr_assert_eq(upstream_probe_due(r, T0 + 6, &id), -ENOENT, "not twice in flight");
 	upstream_probe_failed(r, 0, "reset", T0 + 7);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY, "one failed probe of two");
 	cr_assert_eq(upstream_next_probe_ms(r), T0 + 7 + BMIN);
-	/* Unhealthy: session failures leave the back-off alone. */
+	/* Still in rotation: the next session failure makes the second probe due at once. */
 	upstream_session_failed(r, 0, "reset", T0 + 8);
-	cr_assert_eq(upstream_next_probe_ms(r), T0 + 7 + BMIN);
-	json_t *j = upstream_status_json(r, 0, 0, T0 + 8, WALL);
-	cr_assert_eq(json_integer_value(json_object_get(j, "failures")), 4);
+	cr_assert_eq(upstream_next_probe_ms(r), T0 + 8);
+	upstream_probe_started(r, 0, T0 + 8);
+	upstream_probe_failed(r, 0, "reset", T0 + 9);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(upstream_next_probe_ms(r), T0 + 9 + 2 * BMIN);
+	/* Unhealthy: session failures leave the back-off alone. */
+	upstream_session_failed(r, 0, "reset", T0 + 10);
+	cr_assert_eq(upstream_next_probe_ms(r), T0 + 9 + 2 * BMIN);
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 10, WALL);
+	cr_assert_eq(json_integer_value(json_object_get(j, "failures")), 6);
 	json_decref(j);
 	upstream_registry_free(r);
 }
@@ -382,7 +436,7 @@ Test(upstream, fixed_key_failure_streak_needs_a_deep_check)
 	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
 	cr_assert_eq(id, 0);
 	upstream_deep_started(r, 0, now);
-	upstream_deep_result(r, 0, false, "NTP authentication failed", now + 10);
+	deep_fail(r, 0, "NTP authentication failed", now + 10);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
 	cr_assert_eq(upstream_deep_due(r, now + 10, &id), -ENOENT, "the next probe first");
 	j = upstream_status_json(r, 0, 0, now + 10, WALL);
@@ -392,19 +446,25 @@ Test(upstream, fixed_key_failure_streak_needs_a_deep_check)
 			 "the Fixed Key failures stay the reason while it must prove itself");
 	json_decref(j);
 
-	/* Next probe, next deep check: it passes, the upstream is back. */
+	/* Next probe, next deep check: it passes, which counts; the probe after it (soon) makes
+	 * the second pass in a row, and the upstream is back. */
 	now = upstream_next_probe_ms(r);
 	upstream_probe_started(r, 0, now);
 	upstream_probe_ok(r, 0, &sup, now);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
 	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
 	upstream_deep_started(r, 0, now);
-	upstream_deep_result(r, 0, true, NULL, now + 10);
+	deep_ok(r, 0, now + 10);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY, "one pass of two");
+	cr_assert_eq(upstream_next_probe_ms(r), now + 10 + BMIN);
+	now += 10 + BMIN;
+	upstream_probe_started(r, 0, now);
+	upstream_probe_ok(r, 0, &sup, now);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
-	cr_assert_eq(pick_rc(r, now + 10), 0);
-	cr_assert_eq(upstream_deep_due(r, now + 10 + DEEP, &id), -ENOENT,
+	cr_assert_eq(pick_rc(r, now), 0);
+	cr_assert_eq(upstream_deep_due(r, now + DEEP, &id), -ENOENT,
 		     "periodic deep checks stay off");
-	j = upstream_status_json(r, 0, 0, now + 10, WALL);
+	j = upstream_status_json(r, 0, 0, now, WALL);
 	cr_assert(json_is_null(json_object_get(j, "unhealthy_reason")));
 	json_decref(j);
 	upstream_registry_free(r);
@@ -439,33 +499,60 @@ Test(upstream, deep_check)
 	cr_assert_eq(upstream_deep_due(r, T0, &id), 0);
 	upstream_deep_started(r, 0, T0);
 	cr_assert_eq(upstream_deep_due(r, T0, &id), -ENOENT, "in flight");
-	upstream_deep_result(r, 0, true, NULL, T0 + 100);
+	deep_ok(r, 0, T0 + 100);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
 	cr_assert_eq(upstream_next_deep_ms(r), T0 + 100 + DEEP);
 
+	/* A failed deep check is one of the two failures that end rotation; the probe after it
+	 * (after the back-off) is no proof but makes the next deep check due at once. */
 	uint64_t now = T0 + 100 + DEEP;
 	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
 	upstream_deep_started(r, 0, now);
-	upstream_deep_result(r, 0, false, "NTP authentication failed", now);
+	deep_fail(r, 0, "NTP authentication failed", now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY, "one failure of two");
+	cr_assert_eq(upstream_next_probe_ms(r), now + BMIN);
+	cr_assert_eq(upstream_deep_due(r, now + BMIN, &id), -ENOENT, "the probe first");
+	now += BMIN;
+	struct ke_msg_response s = support();
+	upstream_probe_started(r, 0, now);
+	upstream_probe_ok(r, 0, &s, now);
+	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
+	upstream_deep_started(r, 0, now);
+	deep_fail(r, 0, "NTP authentication failed", now);
 	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
 	cr_assert_eq(pick_rc(r, now), -ENOENT);
-	cr_assert_eq(upstream_next_probe_ms(r), now + BMIN);
-	cr_assert_eq(upstream_deep_due(r, now + DEEP, &id), -ENOENT);
-
-	/* A probe ok brings it back and asks for a deep check at once; while deep checks fail the
-	 * back-off keeps doubling. */
-	now += BMIN;
-	make_healthy(r, 0, now);
-	cr_assert_eq(upstream_deep_due(r, now, &id), 0);
-	upstream_deep_result(r, 0, false, "NTP authentication failed", now);
 	cr_assert_eq(upstream_next_probe_ms(r), now + 2 * BMIN);
+
+	/* Out of rotation, a passing probe does not count while deep checks fail, and the
+	 * back-off keeps doubling. */
 	now += 2 * BMIN;
-	make_healthy(r, 0, now);
-	upstream_deep_result(r, 0, true, NULL, now);
+	upstream_probe_started(r, 0, now);
+	upstream_probe_ok(r, 0, &s, now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(upstream_deep_due(r, now, &id), 0, "the deep check decides");
+	upstream_deep_started(r, 0, now);
+	deep_fail(r, 0, "NTP authentication failed", now);
+	cr_assert_eq(upstream_next_probe_ms(r), now + 4 * BMIN);
+
+	/* NTP works again: the deep check passes (one), the probe soon after (two): back, with no
+	 * deep check due at once since one just passed; the back-off is reset. */
+	now += 4 * BMIN;
+	upstream_probe_started(r, 0, now);
+	upstream_probe_ok(r, 0, &s, now);
+	upstream_deep_started(r, 0, now);
+	deep_ok(r, 0, now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	cr_assert_eq(upstream_next_probe_ms(r), now + BMIN);
+	uint64_t passed_at = now;
+	now += BMIN;
+	upstream_probe_started(r, 0, now);
+	upstream_probe_ok(r, 0, &s, now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	cr_assert_eq(upstream_next_deep_ms(r), passed_at + DEEP);
 	upstream_probe_failed(r, 0, "timeout", now + 1);
 	cr_assert_eq(upstream_next_probe_ms(r), now + 1 + BMIN, "reset by a passed deep check");
 
-	json_t *j = upstream_status_json(r, 0, 0, now + 1, WALL);
+	json_t *j = upstream_status_json(r, 0, 0, passed_at, WALL);
 	cr_assert_str_eq(json_string_value(json_object_get(j, "last_deep_check_result")), "ok");
 	cr_assert_eq(json_integer_value(json_object_get(j, "last_deep_check")), WALL);
 	json_decref(j);
@@ -595,7 +682,7 @@ Test(upstream, pick_gives_numbering_and_token)
 {
 	char tok[] = "kelb-token-of-a";
 	const struct upstream_spec specs[] = {
-		{ "a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, tok },
+		SPEC_T("a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, tok),
 		SPEC("b.test", 4460, 1),
 	};
 	struct upstream_registry *r = make(specs, 2, &timing);
@@ -631,7 +718,7 @@ Test(upstream, pick_gives_numbering_and_token)
 Test(upstream, update_changes_token_and_numbering)
 {
 	char tok[] = "token-1";
-	struct upstream_spec spec = { "a.test", 4460, 1, KE_NUMBERING_IANA, tok };
+	struct upstream_spec spec = SPEC_T("a.test", 4460, 1, KE_NUMBERING_IANA, tok);
 	struct upstream_registry *r = make(&spec, 1, &timing);
 	make_healthy(r, 0, T0);
 	upstream_session_ok(r, 0, 5);
@@ -676,11 +763,11 @@ Test(upstream, invalid_token_lengths_leave_registry_unchanged)
 	longest[sizeof longest - 1] = '\0';
 	memset(toolong, 't', sizeof toolong - 1);
 	toolong[sizeof toolong - 1] = '\0';
-	const struct upstream_spec good = { "a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, "tok" };
+	const struct upstream_spec good = SPEC_T("a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, "tok");
 	struct upstream_registry *r = make(&good, 1, &timing);
 	const struct upstream_spec bad[] = {
-		{ "a.test", 4460, 1, KE_NUMBERING_IANA, "" },
-		{ "a.test", 4460, 1, KE_NUMBERING_IANA, toolong },
+		SPEC_T("a.test", 4460, 1, KE_NUMBERING_IANA, ""),
+		SPEC_T("a.test", 4460, 1, KE_NUMBERING_IANA, toolong),
 	};
 	for (size_t i = 0; i < 2; i++) {
 		/* With a valid new upstream beside it: nothing of the update is applied. */
@@ -694,7 +781,7 @@ Test(upstream, invalid_token_lengths_leave_registry_unchanged)
 		cr_assert_eq(upstream_registry_new(&r2, &bad[i], 1, &timing, T0), -EINVAL);
 		cr_assert_null(r2);
 	}
-	const struct upstream_spec edge = { "a.test", 4460, 1, KE_NUMBERING_IANA, longest };
+	const struct upstream_spec edge = SPEC_T("a.test", 4460, 1, KE_NUMBERING_IANA, longest);
 	cr_assert_eq(upstream_registry_update(r, &edge, 1, T0), 0, "255 bytes is allowed");
 	cr_assert_str_eq(upstream_token(r, 0), longest);
 	upstream_registry_free(r);
@@ -703,7 +790,7 @@ Test(upstream, invalid_token_lengths_leave_registry_unchanged)
 Test(upstream, numbering_and_token_of_an_unknown_id)
 {
 	const struct upstream_spec specs[] = {
-		{ "a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, "tok" },
+		SPEC_T("a.test", 4460, 1, KE_NUMBERING_NTPDRS_V1, "tok"),
 	};
 	struct upstream_registry *r = make(specs, 1, &timing);
 	cr_assert_eq(upstream_numbering(r, 7), KE_NUMBERING_IANA);
@@ -806,7 +893,15 @@ Test(upstream, status_json_fields_and_types)
 	cr_assert(json_is_integer(json_object_get(j, "sessions_served")));
 	cr_assert(json_is_integer(json_object_get(j, "failures")));
 	cr_assert(json_is_null(json_object_get(j, "unhealthy_reason")), "not unhealthy: null");
-	cr_assert_eq(json_object_size(j), 16);
+	cr_assert_eq(json_array_size(json_object_get(j, "regions")), 0);
+	cr_assert_eq(json_array_size(json_object_get(j, "checks")), 0);
+	cr_assert_eq(json_array_size(json_object_get(j, "families")), 0);
+	json_t *score = json_object_get(j, "score");
+	cr_assert_eq(json_integer_value(json_object_get(score, "passes")), 0);
+	cr_assert_eq(json_integer_value(json_object_get(score, "failures")), 0);
+	cr_assert_eq(json_integer_value(json_object_get(score, "rise")), 2, "0 means 2");
+	cr_assert_eq(json_integer_value(json_object_get(score, "fall")), 2, "0 means 2");
+	cr_assert_eq(json_object_size(j), 20);
 	json_decref(j);
 
 	/* The probe result 2.5 s before a status taken at WALL. */
@@ -826,5 +921,443 @@ Test(upstream, status_json_fields_and_types)
 
 	cr_assert_str_eq(upstream_state_name(UPSTREAM_UNHEALTHY), "unhealthy");
 	cr_assert_str_eq(upstream_state_name(UPSTREAM_DRAINING), "draining");
+	upstream_registry_free(r);
+}
+
+/* ---- Health with hysteresis, per AEAD and family ---- */
+
+static void probe_pass(struct upstream_registry *r, uint32_t id, uint64_t now)
+{
+	struct ke_msg_response s = support();
+	upstream_probe_started(r, id, now);
+	upstream_probe_ok(r, id, &s, now);
+}
+
+static void probe_fail(struct upstream_registry *r, uint32_t id, uint64_t now)
+{
+	upstream_probe_started(r, id, now);
+	upstream_probe_failed(r, id, "connection refused", now);
+}
+
+static long score_of(struct upstream_registry *r, uint32_t id, const char *field)
+{
+	json_t *j = upstream_status_json(r, id, 0, T0, WALL);
+	long v = (long)json_integer_value(json_object_get(json_object_get(j, "score"), field));
+	json_decref(j);
+	return v;
+}
+
+Test(upstream, rise_and_fall_count_checks_in_a_row)
+{
+	struct upstream_timing t = timing;
+	t.rise = 3;
+	t.fall = 4;
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &t);
+	make_healthy(r, 0, T0);
+	cr_assert_eq(score_of(r, 0, "passes"), 1);
+	cr_assert_eq(score_of(r, 0, "rise"), 3);
+	cr_assert_eq(score_of(r, 0, "fall"), 4);
+	uint64_t now = T0;
+	for (int i = 1; i <= 3; i++) {
+		probe_fail(r, 0, ++now);
+		cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY, "failure %d of 4", i);
+		cr_assert_eq(pick_rc(r, now), 0);
+		cr_assert_eq(score_of(r, 0, "failures"), i);
+		cr_assert_eq(score_of(r, 0, "passes"), 0);
+	}
+	uint64_t v = upstream_registry_version(r);
+	probe_fail(r, 0, ++now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY, "the fourth");
+	cr_assert_gt(upstream_registry_version(r), v, "the workers' snapshot must change");
+	cr_assert_eq(pick_rc(r, now), -ENOENT);
+	for (int i = 1; i <= 2; i++) {
+		probe_pass(r, 0, ++now);
+		cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY, "pass %d of 3", i);
+		cr_assert_eq(score_of(r, 0, "passes"), i);
+		cr_assert_eq(score_of(r, 0, "failures"), 0);
+	}
+	probe_pass(r, 0, ++now);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY, "the third");
+	cr_assert_eq(pick_rc(r, now), 0);
+	upstream_registry_free(r);
+}
+
+Test(upstream, a_failure_among_passes_resets_the_run)
+{
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	make_healthy(r, 0, T0);
+	probe_fail(r, 0, T0 + 1);
+	probe_fail(r, 0, T0 + 2);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	/* pass, fail, pass: never two in a row, so it stays out. */
+	probe_pass(r, 0, T0 + 3);
+	probe_fail(r, 0, T0 + 4);
+	cr_assert_eq(score_of(r, 0, "passes"), 0);
+	probe_pass(r, 0, T0 + 5);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	probe_pass(r, 0, T0 + 6);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	/* And the other way: fail, pass, fail keeps it in. */
+	probe_fail(r, 0, T0 + 7);
+	probe_pass(r, 0, T0 + 8);
+	probe_fail(r, 0, T0 + 9);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	cr_assert_eq(score_of(r, 0, "failures"), 1);
+	upstream_registry_free(r);
+}
+
+Test(upstream, first_pass_admits_at_once_only_without_history)
+{
+	struct upstream_timing t = timing;
+	t.rise = 5;
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1), SPEC("b.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 2, &t);
+	probe_pass(r, 0, T0);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY, "a restarted broker serves at once");
+	/* A failure first: PROBING becomes UNHEALTHY at once, and then rise passes it takes. */
+	probe_fail(r, 1, T0);
+	cr_assert_eq(upstream_state(r, 1), UPSTREAM_UNHEALTHY);
+	for (int i = 1; i < 5; i++) {
+		probe_pass(r, 1, T0 + (uint64_t)i);
+		cr_assert_eq(upstream_state(r, 1), UPSTREAM_UNHEALTHY, "pass %d", i);
+	}
+	probe_pass(r, 1, T0 + 5);
+	cr_assert_eq(upstream_state(r, 1), UPSTREAM_HEALTHY);
+
+	/* Removed and configured again: a fresh start, so its first pass admits it again. */
+	const struct upstream_spec only_b[] = { SPEC("b.test", 4460, 1) };
+	cr_assert_eq(upstream_registry_update(r, only_b, 1, T0 + 6), 0);
+	probe_fail(r, 0, T0 + 7);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_DRAINING);
+	cr_assert_eq(upstream_registry_update(r, specs, 2, T0 + 8), 0);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_PROBING);
+	cr_assert_eq(score_of(r, 0, "passes"), 0);
+	probe_pass(r, 0, T0 + 9);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	upstream_registry_free(r);
+}
+
+/* A session failure makes a probe due now, and the second probe comes backoff_min_ms later: a
+ * dead upstream is out of rotation within that. */
+Test(upstream, dead_upstream_leaves_after_two_quick_probes)
+{
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	make_healthy(r, 0, T0);
+	upstream_session_failed(r, 0, "connection refused", T0 + 100);
+	uint32_t id;
+	cr_assert_eq(upstream_probe_due(r, T0 + 100, &id), 0);
+	probe_fail(r, 0, T0 + 100);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	cr_assert_eq(upstream_next_probe_ms(r), T0 + 100 + BMIN);
+	probe_fail(r, 0, T0 + 100 + BMIN);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 100 + BMIN, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "unhealthy_reason")),
+			 "connection refused");
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+/* An answer that rules the upstream out (an Error to the pool's Support request: a refused
+ * token, say) takes it out at once: it would refuse the clients' keys too. */
+Test(upstream, refused_probe_leaves_at_once)
+{
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &timing);
+	make_healthy(r, 0, T0);
+	upstream_probe_started(r, 0, T0 + 100);
+	upstream_probe_refused(r, 0, "authentication refused (upstream answered Error 1)",
+			       T0 + 100);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 100, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "unhealthy_reason")),
+			 "authentication refused (upstream answered Error 1)");
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+static struct upstream_snapshot_entry *entry(struct upstream_snapshot *s, uint32_t id)
+{
+	cr_assert(s);
+	const struct upstream_snapshot_entry *e = upstream_snapshot_find(s, id);
+	cr_assert(e);
+	return (struct upstream_snapshot_entry *)e;
+}
+
+static bool has_alg(const struct upstream_snapshot_entry *e, uint16_t aead)
+{
+	for (size_t i = 0; i < e->n_algorithms; i++)
+		if (e->algorithms[i].id == aead)
+			return true;
+	return false;
+}
+
+Test(upstream, failed_aead_leaves_only_that_aead_out)
+{
+	struct upstream_timing t = timing;
+	t.deep_check_ms = DEEP;
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &t);
+	make_healthy(r, 0, T0);
+	struct upstream_snapshot *s = upstream_registry_snapshot(r);
+	cr_assert_eq(entry(s, 0)->n_algorithms, 2, "no deep result yet: all listed");
+	cr_assert_eq(entry(s, 0)->families, 0);
+	cr_assert_eq(entry(s, 0)->families_ok, UPSTREAM_FAMILY_IPV4 | UPSTREAM_FAMILY_IPV6);
+	upstream_snapshot_unref(s);
+
+	uint64_t v = upstream_registry_version(r);
+	upstream_deep_started(r, 0, T0);
+	const struct upstream_deep_outcome out[] = {
+		{ 15, UPSTREAM_FAMILY_IPV4, true, NULL },
+		{ 17, 0, false, "upstream answered Error 1" },
+	};
+	deep_report(r, 0, UPSTREAM_FAMILY_IPV4, out, 2, T0 + 2000);
+	cr_assert_gt(upstream_registry_version(r), v);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY, "the check passed");
+	cr_assert_eq(score_of(r, 0, "passes"), 2);
+	s = upstream_registry_snapshot(r);
+	const struct upstream_snapshot_entry *e = entry(s, 0);
+	cr_assert_eq(e->n_algorithms, 1);
+	cr_assert_eq(e->algorithms[0].id, 15);
+	cr_assert_eq(e->algorithms[0].key_len, 32);
+	cr_assert_eq(e->families, UPSTREAM_FAMILY_IPV4);
+	cr_assert_eq(e->families_ok, UPSTREAM_FAMILY_IPV4);
+	upstream_snapshot_unref(s);
+	struct pool_upstream_info info;
+	cr_assert_eq(upstream_pick(r, NULL, NULL, 0, T0 + 2000, &info), 0);
+	cr_assert_eq(info.n_algorithms, 1);
+	cr_assert_eq(info.algorithms[0].id, 15);
+
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 4000, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "last_deep_check_result")),
+			 "ok except AEAD 17: upstream answered Error 1");
+	json_t *checks = json_object_get(j, "checks");
+	cr_assert_eq(json_array_size(checks), 2);
+	json_t *c0 = json_array_get(checks, 0), *c1 = json_array_get(checks, 1);
+	cr_assert_eq(json_integer_value(json_object_get(c0, "aead")), 15);
+	cr_assert_str_eq(json_string_value(json_object_get(c0, "family")), "ipv4");
+	cr_assert(json_is_true(json_object_get(c0, "ok")));
+	cr_assert_eq(json_integer_value(json_object_get(c0, "at")), WALL - 2);
+	cr_assert(json_is_null(json_object_get(c0, "reason")));
+	cr_assert_eq(json_integer_value(json_object_get(c1, "aead")), 17);
+	cr_assert(json_is_null(json_object_get(c1, "family")), "failed before any address");
+	cr_assert(json_is_false(json_object_get(c1, "ok")));
+	cr_assert_str_eq(json_string_value(json_object_get(c1, "reason")),
+			 "upstream answered Error 1");
+	json_t *fam = json_object_get(j, "families");
+	cr_assert_eq(json_array_size(fam), 1);
+	cr_assert_str_eq(json_string_value(json_array_get(fam, 0)), "ipv4");
+	json_decref(j);
+
+	/* 17 passes in the next check: back in the snapshot. An AEAD the latest check has no
+	 * result for (listed since) stays too. */
+	deep_ok(r, 0, T0 + 3000);
+	s = upstream_registry_snapshot(r);
+	cr_assert(has_alg(entry(s, 0), 15) && has_alg(entry(s, 0), 17));
+	upstream_snapshot_unref(s);
+	const struct upstream_deep_outcome only15[] = { { 15, UPSTREAM_FAMILY_IPV4, true, NULL } };
+	deep_report(r, 0, UPSTREAM_FAMILY_IPV4, only15, 1, T0 + 4000);
+	s = upstream_registry_snapshot(r);
+	cr_assert(has_alg(entry(s, 0), 15) && has_alg(entry(s, 0), 17));
+	upstream_snapshot_unref(s);
+	upstream_registry_free(r);
+}
+
+Test(upstream, families_ok_are_the_families_where_an_aead_passed)
+{
+	struct upstream_timing t = timing;
+	t.deep_check_ms = DEEP;
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &t);
+	make_healthy(r, 0, T0);
+	const uint8_t both = UPSTREAM_FAMILY_IPV4 | UPSTREAM_FAMILY_IPV6;
+	const struct upstream_deep_outcome out[] = {
+		{ 15, UPSTREAM_FAMILY_IPV4, false, "no NTP reply" },
+		{ 15, UPSTREAM_FAMILY_IPV6, true, NULL },
+		{ 17, UPSTREAM_FAMILY_IPV4, false, "no NTP reply" },
+		{ 17, UPSTREAM_FAMILY_IPV6, true, NULL },
+	};
+	upstream_deep_started(r, 0, T0);
+	deep_report(r, 0, both, out, 4, T0 + 1);
+	struct upstream_snapshot *s = upstream_registry_snapshot(r);
+	const struct upstream_snapshot_entry *e = entry(s, 0);
+	cr_assert_eq(e->families, both);
+	cr_assert_eq(e->families_ok, UPSTREAM_FAMILY_IPV6);
+	cr_assert_eq(e->n_algorithms, 2, "each AEAD passed on a family");
+	upstream_snapshot_unref(s);
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 1, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "last_deep_check_result")),
+			 "ok except AEAD 15 over ipv4: no NTP reply");
+	cr_assert_eq(json_array_size(json_object_get(j, "families")), 2);
+	json_decref(j);
+
+	/* A check that saw no address keeps the families known; AEAD 17 failing over IPv4 and
+	 * passing nowhere leaves it out, and only IPv4 works. */
+	const struct upstream_deep_outcome v4[] = {
+		{ 15, UPSTREAM_FAMILY_IPV4, true, NULL },
+		{ 17, UPSTREAM_FAMILY_IPV4, false, "NTS NAK for fresh cookies" },
+	};
+	deep_report(r, 0, 0, v4, 2, T0 + 2);
+	s = upstream_registry_snapshot(r);
+	e = entry(s, 0);
+	cr_assert_eq(e->families, both);
+	cr_assert_eq(e->families_ok, UPSTREAM_FAMILY_IPV4);
+	cr_assert_eq(e->n_algorithms, 1);
+	cr_assert_eq(e->algorithms[0].id, 15);
+	upstream_snapshot_unref(s);
+	upstream_registry_free(r);
+}
+
+/* When nothing passed, the check failed: the score decides, the lists are not emptied under a
+ * healthy upstream (which would send its clients a "no overlap" answer). */
+Test(upstream, a_failed_check_leaves_the_lists_to_the_score)
+{
+	struct upstream_timing t = timing;
+	t.deep_check_ms = DEEP;
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &t);
+	make_healthy(r, 0, T0);
+	deep_ok(r, 0, T0);
+	deep_fail(r, 0, "no NTP reply", T0 + 1);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_HEALTHY);
+	struct upstream_snapshot *s = upstream_registry_snapshot(r);
+	cr_assert_eq(entry(s, 0)->n_algorithms, 2);
+	cr_assert_eq(entry(s, 0)->families_ok, UPSTREAM_FAMILY_IPV4);
+	upstream_snapshot_unref(s);
+	json_t *j = upstream_status_json(r, 0, 0, T0 + 1, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "last_deep_check_result")),
+			 "no NTP reply");
+	json_decref(j);
+
+	/* No AEAD could even be tried: a failure with its reason, the results of before kept. */
+	upstream_deep_result(r, 0, 0, NULL, 0, "upstream lists no AEAD the broker implements",
+			     T0 + 2);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	j = upstream_status_json(r, 0, 0, T0 + 2, WALL);
+	cr_assert_str_eq(json_string_value(json_object_get(j, "last_deep_check_result")),
+			 "upstream lists no AEAD the broker implements");
+	cr_assert_eq(json_array_size(json_object_get(j, "checks")), 2);
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+Test(upstream, deep_checks_off_all_algorithms)
+{
+	struct upstream_timing t = timing;
+	t.fixed_key_streak = 1;
+	const struct upstream_spec specs[] = { SPEC("a.test", 4460, 1) };
+	struct upstream_registry *r = make(specs, 1, &t);
+	make_healthy(r, 0, T0);
+	struct upstream_snapshot *s = upstream_registry_snapshot(r);
+	cr_assert_eq(entry(s, 0)->n_algorithms, 2);
+	cr_assert_eq(entry(s, 0)->families, 0);
+	cr_assert_eq(entry(s, 0)->families_ok, UPSTREAM_FAMILY_IPV4 | UPSTREAM_FAMILY_IPV6);
+	upstream_snapshot_unref(s);
+
+	/* A recovery deep check runs even so, and its per-AEAD results are shown, but with
+	 * periodic deep checks off the algorithms stay those listed, families_ok those seen. */
+	upstream_session_failed(r, 0, "upstream answered Error 1", T0 + 1);
+	cr_assert_eq(upstream_state(r, 0), UPSTREAM_UNHEALTHY);
+	probe_pass(r, 0, T0 + 2);
+	uint32_t id;
+	cr_assert_eq(upstream_deep_due(r, T0 + 2, &id), 0);
+	upstream_deep_started(r, 0, T0 + 2);
+	const struct upstream_deep_outcome out[] = {
+		{ 15, UPSTREAM_FAMILY_IPV6, true, NULL },
+		{ 17, UPSTREAM_FAMILY_IPV6, false, "NTS NAK for fresh cookies" },
+	};
+	deep_report(r, 0, UPSTREAM_FAMILY_IPV6, out, 2, T0 + 3);
+	s = upstream_registry_snapshot(r);
+	cr_assert_eq(entry(s, 0)->n_algorithms, 2);
+	cr_assert_eq(entry(s, 0)->families, UPSTREAM_FAMILY_IPV6);
+	cr_assert_eq(entry(s, 0)->families_ok, UPSTREAM_FAMILY_IPV6);
+	upstream_snapshot_unref(s);
+	upstream_registry_free(r);
+}
+
+Test(upstream, regions_copied_lower_case_and_updated)
+{
+	const char *const ra[] = { "EU", "de-Berlin" };
+	const char *const rb[] = { "us.west_2" };
+	struct upstream_spec specs[] = { SPEC("a.test", 4460, 1), SPEC("b.test", 4460, 1) };
+	specs[0].regions = ra;
+	specs[0].n_regions = 2;
+	struct upstream_registry *r = make(specs, 2, &timing);
+	struct upstream_snapshot *s = upstream_registry_snapshot(r);
+	const struct upstream_snapshot_entry *e = entry(s, 0);
+	cr_assert_eq(e->n_regions, 2);
+	cr_assert_str_eq(e->regions[0], "eu");
+	cr_assert_str_eq(e->regions[1], "de-berlin");
+	cr_assert_eq(entry(s, 1)->n_regions, 0);
+	cr_assert_null(entry(s, 1)->regions);
+	upstream_snapshot_unref(s);
+
+	specs[0].regions = rb;
+	specs[0].n_regions = 1;
+	specs[1].regions = ra;
+	specs[1].n_regions = 1;
+	uint64_t v = upstream_registry_version(r);
+	cr_assert_eq(upstream_registry_update(r, specs, 2, T0 + 1), 0);
+	cr_assert_gt(upstream_registry_version(r), v);
+	s = upstream_registry_snapshot(r);
+	cr_assert_eq(entry(s, 0)->n_regions, 1);
+	cr_assert_str_eq(entry(s, 0)->regions[0], "us.west_2");
+	cr_assert_eq(entry(s, 1)->n_regions, 1);
+	cr_assert_str_eq(entry(s, 1)->regions[0], "eu");
+	upstream_snapshot_unref(s);
+	json_t *j = upstream_status_json(r, 1, 0, T0, WALL);
+	cr_assert_str_eq(json_string_value(json_array_get(json_object_get(j, "regions"), 0)), "eu");
+	json_decref(j);
+	upstream_registry_free(r);
+}
+
+Test(upstream, invalid_regions_leave_registry_unchanged)
+{
+	const char *const ok[] = { "eu" };
+	struct upstream_spec spec = SPEC("a.test", 4460, 1);
+	spec.regions = ok;
+	spec.n_regions = 1;
+	struct upstream_registry *r = make(&spec, 1, &timing);
+
+	char longest[UPSTREAM_REGION_MAX + 1], toolong[UPSTREAM_REGION_MAX + 2];
+	memset(longest, 'r', sizeof longest - 1);
+	longest[sizeof longest - 1] = '\0';
+	memset(toolong, 'r', sizeof toolong - 1);
+	toolong[sizeof toolong - 1] = '\0';
+	const char *many[UPSTREAM_REGIONS_MAX + 1];
+	for (size_t i = 0; i < UPSTREAM_REGIONS_MAX + 1; i++)
+		many[i] = "x";
+	const char *const empty[] = { "" }, *const space[] = { "eu west" },
+			  *const slash[] = { "eu/west" }, *const null[] = { NULL },
+			  *const too_long[] = { toolong };
+	const struct {
+		const char *const *v;
+		size_t n;
+	} bad[] = { { empty, 1 },    { space, 1 }, { slash, 1 },
+		    { null, 1 },     { too_long, 1 }, { many, UPSTREAM_REGIONS_MAX + 1 },
+		    { NULL, 1 } };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		struct upstream_spec b = SPEC("a.test", 4460, 1);
+		b.regions = bad[i].v;
+		b.n_regions = bad[i].n;
+		cr_assert_eq(upstream_registry_update(r, &b, 1, T0), -EINVAL, "case %zu", i);
+		struct upstream_registry *r2 = NULL;
+		cr_assert_eq(upstream_registry_new(&r2, &b, 1, &timing, T0), -EINVAL);
+		cr_assert_null(r2);
+	}
+	struct upstream_snapshot *s = upstream_registry_snapshot(r);
+	cr_assert_eq(entry(s, 0)->n_regions, 1);
+	cr_assert_str_eq(entry(s, 0)->regions[0], "eu");
+	upstream_snapshot_unref(s);
+
+	const char *const edge[] = { longest };
+	spec.regions = edge;
+	cr_assert_eq(upstream_registry_update(r, &spec, 1, T0), 0, "63 bytes is allowed");
+	spec.regions = many;
+	spec.n_regions = UPSTREAM_REGIONS_MAX;
+	cr_assert_eq(upstream_registry_update(r, &spec, 1, T0), 0, "16 regions are allowed");
 	upstream_registry_free(r);
 }
