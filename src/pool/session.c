@@ -34,6 +34,8 @@ struct pool_session {
 	uint64_t session_deadline; /* the deadline once the handshake is done */
 	enum phase phase;
 	bool established;
+	bool rate_limited; /* answer Error 2 without asking an upstream */
+	char sni[KE_MSG_NAME_MAX + 1]; /* "" when the client sent none */
 	const char *why; /* how the session ended, for logs; "" until then */
 	char peer[64];
 
@@ -123,6 +125,16 @@ void pool_session_free(struct pool_session *s)
 void pool_session_set_peer(struct pool_session *s, const char *peer)
 {
 	snprintf(s->peer, sizeof s->peer, "%s", peer);
+}
+
+void pool_session_refuse_rate_limited(struct pool_session *s)
+{
+	s->rate_limited = true;
+}
+
+const char *pool_session_upstream_name(const struct pool_session *s)
+{
+	return s->upstream_id == UINT32_MAX ? "" : s->cand_name;
 }
 
 static void finish(struct pool_session *s, const char *why)
@@ -263,7 +275,12 @@ static void next_candidate(struct pool_session *s, uint64_t now_ms)
 	while (s->n_tried < s->cfg->max_attempts) {
 		struct pool_upstream_info up;
 		memset(&up, 0, sizeof up);
-		int rc = s->ups->pick(s->ups->ud, &s->req, s->tried, s->n_tried, now_ms, &up);
+		const struct pool_pick_query q = { .req = &s->req,
+						   .tried = s->tried,
+						   .n_tried = s->n_tried,
+						   .sni = s->sni[0] ? s->sni : NULL,
+						   .now_ms = now_ms };
+		int rc = s->ups->pick(s->ups->ud, &q, &up);
 		if (rc < 0)
 			break;
 		s->tried[s->n_tried++] = up.id;
@@ -295,6 +312,11 @@ static void handle_request(struct pool_session *s, size_t len, uint64_t now_ms)
 	if (rc < 0) {
 		debug(s, "request refused: %s", rej.reason);
 		send_error(s, rej.code, &s->stats->failed_bad_request, "bad request");
+		return;
+	}
+	if (s->rate_limited) {
+		ke_msg_request_wipe(&s->req);
+		send_error(s, KE_MSG_ERROR_INTERNAL, &s->stats->rate_limited, "rate limited");
 		return;
 	}
 	/* The broker accepts no pool: a client is never authorised for pool requests. */
@@ -363,6 +385,9 @@ int pool_session_input(struct pool_session *s, const uint8_t *buf, size_t len, u
 			return 0;
 		s->established = true;
 		s->deadline = s->session_deadline;
+		/* The SNI selects a sub-pool; a name that does not fit is no name. */
+		if (tls_server_name(s->tls, s->sni, sizeof s->sni) < 0)
+			s->sni[0] = '\0';
 	}
 	if (s->phase == PHASE_REQUEST)
 		read_request(s, now_ms);

@@ -28,6 +28,7 @@ struct pool_session_stats {
 	uint64_t failed_upstream;    /* Error 2: the upstream failed after the keys left */
 	uint64_t failed_timeout;     /* session deadline passed */
 	uint64_t failovers;	    /* candidates abandoned before the keys left */
+	uint64_t rate_limited;	    /* Error 2: the client's prefix is over its rate limit */
 };
 
 /* An upstream candidate as the session needs it; all pointers borrowed until the session reports
@@ -43,12 +44,20 @@ struct pool_upstream_info {
 	const char *token;	     /* its authentication token (secret), NULL: none */
 };
 
-/* The upstream registry as the session sees it. pick: a healthy upstream not among tried[0..n),
- * not denied by req when possible (falling back to a denied one when every healthy one is
+/* What a pick is asked for one client; everything borrowed for the call. */
+struct pool_pick_query {
+	const struct ke_msg_request *req; /* the client's request: deny set, AEADs */
+	const uint32_t *tried;		  /* candidates already tried */
+	size_t n_tried;
+	const char *sni; /* the name the client sent in its TLS SNI, NULL: none */
+	uint64_t now_ms;
+};
+
+/* The upstream registry as the session sees it. pick: a healthy upstream not among q->tried,
+ * not denied by q->req when possible (falling back to a denied one when every healthy one is
  * denied, PROTOCOL.md §4 step 3), with fresh support lists; 0 and *out filled, or -ENOENT. */
 struct pool_session_upstreams {
-	int (*pick)(void *ud, const struct ke_msg_request *req, const uint32_t *tried,
-		    size_t n_tried, uint64_t now_ms, struct pool_upstream_info *out);
+	int (*pick)(void *ud, const struct pool_pick_query *q, struct pool_upstream_info *out);
 	void *ud;
 };
 
@@ -86,6 +95,13 @@ uint64_t pool_session_deadline(const struct pool_session *s);
 bool pool_session_done(const struct pool_session *s);
 const char *pool_session_reason(const struct pool_session *s);
 void pool_session_set_peer(struct pool_session *s, const char *peer);
+
+/* The client is over its rate limit: once its request is read it gets Error 2 (counted in
+ * rate_limited) and no upstream is asked. Call before the first input. */
+void pool_session_refuse_rate_limited(struct pool_session *s);
+
+/* The configured name of the upstream the session settled on (borrowed, "" before any). */
+const char *pool_session_upstream_name(const struct pool_session *s);
 
 /* Upstream side. True when an exchange is wanted and not yet taken: *id, and the Fixed Key
  * request (*req, *len borrowed until the report or until the session is done, when the keys are

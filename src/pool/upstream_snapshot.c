@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <gnutls/gnutls.h>
 
+#include "geo.h"
 #include "slot.h"
 
 struct upstream_snapshot *upstream_snapshot_ref(struct upstream_snapshot *s)
@@ -111,9 +113,168 @@ static bool denied(const struct upstream_snapshot_entry *e, const struct ke_msg_
 	       (e->announced[0] && ke_msg_request_denies(req, e->announced));
 }
 
-int upstream_snapshot_pick(const struct upstream_snapshot *s, struct upstream_picker *p,
-			   const struct ke_msg_request *req, const uint32_t *tried, size_t n_tried,
-			   uint64_t now_ms, struct pool_upstream_info *out)
+/* The client's request shares an AEAD with what passed at e. No request: any does. */
+static bool shares_aead(const struct upstream_snapshot_entry *e, const struct ke_msg_request *req)
+{
+	if (!req)
+		return true;
+	for (size_t i = 0; i < req->n_aeads; i++) {
+		size_t key_len = ke_msg_aead_key_len(req->aeads[i]);
+		if (key_len == 0)
+			continue;
+		for (size_t j = 0; j < e->n_algorithms; j++)
+			if (e->algorithms[j].id == req->aeads[i] && e->algorithms[j].key_len == key_len)
+				return true;
+	}
+	return false;
+}
+
+static bool selectable(const struct upstream_snapshot *s, const struct upstream_snapshot_entry *e,
+		       const struct upstream_pick_query *q)
+{
+	if (e->state != UPSTREAM_HEALTHY || !fresh(s, e, q->now_ms))
+		return false;
+	/* A client of a family the NTP server has is sent there only if that family works. */
+	return !(q->family && (e->families & q->family) && !(e->families_ok & q->family));
+}
+
+static bool in_region(const struct upstream_snapshot_entry *e, const char *level)
+{
+	for (size_t i = 0; i < e->n_regions; i++)
+		if (strcasecmp(e->regions[i], level) == 0)
+			return true;
+	return false;
+}
+
+/* The quarters' fixed order: by domain (case-insensitively), then port, then id. */
+static int entry_order(const void *a, const void *b)
+{
+	const struct upstream_snapshot_entry *x = *(const struct upstream_snapshot_entry *const *)a;
+	const struct upstream_snapshot_entry *y = *(const struct upstream_snapshot_entry *const *)b;
+	int c = strcasecmp(x->domain, y->domain);
+	if (c)
+		return c;
+	if (x->port != y->port)
+		return x->port < y->port ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Heaviest first, the fixed order breaking ties. */
+static int weight_order(const void *a, const void *b)
+{
+	const struct upstream_snapshot_entry *x = *(const struct upstream_snapshot_entry *const *)a;
+	const struct upstream_snapshot_entry *y = *(const struct upstream_snapshot_entry *const *)b;
+	if (x->weight != y->weight)
+		return x->weight > y->weight ? -1 : 1;
+	return entry_order(a, b);
+}
+
+/* Keeps in set[0..n) the members of quarter q (see upstream_snapshot_pick_for); returns how
+ * many. */
+static size_t keep_quarter(const struct upstream_snapshot_entry **set, size_t n, int q)
+{
+	if (n == 0)
+		return 0;
+	if (n < 4) {
+		qsort(set, n, sizeof *set, entry_order);
+		set[0] = set[(size_t)q % n];
+		return 1;
+	}
+	qsort(set, n, sizeof *set, weight_order);
+	uint64_t load[4] = { 0 };
+	size_t kept = 0;
+	for (size_t i = 0; i < n; i++) {
+		int lightest = 0;
+		for (int k = 1; k < 4; k++)
+			if (load[k] < load[lightest])
+				lightest = k;
+		load[lightest] += set[i]->weight;
+		if (lightest == q)
+			set[kept++] = set[i];
+	}
+	return kept;
+}
+
+/* The preference class of e for the client (step 4): 0 shares an AEAD and is not denied, 1
+ * shares one but is denied, 2 shares none. */
+static int class_of(const struct upstream_snapshot_entry *e, const struct ke_msg_request *req)
+{
+	return !shares_aead(e, req) ? 2 : denied(e, req) ? 1 : 0;
+}
+
+/* Smooth weighted round-robin over the members of set[0..n) of class cls not tried. 1 with
+ * *best set, 0 when there is none, -ENOMEM. */
+static int round_robin(const struct upstream_snapshot *s, struct upstream_picker *p,
+		       const struct upstream_pick_query *q,
+		       const struct upstream_snapshot_entry *const *set, size_t n, int cls,
+		       const struct upstream_snapshot_entry **best_out)
+{
+	const struct upstream_snapshot_entry *best = NULL;
+	struct wrr *best_w = NULL;
+	int64_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct upstream_snapshot_entry *e = set[i];
+		if (tried_before(e->id, q->tried, q->n_tried) || class_of(e, q->req) != cls)
+			continue;
+		struct wrr *w = wrr_of(p, s, e->id);
+		if (!w)
+			return -ENOMEM;
+		w->current += e->weight;
+		total += e->weight;
+		if (!best || w->current > best_w->current) {
+			best = e;
+			best_w = w;
+		}
+	}
+	if (!best)
+		return 0;
+	best_w->current -= total;
+	*best_out = best;
+	return 1;
+}
+
+/* The candidate sets in the order they are tried (steps 2 and 3): for each level that qualifies,
+ * its quarter (with a quarter asked) and then the whole level; the global level last. */
+struct candidate_sets {
+	const struct upstream_snapshot_entry **buf; /* every set's members, one after another */
+	size_t start[2 * (GEO_LEVELS_MAX + 1)], len[2 * (GEO_LEVELS_MAX + 1)];
+	size_t n;
+};
+
+static int build_sets(const struct upstream_pick_query *q,
+		      const struct upstream_snapshot_entry *const *all, size_t n_all,
+		      struct candidate_sets *cs)
+{
+	size_t levels = q->n_levels < GEO_LEVELS_MAX ? q->n_levels : GEO_LEVELS_MAX;
+	cs->buf = malloc((n_all ? n_all : 1) * 2 * (levels + 1) * sizeof *cs->buf);
+	if (!cs->buf)
+		return -ENOMEM;
+	cs->n = 0;
+	size_t used = 0;
+	for (size_t l = 0; l <= levels; l++) {
+		const struct upstream_snapshot_entry **set = cs->buf + used;
+		size_t n = 0;
+		for (size_t i = 0; i < n_all; i++)
+			if (l == levels || in_region(all[i], q->levels[l]))
+				set[n++] = all[i];
+		if (l < levels && (n == 0 || n < q->min_region_servers))
+			continue;
+		if (q->quarter >= 0 && q->quarter < 4) {
+			const struct upstream_snapshot_entry **quarter = set + n;
+			memcpy(quarter, set, n * sizeof *quarter);
+			cs->start[cs->n] = used + n;
+			cs->len[cs->n++] = keep_quarter(quarter, n, q->quarter);
+		}
+		cs->start[cs->n] = used;
+		cs->len[cs->n++] = n;
+		used += 2 * n;
+	}
+	return 0;
+}
+
+int upstream_snapshot_pick_for(const struct upstream_snapshot *s, struct upstream_picker *p,
+			       const struct upstream_pick_query *q,
+			       struct pool_upstream_info *out)
 {
 	if (!s)
 		return -ENOENT;
@@ -126,41 +287,55 @@ int upstream_snapshot_pick(const struct upstream_snapshot *s, struct upstream_pi
 		if (w)
 			w->current = 0;
 	}
-	/* First the upstreams the client does not deny; only if there is none, the denied ones. */
-	for (int pass = 0; pass < 2; pass++) {
-		bool want_denied = pass == 1;
-		const struct upstream_snapshot_entry *best = NULL;
-		struct wrr *best_w = NULL;
-		int64_t total = 0;
-		for (size_t i = 0; i < s->n; i++) {
-			const struct upstream_snapshot_entry *e = &s->e[i];
-			if (e->state != UPSTREAM_HEALTHY || !fresh(s, e, now_ms) ||
-			    tried_before(e->id, tried, n_tried) || denied(e, req) != want_denied)
-				continue;
-			struct wrr *w = wrr_of(p, s, e->id);
-			if (!w)
-				return -ENOMEM;
-			w->current += e->weight;
-			total += e->weight;
-			if (!best || w->current > best_w->current) {
-				best = e;
-				best_w = w;
-			}
-		}
-		if (!best)
-			continue;
-		best_w->current -= total;
-		*out = (struct pool_upstream_info){
-			.id = best->id,
-			.name = best->domain,
-			.protocols = best->protocols,
-			.n_protocols = best->n_protocols,
-			.algorithms = best->algorithms,
-			.n_algorithms = best->n_algorithms,
-			.numbering = best->numbering,
-			.token = best->token,
-		};
-		return 0;
-	}
-	return -ENOENT;
+	const struct upstream_snapshot_entry **all = malloc((s->n ? s->n : 1) * sizeof *all);
+	if (!all)
+		return -ENOMEM;
+	size_t n_all = 0;
+	for (size_t i = 0; i < s->n; i++)
+		if (selectable(s, &s->e[i], q))
+			all[n_all++] = &s->e[i];
+	struct candidate_sets cs;
+	int rc = build_sets(q, all, n_all, &cs);
+	free(all);
+	if (rc < 0)
+		return rc;
+	/* The class decides first: a better candidate anywhere beats a worse one near the client
+	 * (a client's deny list holds whenever a healthy server it does not deny exists). */
+	const struct upstream_snapshot_entry *best = NULL;
+	for (int cls = 0; cls < 3 && rc == 0; cls++)
+		for (size_t k = 0; k < cs.n && rc == 0; k++)
+			rc = round_robin(s, p, q, cs.buf + cs.start[k], cs.len[k], cls, &best);
+	free(cs.buf);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return -ENOENT;
+	*out = (struct pool_upstream_info){
+		.id = best->id,
+		.name = best->domain,
+		.protocols = best->protocols,
+		.n_protocols = best->n_protocols,
+		.algorithms = best->algorithms,
+		.n_algorithms = best->n_algorithms,
+		.numbering = best->numbering,
+		.token = best->token,
+	};
+	return 0;
+}
+
+int upstream_snapshot_pick(const struct upstream_snapshot *s, struct upstream_picker *p,
+			   const struct ke_msg_request *req, const uint32_t *tried, size_t n_tried,
+			   uint64_t now_ms, struct pool_upstream_info *out)
+{
+	const struct upstream_pick_query q = {
+		.req = req, .tried = tried, .n_tried = n_tried, .now_ms = now_ms, .quarter = -1,
+	};
+	return upstream_snapshot_pick_for(s, p, &q, out);
+}
+
+int upstream_sni_quarter(const char *sni)
+{
+	if (!sni || sni[0] < '0' || sni[0] > '3' || sni[1] != '.')
+		return -1;
+	return sni[0] - '0';
 }

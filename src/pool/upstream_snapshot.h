@@ -78,4 +78,43 @@ int upstream_snapshot_pick(const struct upstream_snapshot *s, struct upstream_pi
 			   const struct ke_msg_request *req, const uint32_t *tried, size_t n_tried,
 			   uint64_t now_ms, struct pool_upstream_info *out);
 
+/* Everything a pick for one client may weigh; all borrowed for the call. */
+struct upstream_pick_query {
+	const struct ke_msg_request *req; /* may be NULL */
+	const uint32_t *tried;
+	size_t n_tried;
+	uint64_t now_ms;
+	/* The client's region levels, most specific first (a configured region, its country,
+	 * its continent, lower case); the global level is implied after them. */
+	const char *const *levels;
+	size_t n_levels;
+	unsigned min_region_servers; /* a level with fewer selectable upstreams is skipped */
+	int quarter;		     /* the SNI sub-pool 0..3, or -1 for none */
+	uint8_t family;		     /* the client's UPSTREAM_FAMILY_*, 0: unknown */
+};
+
+/* Selection with geography, sub-pools and health per AEAD and family:
+ *   1. selectable: HEALTHY with fresh lists, and, when the client's family is one the
+ *      upstream's NTP server has, a family whose deep check passed;
+ *   2. the first level of q->levels with at least min_region_servers selectable upstreams
+ *      configured for it (regions, ASCII case-insensitive), else every selectable upstream;
+ *   3. with a quarter, the level's upstreams (tried ones included, so the split does not move
+ *      on failover) are split into four weight-balanced quarters in a fixed order (domain,
+ *      port): greedily by weight, each to the lightest quarter; with fewer than four, quarter q
+ *      is the (q mod n)-th, so the sub-pools overlap instead of leaving one empty. The sets
+ *      are tried in this order: the level's quarter, the level, the next qualifying levels
+ *      (each quarter first), the global set;
+ *   4. the classes come first: an upstream that shares an AEAD with the client's request (whose
+ *      deep check passed for it) and that the request does not deny, in the first set of
+ *      step 3 that has one not tried; only when no set has one, a denied one; only then one
+ *      without a shared AEAD (so the client still gets its "no overlap" answer);
+ *   5. smooth weighted round-robin within that set and class.
+ * 0 and *out (pointers into s), -ENOENT, or -ENOMEM. */
+int upstream_snapshot_pick_for(const struct upstream_snapshot *s, struct upstream_picker *p,
+			       const struct upstream_pick_query *q,
+			       struct pool_upstream_info *out);
+
+/* The quarter (0..3) a TLS SNI selects: "0." to "3." at its start; -1 otherwise. */
+int upstream_sni_quarter(const char *sni);
+
 #endif

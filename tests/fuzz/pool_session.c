@@ -117,9 +117,12 @@ static const struct fake_upstream *find(uint32_t id)
 	return NULL;
 }
 
-static int fake_pick(void *ud, const struct ke_msg_request *req, const uint32_t *tried,
-		     size_t n_tried, uint64_t now_ms, struct pool_upstream_info *out)
+static int fake_pick(void *ud, const struct pool_pick_query *q, struct pool_upstream_info *out)
 {
+	const struct ke_msg_request *req = q->req;
+	const uint32_t *tried = q->tried;
+	size_t n_tried = q->n_tried;
+	uint64_t now_ms = q->now_ms;
 	struct h *h = ud;
 	CHECK(!h->keys_gone && !h->outstanding && !pool_session_done(h->s));
 	CHECK(n_tried < h->cfg.max_attempts && n_tried == h->picks);

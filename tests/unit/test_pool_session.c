@@ -78,9 +78,12 @@ struct fake_registry {
 };
 
 /* The first upstream not tried yet, in array order. */
-static int fake_pick(void *ud, const struct ke_msg_request *req, const uint32_t *tried,
-		     size_t n_tried, uint64_t now_ms, struct pool_upstream_info *out)
+static int fake_pick(void *ud, const struct pool_pick_query *q, struct pool_upstream_info *out)
 {
+	const struct ke_msg_request *req = q->req;
+	const uint32_t *tried = q->tried;
+	size_t n_tried = q->n_tried;
+	uint64_t now_ms = q->now_ms;
 	struct fake_registry *r = ud;
 	cr_assert_lt(r->n_calls, MAX_PICKS);
 	cr_assert_leq(n_tried, POOL_SESSION_MAX_ATTEMPTS);

@@ -450,6 +450,23 @@ void tls_output_consume(struct tls_session *s, size_t n)
 	queue_drop(&s->out, n);
 }
 
+int tls_server_name(const struct tls_session *s, char *buf, size_t len)
+{
+	if (!s->handshake_done || !s->server || len == 0)
+		return -ENOENT;
+	/* GnuTLS copies the name and a NUL only when it is shorter than the size given. */
+	size_t n = len;
+	unsigned type = 0;
+	int g = gnutls_server_name_get(s->gs, buf, &n, &type, 0);
+	if (g == GNUTLS_E_SHORT_MEMORY_BUFFER)
+		return -ENAMETOOLONG;
+	if (g < 0 || type != GNUTLS_NAME_DNS || n >= len)
+		return -ENOENT;
+	buf[n] = '\0';
+	/* The name is the client's bytes: one with a NUL inside is no name. */
+	return strlen(buf) == n ? 0 : -ENOENT;
+}
+
 bool tls_peer_is_authorised_pool(const struct tls_session *s)
 {
 	return s->handshake_done && s->authorised_pool;

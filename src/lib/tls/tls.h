@@ -85,6 +85,11 @@ void tls_output(const struct tls_session *s, const uint8_t **ptr, size_t *len);
 /* Drops the first n bytes of the output (n <= the length tls_output gave). */
 void tls_output_consume(struct tls_session *s, size_t n);
 
+/* On a server session once the handshake completed: the DNS name the client sent in SNI, copied
+ * into buf (NUL-terminated, at most len - 1 bytes). 0, or -ENOENT when it sent none (or the
+ * handshake is not done, or this is a client session), -ENAMETOOLONG when it does not fit. */
+int tls_server_name(const struct tls_session *s, char *buf, size_t len);
+
 /* True on a server session whose peer presented a pinned pool certificate (valid once the
  * handshake completed; false before and on client sessions). */
 bool tls_peer_is_authorised_pool(const struct tls_session *s);
