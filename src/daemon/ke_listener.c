@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <gnutls/crypto.h>
+
 #include "conn_limit.h"
 #include "ke_conn.h"
 #include "log.h"
 #include "net.h"
+#include "ratelimit.h"
 #include "tls_creds.h"
 
 struct ke_listener {
@@ -51,9 +54,30 @@ int ke_shared_init(struct ke_shared *sh, const struct config_daemon_nts_ke_serve
 		snprintf(err, errlen, "nts-ke %s: out of memory", cfg->listen.text);
 		return rc;
 	}
+	const struct config_rate_limit *rl = &cfg->rate_limit;
+	if (rl->rate > 0) {
+		const struct ratelimit_config rl_cfg = { .rate = rl->rate,
+							 .burst = rl->burst,
+							 .max_clients = rl->clients,
+							 .v4_bits = (uint8_t)rl->v4_bits,
+							 .v6_bits = (uint8_t)rl->v6_bits };
+		uint64_t key;
+		rc = gnutls_rnd(GNUTLS_RND_NONCE, &key, sizeof key) < 0 ? -EIO : 0;
+		if (rc == 0)
+			rc = ratelimit_new(&sh->rate_limit, &rl_cfg, key);
+		if (rc < 0) {
+			snprintf(err, errlen, "nts-ke %s: rate limit: %s", cfg->listen.text,
+				 strerror(-rc));
+			conn_limit_free(sh->per_address);
+			sh->per_address = NULL;
+			return rc;
+		}
+	}
 	if ((rc = load_creds(cfg, &creds, err, errlen)) < 0) {
 		conn_limit_free(sh->per_address);
+		ratelimit_free(sh->rate_limit);
 		sh->per_address = NULL;
+		sh->rate_limit = NULL;
 		return rc;
 	}
 	tls_creds_slot_init(&sh->creds, creds);
@@ -93,6 +117,7 @@ void ke_shared_deinit(struct ke_shared *sh)
 	slot_destroy(&sh->creds);
 	slot_destroy(&sh->tokens);
 	conn_limit_free(sh->per_address);
+	ratelimit_free(sh->rate_limit);
 	memset(sh, 0, sizeof *sh);
 }
 
@@ -175,6 +200,8 @@ static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 	if (rc == 0) {
 		char peer[NET_ADDR_STRLEN];
 		ke_server_conn_set_peer(ke, net_addr_str(net_stream_peer(s), peer, sizeof peer));
+		if (l->sh->rate_limit)
+			ke_server_conn_set_rate_limit(ke, l->sh->rate_limit, net_stream_peer(s));
 		const struct ke_conn_owner owner = { .before = on_conn_event,
 						     .closed = on_conn_closed,
 						     .ud = l,
@@ -309,6 +336,7 @@ json_t *ke_listener_status(struct ke_shared *sh, const struct ke_listener_counte
 		"max_connections", (json_int_t)max_conns * (json_int_t)n, "refused_per_address",
 		(json_int_t)conn_limit_refused(sh->per_address), "workers", workers);
 	json_object_set_new(o, "shed", json_integer((json_int_t)ns->shed));
+	json_object_set_new(o, "rate_limited", json_integer((json_int_t)st->rate_limited));
 	tls_creds_unref(creds);
 	pool_tokens_unref(tokens);
 	return o;
@@ -346,6 +374,7 @@ STAT_GETTER(pool_fixed_key)
 STAT_GETTER(unauthorised)
 STAT_GETTER(keep_alive_reuse)
 STAT_GETTER(token_refused)
+STAT_GETTER(rate_limited)
 
 static const struct ke_metric ke_metrics[] = {
 	{ "ntp_daemon_ke_accepted_total", "counter", "NTS-KE connections accepted", get_accepted },
@@ -374,6 +403,9 @@ static const struct ke_metric ke_metrics[] = {
 	  get_token_refused },
 	{ "ntp_daemon_ke_keep_alive_reuse_total", "counter",
 	  "Requests after the first on kept-alive connections", get_keep_alive_reuse },
+	{ "ntp_daemon_ke_rate_limited_total", "counter",
+	  "Key exchanges answered Error 2: the client's prefix was over its rate limit",
+	  get_rate_limited },
 };
 
 void ke_listener_metrics(const struct ke_shared *shs, size_t n_ke,

@@ -24,6 +24,7 @@ struct ke_shared {
 	struct slot tokens;			       /* pool_tokens: the accepted set */
 	struct slot *keyset;			       /* borrowed: the keyset task's */
 	struct conn_limit *per_address;		       /* max-connections-per-address */
+	struct ratelimit *rate_limit;		       /* per-client key exchanges, NULL: off */
 	bool ready;
 };
 

@@ -1,10 +1,12 @@
 #include "ke_server.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <gnutls/gnutls.h>
@@ -13,6 +15,7 @@
 #include "ke_msg.h"
 #include "log.h"
 #include "pool_proto.h"
+#include "ratelimit.h"
 
 /* The largest response we build: Next Protocol, AEAD, 8 cookies of AEAD 17, Port, a 255-byte
  * Server name, Keep Alive and End come to about 1.7 KB. */
@@ -28,6 +31,8 @@ struct ke_server_conn {
 	bool established;
 	bool done;
 	bool kept_alive; /* a response with Keep Alive went out: later requests are reuse */
+	struct ratelimit *rate_limit; /* borrowed; NULL: plain requests are not limited */
+	struct sockaddr_storage peer_addr;
 	char peer[64];
 	/* A full buffer always lets ke_msg_frame decide (a message or -EMSGSIZE), so no slack is
 	 * needed to detect an oversize request. */
@@ -83,6 +88,16 @@ void ke_server_conn_free(struct ke_server_conn *c)
 	/* A pool's Fixed Key request may still sit in the buffer. */
 	gnutls_memset(c->req, 0, sizeof c->req);
 	free(c);
+}
+
+void ke_server_conn_set_rate_limit(struct ke_server_conn *c, struct ratelimit *rl,
+				   const struct sockaddr *peer)
+{
+	c->rate_limit = rl;
+	memset(&c->peer_addr, 0, sizeof c->peer_addr);
+	memcpy(&c->peer_addr, peer,
+	       peer->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					   : sizeof(struct sockaddr_in));
 }
 
 void ke_server_conn_set_peer(struct ke_server_conn *c, const char *peer)
@@ -285,7 +300,7 @@ static bool authorised(struct ke_server_conn *c, const struct ke_msg_request *re
 }
 
 /* One complete request of len bytes at the start of the buffer. */
-static void handle_request(struct ke_server_conn *c, size_t len)
+static void handle_request(struct ke_server_conn *c, size_t len, uint64_t now_ms)
 {
 	struct ke_msg_request req;
 	struct ke_msg_reject rej;
@@ -308,6 +323,16 @@ static void handle_request(struct ke_server_conn *c, size_t len)
 		if (c->kept_alive) {
 			debug(c, "plain request on a kept-alive connection refused with Error 1");
 			send_error(c, KE_MSG_ERROR_BAD_REQUEST);
+			break;
+		}
+		/* Only plain key exchanges take a token: the pool's own requests (its probes and
+		 * Fixed Key requests, all from the broker's address) must not use up the clients'
+		 * share of that address, nor be refused by it. */
+		if (c->rate_limit &&
+		    !ratelimit_allow(c->rate_limit, (const struct sockaddr *)&c->peer_addr, now_ms)) {
+			c->stats->rate_limited++;
+			debug(c, "over the client rate limit: Error 2");
+			send_error(c, KE_MSG_ERROR_INTERNAL);
 			break;
 		}
 		answer_plain(c, &req);
@@ -336,7 +361,7 @@ static void serve(struct ke_server_conn *c, uint64_t now_ms)
 		}
 		if (framed > 0) {
 			size_t n = (size_t)framed;
-			handle_request(c, n);
+			handle_request(c, n, now_ms);
 			if (c->done)
 				return;
 			/* Pipelined bytes of the next request move up; no stale copy stays. */

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "ke_record.h"
 #include "keyset.h"
@@ -30,6 +31,7 @@ struct ke_server_stats {
 	uint64_t pool_auth_certificate; /* pool requests authorised by a pinned certificate */
 	uint64_t pool_auth_token;	/* pool requests authorised by an accepted token */
 	uint64_t keep_alive_reuse; /* requests after the first on a kept-alive connection */
+	uint64_t rate_limited;	   /* plain requests answered Error 2 for the client's rate */
 };
 
 /* How long a kept-alive pool connection may sit idle between requests. Longer than a broker's
@@ -70,6 +72,14 @@ void ke_server_conn_free(struct ke_server_conn *c);
 
 /* Names the peer (e.g. "192.0.2.1:40000"; borrowed, copied, truncated to 63 bytes) in the
  * connection's debug log lines. */
+/* Plain key exchanges of this connection take a token from rl (borrowed, outliving c) for peer
+ * (copied) when they arrive; without one the request gets Error 2 (counted in rate_limited and
+ * in errors[2]). Pool requests take none and are answered as ever: an authorised pool's many
+ * key exchanges come from one address by design. */
+struct ratelimit;
+void ke_server_conn_set_rate_limit(struct ke_server_conn *c, struct ratelimit *rl,
+				   const struct sockaddr *peer);
+
 void ke_server_conn_set_peer(struct ke_server_conn *c, const char *peer);
 
 /* Ciphertext from the peer (borrowed). Drives the handshake, reads the request, answers it.

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <gnutls/crypto.h>
 #include <jansson.h>
 
 #include "conn_limit.h"
@@ -14,6 +15,7 @@
 #include "log.h"
 #include "net.h"
 #include "program.h"
+#include "ratelimit.h"
 #include "status.h"
 #include "tls_creds.h"
 #include "upstream.h"
@@ -24,8 +26,6 @@
 #define BACKOFF_MIN_MS 1000
 #define BACKOFF_MAX_MS (10 * 60 * 1000)
 
-/* How long a status read waits for the workers' fresh counters. */
-#define PUBLISH_WAIT_MS 250
 
 static int load_creds(const struct config_pool *cfg, struct tls_creds **server,
 		      struct tls_creds **client, char *err, size_t errlen)
@@ -63,7 +63,12 @@ static struct upstream_spec *specs_of(const struct config_pool *cfg)
 					       .port = cfg->key_exchange_servers[i].addr.port,
 					       .weight = cfg->key_exchange_servers[i].weight,
 					       .numbering = cfg->key_exchange_servers[i].numbering,
-					       .token = cfg->key_exchange_servers[i].token };
+					       .token = cfg->key_exchange_servers[i].token,
+					       .regions = (const char *const *)cfg
+								  ->key_exchange_servers[i]
+								  .regions,
+					       .n_regions =
+						       cfg->key_exchange_servers[i].region_count };
 	return s;
 }
 
@@ -93,7 +98,41 @@ static struct upstream_timing timing_of(const struct config_pool *c)
 		.backoff_max_ms = BACKOFF_MAX_MS,
 		.deep_check_ms = (uint64_t)c->deep_check_interval_s * 1000,
 		.fixed_key_streak = c->fixed_key_failure_streak,
+		.rise = c->healthy_after_passes,
+		.fall = c->unhealthy_after_failures,
 	};
+}
+
+/* The client lookup of cfg: its [[region]] table and its country database. *out may be NULL
+ * when neither is configured. */
+static int load_geo(const struct config_pool *cfg, struct geo **out, char *err, size_t errlen)
+{
+	*out = NULL;
+	if (cfg->region_count == 0 && !cfg->geoip_database_path)
+		return 0;
+	struct geo_region *regions = calloc(cfg->region_count + 1, sizeof *regions);
+	if (!regions) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->region_count; i++)
+		regions[i] = (struct geo_region){ .name = cfg->regions[i].name,
+						  .prefixes = cfg->regions[i].prefixes,
+						  .n_prefixes = cfg->regions[i].prefix_count };
+	char why[512];
+	int rc = geo_new(out, regions, cfg->region_count, cfg->geoip_database_path, why,
+			 sizeof why);
+	free(regions);
+	if (rc < 0) {
+		snprintf(err, errlen, "%s", why);
+		return rc;
+	}
+	const char *type;
+	uint64_t built;
+	if (geo_database_info(*out, &type, &built))
+		log_info("geographic selection: %s (%s, built %llu)", cfg->geoip_database_path,
+			 type, (unsigned long long)built);
+	return 0;
 }
 
 /* ---- session outcomes from the workers ---- */
@@ -122,7 +161,7 @@ void broker_event_push(struct broker *b, const struct broker_event *ev)
 
 /* Applies what the workers reported to the registry (main loop). The queue is swapped out under
  * the lock and applied outside it, so workers never wait for the registry. */
-static void drain_events(struct broker *b)
+void broker_drain_events(struct broker *b)
 {
 	struct broker_events *q = &b->events;
 	pthread_mutex_lock(&q->lock);
@@ -152,7 +191,7 @@ static void drain_events(struct broker *b)
 
 static void on_events(uv_async_t *h)
 {
-	drain_events(h->data);
+	broker_drain_events(h->data);
 }
 
 /* Before the main loop waits: a registry that moved (probe results, outcomes, a reload) is
@@ -198,278 +237,13 @@ void broker_workers_stopped(void *ud)
 	struct broker *b = ud;
 	log_debug("every worker stopped");
 	if (b->events_ready)
-		drain_events(b);
+		broker_drain_events(b);
 	broker_close_main_handles(b);
 	if (b->io) {
 		upstream_io_close(b->io);
 		b->io = NULL;
 	}
 }
-
-/* ---- status ---- */
-
-/* What every worker counted, summed (per listener and per upstream too), with the per-worker
- * session counts; read after the workers published afresh and the outcomes reached the
- * registry. */
-struct totals {
-	struct pool_session_stats sessions;
-	struct pool_session_stats *per_worker;	 /* n_workers */
-	struct net_listener_stats *listeners;	 /* [l * n_workers + w] */
-	struct broker_kept kept[BROKER_KEPT_MAX]; /* per upstream id, summed over workers */
-	size_t n_kept;
-};
-
-static void add_stats(struct pool_session_stats *sum, const struct pool_session_stats *s)
-{
-	sum->accepted += s->accepted;
-	sum->completed += s->completed;
-	sum->no_overlap += s->no_overlap;
-	sum->failed_tls += s->failed_tls;
-	sum->failed_bad_request += s->failed_bad_request;
-	sum->failed_no_upstream += s->failed_no_upstream;
-	sum->failed_upstream += s->failed_upstream;
-	sum->failed_timeout += s->failed_timeout;
-	sum->failovers += s->failovers;
-}
-
-static void add_kept(struct totals *t, const struct broker_kept *k)
-{
-	for (size_t i = 0; i < t->n_kept; i++) {
-		if (t->kept[i].id == k->id) {
-			t->kept[i].n += k->n;
-			return;
-		}
-	}
-	if (t->n_kept < BROKER_KEPT_MAX)
-		t->kept[t->n_kept++] = *k;
-}
-
-static unsigned kept_of(const struct totals *t, uint32_t id)
-{
-	for (size_t i = 0; i < t->n_kept; i++)
-		if (t->kept[i].id == id)
-			return t->kept[i].n;
-	return 0;
-}
-
-/* NULL without memory; free with free_totals. */
-static struct totals *gather(struct broker *b)
-{
-	size_t n = b->n_workers;
-	workers_publish(b->workers, PUBLISH_WAIT_MS);
-	if (b->events_ready)
-		drain_events(b);
-	struct totals *t = calloc(1, sizeof *t);
-	if (t) {
-		t->per_worker = calloc(n, sizeof *t->per_worker);
-		t->listeners = calloc(b->n_listen * n + 1, sizeof *t->listeners);
-	}
-	if (!t || !t->per_worker || !t->listeners) {
-		if (t)
-			free(t->per_worker);
-		free(t);
-		return NULL;
-	}
-	for (size_t w = 0; w < n && b->workers; w++) {
-		struct broker_worker *bw = &b->bw[w];
-		worker_lock(bw->w);
-		t->per_worker[w] = bw->pub_stats;
-		add_stats(&t->sessions, &bw->pub_stats);
-		for (size_t l = 0; l < b->n_listen; l++)
-			t->listeners[l * n + w] = bw->pub_listeners[l];
-		for (size_t k = 0; k < bw->n_pub_kept; k++)
-			add_kept(t, &bw->pub_kept[k]);
-		worker_unlock(bw->w);
-	}
-	return t;
-}
-
-static void free_totals(struct totals *t)
-{
-	if (!t)
-		return;
-	free(t->per_worker);
-	free(t->listeners);
-	free(t);
-}
-
-static json_t *listener_json(const struct broker *b, const struct totals *t, size_t l)
-{
-	size_t n = b->n_workers;
-	struct net_listener_stats sum = { 0 };
-	json_t *workers = json_array();
-	for (size_t w = 0; w < n; w++) {
-		const struct net_listener_stats *s = &t->listeners[l * n + w];
-		sum.accepted += s->accepted;
-		sum.active += s->active;
-		sum.paused += s->paused;
-		sum.accept_errors += s->accept_errors;
-		sum.shed += s->shed;
-		json_array_append_new(workers, json_pack("{s:I, s:I, s:I}", "worker", (json_int_t)w,
-							 "accepted", (json_int_t)s->accepted,
-							 "active", (json_int_t)s->active));
-	}
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:o}", "listen", b->cfg.listen[l].text,
-			 "accepted", (json_int_t)sum.accepted, "active", (json_int_t)sum.active,
-			 "limit_reached", (json_int_t)sum.paused, "accept_errors",
-			 (json_int_t)sum.accept_errors, "shed", (json_int_t)sum.shed, "workers",
-			 workers);
-}
-
-static json_t *status_json(void *ud)
-{
-	struct broker *b = ud;
-	uint64_t now = uv_now(b->loop);
-	struct totals *t = gather(b);
-	if (!t)
-		return NULL;
-	json_t *listeners = json_array(), *ups = json_array(), *per_worker = json_array();
-	for (size_t l = 0; l < b->n_listen; l++)
-		json_array_append_new(listeners, listener_json(b, t, l));
-	for (size_t i = 0; i < upstream_count(b->registry); i++) {
-		uint32_t id = upstream_id_at(b->registry, i);
-		json_array_append_new(ups, upstream_status_json(b->registry, id, kept_of(t, id), now,
-								(uint64_t)time(NULL)));
-	}
-	for (size_t w = 0; w < b->n_workers; w++)
-		json_array_append_new(per_worker,
-				      json_pack("{s:I, s:I, s:I}", "worker", (json_int_t)w,
-						"accepted", (json_int_t)t->per_worker[w].accepted,
-						"completed", (json_int_t)t->per_worker[w].completed));
-	const struct pool_session_stats *st = &t->sessions;
-	const struct config_pool *c = &b->cfg;
-	json_t *doc = json_pack(
-		"{s:s, s:s, s:f, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I, s:I}, s:o}, "
-		"s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
-		"program", "nts-pool-ke", "version", PACKAGE_VERSION, "uptime_s",
-		(double)(now - b->started_ms) / 1000.0, "workers", (json_int_t)b->n_workers,
-		"listeners", listeners, "sessions", "accepted", (json_int_t)st->accepted,
-		"completed", (json_int_t)st->completed, "no_overlap", (json_int_t)st->no_overlap,
-		"failovers", (json_int_t)st->failovers, "failed", "tls", (json_int_t)st->failed_tls,
-		"bad_request", (json_int_t)st->failed_bad_request, "no_upstream",
-		(json_int_t)st->failed_no_upstream, "upstream_error", (json_int_t)st->failed_upstream,
-		"timeout", (json_int_t)st->failed_timeout, "workers", per_worker, "upstreams", ups,
-		"limits", "max_connections", (json_int_t)b->max_conns * (json_int_t)b->n_workers,
-		"max_connections_per_address", (json_int_t)c->max_connections_per_address,
-		"refused_per_address", (json_int_t)conn_limit_refused(b->per_address),
-		"key_exchange_timeout_ms", (json_int_t)c->key_exchange_timeout_ms,
-		"upstream_timeout_ms", (json_int_t)c->upstream_timeout_ms, "max_upstream_attempts",
-		(json_int_t)c->max_upstream_attempts, "upstream_connections",
-		(json_int_t)c->upstream_connections, "upstream_idle_s", (json_int_t)c->upstream_idle_s);
-	free_totals(t);
-	return doc;
-}
-
-static void counter(struct status_text *out, const char *name, const char *help, uint64_t v)
-{
-	status_metric_header(out, name, "counter", help);
-	status_metric_value(out, name, NULL, (double)v);
-}
-
-/* Per listen address, summed over the workers: what /status lists under listeners. */
-static void listener_metrics(const struct broker *b, const struct totals *t,
-			     struct status_text *out)
-{
-	static const struct {
-		const char *name, *type, *help;
-	} fam[] = {
-		{ "nts_pool_ke_listener_accepted_total", "counter", "Client connections accepted" },
-		{ "nts_pool_ke_listener_active", "gauge", "Client connections open" },
-		{ "nts_pool_ke_listener_limit_reached_total", "counter",
-		  "Times accepting paused at max-connections with nothing to shed" },
-		{ "nts_pool_ke_listener_shed_total", "counter",
-		  "Connections without a completed handshake closed to admit a waiting one" },
-		{ "nts_pool_ke_listener_accept_errors_total", "counter", "Failed accepts" },
-	};
-	size_t n = b->n_workers;
-	for (size_t m = 0; m < sizeof fam / sizeof fam[0]; m++) {
-		status_metric_header(out, fam[m].name, fam[m].type, fam[m].help);
-		for (size_t l = 0; l < b->n_listen; l++) {
-			uint64_t v = 0;
-			for (size_t w = 0; w < n; w++) {
-				const struct net_listener_stats *st = &t->listeners[l * n + w];
-				v += m == 0   ? st->accepted
-				     : m == 1 ? st->active
-				     : m == 2 ? st->paused
-				     : m == 3 ? st->shed
-						: st->accept_errors;
-			}
-			char esc[128], labels[160];
-			snprintf(labels, sizeof labels, "listen=\"%s\"",
-				 status_label_escape(b->cfg.listen[l].text, esc, sizeof esc));
-			status_metric_value(out, fam[m].name, labels, (double)v);
-		}
-	}
-}
-
-static void metrics(struct status_text *out, void *ud)
-{
-	struct broker *b = ud;
-	struct totals *t = gather(b);
-	if (!t)
-		return;
-	const struct pool_session_stats *st = &t->sessions;
-	counter(out, "nts_pool_ke_sessions_accepted_total", "Client sessions started", st->accepted);
-	counter(out, "nts_pool_ke_sessions_completed_total", "Cookies delivered to clients",
-		st->completed);
-	counter(out, "nts_pool_ke_sessions_no_overlap_total", "No common protocol or AEAD",
-		st->no_overlap);
-	counter(out, "nts_pool_ke_sessions_failovers_total",
-		"Upstream candidates abandoned before keys left", st->failovers);
-	static const char failed[] = "nts_pool_ke_sessions_failed_total";
-	status_metric_header(out, failed, "counter", "Failed client sessions by reason");
-	status_metric_value(out, failed, "reason=\"tls\"", (double)st->failed_tls);
-	status_metric_value(out, failed, "reason=\"bad_request\"", (double)st->failed_bad_request);
-	status_metric_value(out, failed, "reason=\"no_upstream\"", (double)st->failed_no_upstream);
-	status_metric_value(out, failed, "reason=\"upstream_error\"", (double)st->failed_upstream);
-	status_metric_value(out, failed, "reason=\"timeout\"", (double)st->failed_timeout);
-	static const char per_worker[] = "nts_pool_ke_worker_sessions_accepted_total";
-	status_metric_header(out, per_worker, "counter", "Client sessions started, by worker");
-	for (size_t w = 0; w < b->n_workers; w++) {
-		char labels[32];
-		snprintf(labels, sizeof labels, "worker=\"%zu\"", w);
-		status_metric_value(out, per_worker, labels, (double)t->per_worker[w].accepted);
-	}
-	status_metric_header(out, "nts_pool_ke_workers", "gauge", "Worker threads serving clients");
-	status_metric_value(out, "nts_pool_ke_workers", NULL, b->n_workers);
-	listener_metrics(b, t, out);
-
-	enum { HEALTHY, SERVED, FAILURES, KEPT };
-	static const struct {
-		const char *name, *type, *help;
-	} per_upstream[] = {
-		[HEALTHY] = { "nts_pool_ke_upstream_healthy", "gauge",
-			      "1 when the upstream is selectable" },
-		[SERVED] = { "nts_pool_ke_upstream_sessions_served_total", "counter",
-			     "Sessions served" },
-		[FAILURES] = { "nts_pool_ke_upstream_failures_total", "counter",
-			       "Upstream failures" },
-		[KEPT] = { "nts_pool_ke_upstream_kept_connections", "gauge",
-			   "Kept-alive connections" },
-	};
-	for (size_t m = 0; m < sizeof per_upstream / sizeof per_upstream[0]; m++) {
-		status_metric_header(out, per_upstream[m].name, per_upstream[m].type,
-				     per_upstream[m].help);
-		for (size_t i = 0; i < upstream_count(b->registry); i++) {
-			uint32_t id = upstream_id_at(b->registry, i);
-			char name[300], esc[320], labels[340];
-			snprintf(name, sizeof name, "%s:%u", upstream_domain(b->registry, id),
-				 upstream_port(b->registry, id));
-			snprintf(labels, sizeof labels, "upstream=\"%s\"",
-				 status_label_escape(name, esc, sizeof esc));
-			uint64_t served, failures;
-			upstream_counters(b->registry, id, &served, &failures);
-			double v = m == HEALTHY	 ? upstream_state(b->registry, id) == UPSTREAM_HEALTHY
-				   : m == SERVED ? (double)served
-				   : m == FAILURES ? (double)failures
-						   : kept_of(t, id);
-			status_metric_value(out, per_upstream[m].name, labels, v);
-		}
-	}
-	free_totals(t);
-}
-
-static const struct status_provider provider = { .status_json = status_json, .metrics = metrics };
 
 /* ---- lifecycle ---- */
 
@@ -484,6 +258,7 @@ int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path
 	b->n_workers = workers;
 	b->cfg = *cfg;
 	memset(cfg, 0, sizeof *cfg);
+	atomic_init(&b->min_region_servers, b->cfg.min_region_servers);
 	b->config_path = strdup(config_path);
 	if (!b->config_path)
 		return -ENOMEM;
@@ -496,6 +271,12 @@ int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path
 	tls_creds_slot_init(&b->server_creds, server);
 	tls_creds_slot_init(&b->client_creds, client);
 	b->creds_ready = true;
+	struct geo *geo;
+	rc = load_geo(&b->cfg, &geo, err, errlen);
+	if (rc < 0)
+		return rc;
+	geo_slot_init(&b->geo, geo);
+	b->geo_ready = true;
 	struct upstream_spec *specs = specs_of(&b->cfg);
 	if (!specs)
 		return -ENOMEM;
@@ -524,6 +305,7 @@ int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path
 		slot_view_init(&bw->snapshot_view, &b->snapshots);
 		slot_view_init(&bw->server_creds_view, &b->server_creds);
 		slot_view_init(&bw->client_creds_view, &b->client_creds);
+		slot_view_init(&bw->geo_view, &b->geo);
 		bw->listeners = calloc(b->n_listen + 1, sizeof *bw->listeners);
 		bw->pub_listeners = calloc(b->n_listen + 1, sizeof *bw->pub_listeners);
 		bw->last_listeners = calloc(b->n_listen + 1, sizeof *bw->last_listeners);
@@ -554,6 +336,18 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 {
 	b->started_ms = uv_now(b->loop);
 	int rc = conn_limit_new(&b->per_address, b->cfg.max_connections_per_address);
+	const struct config_rate_limit *rl = &b->cfg.rate_limit;
+	if (rc == 0 && rl->rate > 0) {
+		uint64_t key;
+		const struct ratelimit_config rc_cfg = { .rate = rl->rate,
+							 .burst = rl->burst,
+							 .max_clients = rl->clients,
+							 .v4_bits = (uint8_t)rl->v4_bits,
+							 .v6_bits = (uint8_t)rl->v6_bits };
+		rc = gnutls_rnd(GNUTLS_RND_NONCE, &key, sizeof key) < 0 ? -EIO : 0;
+		if (rc == 0)
+			rc = ratelimit_new(&b->rate_limit, &rc_cfg, key);
+	}
 	if (rc == 0)
 		rc = start_main_handles(b);
 	if (rc < 0) {
@@ -599,7 +393,7 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 	if (b->cfg.observability.has_status_listen) {
 		const struct config_listen *sl = &b->cfg.observability.status_listen;
 		rc = status_server_new(&b->status, b->loop, (const struct sockaddr *)&sl->addr,
-				       &provider, b, err, errlen);
+				       &broker_status_provider, b, err, errlen);
 		if (rc < 0)
 			return rc;
 		log_info("status endpoint on http://%s/status", sl->text);
@@ -625,17 +419,27 @@ void broker_reload(struct broker *b)
 		config_pool_free(&fresh);
 		return;
 	}
+	struct geo *geo = NULL;
+	if (load_geo(&fresh, &geo, err, sizeof err) < 0) {
+		log_warn("reload failed, keeping the running configuration: %s", err);
+		tls_creds_unref(server);
+		tls_creds_unref(client);
+		config_pool_free(&fresh);
+		return;
+	}
 	struct upstream_spec *specs = specs_of(&fresh);
 	if (!specs || upstream_registry_update(b->registry, specs, fresh.key_exchange_server_count,
 					       uv_now(b->loop)) < 0) {
 		log_warn("reload failed, keeping the running configuration: out of memory");
 		free(specs);
+		geo_unref(geo);
 		tls_creds_unref(server);
 		tls_creds_unref(client);
 		config_pool_free(&fresh);
 		return;
 	}
 	free(specs);
+	slot_publish(&b->geo, geo);
 	upstream_io_set_creds(b->io, client);
 	slot_publish(&b->server_creds, server);
 	slot_publish(&b->client_creds, client);
@@ -653,8 +457,12 @@ void broker_reload(struct broker *b)
 	b->cfg.certificate_authority_path = fresh.certificate_authority_path;
 	fresh.certificate_chain_path = fresh.private_key_path = NULL;
 	fresh.certificate_authority_path = NULL;
+	/* Geography is read per pick, so its bound reloads with the table and the database. */
+	atomic_store_explicit(&b->min_region_servers, fresh.min_region_servers,
+			      memory_order_relaxed);
 	config_pool_free(&fresh);
-	log_info("reloaded: certificates and %zu upstream(s)", upstream_count(b->registry));
+	log_info("reloaded: certificates, regions and %zu upstream(s)",
+		 upstream_count(b->registry));
 }
 
 void broker_stop(struct broker *b)
@@ -693,6 +501,9 @@ void broker_free(struct broker *b)
 	free(b->listen_fds);
 	upstream_registry_free(b->registry);
 	conn_limit_free(b->per_address);
+	ratelimit_free(b->rate_limit);
+	if (b->geo_ready)
+		slot_destroy(&b->geo);
 	if (b->snapshots_ready)
 		slot_destroy(&b->snapshots);
 	if (b->creds_ready) {

@@ -8,12 +8,15 @@
 #include "broker.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <uv.h>
 
+#include "geo.h"
+#include "histogram.h"
 #include "ke_conn.h"
 #include "ke_msg.h"
 #include "log.h"
@@ -60,6 +63,28 @@ struct broker_kept {
 	unsigned n;
 };
 
+/* The last sessions each worker ended, for /status: who the client was (its real address, and
+ * the load balancer's when a PROXY header gave it), how it ended and where it went. */
+#define BROKER_RECENT_MAX 16
+
+struct broker_recent {
+	uint64_t ended_ms; /* wall clock, for ordering across workers */
+	double duration_s;
+	char client[NET_ADDR_STRLEN];
+	char via[NET_ADDR_STRLEN]; /* "" without a PROXY header */
+	char outcome[64];
+	char upstream[KE_MSG_NAME_MAX + 1]; /* "" when none was settled on */
+	char region[GEO_NAME_MAX + 1];	    /* the client's most specific level, "" for none */
+	int quarter;			    /* SNI sub-pool, -1 for none */
+};
+
+/* Counters of the data plane beyond the sessions' own. */
+struct broker_worker_stats {
+	uint64_t proxy_refused;	   /* PROXY header missing, malformed or from a stranger */
+	struct histogram session_seconds;  /* accept to close */
+	struct histogram upstream_seconds; /* one upstream exchange */
+};
+
 /* One worker's share: a listener per listen address and the sessions on them, its own
  * upstream connections, and the copy of its counters the main thread reads. */
 struct broker_worker {
@@ -71,14 +96,20 @@ struct broker_worker {
 	struct slot_view snapshot_view, server_creds_view, client_creds_view;
 	struct upstream_picker *picker;
 	const struct upstream_snapshot *last_snapshot; /* the one picks last used */
-	struct pool_session_upstreams upstreams;
 	struct pool_session_stats stats;
+	struct broker_worker_stats wstats;
+	struct slot_view geo_view;
+	struct broker_recent recent[BROKER_RECENT_MAX]; /* a ring */
+	size_t n_recent, recent_next;
 	struct log_ratelimit session_log;
 	size_t clients; /* sessions alive: the worker's upstream_io outlives them */
 	struct ke_conn_group conns; /* its client connections, for shedding */
 	bool stopping;
 	/* Published under the worker's lock. */
 	struct pool_session_stats pub_stats;
+	struct broker_worker_stats pub_wstats;
+	struct broker_recent pub_recent[BROKER_RECENT_MAX]; /* oldest first */
+	size_t n_pub_recent;
 	struct net_listener_stats *pub_listeners; /* b->n_listen */
 	struct net_listener_stats *last_listeners; /* kept once a socket closed */
 	struct broker_kept pub_kept[BROKER_KEPT_MAX];
@@ -90,6 +121,10 @@ struct broker {
 	unsigned n_workers;
 	unsigned max_conns;		/* per worker's listener in force */
 	struct conn_limit *per_address; /* max-connections-per-address, over every worker */
+	struct ratelimit *rate_limit;	/* per-client key exchanges, NULL: off */
+	struct slot geo;		/* geo: the client's region levels (may hold NULL) */
+	atomic_uint min_region_servers; /* reloaded with the regions; workers read it per pick */
+	bool geo_ready;
 	char *config_path;
 	struct config_pool cfg;
 	struct slot server_creds; /* tls_creds presented to clients */
@@ -123,6 +158,13 @@ void broker_worker_free(struct broker_worker *bw);
 
 /* broker.c: on the main loop once every worker's loop ended (ud: the broker). */
 void broker_workers_stopped(void *ud);
+
+/* broker.c: applies the outcomes the workers queued to the registry (main loop). */
+void broker_drain_events(struct broker *b);
+
+/* broker_status.c: /status and /metrics. */
+struct status_provider;
+extern const struct status_provider broker_status_provider;
 
 /* broker.c: queues an outcome for the main loop (any thread). */
 void broker_event_push(struct broker *b, const struct broker_event *ev);

@@ -4,9 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "cidr.h"
 #include "conn_limit.h"
 #include "ke_conn.h"
+#include "ratelimit.h"
 #include "tls_creds.h"
 #include "workers.h"
 
@@ -15,8 +18,16 @@ struct client {
 	struct broker_worker *bw;
 	struct ke_conn *conn;
 	struct pool_session *session;
+	struct pool_session_upstreams ups; /* picks for this client (ud: the client) */
 	struct upstream_io_exchange *exchange; /* outstanding upstream work, or NULL */
 	uint32_t upstream;
+	bool admitted;	     /* its real address known and its per-address slot taken */
+	bool proxied;	     /* the address came from a PROXY header */
+	bool local;	     /* ... a LOCAL one: the balancer itself (its health check) */
+	struct sockaddr_storage addr; /* the real client address, once admitted */
+	struct geo_levels levels;
+	int quarter; /* the SNI sub-pool of the last pick, -1 for none */
+	uint64_t started_ns, exchange_ns; /* monotonic */
 };
 
 static void close_io_when_idle(struct broker_worker *bw)
@@ -27,19 +38,44 @@ static void close_io_when_idle(struct broker_worker *bw)
 	}
 }
 
-/* Selection from the snapshot this worker holds now; a new one also tells the worker's
- * connections (an upstream removed or renumbered leaves its idle connections useless). */
-static int pick(void *ud, const struct ke_msg_request *req, const uint32_t *tried, size_t n_tried,
-		uint64_t now_ms, struct pool_upstream_info *out)
+static uint8_t family_of(const struct sockaddr_storage *a)
 {
-	struct broker_worker *bw = ud;
+	uint8_t family, addr[16];
+	if (!cidr_addr_of((const struct sockaddr *)a, &family, addr))
+		return 0;
+	return family == AF_INET ? UPSTREAM_FAMILY_IPV4 : UPSTREAM_FAMILY_IPV6;
+}
+
+/* Selection for one client from the snapshot this worker holds now: its region levels, its SNI
+ * sub-pool and its address family. A new snapshot also tells the worker's connections (an
+ * upstream removed or renumbered leaves its idle connections useless). */
+static int pick(void *ud, const struct pool_pick_query *pq, struct pool_upstream_info *out)
+{
+	struct client *c = ud;
+	struct broker_worker *bw = c->bw;
 	const struct upstream_snapshot *snap = slot_view_get(&bw->snapshot_view);
 	if (snap != bw->last_snapshot) {
 		bw->last_snapshot = snap;
 		if (bw->io)
 			upstream_io_kick(bw->io);
 	}
-	return upstream_snapshot_pick(snap, bw->picker, req, tried, n_tried, now_ms, out);
+	const char *levels[GEO_LEVELS_MAX];
+	for (size_t i = 0; i < c->levels.n; i++)
+		levels[i] = c->levels.name[i];
+	c->quarter = upstream_sni_quarter(pq->sni);
+	const struct upstream_pick_query q = {
+		.req = pq->req,
+		.tried = pq->tried,
+		.n_tried = pq->n_tried,
+		.now_ms = pq->now_ms,
+		.levels = levels,
+		.n_levels = c->levels.n,
+		.min_region_servers = atomic_load_explicit(&bw->b->min_region_servers,
+							   memory_order_relaxed),
+		.quarter = c->quarter,
+		.family = family_of(&c->addr),
+	};
+	return upstream_snapshot_pick_for(snap, bw->picker, &q, out);
 }
 
 /* ---- upstream exchanges ---- */
@@ -69,6 +105,8 @@ static void on_upstream_done(void *ud, const struct upstream_io_result *r)
 	uint64_t now = uv_now(bw->loop);
 	const struct ke_msg_response *resp = r->resp;
 	c->exchange = NULL;
+	histogram_observe(&bw->wstats.upstream_seconds,
+			  (double)(uv_hrtime() - c->exchange_ns) / 1e9);
 	if (r->err == -ETIMEDOUT) {
 		/* In words an operator can act on, with the bound that ran out. */
 		char why[64];
@@ -104,6 +142,7 @@ static void start_upstream_work(struct client *c)
 	size_t len;
 	while (!c->exchange && pool_session_upstream_request(c->session, &id, &req, &len)) {
 		c->upstream = id;
+		c->exchange_ns = uv_hrtime();
 		int rc = c->bw->io ? upstream_io_exchange(c->bw->io, id, req, len,
 							  KE_MSG_REQUEST_FIXED_KEY, on_upstream_done,
 							  c, &c->exchange)
@@ -136,12 +175,50 @@ static void on_progress(struct ke_conn *conn, void *machine, void *ud)
 	start_upstream_work(ud);
 }
 
+static void remember(struct client *c)
+{
+	struct broker_worker *bw = c->bw;
+	double duration = (double)(uv_hrtime() - c->started_ns) / 1e9;
+	histogram_observe(&bw->wstats.session_seconds, duration);
+	/* A load balancer's health checks would crowd the clients out of the list. */
+	if (c->local && pool_session_upstream_id(c->session) == UINT32_MAX)
+		return;
+	struct broker_recent *r = &bw->recent[bw->recent_next];
+	bw->recent_next = (bw->recent_next + 1) % BROKER_RECENT_MAX;
+	if (bw->n_recent < BROKER_RECENT_MAX)
+		bw->n_recent++;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	*r = (struct broker_recent){ .ended_ms = (uint64_t)ts.tv_sec * 1000 +
+						 (uint64_t)ts.tv_nsec / 1000000,
+				     .duration_s = duration,
+				     .quarter = c->quarter };
+	const struct sockaddr *via = ke_conn_via(c->conn);
+	net_addr_str(c->admitted ? (const struct sockaddr *)&c->addr : via, r->client,
+		     sizeof r->client);
+	if (c->proxied)
+		net_addr_str(via, r->via, sizeof r->via);
+	const char *why = pool_session_reason(c->session);
+	snprintf(r->outcome, sizeof r->outcome, "%s", !c->admitted ? "refused"
+						      : why[0]	  ? why
+								  : "closed");
+	snprintf(r->upstream, sizeof r->upstream, "%s", pool_session_upstream_name(c->session));
+	if (c->levels.n)
+		snprintf(r->region, sizeof r->region, "%s", c->levels.name[0]);
+}
+
 static void on_client_closed(struct ke_conn *conn, void *machine, void *ud)
 {
 	struct client *c = ud;
 	struct broker_worker *bw = c->bw;
 	(void)machine;
-	conn_limit_release(bw->b->per_address, ke_conn_peer(conn));
+	/* Behind a load balancer, a connection that ended before its client was admitted had no
+	 * usable header (an admission refused over the per-address limit is counted there). */
+	if (c->proxied && !c->admitted && ke_conn_error(conn) != -EBUSY)
+		bw->wstats.proxy_refused++;
+	remember(c);
+	if (c->admitted)
+		conn_limit_release(bw->b->per_address, (const struct sockaddr *)&c->addr);
 	if (c->exchange)
 		upstream_io_cancel(c->exchange);
 	free(c);
@@ -149,39 +226,93 @@ static void on_client_closed(struct ke_conn *conn, void *machine, void *ud)
 	close_io_when_idle(bw);
 }
 
+/* The client's real address is known (at accept, or once its PROXY header is read): one host
+ * cannot take every slot (beyond its share the connection is closed), a host over its rate
+ * limit gets a quick Error 2, and its region levels are looked up once. */
+static int admit(struct client *c, const struct sockaddr *client)
+{
+	struct broker_worker *bw = c->bw;
+	struct broker *b = bw->b;
+	int taken = conn_limit_take(b->per_address, client);
+	if (taken < 0)
+		return taken;
+	c->admitted = true;
+	memcpy(&c->addr, client,
+	       client->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+					     : sizeof(struct sockaddr_in));
+	char peer[NET_ADDR_STRLEN];
+	pool_session_set_peer(c->session, net_addr_str(client, peer, sizeof peer));
+	if (b->rate_limit && !ratelimit_allow(b->rate_limit, client, uv_now(bw->loop)))
+		pool_session_refuse_rate_limited(c->session);
+	geo_lookup(slot_view_get(&bw->geo_view), client, &c->levels);
+	return 0;
+}
+
+static int on_proxy_admit(struct ke_conn *conn, void *machine, const struct sockaddr *client,
+			  void *ud)
+{
+	struct client *c = ud;
+	struct sockaddr_storage via;
+	(void)machine;
+	memcpy(&via, ke_conn_via(conn),
+	       ke_conn_via(conn)->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+							: sizeof(struct sockaddr_in));
+	c->local = net_addr_equal(client, &via);
+	return admit(c, client);
+}
+
 static int on_accept(struct net_listener *nl, struct net_stream *s, void *ud)
 {
 	struct broker_worker *bw = ud;
 	struct broker *b = bw->b;
 	(void)nl;
-	/* One host cannot take every slot: beyond its share the connection is closed at once. */
-	int taken = conn_limit_take(b->per_address, net_stream_peer(s));
-	if (taken < 0)
-		return taken;
+	const struct sockaddr *peer = net_stream_peer(s);
+	/* Behind a load balancer only it may connect: anyone else could forge a header. */
+	if (b->cfg.proxy_protocol &&
+	    cidr_match(b->cfg.proxy_protocol_from, b->cfg.proxy_protocol_from_count, peer) < 0) {
+		bw->wstats.proxy_refused++;
+		if (log_ratelimit_allow(&bw->session_log, uv_now(bw->loop))) {
+			char text[NET_ADDR_STRLEN];
+			log_warn("worker %u: %s is not in proxy-protocol-from; connection closed",
+				 worker_index(bw->w), net_addr_str(peer, text, sizeof text));
+		}
+		return -EPERM;
+	}
 	struct client *c = calloc(1, sizeof *c);
 	struct pool_session *session = NULL;
-	int rc = c ? pool_session_new(&session, slot_view_get(&bw->server_creds_view),
-				      &b->session_cfg, &bw->upstreams, &bw->stats, uv_now(bw->loop))
-		   : -ENOMEM;
-	if (rc == 0) {
+	int rc = -ENOMEM;
+	if (c) {
 		c->bw = bw;
-		c->session = session;
+		c->ups = (struct pool_session_upstreams){ .pick = pick, .ud = c };
 		c->upstream = UINT32_MAX;
-		char peer[NET_ADDR_STRLEN];
-		pool_session_set_peer(session, net_addr_str(net_stream_peer(s), peer, sizeof peer));
+		c->quarter = -1;
+		c->started_ns = uv_hrtime();
+		rc = pool_session_new(&session, slot_view_get(&bw->server_creds_view),
+				      &b->session_cfg, &c->ups, &bw->stats, uv_now(bw->loop));
+	}
+	if (rc == 0) {
+		c->session = session;
+		if (!b->cfg.proxy_protocol)
+			rc = admit(c, peer);
+	}
+	if (rc == 0) {
+		c->proxied = b->cfg.proxy_protocol;
 		const struct ke_conn_owner owner = { .progress = on_progress,
 						     .closed = on_client_closed,
+						     .admit = c->proxied ? on_proxy_admit : NULL,
+						     .proxy = c->proxied,
 						     .ud = c,
 						     .group = &bw->conns };
 		rc = ke_conn_start(&c->conn, s, &machine_ops, session, &owner);
 	}
 	if (rc < 0) {
-		if (log_ratelimit_allow(&bw->session_log, uv_now(bw->loop)))
+		if (rc != -EBUSY && log_ratelimit_allow(&bw->session_log, uv_now(bw->loop)))
 			log_warn("worker %u: cannot start a session: %s", worker_index(bw->w),
 				 strerror(-rc));
+		if (c && c->admitted)
+			conn_limit_release(b->per_address, peer);
 		pool_session_free(session);
 		free(c);
-		conn_limit_release(b->per_address, net_stream_peer(s));
 		return rc;
 	}
 	bw->clients++;
@@ -222,7 +353,8 @@ static int worker_start(struct worker *w, char *err, size_t errlen)
 	unsigned i = worker_index(w), n = b->n_workers;
 	bw->w = w;
 	bw->loop = worker_loop(w);
-	bw->upstreams = (struct pool_session_upstreams){ .pick = pick, .ud = bw };
+	histogram_init_default(&bw->wstats.session_seconds);
+	histogram_init_default(&bw->wstats.upstream_seconds);
 	ke_conn_group_init(&bw->conns);
 	int rc = upstream_io_new_data(&bw->io, bw->loop, slot_view_get(&bw->client_creds_view),
 				      &b->snapshots, &b->io_cfg);
@@ -245,6 +377,11 @@ static void worker_publish(struct worker *w)
 {
 	struct broker_worker *bw = worker_ud(w);
 	bw->pub_stats = bw->stats;
+	bw->pub_wstats = bw->wstats;
+	bw->n_pub_recent = bw->n_recent;
+	for (size_t i = 0; i < bw->n_recent; i++)
+		bw->pub_recent[i] = bw->recent[(bw->recent_next + BROKER_RECENT_MAX - bw->n_recent +
+						i) % BROKER_RECENT_MAX];
 	for (size_t l = 0; l < bw->b->n_listen; l++)
 		bw->pub_listeners[l] = bw->listeners[l] ? *net_listener_stats(bw->listeners[l])
 							: bw->last_listeners[l];
@@ -267,6 +404,7 @@ static void worker_reload(struct worker *w)
 		return;
 	upstream_io_set_creds(bw->io, slot_view_get(&bw->client_creds_view));
 	slot_view_get(&bw->server_creds_view);
+	slot_view_get(&bw->geo_view);
 	upstream_io_kick(bw->io);
 }
 
@@ -293,6 +431,7 @@ void broker_worker_free(struct broker_worker *bw)
 	slot_view_release(&bw->snapshot_view);
 	slot_view_release(&bw->server_creds_view);
 	slot_view_release(&bw->client_creds_view);
+	slot_view_release(&bw->geo_view);
 	upstream_picker_free(bw->picker);
 	free(bw->listeners);
 	free(bw->pub_listeners);
