@@ -47,6 +47,9 @@ static const cJSON *lookup(const cJSON *node, char *path)
 			char *end;
 			errno = 0;
 			long i = strtol(part, &end, 10);
+			/* A negative index counts from the end: -1 is the last element. */
+			if (i < 0)
+				i += cJSON_GetArraySize(node);
 			if (errno || end == part || *end || i < 0 || i > 0x7fffffffL)
 				return NULL;
 			node = cJSON_GetArrayItem(node, (int)i);

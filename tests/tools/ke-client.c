@@ -58,6 +58,7 @@ struct opts {
 	bool ntp;
 	const char *save;
 	const char *load;
+	const char *proxy; /* claim this client IP:PORT in a PROXY v1 header, or NULL */
 	int timeout_ms;
 	const char *token;    /* Authentication record first in Support and Fixed Key requests */
 	const char *wait_for; /* before each kept-alive request after the first, wait for it */
@@ -98,6 +99,7 @@ static void usage(FILE *f)
 	      "  --save FILE          save keys and cookies after the exchange\n"
 	      "  --load FILE          skip the exchange: NTS NTP with a saved cookie\n"
 	      "  --timeout MS         I/O timeout (default 5000)\n"
+	      "  --proxy IP:PORT      first send a PROXY v1 header claiming that client address\n"
 	      "  --token TOKEN        authenticate Support and Fixed Key requests with TOKEN\n"
 	      "  --wait-for FILE      before each request after the first, create FILE.waiting and\n"
 	      "                       wait until FILE exists\n",
@@ -286,6 +288,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "timeout", required_argument, NULL, 't' },
 		{ "token", required_argument, NULL, 'T' },
 		{ "wait-for", required_argument, NULL, 'W' },
+		{ "proxy", required_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'H' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -298,6 +301,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'c': o->connect = optarg; break;
 		case 'A': o->ca = optarg; break;
 		case 'n': o->name = optarg; break;
+		case 'P': o->proxy = optarg; break;
 		case 'C': o->cert = optarg; break;
 		case 'K': o->key = optarg; break;
 		case '2': o->tls12 = true; break;
@@ -695,6 +699,36 @@ static int hold(gnutls_session_t gs, int hold_ms, bool keep_bytes, cJSON *out)
 	return 0;
 }
 
+/* A PROXY protocol v1 line claiming client `claim` (IP:PORT) towards dst, as a load balancer
+ * would send it. */
+static int send_proxy_header(int fd, const char *claim, const struct sockaddr_storage *dst,
+			     char *reason, size_t len)
+{
+	struct sockaddr_storage src;
+	socklen_t sl;
+	char src_ip[INET6_ADDRSTRLEN + 1], dst_ip[INET6_ADDRSTRLEN + 1], line[160];
+	if (parse_endpoint(claim, &src, &sl, src_ip, sizeof src_ip) < 0 ||
+	    src.ss_family != dst->ss_family) {
+		snprintf(reason, len, "bad --proxy %s (IP:PORT of the --connect family)", claim);
+		return -EINVAL;
+	}
+	bool v6 = dst->ss_family == AF_INET6;
+	const void *da = v6 ? (const void *)&((const struct sockaddr_in6 *)dst)->sin6_addr
+			    : (const void *)&((const struct sockaddr_in *)dst)->sin_addr;
+	inet_ntop(dst->ss_family, da, dst_ip, sizeof dst_ip);
+	unsigned sport = ntohs(v6 ? ((struct sockaddr_in6 *)&src)->sin6_port
+				  : ((struct sockaddr_in *)&src)->sin_port);
+	unsigned dport = ntohs(v6 ? ((const struct sockaddr_in6 *)dst)->sin6_port
+				  : ((const struct sockaddr_in *)dst)->sin_port);
+	int n = snprintf(line, sizeof line, "PROXY %s %s %s %u %u\r\n", v6 ? "TCP6" : "TCP4",
+			 src_ip, dst_ip, sport, dport);
+	if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+		snprintf(reason, len, "sending the PROXY header: %s", strerror(errno));
+		return -EIO;
+	}
+	return 0;
+}
+
 static int key_exchange(const struct opts *o, cJSON *out, struct ke_state *st)
 {
 	struct sockaddr_storage ss;
@@ -722,6 +756,10 @@ static int key_exchange(const struct opts *o, cJSON *out, struct ke_state *st)
 		snprintf(reason, sizeof reason, "connect: %s", strerror(errno));
 		cJSON_AddStringToObject(out, "handshake", "failed");
 		cJSON_AddStringToObject(out, "handshake_error", reason);
+		goto done;
+	}
+	if (o->proxy && (ret = send_proxy_header(fd, o->proxy, &ss, reason, sizeof reason)) < 0) {
+		fprintf(stderr, "ke-client: %s\n", reason);
 		goto done;
 	}
 	ret = tls_setup(o, ip, fd, &cred, &gs, reason, sizeof reason);
