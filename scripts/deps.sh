@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs, only those that are missing: libraries and
-# tools. Peer daemons (chrony) are never installed as packages, which would enable their
-# services: scripts/peers.sh unpacks them into a scratch directory, and only the shared libraries
-# they link against are installed here.
+# tools. Peer daemons (chrony, haproxy) are never installed as packages, which would enable
+# their services: scripts/peers.sh unpacks them into a scratch directory, and only the shared
+# libraries they link against are installed here.
 # Usage: scripts/deps.sh [build|test|demo|bench]   (each includes build)
 set -euo pipefail
 
@@ -10,9 +10,11 @@ build_pkgs=(gcc make autoconf automake libtool pkg-config
 	libgnutls28-dev libuv1-dev libjansson-dev libhttp-parser-dev libmaxminddb-dev)
 # What chronyd 4.3 links against (libgnutls30 comes with libgnutls28-dev).
 chrony_libs=(libcap2 libedit2 libnettle8 libseccomp2)
+# What haproxy 2.6 links against (scripts/peers.sh unpacks it for the scale-out tests).
+haproxy_libs=(libcrypt1 libssl3 liblua5.3-0 libsystemd0 libpcre2-8-0 libopentracing-c-wrapper0)
 test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl clang libclang-rt-14-dev
 	libmaxmind-db-writer-perl
-	"${chrony_libs[@]}")
+	"${chrony_libs[@]}" "${haproxy_libs[@]}")
 demo_pkgs=(openssl libcjson-dev "${chrony_libs[@]}")
 bench_pkgs=(openssl jq iproute2 util-linux "${chrony_libs[@]}")
 

@@ -4,7 +4,8 @@
 # installed, so no service is enabled and nothing of the host changes. Their shared libraries are
 # ordinary packages that scripts/deps.sh installs.
 # Usage: scripts/peers.sh NAME     prints the path of NAME's binary (chrony: chronyd;
-#                                  prometheus: promtool, to check our /metrics)
+#                                  prometheus: promtool, to check our /metrics; haproxy: the
+#                                  load balancer in front of several brokers)
 # The scratch directory is $PEERS_DIR (default build/peers in the source tree); an unpacked peer
 # is reused.
 set -euo pipefail
@@ -12,15 +13,16 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${PEERS_DIR:-$top/build/peers}
 
 usage() {
-	echo "usage: $0 chrony|prometheus" >&2
+	echo "usage: $0 chrony|prometheus|haproxy" >&2
 	exit 2
 }
 [[ $# -eq 1 ]] || usage
 case $1 in
 chrony) pkg=chrony bin=usr/sbin/chronyd ;;
 prometheus) pkg=prometheus bin=usr/bin/promtool ;;
+haproxy) pkg=haproxy bin=usr/sbin/haproxy ;;
 -h | --help)
-	sed -n '2,9s/^# \{0,1\}//p' "$0"
+	sed -n '2,10s/^# \{0,1\}//p' "$0"
 	exit 0
 	;;
 *) usage ;;

@@ -46,6 +46,12 @@ if PROMTOOL=$(PEERS_DIR=$(pwd)/peers "$top/scripts/peers.sh" prometheus); then
 else
 	echo "test.sh: promtool could not be fetched; the metrics test will fail" >&2
 fi
+# HAProxy, the load balancer of the scale-out test, the same way.
+if HAPROXY=$(PEERS_DIR=$(pwd)/peers "$top/scripts/peers.sh" haproxy); then
+	export HAPROXY
+else
+	echo "test.sh: haproxy could not be fetched; the scale-out test will fail" >&2
+fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

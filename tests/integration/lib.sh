@@ -724,3 +724,64 @@ has_word() {
 	*) return 1 ;;
 	esac
 }
+
+# ---- Scale-out peers: HAProxy, chronyc, chronyd under test names -----------------------------
+
+# HAProxy unpacked by scripts/peers.sh (never installed: the package would enable a service).
+HAPROXY=${HAPROXY:-$TOP_BUILDDIR/peers/haproxy/usr/sbin/haproxy}
+
+# haproxy_find: prints the path of a runnable haproxy, unpacking it into $TOP_BUILDDIR/peers
+# with scripts/peers.sh when it is missing; else prints why not on stderr and returns 1.
+haproxy_find() {
+	h_bin=$HAPROXY
+	if [ ! -x "$h_bin" ]; then
+		h_bin=$(PEERS_DIR="$TOP_BUILDDIR/peers" \
+			bash "$TOP_SRCDIR/scripts/peers.sh" haproxy) ||
+			{ echo "scripts/peers.sh could not unpack haproxy" >&2; return 1; }
+	fi
+	if ! "$h_bin" -v >/dev/null 2>&1; then
+		echo "$h_bin does not run (its libraries: scripts/deps.sh test)" >&2
+		return 1
+	fi
+	echo "$h_bin"
+}
+
+# haproxy_start NAME CONF: checks CONF (haproxy -c), then runs HAProxy in the foreground (-db)
+# as the test's user; output in $T/NAME.log, ${NAME}_pid set. Returns 1 with haproxy's
+# complaint when CONF does not load.
+haproxy_start() {
+	if ! "$HAPROXY" -c -f "$2" >"$T/$1.log" 2>&1; then
+		log_tail "$T/$1.log"
+		return 1
+	fi
+	"$HAPROXY" -db -f "$2" >"$T/$1.log" 2>&1 &
+	hs_pid=$!
+	track "$hs_pid"
+	eval "${1}_pid=\$hs_pid"
+}
+
+# chronyc of the chrony package chronyd came from.
+CHRONYC=${CHRONYC:-${CHRONYD%/sbin/chronyd}/bin/chronyc}
+
+# chronyc_of NAME ARGS...: chronyc against the chronyd whose directory is $T/NAME (chrony_dir;
+# its configuration has "bindcmdaddress $T/NAME/chronyd.sock").
+chronyc_of() {
+	c_dir=$1
+	shift
+	"$CHRONYC" -h "$T/$c_dir/chronyd.sock" "$@"
+}
+
+# chrony_ns_start NAME CONF HOSTS: chrony_server_start (chronyd -x as nobody) inside a private
+# mount namespace in which the file HOSTS is bind-mounted over /etc/hosts, so that chronyd
+# resolves names of the test's choosing; the host's /etc/hosts is never written. Needs root,
+# as chrony_ready does.
+chrony_ns_start() {
+	chmod 644 "$3"
+	# shellcheck disable=SC2016 # expanded by the inner shell
+	unshare --mount --propagation private -- sh -c \
+		'mount --bind "$1" /etc/hosts && shift && exec runuser -u nobody -- "$@"' sh "$3" \
+		"$CHRONYD" -U -u nobody -x -d -f "$2" >"$T/$1.log" 2>&1 &
+	c_pid=$!
+	track "$c_pid"
+	eval "${1}_pid=\$c_pid"
+}
