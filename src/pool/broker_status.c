@@ -358,6 +358,21 @@ static void metrics(struct status_text *out, void *ud)
 	status_metric_header(out, "nts_pool_ke_workers", "gauge", "Worker threads serving clients");
 	status_metric_value(out, "nts_pool_ke_workers", NULL, b->n_workers);
 	listener_metrics(b, t, out);
+	unsigned kept = 0;
+	for (size_t i = 0; i < t->n_kept; i++)
+		kept += t->kept[i].n;
+	status_metric_header(out, "nts_pool_ke_kept_connections", "gauge",
+			     "Kept-alive upstream connections of every worker, all upstreams");
+	status_metric_value(out, "nts_pool_ke_kept_connections", NULL, kept);
+	if (b->rate_limit) {
+		struct ratelimit_stats rl;
+		ratelimit_stats(b->rate_limit, &rl);
+		status_metric_header(out, "nts_pool_ke_rate_limit_clients", "gauge",
+				     "Client prefixes the rate limiter tracks");
+		status_metric_value(out, "nts_pool_ke_rate_limit_clients", NULL, (double)rl.tracked);
+		counter(out, "nts_pool_ke_rate_limit_evicted_total",
+			"Tracked prefixes forgotten to make room (a full table)", rl.evicted);
+	}
 
 	enum { HEALTHY, SERVED, FAILURES, KEPT };
 	static const struct {

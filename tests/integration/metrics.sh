@@ -6,7 +6,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init metrics
-plan 6
+plan 7
 
 PROMTOOL=${PROMTOOL:-$TOP_BUILDDIR/peers/prometheus/usr/bin/promtool}
 pool_certs || bail_out "gen-cert.sh failed"
@@ -20,8 +20,11 @@ CS=$PORT6
 CNTP=$PORT7
 C="$T/certs"
 
-source_start a 127.0.0.2 "$KEA" "$NTPA" "$SA" || bail_out "time source A did not start"
-pool_conf "$T/pool.toml" "$PK" "$PS" "$(upstream 127.0.0.2 "$KEA")" "deep-check-interval-s = 0"
+# Rate limits on, so their series are checked too.
+SOURCE_KE_EXTRA="rate-limit-per-second = 100" source_start a 127.0.0.2 "$KEA" "$NTPA" "$SA" ||
+	bail_out "time source A did not start"
+pool_conf "$T/pool.toml" "$PK" "$PS" "$(upstream 127.0.0.2 "$KEA")" "deep-check-interval-s = 0
+rate-limit-per-second = 100"
 pool_start p "$T/pool.toml" "127.0.0.1:$PS" || bail_out "nts-pool-ke did not start"
 wait_upstream p 127.0.0.2 "$KEA" healthy 30 || bail_out "the upstream never became healthy"
 "$TOOLS/ke-client" --connect "127.0.0.1:$PK" --ca "$C/ca.pem" --ntp >/dev/null 2>&1 || true
@@ -53,6 +56,10 @@ check() {
 }
 check time-source "$SA"
 check broker "$PS"
+# The broker's histograms are there and counted the session.
+expect "broker: session and upstream-exchange histograms counted the key exchange" \
+	"$(grep -c '^nts_pool_ke_session_duration_seconds_count [1-9]' "$T/broker.prom") $(grep -c '^nts_pool_ke_upstream_exchange_duration_seconds_count [1-9]' "$T/broker.prom")" \
+	"1 1" "$(grep duration_seconds "$T/broker.prom" | head -40)"
 check client "$CS"
 
 # The client's two sources of one server have distinct label sets (promtool also says so).
