@@ -69,12 +69,18 @@ void upstream_picker_free(struct upstream_picker *p)
 	free(p);
 }
 
-/* The state of id, made (at 0) when new; entries of upstreams the snapshot no longer has are
- * reused first. NULL only when the table is full of live ids, which the registry's bounds
- * rule out. */
+/* The state of entry e of s, made (at 0) when new; entries of upstreams the snapshot no longer
+ * has are reused first. NULL only when the table is full of live ids, which the registry's
+ * bounds rule out. */
 static struct wrr *wrr_of(struct upstream_picker *p, const struct upstream_snapshot *s,
-			  uint32_t id)
+			  const struct upstream_snapshot_entry *e)
 {
+	uint32_t id = e->id;
+	/* States are made in the snapshot's order, and snapshots rarely reorder, so the state of
+	 * the i-th entry is usually the i-th: a pick over n upstreams stays O(n), not O(n^2). */
+	size_t hint = (size_t)(e - s->e);
+	if (hint < p->n && p->v[hint].id == id)
+		return &p->v[hint];
 	for (size_t i = 0; i < p->n; i++)
 		if (p->v[i].id == id)
 			return &p->v[i];
@@ -216,7 +222,7 @@ static int round_robin(const struct upstream_snapshot *s, struct upstream_picker
 		const struct upstream_snapshot_entry *e = set[i];
 		if (tried_before(e->id, q->tried, q->n_tried) || class_of(e, q->req) != cls)
 			continue;
-		struct wrr *w = wrr_of(p, s, e->id);
+		struct wrr *w = wrr_of(p, s, e);
 		if (!w)
 			return -ENOMEM;
 		w->current += e->weight;
@@ -283,7 +289,7 @@ int upstream_snapshot_pick_for(const struct upstream_snapshot *s, struct upstrea
 	for (size_t i = 0; i < s->n; i++) {
 		if (s->e[i].state == UPSTREAM_HEALTHY)
 			continue;
-		struct wrr *w = wrr_of(p, s, s->e[i].id);
+		struct wrr *w = wrr_of(p, s, &s->e[i]);
 		if (w)
 			w->current = 0;
 	}
