@@ -1,5 +1,6 @@
 #include "program.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *),
 		  bool allow_no_clock_control, struct program_opts *out)
@@ -115,6 +117,71 @@ unsigned program_conn_cap(const char *option, unsigned wanted, unsigned n, unsig
 		 "LimitNOFILE= in the service) or lower %s",
 		 option, wanted, n, need, limit, cap * workers, option);
 	return cap;
+}
+
+/* err becomes "HEAD: err[; hint]" (hint may be empty). */
+static void rewrite(char *err, size_t errlen, const char *head, const char *hint)
+{
+	char was[1024];
+	snprintf(was, sizeof was, "%s", err);
+	snprintf(err, errlen, "%s: %s%s%s", head, was, hint[0] ? "; " : "", hint);
+}
+
+int program_listen_error(int rc, const char *file, const struct config_listen *l,
+			 const char *key, const char *where, char *err, size_t errlen)
+{
+	if (!err || errlen == 0)
+		return rc;
+	const struct sockaddr *sa = (const struct sockaddr *)&l->addr;
+	unsigned port = ntohs(sa->sa_family == AF_INET6
+				      ? ((const struct sockaddr_in6 *)sa)->sin6_port
+				      : ((const struct sockaddr_in *)sa)->sin_port);
+	char hint[256] = "";
+	switch (rc) {
+	case -EACCES:
+	case -EPERM:
+		if (port < 1024)
+			snprintf(hint, sizeof hint,
+				 "a port below 1024 needs root or the CAP_NET_BIND_SERVICE "
+				 "capability (AmbientCapabilities= in a systemd unit)");
+		else
+			snprintf(hint, sizeof hint,
+				 "the system keeps this port from this user (sysctl "
+				 "net.ipv4.ip_unprivileged_port_start, or a security policy)");
+		break;
+	case -EADDRINUSE:
+		snprintf(hint, sizeof hint,
+			 "another instance of this program or another server holds port %u (ss "
+			 "-lntup 'sport = :%u' shows which)",
+			 port, port);
+		break;
+	case -EADDRNOTAVAIL:
+		snprintf(hint, sizeof hint,
+			 "the address is on none of this machine's interfaces (ip address lists "
+			 "them)");
+		break;
+	default:
+		break;
+	}
+	char head[512];
+	rewrite(err, errlen, config_prefix(head, sizeof head, file, l->line, key, where), hint);
+	return rc;
+}
+
+int program_file_error(int rc, const char *file, int line, const char *key, const char *where,
+		       char *err, size_t errlen)
+{
+	if (!err || errlen == 0)
+		return rc;
+	char hint[160] = "";
+	if (rc == -EACCES)
+		snprintf(hint, sizeof hint,
+			 "the user this program runs as (uid %u) needs access to it and to every "
+			 "directory above it",
+			 (unsigned)geteuid());
+	char head[512];
+	rewrite(err, errlen, config_prefix(head, sizeof head, file, line, key, where), hint);
+	return rc;
 }
 
 struct signals {

@@ -9,6 +9,7 @@
 
 #include <uv.h>
 
+#include "config.h"
 #include "log.h"
 #include "workers.h"
 
@@ -47,6 +48,20 @@ unsigned program_fd_limit(void);
  * fix. */
 unsigned program_conn_cap(const char *option, unsigned wanted, unsigned n, unsigned workers,
 			  unsigned fixed);
+
+/* Rewrites err, the message of a failed bind of l (borrowed), the address option `key` of
+ * `where` in the configuration `file` ("ADDR: reason", as net and status write it), as
+ * "FILE:LINE: 'key' in where: ADDR: reason; FIX", naming the likely fix for rc: root or
+ * CAP_NET_BIND_SERVICE for a port below 1024, the other program that holds the address, an
+ * address that is on none of the machine's interfaces. Returns rc. */
+int program_listen_error(int rc, const char *file, const struct config_listen *l,
+			 const char *key, const char *where, char *err, size_t errlen);
+
+/* As program_listen_error for a file the option names ("PATH: reason" in err): the head
+ * "FILE:LINE: 'key' in where: ", and for -EACCES that the program's user needs access to the
+ * file and the directories above it. Returns rc. */
+int program_file_error(int rc, const char *file, int line, const char *key, const char *where,
+		       char *err, size_t errlen);
 
 struct program_hooks {
 	int (*start)(void *ud, char *err, size_t errlen); /* bind and start; negative errno */

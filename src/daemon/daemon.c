@@ -1,9 +1,11 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -350,6 +352,93 @@ static const struct workers_ops worker_ops = {
 
 /* ---- lifecycle ---- */
 
+/* The start is ordered so that a failed one writes nothing: daemon_prepare reads and checks
+ * every file the configuration names without changing any (the key file only read), and
+ * daemon_start binds every socket before the keyset task loads the key file, which may create
+ * it, rewrite an old format or remove a killed store's temporaries. */
+
+static const char keyset_where[] = "[keyset]";
+
+/* Where a key file that does not exist yet will be created: its directory must exist and take
+ * a new file from this user. */
+static int check_key_dir(const char *path, char *err, size_t errlen)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[4096];
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == path)
+		snprintf(dir, sizeof dir, "/");
+	else
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	struct stat st;
+	if (stat(dir, &st) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: cannot create the key file: directory %s: %s", path, dir,
+			 strerror(e));
+		return -e;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: cannot create the key file: %s is not a directory", path,
+			 dir);
+		return -ENOTDIR;
+	}
+	if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0) {
+		int e = errno;
+		snprintf(err, errlen, "%s: cannot create the key file in %s: %s", path, dir,
+			 strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+/* The key file as keyset_task_load will find it, read only: a file it would refuse, or a
+ * missing one it could not create, is a configuration error found before anything is written. */
+static int check_keyset(const struct daemon *d, char *err, size_t errlen)
+{
+	const struct config_daemon_keyset *k = &d->cfg.keyset;
+	if (!k->key_storage_path)
+		return 0;
+	struct keyset *ks;
+	int rc = keyset_load(k->key_storage_path, &ks, err, errlen);
+	if (rc >= 0) {
+		keyset_unref(ks);
+		return 0;
+	}
+	if (rc == -ENOENT)
+		rc = check_key_dir(k->key_storage_path, err, errlen);
+	if (rc < 0)
+		return program_file_error(rc, d->config_path, k->key_storage_path_line,
+					  "key-storage-path", keyset_where, err, errlen);
+	return 0;
+}
+
+/* The CA files of the NTS sources, read here so that a bad one stops the start as a
+ * configuration error before anything is written; the sources load their own credentials from
+ * the same files when they start. */
+static int check_source_cas(const struct daemon *d, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < d->cfg.source_count; i++) {
+		const struct config_daemon_source *s = &d->cfg.sources[i];
+		if (!s->certificate_authority)
+			continue;
+		char ca[512];
+		const struct tls_client_options o = { .no_system_trust = true,
+						      .ca_file = s->certificate_authority };
+		const struct tls_creds_names names = {
+			.ca = config_prefix(ca, sizeof ca, d->config_path,
+					    s->certificate_authority_line, "certificate-authority",
+					    "[[source]]"),
+		};
+		struct tls_creds *c;
+		int rc = tls_creds_new_client_named(&c, &o, &names, err, errlen);
+		if (rc < 0)
+			return rc;
+		tls_creds_unref(c);
+	}
+	return 0;
+}
+
 int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 		   struct config_daemon *cfg, unsigned workers, char *err, size_t errlen)
 {
@@ -366,10 +455,7 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 		return -ENOMEM;
 	d->clock_ready = true;
 
-	int rc = keyset_task_load(&d->keys, &d->cfg.keyset, err, errlen);
-	if (rc < 0)
-		return rc;
-
+	int rc;
 	size_t nk = d->cfg.nts_ke_server_count, nv = d->cfg.server_count;
 	d->ke = calloc(nk + 1, sizeof *d->ke);
 	d->ke_caps = calloc(nk + 1, sizeof *d->ke_caps);
@@ -400,6 +486,8 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 			return rc;
 		d->n_ke++;
 	}
+	if ((rc = check_source_cas(d, err, errlen)) < 0 || (rc = check_keyset(d, err, errlen)) < 0)
+		return rc;
 	if (d->cfg.source_count > 0) {
 		/* Without clock control the offsets are measured and reported, never applied. */
 		bool control = d->cfg.synchronization.clock_control;
@@ -419,17 +507,20 @@ static int bind_sockets(struct daemon *d, char *err, size_t errlen)
 {
 	unsigned n = d->n_workers;
 	for (size_t k = 0; k < d->n_ntp; k++) {
-		int rc = net_bind_group((const struct sockaddr *)&d->cfg.servers[k].listen.addr,
-					SOCK_DGRAM, n, &d->ntp_fds[k * n], err, errlen);
+		const struct config_listen *l = &d->cfg.servers[k].listen;
+		int rc = net_bind_group((const struct sockaddr *)&l->addr, SOCK_DGRAM, n,
+					&d->ntp_fds[k * n], err, errlen);
 		if (rc < 0)
-			return rc;
+			return program_listen_error(rc, d->config_path, l, "listen", "[[server]]",
+						    err, errlen);
 	}
 	for (size_t k = 0; k < d->n_ke; k++) {
-		int rc = net_bind_group(
-			(const struct sockaddr *)&d->cfg.nts_ke_servers[k].listen.addr, SOCK_STREAM,
-			n, &d->ke_fds[k * n], err, errlen);
+		const struct config_listen *l = &d->cfg.nts_ke_servers[k].listen;
+		int rc = net_bind_group((const struct sockaddr *)&l->addr, SOCK_STREAM, n,
+					&d->ke_fds[k * n], err, errlen);
 		if (rc < 0)
-			return rc;
+			return program_listen_error(rc, d->config_path, l, "listen",
+						    "[[nts-ke-server]]", err, errlen);
 	}
 	return 0;
 }
@@ -460,9 +551,25 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 {
 	int rc;
 	d->started_ms = uv_now(d->loop);
-	keyset_task_start(&d->keys, d->loop);
 	if ((rc = bind_sockets(d, err, errlen)) < 0)
 		return rc;
+	if (d->cfg.observability.has_status_listen) {
+		const struct config_listen *sl = &d->cfg.observability.status_listen;
+		rc = status_server_new(&d->status, d->loop, (const struct sockaddr *)&sl->addr,
+				       &provider, d, err, errlen);
+		if (rc < 0)
+			return program_listen_error(rc, d->config_path, sl, "status-listen",
+						    "[observability]", err, errlen);
+		log_info("status endpoint on http://%s/status", sl->text);
+	}
+	/* Every socket is bound: only now may the key file be created. */
+	if ((rc = keyset_task_load(&d->keys, &d->cfg.keyset, err, errlen)) < 0)
+		return d->cfg.keyset.key_storage_path
+			       ? program_file_error(rc, d->config_path,
+						    d->cfg.keyset.key_storage_path_line,
+						    "key-storage-path", keyset_where, err, errlen)
+			       : rc;
+	keyset_task_start(&d->keys, d->loop);
 	apply_caps(d);
 	void **uds = calloc(d->n_workers, sizeof *uds);
 	if (!uds) {
@@ -494,20 +601,12 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 		if (rc < 0)
 			return rc;
 	}
-	if (d->cfg.observability.has_status_listen) {
-		const struct config_listen *sl = &d->cfg.observability.status_listen;
-		rc = status_server_new(&d->status, d->loop, (const struct sockaddr *)&sl->addr,
-				       &provider, d, err, errlen);
-		if (rc < 0)
-			return rc;
-		log_info("status endpoint on http://%s/status", sl->text);
-	}
 	return 0;
 }
 
 void daemon_reload(struct daemon *d)
 {
-	char err[512];
+	char err[1024];
 	if (d->stopping)
 		return;
 	log_info("reloading certificates and pool tokens");

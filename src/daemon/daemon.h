@@ -63,14 +63,16 @@ struct daemon {
 };
 
 /* Takes ownership of cfg (moved into d) and config_path (copied). Loads every file the
- * configuration names (certificates, pinned pool certificates, the keyset), opening no socket.
+ * configuration names (certificates, pinned pool certificates, the sources' CAs) and checks the
+ * key file read-only, opening no socket and writing nothing.
  * workers: how many threads serve the listeners (1..WORKERS_MAX).
  * Returns 0, or negative errno with a message in err: the caller exits PROGRAM_EXIT_CONFIG. */
 int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 		   struct config_daemon *cfg, unsigned workers, char *err, size_t errlen);
 
-/* Binds every listener's sockets (one per worker), starts the workers on them, then the
- * timers, sources and status endpoint on the main loop. Returns 0, or negative errno with a message in
+/* Binds every listener's sockets (one per worker) and the status endpoint, then loads or
+ * creates the keyset (the first write to disk), starts the workers, the rotation timer and the
+ * sources. Returns 0, or negative errno with a message in
  * err (e.g. address in use): the caller stops the daemon and exits PROGRAM_EXIT_FAILURE. */
 int daemon_start(struct daemon *d, char *err, size_t errlen);
 

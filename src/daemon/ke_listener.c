@@ -31,17 +31,30 @@ struct ke_listener {
 	struct log_ratelimit conn_log;
 };
 
-static int load_creds(const struct config_daemon_nts_ke_server *cfg, struct tls_creds **out,
-		      char *err, size_t errlen)
+static const char ke_where[] = "[[nts-ke-server]]";
+
+/* Messages name the option and the line of the configuration `file` behind each file. */
+static int load_creds(const struct config_daemon_nts_ke_server *cfg, const char *file,
+		      struct tls_creds **out, char *err, size_t errlen)
 {
-	struct tls_server_options opt = {
+	char cert[512], key[512], pool[512];
+	const struct tls_server_options opt = {
 		.cert_file = cfg->certificate_chain_path,
 		.key_file = cfg->private_key_path,
 		.pool_cert_files = (const char *const *)cfg->authorized_pool_server_certificates,
 		.n_pool_cert_files = cfg->authorized_pool_server_certificate_count,
 		.allow_world_readable_key = cfg->allow_world_readable_private_key,
 	};
-	return tls_creds_new_server(out, &opt, err, errlen);
+	const struct tls_creds_names names = {
+		.cert = config_prefix(cert, sizeof cert, file, cfg->certificate_chain_path_line,
+				      "certificate-chain-path", ke_where),
+		.key = config_prefix(key, sizeof key, file, cfg->private_key_path_line,
+				     "private-key-path", ke_where),
+		.pool_cert = config_prefix(pool, sizeof pool, file,
+					   cfg->authorized_pool_server_certificates_line,
+					   "authorized-pool-server-certificates", ke_where),
+	};
+	return tls_creds_new_server_named(out, &opt, &names, err, errlen);
 }
 
 int ke_shared_init(struct ke_shared *sh, const struct config_daemon_nts_ke_server *cfg,
@@ -73,7 +86,7 @@ int ke_shared_init(struct ke_shared *sh, const struct config_daemon_nts_ke_serve
 			return rc;
 		}
 	}
-	if ((rc = load_creds(cfg, &creds, err, errlen)) < 0) {
+	if ((rc = load_creds(cfg, config_file, &creds, err, errlen)) < 0) {
 		conn_limit_free(sh->per_address);
 		ratelimit_free(sh->rate_limit);
 		sh->per_address = NULL;
@@ -93,7 +106,7 @@ int ke_shared_reload(struct ke_shared *sh, char *err, size_t errlen)
 {
 	struct tls_creds *fresh;
 	struct pool_tokens *tokens;
-	int rc = load_creds(sh->cfg, &fresh, err, errlen);
+	int rc = load_creds(sh->cfg, sh->config_file, &fresh, err, errlen);
 	if (rc < 0)
 		return rc;
 	rc = config_daemon_load_tokens(sh->cfg, sh->config_file, &tokens, err, errlen);

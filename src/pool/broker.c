@@ -27,15 +27,27 @@
 #define BACKOFF_MAX_MS (10 * 60 * 1000)
 
 
-static int load_creds(const struct config_pool *cfg, struct tls_creds **server,
+static const char server_where[] = "[nts-pool-ke-server]";
+
+/* Messages name the option and the line of the configuration `file` behind each file. */
+static int load_creds(const struct config_pool *cfg, const char *file, struct tls_creds **server,
 		      struct tls_creds **client, char *err, size_t errlen)
 {
+	char cert[512], key[512], ca[512];
+	const struct tls_creds_names names = {
+		.cert = config_prefix(cert, sizeof cert, file, cfg->certificate_chain_path_line,
+				      "certificate-chain-path", server_where),
+		.key = config_prefix(key, sizeof key, file, cfg->private_key_path_line,
+				     "private-key-path", server_where),
+		.ca = config_prefix(ca, sizeof ca, file, cfg->certificate_authority_path_line,
+				    "certificate-authority-path", server_where),
+	};
 	struct tls_server_options so = {
 		.cert_file = cfg->certificate_chain_path,
 		.key_file = cfg->private_key_path,
 		.allow_world_readable_key = cfg->allow_world_readable_private_key,
 	};
-	int rc = tls_creds_new_server(server, &so, err, errlen);
+	int rc = tls_creds_new_server_named(server, &so, &names, err, errlen);
 	if (rc < 0)
 		return rc;
 	struct tls_client_options co = {
@@ -44,7 +56,7 @@ static int load_creds(const struct config_pool *cfg, struct tls_creds **server,
 		.key_file = cfg->private_key_path,
 		.allow_world_readable_key = cfg->allow_world_readable_private_key,
 	};
-	rc = tls_creds_new_client(client, &co, err, errlen);
+	rc = tls_creds_new_client_named(client, &co, &names, err, errlen);
 	if (rc < 0) {
 		tls_creds_unref(*server);
 		*server = NULL;
@@ -104,8 +116,10 @@ static struct upstream_timing timing_of(const struct config_pool *c)
 }
 
 /* The client lookup of cfg: its [[region]] table and its country database. *out may be NULL
- * when neither is configured. */
-static int load_geo(const struct config_pool *cfg, struct geo **out, char *err, size_t errlen)
+ * when neither is configured. A database that fails is named by its option and line in the
+ * configuration `file`. */
+static int load_geo(const struct config_pool *cfg, const char *file, struct geo **out, char *err,
+		    size_t errlen)
 {
 	*out = NULL;
 	if (cfg->region_count == 0 && !cfg->geoip_database_path)
@@ -124,7 +138,12 @@ static int load_geo(const struct config_pool *cfg, struct geo **out, char *err, 
 			 sizeof why);
 	free(regions);
 	if (rc < 0) {
+		const char *db = cfg->geoip_database_path;
 		snprintf(err, errlen, "%s", why);
+		/* geo_new names the database first ("PATH: reason"); anything else is a region. */
+		if (db && strncmp(why, db, strlen(db)) == 0 && why[strlen(db)] == ':')
+			program_file_error(rc, file, cfg->geoip_database_path_line,
+					   "geoip-database-path", server_where, err, errlen);
 		return rc;
 	}
 	const char *type;
@@ -265,14 +284,14 @@ int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path
 	apply_limits(b);
 
 	struct tls_creds *server, *client;
-	int rc = load_creds(&b->cfg, &server, &client, err, errlen);
+	int rc = load_creds(&b->cfg, b->config_path, &server, &client, err, errlen);
 	if (rc < 0)
 		return rc;
 	tls_creds_slot_init(&b->server_creds, server);
 	tls_creds_slot_init(&b->client_creds, client);
 	b->creds_ready = true;
 	struct geo *geo;
-	rc = load_geo(&b->cfg, &geo, err, errlen);
+	rc = load_geo(&b->cfg, b->config_path, &geo, err, errlen);
 	if (rc < 0)
 		return rc;
 	geo_slot_init(&b->geo, geo);
@@ -374,7 +393,8 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 		rc = net_bind_group((const struct sockaddr *)&b->cfg.listen[l].addr, SOCK_STREAM, n,
 				    &b->listen_fds[l * n], err, errlen);
 		if (rc < 0)
-			return rc;
+			return program_listen_error(rc, b->config_path, &b->cfg.listen[l], "listen",
+						    server_where, err, errlen);
 	}
 	void **uds = calloc(n, sizeof *uds);
 	if (!uds) {
@@ -395,7 +415,8 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 		rc = status_server_new(&b->status, b->loop, (const struct sockaddr *)&sl->addr,
 				       &broker_status_provider, b, err, errlen);
 		if (rc < 0)
-			return rc;
+			return program_listen_error(rc, b->config_path, sl, "status-listen",
+						    "[observability]", err, errlen);
 		log_info("status endpoint on http://%s/status", sl->text);
 	}
 	log_info("%zu upstream(s) configured; probing", upstream_count(b->registry));
@@ -414,13 +435,13 @@ void broker_reload(struct broker *b)
 		return;
 	}
 	struct tls_creds *server = NULL, *client = NULL;
-	if (load_creds(&fresh, &server, &client, err, sizeof err) < 0) {
+	if (load_creds(&fresh, b->config_path, &server, &client, err, sizeof err) < 0) {
 		log_warn("reload failed, keeping the running configuration: %s", err);
 		config_pool_free(&fresh);
 		return;
 	}
 	struct geo *geo = NULL;
-	if (load_geo(&fresh, &geo, err, sizeof err) < 0) {
+	if (load_geo(&fresh, b->config_path, &geo, err, sizeof err) < 0) {
 		log_warn("reload failed, keeping the running configuration: %s", err);
 		tls_creds_unref(server);
 		tls_creds_unref(client);
@@ -455,6 +476,9 @@ void broker_reload(struct broker *b)
 	b->cfg.certificate_chain_path = fresh.certificate_chain_path;
 	b->cfg.private_key_path = fresh.private_key_path;
 	b->cfg.certificate_authority_path = fresh.certificate_authority_path;
+	b->cfg.certificate_chain_path_line = fresh.certificate_chain_path_line;
+	b->cfg.private_key_path_line = fresh.private_key_path_line;
+	b->cfg.certificate_authority_path_line = fresh.certificate_authority_path_line;
 	fresh.certificate_chain_path = fresh.private_key_path = NULL;
 	fresh.certificate_authority_path = NULL;
 	/* Geography is read per pick, so its bound reloads with the table and the database. */

@@ -1229,3 +1229,21 @@ Test(config, validate_reports_errors_of_the_right_program)
 	free(daemon);
 	free(empty);
 }
+
+/* A directory passed as the configuration is named as such, not as a read error. */
+Test(config, directory_as_configuration_file)
+{
+	char err[512] = "";
+	struct toml_value *root = NULL;
+	cr_assert_eq(config_parse_file(dir, &root, err, sizeof(err)), -EISDIR);
+	cr_assert_null(root);
+	char want[1024];
+	snprintf(want, sizeof(want), "%s: is a directory, not a configuration file", dir);
+	cr_assert_str_eq(err, want);
+	cr_assert_eq(load_daemon(dir, err, sizeof(err)), -EISDIR);
+	cr_assert_str_eq(err, want);
+	cr_assert_eq(load_pool(dir, err, sizeof(err)), -EISDIR);
+	cr_assert_str_eq(err, want);
+	cr_assert_eq(config_validate_file(dir, err, sizeof(err)), -EISDIR);
+	cr_assert_str_eq(err, want);
+}

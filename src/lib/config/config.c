@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <gnutls/gnutls.h>
 
@@ -24,6 +25,14 @@ int config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
 		va_end(ap);
 	}
 	return -EINVAL;
+}
+
+const char *config_prefix(char *buf, size_t len, const char *file, int line, const char *key,
+			  const char *where)
+{
+	if (len > 0)
+		snprintf(buf, len, "%s:%d: '%s' in %s", file, line, key, where);
+	return buf;
 }
 
 void config_begin(struct config_ctx *ctx)
@@ -50,6 +59,14 @@ int config_parse_file(const char *path, struct toml_value **root, char *err, siz
 		int e = errno;
 		snprintf(err, errlen, "%s: %s", path, strerror(e));
 		return -e;
+	}
+	/* Reading a directory fails with EISDIR only at the first read, after a successful open;
+	 * say what the operator passed instead of a bare read error. */
+	struct stat st;
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "%s: is a directory, not a configuration file", path);
+		fclose(f);
+		return -EISDIR;
 	}
 	char *buf = malloc(MAX_FILE_SIZE + 1);
 	if (!buf) {

@@ -54,6 +54,12 @@ struct config_ctx {
 int config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/* Writes "FILE:LINE: 'key' in where" into buf (len bytes; truncated to fit) and returns buf:
+ * the head of a message about a value of the configuration that a program checks after the
+ * load (a file it names, an address it binds), in config_error's form. All borrowed. */
+const char *config_prefix(char *buf, size_t len, const char *file, int line, const char *key,
+			  const char *where);
+
 /* Starts a load with an empty message, so a failure can be told from one that reported. */
 void config_begin(struct config_ctx *ctx);
 
@@ -62,8 +68,8 @@ void config_begin(struct config_ctx *ctx);
 int config_fail(struct config_ctx *ctx, int r);
 
 /* Reads and parses the file at path; *root is new (caller frees with toml_free). TOML syntax
- * errors go to err unchanged ("FILE:LINE:COL: message"), I/O errors as "FILE: reason".
- * Returns 0 or negative errno. */
+ * errors go to err unchanged ("FILE:LINE:COL: message"), I/O errors as "FILE: reason" (a
+ * directory: -EISDIR). Returns 0 or negative errno. */
 int config_parse_file(const char *path, struct toml_value **root, char *err, size_t errlen);
 
 /* True when name is one of names (NULL-terminated). */

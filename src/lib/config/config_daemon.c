@@ -118,6 +118,7 @@ static int read_source(struct config_ctx *ctx, const struct toml_value *t,
 	}
 	s->poll_interval_min = (int)pmin;
 	s->poll_interval_max = (int)pmax;
+	s->certificate_authority_line = config_key_line(t, "certificate-authority");
 	r = 0;
 out:
 	free(address);
@@ -284,6 +285,10 @@ static int read_nts_ke_server(struct config_ctx *ctx, const struct toml_value *t
 		return r;
 	s->tokens_line = config_key_line(t, tokens_key);
 	s->tokens_path_line = config_key_line(t, tokens_path_key);
+	s->certificate_chain_path_line = config_key_line(t, "certificate-chain-path");
+	s->private_key_path_line = config_key_line(t, "private-key-path");
+	s->authorized_pool_server_certificates_line =
+		config_key_line(t, "authorized-pool-server-certificates");
 	for (size_t i = 0; i < s->accepted_pool_authentication_token_count; i++) {
 		const char *tok = s->accepted_pool_authentication_tokens[i];
 		if ((r = config_check_token(ctx, config_key_line(t, tokens_key), tokens_key, w, tok,
@@ -324,6 +329,7 @@ static int read_keyset(struct config_ctx *ctx, const struct toml_value *root,
 				&k->key_rotation_interval_s)) < 0 ||
 	    (r = config_get_u32(ctx, t, "stale-key-count", w, 0, 1000, &k->stale_key_count)) < 0)
 		return r;
+	k->key_storage_path_line = config_key_line(t, "key-storage-path");
 	return 0;
 }
 

@@ -20,6 +20,7 @@ struct config_daemon_source {
 	enum config_daemon_source_mode mode;
 	struct config_host address;
 	char *certificate_authority; /* NULL: system trust; only set for the NTS modes */
+	int certificate_authority_line; /* where it was configured, for messages */
 	uint32_t count;              /* servers to keep; 1 unless nts-pool */
 	int poll_interval_min;       /* log2 seconds */
 	int poll_interval_max;
@@ -37,6 +38,9 @@ struct config_daemon_nts_ke_server {
 	char *certificate_chain_path;
 	bool allow_world_readable_private_key; /* its key readable by all: a warning, no error */
 	char *private_key_path;
+	/* Where the files' options were configured, for messages about the files. */
+	int certificate_chain_path_line, private_key_path_line;
+	int authorized_pool_server_certificates_line;
 	uint32_t key_exchange_timeout_ms;
 	uint32_t handshake_timeout_ms; /* the TLS handshake's own, shorter bound */
 	uint32_t concurrent_connections;
@@ -59,6 +63,7 @@ struct config_daemon_nts_ke_server {
 
 struct config_daemon_keyset {
 	char *key_storage_path; /* NULL: keys live in memory only */
+	int key_storage_path_line; /* where it was configured, for messages */
 	uint32_t key_rotation_interval_s;
 	uint32_t stale_key_count;
 };

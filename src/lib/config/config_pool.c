@@ -270,6 +270,10 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 				&cfg->unhealthy_after_failures)) < 0 ||
 	    (r = config_get_rate_limit(ctx, t, w, &cfg->rate_limit)) < 0)
 		return r;
+	cfg->certificate_chain_path_line = config_key_line(t, "certificate-chain-path");
+	cfg->private_key_path_line = config_key_line(t, "private-key-path");
+	cfg->certificate_authority_path_line = config_key_line(t, "certificate-authority-path");
+	cfg->geoip_database_path_line = config_key_line(t, "geoip-database-path");
 
 	/* Without a list anyone could claim any address; a list without the protocol would be
 	 * ignored silently. */

@@ -41,6 +41,9 @@ struct config_pool {
 	char *certificate_chain_path;
 	char *private_key_path;
 	char *certificate_authority_path; /* NULL: system trust only */
+	/* Where the files' options were configured, for messages about the files. */
+	int certificate_chain_path_line, private_key_path_line, certificate_authority_path_line;
+	int geoip_database_path_line;
 	uint32_t key_exchange_timeout_ms;
 	uint32_t handshake_timeout_ms; /* the client's TLS handshake's own, shorter bound */
 	uint32_t upstream_timeout_ms;

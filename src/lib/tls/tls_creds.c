@@ -42,6 +42,43 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A message about one file: "WHAT: PATH: reason", or "PATH: reason" without a what (the
+ * caller's name for the file, e.g. the option and the line that configured it). */
+static void file_err(char *err, size_t errlen, const char *what, const char *path,
+		     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void file_err(char *err, size_t errlen, const char *what, const char *path,
+		     const char *fmt, ...)
+{
+	if (!err || errlen == 0)
+		return;
+	int n = what ? snprintf(err, errlen, "%s: %s: ", what, path)
+		     : snprintf(err, errlen, "%s: ", path);
+	if (n < 0 || (size_t)n >= errlen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+}
+
+/* The reason open(2) gave, with the fix where one is likely: the file is read by whatever user
+ * the program runs as, which is often not the one who made the file. */
+static void open_err(char *err, size_t errlen, const char *what, const char *path, int e)
+{
+	struct stat st;
+	if (e == EACCES)
+		file_err(err, errlen, what, path,
+			 "%s; the user this program runs as (uid %u) must be able to read it and "
+			 "to search every directory above it",
+			 strerror(e), (unsigned)geteuid());
+	else if (e == ENOENT && lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+		file_err(err, errlen, what, path, "%s (a symbolic link to a missing file)",
+			 strerror(e));
+	else
+		file_err(err, errlen, what, path, "%s", strerror(e));
+}
+
 static int gnutls_to_errno(int gerr)
 {
 	switch (gerr) {
@@ -67,8 +104,8 @@ enum file_kind {
 /* Reads a whole file into a new datum (free with free_datum). A secret (a private key) that any
  * user may read is refused unless the operator said otherwise (then it is a warning): group
  * access is left to the operator (Debian's ssl-cert group). */
-static int load_file(const char *path, enum file_kind kind, gnutls_datum_t *out, char *err,
-		     size_t errlen)
+static int load_file(const char *path, const char *what, enum file_kind kind,
+		     gnutls_datum_t *out, char *err, size_t errlen)
 {
 	int ret;
 	uint8_t *buf = NULL;
@@ -76,43 +113,49 @@ static int load_file(const char *path, enum file_kind kind, gnutls_datum_t *out,
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		ret = -errno;
-		set_err(err, errlen, "%s: %s", path, strerror(errno));
+		open_err(err, errlen, what, path, errno);
 		return ret;
 	}
 	struct stat st;
 	if (fstat(fd, &st) < 0) {
 		ret = -errno;
-		set_err(err, errlen, "%s: %s", path, strerror(errno));
+		file_err(err, errlen, what, path, "%s", strerror(errno));
+		goto fail;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		ret = -EISDIR;
+		file_err(err, errlen, what, path, "is a directory, not a PEM file");
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode) || st.st_size > FILE_MAX) {
 		ret = -EBADMSG;
-		set_err(err, errlen, "%s: not a regular file of at most %d bytes", path, FILE_MAX);
+		file_err(err, errlen, what, path, "not a regular file of at most %d bytes",
+			 FILE_MAX);
 		goto fail;
 	}
 	if (kind == FILE_SECRET && (st.st_mode & S_IRWXO)) {
 		ret = -EPERM;
-		set_err(err, errlen,
-			"%s: mode %04o lets every user read the private key; run chmod o-rwx %s "
-			"(or set allow-world-readable-private-key = true)",
-			path, (unsigned)(st.st_mode & 07777), path);
+		file_err(err, errlen, what, path,
+			 "mode %04o lets every user read the private key; run chmod o-rwx %s "
+			 "(or set allow-world-readable-private-key = true)",
+			 (unsigned)(st.st_mode & 07777), path);
 		goto fail;
 	}
 	if (kind == FILE_SECRET_ALLOW_OPEN && (st.st_mode & S_IRWXO))
-		log_warn("%s: mode %04o lets every user read the private key "
+		log_warn("%s%s%s: mode %04o lets every user read the private key "
 			 "(allowed by allow-world-readable-private-key)",
-			 path, (unsigned)(st.st_mode & 07777));
+			 what ? what : "", what ? ": " : "", path, (unsigned)(st.st_mode & 07777));
 	int flags = fcntl(fd, F_GETFL);
 	if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
 		ret = -errno;
-		set_err(err, errlen, "%s: %s", path, strerror(errno));
+		file_err(err, errlen, what, path, "%s", strerror(errno));
 		goto fail;
 	}
 	size_t cap = (size_t)st.st_size;
 	buf = malloc(cap + 1);
 	if (!buf) {
 		ret = -ENOMEM;
-		set_err(err, errlen, "%s: out of memory", path);
+		file_err(err, errlen, what, path, "out of memory");
 		goto fail;
 	}
 	size_t len = 0;
@@ -123,7 +166,7 @@ static int load_file(const char *path, enum file_kind kind, gnutls_datum_t *out,
 			continue;
 		if (n < 0) {
 			ret = -errno;
-			set_err(err, errlen, "%s: %s", path, strerror(errno));
+			file_err(err, errlen, what, path, "%s", strerror(errno));
 			goto fail;
 		}
 		if (n == 0)
@@ -131,7 +174,7 @@ static int load_file(const char *path, enum file_kind kind, gnutls_datum_t *out,
 		len += (size_t)n;
 		if (len > cap) {
 			ret = -EBADMSG;
-			set_err(err, errlen, "%s: file grew while being read", path);
+			file_err(err, errlen, what, path, "file grew while being read");
 			goto fail;
 		}
 	}
@@ -167,11 +210,11 @@ static void free_crt_list(gnutls_x509_crt_t *list, unsigned n)
 }
 
 /* Parses every PEM certificate of a file into a new list (free with free_crt_list). */
-static int load_crt_list(const char *path, gnutls_x509_crt_t **list, unsigned *n, char *err,
-			 size_t errlen)
+static int load_crt_list(const char *path, const char *what, gnutls_x509_crt_t **list,
+			 unsigned *n, char *err, size_t errlen)
 {
 	gnutls_datum_t data = { NULL, 0 };
-	int ret = load_file(path, FILE_PUBLIC, &data, err, errlen);
+	int ret = load_file(path, what, FILE_PUBLIC, &data, err, errlen);
 	if (ret < 0)
 		return ret;
 	*list = NULL;
@@ -179,50 +222,64 @@ static int load_crt_list(const char *path, gnutls_x509_crt_t **list, unsigned *n
 	int g = gnutls_x509_crt_list_import2(list, n, &data, GNUTLS_X509_FMT_PEM, 0);
 	free_datum(&data);
 	if (g < 0) {
-		set_err(err, errlen, "%s: %s", path, gnutls_strerror(g));
+		file_err(err, errlen, what, path, "%s", gnutls_strerror(g));
 		return gnutls_to_errno(g);
 	}
 	if (*n == 0) {
 		free_crt_list(*list, *n);
-		set_err(err, errlen, "%s: no certificate found", path);
+		file_err(err, errlen, what, path, "no certificate found");
 		return -EBADMSG;
 	}
 	return 0;
 }
 
+/* The files of a certificate and its key, and the caller's names for them. */
+struct key_pair {
+	const char *cert_file, *cert_what;
+	const char *key_file, *key_what;
+	bool allow_open_key;
+};
+
 /* Adds a certificate chain and its key to cred, naming the file at fault on error. */
-static int add_key_pair(gnutls_certificate_credentials_t cred, const char *cert_file,
-			const char *key_file, bool allow_open_key, char *err, size_t errlen)
+static int add_key_pair(gnutls_certificate_credentials_t cred, const struct key_pair *kp,
+			char *err, size_t errlen)
 {
+	const char *key_file = kp->key_file, *key_what = kp->key_what;
 	gnutls_x509_crt_t *chain = NULL;
 	unsigned n_chain = 0;
 	gnutls_x509_privkey_t key = NULL;
 	gnutls_datum_t key_pem = { NULL, 0 };
 	int g;
 
-	int ret = load_crt_list(cert_file, &chain, &n_chain, err, errlen);
+	int ret = load_crt_list(kp->cert_file, kp->cert_what, &chain, &n_chain, err, errlen);
 	if (ret < 0)
 		return ret;
-	ret = load_file(key_file, allow_open_key ? FILE_SECRET_ALLOW_OPEN : FILE_SECRET, &key_pem,
-			err, errlen);
+	enum file_kind kind = kp->allow_open_key ? FILE_SECRET_ALLOW_OPEN : FILE_SECRET;
+	ret = load_file(key_file, key_what, kind, &key_pem, err, errlen);
 	if (ret < 0)
 		goto fail;
 	g = gnutls_x509_privkey_init(&key);
 	if (g < 0) {
 		key = NULL;
-		set_err(err, errlen, "%s: %s", key_file, gnutls_strerror(g));
+		file_err(err, errlen, key_what, key_file, "%s", gnutls_strerror(g));
 		ret = gnutls_to_errno(g);
 		goto fail;
 	}
 	g = gnutls_x509_privkey_import2(key, &key_pem, GNUTLS_X509_FMT_PEM, NULL, GNUTLS_PKCS_PLAIN);
 	if (g < 0) {
-		set_err(err, errlen, "%s: %s", key_file, gnutls_strerror(g));
+		file_err(err, errlen, key_what, key_file, "not a PEM private key: %s",
+			 gnutls_strerror(g));
 		ret = gnutls_to_errno(g);
 		goto fail;
 	}
 	g = gnutls_certificate_set_x509_key(cred, chain, (int)n_chain, key);
 	if (g < 0) {
-		set_err(err, errlen, "%s and %s: %s", cert_file, key_file, gnutls_strerror(g));
+		if (g == GNUTLS_E_CERTIFICATE_KEY_MISMATCH)
+			file_err(err, errlen, key_what, key_file,
+				 "is not the key of the first certificate in %s", kp->cert_file);
+		else
+			file_err(err, errlen, key_what, key_file, "with %s: %s", kp->cert_file,
+				 gnutls_strerror(g));
 		ret = gnutls_to_errno(g);
 		goto fail;
 	}
@@ -235,23 +292,26 @@ fail:
 	return ret;
 }
 
-static int add_pinned(struct tls_creds *c, const char *path, char *err, size_t errlen)
+static int add_pinned(struct tls_creds *c, const char *path, const char *what, char *err,
+		      size_t errlen)
 {
 	gnutls_x509_crt_t *list = NULL;
 	unsigned n = 0;
-	int ret = load_crt_list(path, &list, &n, err, errlen);
+	int ret = load_crt_list(path, what, &list, &n, err, errlen);
 	if (ret < 0)
 		return ret;
 	if (n != 1) {
-		set_err(err, errlen, "%s: holds %u certificates; an authorised pool certificate file "
-			"must hold exactly one", path, n);
+		file_err(err, errlen, what, path,
+			 "holds %u certificates; an authorised pool certificate file must hold "
+			 "exactly one",
+			 n);
 		ret = -EBADMSG;
 		goto out;
 	}
 	gnutls_datum_t der = { NULL, 0 };
 	int g = gnutls_x509_crt_export2(list[0], GNUTLS_X509_FMT_DER, &der);
 	if (g < 0) {
-		set_err(err, errlen, "%s: %s", path, gnutls_strerror(g));
+		file_err(err, errlen, what, path, "%s", gnutls_strerror(g));
 		ret = gnutls_to_errno(g);
 		goto out;
 	}
@@ -289,10 +349,26 @@ fail:
 	return gnutls_to_errno(g);
 }
 
+static const struct tls_creds_names no_names = { NULL, NULL, NULL, NULL };
+
 int tls_creds_new_server(struct tls_creds **out, const struct tls_server_options *opts, char *err,
 			 size_t errlen)
 {
+	return tls_creds_new_server_named(out, opts, NULL, err, errlen);
+}
+
+int tls_creds_new_client(struct tls_creds **out, const struct tls_client_options *opts, char *err,
+			 size_t errlen)
+{
+	return tls_creds_new_client_named(out, opts, NULL, err, errlen);
+}
+
+int tls_creds_new_server_named(struct tls_creds **out, const struct tls_server_options *opts,
+			       const struct tls_creds_names *names, char *err, size_t errlen)
+{
 	struct tls_creds *c = NULL;
+	if (!names)
+		names = &no_names;
 	if (!opts->cert_file || !opts->key_file) {
 		set_err(err, errlen, "server credentials need a certificate file and a key file");
 		return -EINVAL;
@@ -304,8 +380,9 @@ int tls_creds_new_server(struct tls_creds **out, const struct tls_server_options
 	int ret = creds_alloc(&c, true, err, errlen);
 	if (ret < 0)
 		return ret;
-	ret = add_key_pair(c->cred, opts->cert_file, opts->key_file,
-				   opts->allow_world_readable_key, err, errlen);
+	const struct key_pair kp = { opts->cert_file, names->cert, opts->key_file, names->key,
+				     opts->allow_world_readable_key };
+	ret = add_key_pair(c->cred, &kp, err, errlen);
 	if (ret < 0)
 		goto fail;
 	if (opts->n_pool_cert_files > 0) {
@@ -317,7 +394,7 @@ int tls_creds_new_server(struct tls_creds **out, const struct tls_server_options
 		}
 	}
 	for (size_t i = 0; i < opts->n_pool_cert_files; i++) {
-		ret = add_pinned(c, opts->pool_cert_files[i], err, errlen);
+		ret = add_pinned(c, opts->pool_cert_files[i], names->pool_cert, err, errlen);
 		if (ret < 0)
 			goto fail;
 	}
@@ -328,12 +405,14 @@ fail:
 	return ret;
 }
 
-int tls_creds_new_client(struct tls_creds **out, const struct tls_client_options *opts, char *err,
-			 size_t errlen)
+int tls_creds_new_client_named(struct tls_creds **out, const struct tls_client_options *opts,
+			       const struct tls_creds_names *names, char *err, size_t errlen)
 {
 	struct tls_creds *c = NULL;
 	gnutls_datum_t ca = { NULL, 0 };
 	int g;
+	if (!names)
+		names = &no_names;
 	if (!opts->cert_file != !opts->key_file) {
 		set_err(err, errlen, "a client certificate needs both a certificate file and a key file");
 		return -EINVAL;
@@ -354,20 +433,21 @@ int tls_creds_new_client(struct tls_creds **out, const struct tls_client_options
 		}
 	}
 	if (opts->ca_file) {
-		ret = load_file(opts->ca_file, FILE_PUBLIC, &ca, err, errlen);
+		ret = load_file(opts->ca_file, names->ca, FILE_PUBLIC, &ca, err, errlen);
 		if (ret < 0)
 			goto fail;
 		g = gnutls_certificate_set_x509_trust_mem(c->cred, &ca, GNUTLS_X509_FMT_PEM);
 		if (g <= 0) {
-			set_err(err, errlen, "%s: %s", opts->ca_file,
-				g < 0 ? gnutls_strerror(g) : "no certificate found");
+			file_err(err, errlen, names->ca, opts->ca_file, "%s",
+				 g < 0 ? gnutls_strerror(g) : "no certificate found");
 			ret = g < 0 ? gnutls_to_errno(g) : -EBADMSG;
 			goto fail;
 		}
 	}
 	if (opts->cert_file) {
-		ret = add_key_pair(c->cred, opts->cert_file, opts->key_file,
-				   opts->allow_world_readable_key, err, errlen);
+		const struct key_pair kp = { opts->cert_file, names->cert, opts->key_file,
+					     names->key, opts->allow_world_readable_key };
+		ret = add_key_pair(c->cred, &kp, err, errlen);
 		if (ret < 0)
 			goto fail;
 	}

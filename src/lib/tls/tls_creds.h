@@ -14,8 +14,9 @@
 
 struct tls_creds;
 
-/* Room for any message the constructors write to their err buffer. */
-#define TLS_CREDS_ERR_MAX 512
+/* Room for any message the constructors write to their err buffer, with the callers' names
+ * (tls_creds_names) of a few hundred bytes. */
+#define TLS_CREDS_ERR_MAX 1024
 
 struct tls_server_options {
 	const char *cert_file; /* PEM chain: end-entity certificate first */
@@ -34,16 +35,35 @@ struct tls_client_options {
 	bool allow_world_readable_key; /* as in tls_server_options */
 };
 
+/* How the caller knows each file of the options, e.g. the configuration's "FILE:LINE:
+ * 'private-key-path' in [[nts-ke-server]]" (borrowed; a NULL member: the path alone). A message
+ * about that file is then "NAME: PATH: reason", the reason carrying the likely fix where there
+ * is one (a file the program's user may not read, a key every user may read). */
+struct tls_creds_names {
+	const char *cert;      /* cert_file */
+	const char *key;       /* key_file */
+	const char *pool_cert; /* every pool_cert_files entry (server) */
+	const char *ca;	       /* ca_file (client) */
+};
+
 /* Builds server credentials. opts and its strings are borrowed. On success *out is new (release
  * with tls_creds_unref). On failure returns negative errno (-ENOENT/-EACCES/-EIO unreadable file,
- * -EBADMSG malformed or wrong number of certificates, -EINVAL key not matching or bad options,
- * -ENOMEM) and, if err is not NULL, writes a message naming the file and the reason into it. */
+ * -EISDIR a directory, -EBADMSG malformed or wrong number of certificates, -EINVAL key not
+ * matching or bad options, -ENOMEM) and, if err is not NULL, writes a message naming the file
+ * and the reason into it. */
 int tls_creds_new_server(struct tls_creds **out, const struct tls_server_options *opts, char *err,
 			 size_t errlen);
 
 /* Builds client credentials; same conventions as tls_creds_new_server. */
 int tls_creds_new_client(struct tls_creds **out, const struct tls_client_options *opts, char *err,
 			 size_t errlen);
+
+/* As tls_creds_new_server and tls_creds_new_client, naming the files in messages as names
+ * (borrowed; NULL: as those do). */
+int tls_creds_new_server_named(struct tls_creds **out, const struct tls_server_options *opts,
+			       const struct tls_creds_names *names, char *err, size_t errlen);
+int tls_creds_new_client_named(struct tls_creds **out, const struct tls_client_options *opts,
+			       const struct tls_creds_names *names, char *err, size_t errlen);
 
 /* Adds a reference (atomically: credentials are shared by every loop); returns c (borrowed in,
  * shared out). */
