@@ -380,6 +380,8 @@ static const char *mode_name(enum config_daemon_source_mode mode)
 		return "nts";
 	case CONFIG_DAEMON_SOURCE_NTS_POOL:
 		return "nts-pool";
+	case CONFIG_DAEMON_SOURCE_POOL:
+		return "pool";
 	}
 	return "?";
 }
@@ -390,6 +392,11 @@ static int entry_init(struct sources *m, struct entry *e, const struct config_da
 	e->m = m;
 	e->cfg = c;
 	e->mode = mode_name(c->mode);
+	if (c->mode == CONFIG_DAEMON_SOURCE_POOL) {
+		snprintf(err, errlen, "source %s:%u (line %d): mode \"pool\" is not served yet",
+			 c->address.host, c->address.port, c->line);
+		return -ENOTSUP;
+	}
 	snprintf(e->address, sizeof e->address, c->address.is_ip && strchr(c->address.host, ':')
 							 ? "[%s]:%u" : "%s:%u",
 		 c->address.host, c->address.port);

@@ -14,6 +14,7 @@ enum config_daemon_source_mode {
 	CONFIG_DAEMON_SOURCE_SERVER,   /* plain NTPv4 */
 	CONFIG_DAEMON_SOURCE_NTS,      /* NTS with a fixed NTS-KE server */
 	CONFIG_DAEMON_SOURCE_NTS_POOL, /* NTS via an NTS-KE pool, `count` servers */
+	CONFIG_DAEMON_SOURCE_POOL,     /* plain NTPv4, `count` addresses of one DNS name */
 };
 
 struct config_daemon_source {
