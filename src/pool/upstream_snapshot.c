@@ -247,34 +247,67 @@ struct candidate_sets {
 	size_t n;
 };
 
-static int build_sets(const struct upstream_pick_query *q,
+/* Keeps in quarter[0..) the selectable members of quarter q of the level (the global level when
+ * level is NULL); returns how many. The quarters are drawn over every configured upstream of the
+ * level, whatever its health, so that one leaving rotation empties only its own quarter instead
+ * of reshuffling all four, and brokers whose health views differ still agree on them. tmp has
+ * room for s->n entries. */
+static size_t selectable_quarter(const struct upstream_snapshot *s,
+				 const struct upstream_pick_query *q, const char *level,
+				 const struct upstream_snapshot_entry **tmp,
+				 const struct upstream_snapshot_entry **quarter)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < s->n; i++)
+		if (!level || in_region(&s->e[i], level))
+			tmp[n++] = &s->e[i];
+	size_t kept = keep_quarter(tmp, n, q->quarter), out = 0;
+	for (size_t i = 0; i < kept; i++)
+		if (selectable(s, tmp[i], q))
+			quarter[out++] = tmp[i];
+	return out;
+}
+
+static int build_sets(const struct upstream_snapshot *s, const struct upstream_pick_query *q,
 		      const struct upstream_snapshot_entry *const *all, size_t n_all,
 		      struct candidate_sets *cs)
 {
 	size_t levels = q->n_levels < GEO_LEVELS_MAX ? q->n_levels : GEO_LEVELS_MAX;
-	cs->buf = malloc((n_all ? n_all : 1) * 2 * (levels + 1) * sizeof *cs->buf);
-	if (!cs->buf)
+	bool quartered = q->quarter >= 0 && q->quarter < 4;
+	/* Each level's set, and its quarter, take at most s->n entries (n_all <= s->n). */
+	size_t per_level = s->n ? s->n : 1;
+	cs->buf = malloc(per_level * 2 * (levels + 1) * sizeof *cs->buf);
+	const struct upstream_snapshot_entry **tmp =
+		quartered ? malloc(per_level * sizeof *tmp) : NULL;
+	if (!cs->buf || (quartered && !tmp)) {
+		free(cs->buf);
+		free(tmp);
 		return -ENOMEM;
+	}
 	cs->n = 0;
 	size_t used = 0;
 	for (size_t l = 0; l <= levels; l++) {
+		const char *level = l < levels ? q->levels[l] : NULL;
 		const struct upstream_snapshot_entry **set = cs->buf + used;
 		size_t n = 0;
 		for (size_t i = 0; i < n_all; i++)
-			if (l == levels || in_region(all[i], q->levels[l]))
+			if (!level || in_region(all[i], level))
 				set[n++] = all[i];
-		if (l < levels && (n == 0 || n < q->min_region_servers))
+		if (level && (n == 0 || n < q->min_region_servers))
 			continue;
-		if (q->quarter >= 0 && q->quarter < 4) {
+		size_t room = n;
+		if (quartered) {
 			const struct upstream_snapshot_entry **quarter = set + n;
-			memcpy(quarter, set, n * sizeof *quarter);
+			size_t k = selectable_quarter(s, q, level, tmp, quarter);
 			cs->start[cs->n] = used + n;
-			cs->len[cs->n++] = keep_quarter(quarter, n, q->quarter);
+			cs->len[cs->n++] = k;
+			room += k;
 		}
 		cs->start[cs->n] = used;
 		cs->len[cs->n++] = n;
-		used += 2 * n;
+		used += room;
 	}
+	free(tmp);
 	return 0;
 }
 
@@ -301,7 +334,7 @@ int upstream_snapshot_pick_for(const struct upstream_snapshot *s, struct upstrea
 		if (selectable(s, &s->e[i], q))
 			all[n_all++] = &s->e[i];
 	struct candidate_sets cs;
-	int rc = build_sets(q, all, n_all, &cs);
+	int rc = build_sets(s, q, all, n_all, &cs);
 	free(all);
 	if (rc < 0)
 		return rc;

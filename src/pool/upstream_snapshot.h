@@ -98,10 +98,12 @@ struct upstream_pick_query {
  *      upstream's NTP server has, a family whose deep check passed;
  *   2. the first level of q->levels with at least min_region_servers selectable upstreams
  *      configured for it (regions, ASCII case-insensitive), else every selectable upstream;
- *   3. with a quarter, the level's upstreams (tried ones included, so the split does not move
- *      on failover) are split into four weight-balanced quarters in a fixed order (domain,
- *      port): greedily by weight, each to the lightest quarter; with fewer than four, quarter q
- *      is the (q mod n)-th, so the sub-pools overlap instead of leaving one empty. The sets
+ *   3. with a quarter, every upstream configured for the level (whatever its health, tried
+ *      ones included, so the split moves neither on failover nor when one leaves rotation,
+ *      and brokers with different health views agree) is split into four weight-balanced
+ *      quarters in a fixed order (domain, port): greedily by weight, each to the lightest
+ *      quarter; with fewer than four, quarter q is the (q mod n)-th, so the sub-pools overlap
+ *      instead of leaving one empty; the quarter keeps its selectable members. The sets
  *      are tried in this order: the level's quarter, the level, the next qualifying levels
  *      (each quarter first), the global set;
  *   4. the classes come first: an upstream that shares an AEAD with the client's request (whose

@@ -357,6 +357,34 @@ Test(pick, eight_equal_upstreams_make_four_disjoint_pairs)
 	upstream_snapshot_unref(s);
 }
 
+/* The split is over the configured upstreams, not the healthy ones: one leaving rotation
+ * empties its own quarter (which then falls over to the level) and moves no other, so brokers
+ * whose health views differ never put one server behind two names. */
+Test(pick, quarters_do_not_move_when_one_leaves_rotation)
+{
+	struct upstream_snapshot *s = lettered(5, NULL, NULL);
+	uint32_t m[4];
+	quarters_of(s, m);
+	int single = -1;
+	for (int k = 0; k < 4; k++)
+		if (__builtin_popcount(m[k]) == 1)
+			single = k;
+	cr_assert_geq(single, 0, "five equal upstreams: some quarter holds one");
+	uint32_t gone = (uint32_t)__builtin_ctz(m[single]);
+	for (size_t i = 0; i < s->n; i++)
+		if (s->e[i].id == gone)
+			s->e[i].state = UPSTREAM_UNHEALTHY;
+	uint32_t m2[4];
+	quarters_of(s, m2);
+	for (int k = 0; k < 4; k++) {
+		if (k == single)
+			cr_assert_eq(m2[k], 0x1fu & ~BIT(gone), "its quarter falls over: %#x", m2[k]);
+		else
+			cr_assert_eq(m2[k], m[k], "quarter %d moved: %#x, was %#x", k, m2[k], m[k]);
+	}
+	upstream_snapshot_unref(s);
+}
+
 /* Port breaks a tie of domains, so two upstreams on one host have a fixed place. */
 Test(pick, same_domain_other_port_has_a_fixed_order)
 {
