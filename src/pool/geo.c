@@ -13,12 +13,26 @@
 #include "slot.h"
 #include "wire.h"
 
+/* Addresses as numbers (IPv4 in the low 32 bits), so prefixes become ranges. */
+__extension__ typedef unsigned __int128 geo_u128;
+
+/* The region table flattened into disjoint ranges: span i covers [start, spans[i + 1].start)
+ * (the last one up to the family's highest address) and names region (-1: none). Built once
+ * per geo, so a lookup is a binary search however many prefixes are configured. */
+struct geo_span {
+	geo_u128 start;
+	int32_t region;
+};
+
+struct geo_index {
+	struct geo_span *v;
+	size_t n;
+};
+
 struct geo {
 	atomic_uint refs;
 	char (*names)[GEO_NAME_MAX + 1]; /* the regions' names, lower case */
-	struct cidr *prefixes; /* every region's prefixes, in configuration order */
-	size_t *region_of;     /* prefixes[i] belongs to names[region_of[i]] */
-	size_t n_prefixes;
+	struct geo_index index[2];	 /* IPv4, IPv6 */
 	bool have_db;
 	MMDB_s db;
 };
@@ -74,9 +88,89 @@ static void geo_free(struct geo *g)
 	if (g->have_db)
 		MMDB_close(&g->db);
 	free(g->names);
-	free(g->prefixes);
-	free(g->region_of);
+	free(g->index[0].v);
+	free(g->index[1].v);
 	free(g);
+}
+
+/* One configured prefix as a range, with what breaks ties between equal prefixes. */
+struct geo_range {
+	geo_u128 start, end;
+	uint8_t bits;
+	size_t order;	/* place in the configuration: the first of equal prefixes wins */
+	int32_t region;
+};
+
+static geo_u128 number_of(const uint8_t addr[16], size_t len)
+{
+	geo_u128 v = 0;
+	for (size_t i = 0; i < len; i++)
+		v = v << 8 | addr[i];
+	return v;
+}
+
+/* Outer prefixes before the ones they contain: by start, then shorter first, then first
+ * configured first. */
+static int range_order(const void *a, const void *b)
+{
+	const struct geo_range *x = a, *y = b;
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	if (x->bits != y->bits)
+		return x->bits < y->bits ? -1 : 1;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* From `start` on, addresses belong to region (-1: none). Points come in ascending order; a
+ * point equal to the last one replaces it (a longer prefix starting where an outer one does). */
+static void emit(struct geo_index *ix, geo_u128 start, int32_t region)
+{
+	if (ix->n > 0 && ix->v[ix->n - 1].start == start) {
+		ix->v[ix->n - 1].region = region;
+		if (ix->n > 1 && ix->v[ix->n - 2].region == region)
+			ix->n--;
+		return;
+	}
+	if (ix->n > 0 && ix->v[ix->n - 1].region == region)
+		return;
+	ix->v[ix->n++] = (struct geo_span){ .start = start, .region = region };
+}
+
+/* Closes the innermost open prefix: past its end the enclosing one (or none) applies again. */
+static void close_top(struct geo_index *ix, const struct geo_range *stack, size_t *depth,
+		      geo_u128 max)
+{
+	const struct geo_range *t = &stack[--*depth];
+	if (t->end != max)
+		emit(ix, t->end + 1, *depth ? stack[*depth - 1].region : -1);
+}
+
+/* Flattens r[0..n) (one family; sorted here) into ix. CIDR prefixes either nest or are
+ * disjoint, so a stack of the open ones, at most one per prefix length, says which is the
+ * longest at every point. */
+static int build_index(struct geo_index *ix, struct geo_range *r, size_t n, unsigned width)
+{
+	geo_u128 max = width == 128 ? ~(geo_u128)0 : ((geo_u128)1 << width) - 1;
+	ix->v = malloc((2 * n + 1) * sizeof *ix->v);
+	if (!ix->v)
+		return -ENOMEM;
+	ix->n = 0;
+	qsort(r, n, sizeof *r, range_order);
+	struct geo_range stack[129];
+	size_t depth = 0;
+	emit(ix, 0, -1);
+	for (size_t i = 0; i < n; i++) {
+		while (depth && stack[depth - 1].end < r[i].start)
+			close_top(ix, stack, &depth, max);
+		const struct geo_range *top = depth ? &stack[depth - 1] : NULL;
+		if (top && top->start == r[i].start && top->bits == r[i].bits)
+			continue; /* listed again: the first region keeps it */
+		stack[depth++] = r[i];
+		emit(ix, r[i].start, r[i].region);
+	}
+	while (depth)
+		close_top(ix, stack, &depth, max);
+	return 0;
 }
 
 static int copy_regions(struct geo *g, const struct geo_region *regions, size_t n, char *err,
@@ -84,34 +178,68 @@ static int copy_regions(struct geo *g, const struct geo_region *regions, size_t 
 {
 	size_t total = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (regions[i].n_prefixes > SIZE_MAX / sizeof(struct cidr) - total) {
+		if (regions[i].n_prefixes > SIZE_MAX / (2 * sizeof(struct geo_range)) - total ||
+		    n > INT32_MAX) {
 			snprintf(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
 		total += regions[i].n_prefixes;
 	}
 	g->names = calloc(n ? n : 1, sizeof *g->names);
-	g->prefixes = calloc(total ? total : 1, sizeof *g->prefixes);
-	g->region_of = calloc(total ? total : 1, sizeof *g->region_of);
-	if (!g->names || !g->prefixes || !g->region_of) {
+	struct geo_range *r = calloc(total ? total : 1, sizeof *r);
+	if (!g->names || !r) {
+		free(r);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
+	size_t n4 = 0, n6 = total, order = 0; /* IPv4 from the front, IPv6 from the back */
 	for (size_t i = 0; i < n; i++) {
 		const char *name = regions[i].name ? regions[i].name : "";
 		if (!name_copy(g->names[i], name, strlen(name))) {
 			char shown[68];
+			free(r);
 			snprintf(err, errlen,
 				 "region \"%s\": a region name is 1 to %d of A-Z a-z 0-9 . _ -",
 				 printable(shown, name), GEO_NAME_MAX);
 			return -EINVAL;
 		}
 		for (size_t p = 0; p < regions[i].n_prefixes; p++) {
-			g->prefixes[g->n_prefixes] = regions[i].prefixes[p];
-			g->region_of[g->n_prefixes++] = i;
+			const struct cidr *c = &regions[i].prefixes[p];
+			bool v4 = c->family == AF_INET;
+			unsigned width = v4 ? 32 : 128;
+			if (c->bits > width)
+				continue; /* not a prefix cidr_parse makes */
+			geo_u128 start = number_of(c->addr, v4 ? 4 : 16);
+			geo_u128 host = c->bits == 0 ? (width == 128 ? ~(geo_u128)0
+							  : ((geo_u128)1 << width) - 1)
+						     : (((geo_u128)1 << (width - c->bits)) - 1);
+			struct geo_range *slot = v4 ? &r[n4++] : &r[--n6];
+			*slot = (struct geo_range){ .start = start & ~host, .end = start | host,
+						    .bits = c->bits, .order = order++,
+						    .region = (int32_t)i };
 		}
 	}
-	return 0;
+	int rc = build_index(&g->index[0], r, n4, 32);
+	if (rc == 0)
+		rc = build_index(&g->index[1], r + n6, total - n6, 128);
+	free(r);
+	if (rc < 0)
+		snprintf(err, errlen, "out of memory");
+	return rc;
+}
+
+/* The region of the address a (as a number of its family's index), or -1. */
+static int32_t index_lookup(const struct geo_index *ix, geo_u128 a)
+{
+	size_t lo = 0, hi = ix->n; /* v[0].start is 0: the answer is in [lo, hi) */
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (ix->v[mid].start <= a)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return ix->n ? ix->v[lo].region : -1;
 }
 
 /* Country and City databases (MaxMind's GeoLite2/GeoIP2, DB-IP's) keep the codes at
@@ -260,9 +388,10 @@ void geo_lookup(const struct geo *g, const struct sockaddr *addr, struct geo_lev
 	uint8_t family, a[16];
 	if (!g || !cidr_addr_of(addr, &family, a))
 		return;
-	int i = cidr_match(g->prefixes, g->n_prefixes, addr);
+	bool v4 = family == AF_INET;
+	int32_t i = index_lookup(&g->index[v4 ? 0 : 1], number_of(a, v4 ? 4 : 16));
 	if (i >= 0)
-		add_level(out, g->names[g->region_of[i]]);
+		add_level(out, g->names[i]);
 	if (g->have_db)
 		db_levels(g, family, a, out);
 }

@@ -139,6 +139,107 @@ Test(geo, a_prefix_listed_twice_belongs_to_the_first_region)
 	geo_unref(g);
 }
 
+/* A small deterministic generator (xorshift64*), so a failure repeats. */
+static uint64_t rng_next(uint64_t *x)
+{
+	*x ^= *x >> 12;
+	*x ^= *x << 25;
+	*x ^= *x >> 27;
+	return *x * 2685821657736338717ull;
+}
+
+/* An address of the family near the prefix c: inside it, or just past either end. */
+static void near(const struct cidr *c, uint64_t *x, struct sockaddr_storage *out)
+{
+	uint8_t a[16];
+	memcpy(a, c->addr, 16);
+	size_t len = c->family == AF_INET ? 4 : 16;
+	uint64_t r = rng_next(x);
+	/* Random host bits, then sometimes one past the end or one before the start. */
+	for (size_t bit = c->bits; bit < len * 8; bit++)
+		if (rng_next(x) & 1)
+			a[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+	if (r % 4 == 0) {
+		for (size_t bit = c->bits; bit < len * 8; bit++)
+			a[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
+		for (size_t i = len; i-- > 0 && ++a[i] == 0;)
+			;
+	} else if (r % 4 == 1) {
+		for (size_t bit = c->bits; bit < len * 8; bit++)
+			a[bit / 8] &= (uint8_t)~(0x80 >> (bit % 8));
+		for (size_t i = len; i-- > 0 && a[i]-- == 0;)
+			;
+	}
+	memset(out, 0, sizeof *out);
+	if (c->family == AF_INET) {
+		struct sockaddr_in *v4 = (struct sockaddr_in *)out;
+		v4->sin_family = AF_INET;
+		memcpy(&v4->sin_addr, a, 4);
+	} else {
+		struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)out;
+		v6->sin6_family = AF_INET6;
+		memcpy(&v6->sin6_addr, a, 16);
+	}
+}
+
+/* The flattened table answers as the definition does: the longest prefix containing the
+ * address, the first configured among equal ones. Nested, adjacent, repeated and /0 prefixes,
+ * both families, addresses at every edge. */
+Test(geo, the_index_agrees_with_the_longest_prefix_everywhere)
+{
+	enum { REGIONS = 6, PER = 40, PROBES = 4000 };
+	static struct cidr all[REGIONS * PER];
+	static size_t owner[REGIONS * PER];
+	struct geo_region r[REGIONS];
+	static const char *const names[REGIONS] = { "r0", "r1", "r2", "r3", "r4", "r5" };
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	size_t n = 0;
+	for (size_t k = 0; k < REGIONS; k++) {
+		r[k] = (struct geo_region){ names[k], &all[n], PER };
+		for (size_t j = 0; j < PER; j++, n++) {
+			struct cidr *c = &all[n];
+			memset(c, 0, sizeof *c);
+			uint64_t v = rng_next(&x);
+			c->family = v & 1 ? AF_INET : AF_INET6;
+			size_t width = c->family == AF_INET ? 32 : 128;
+			/* Few distinct high bits, so prefixes nest and repeat often. */
+			c->addr[0] = (uint8_t)(v >> 8 & 0x3);
+			c->addr[1] = (uint8_t)(v >> 16 & 0x3);
+			c->addr[2] = (uint8_t)(v >> 24);
+			c->addr[3] = (uint8_t)(v >> 32);
+			if (width == 128)
+				c->addr[15] = (uint8_t)(v >> 40);
+			c->bits = (uint8_t)(v >> 48) % (uint8_t)(width + 1);
+			if (n % 97 == 0)
+				c->bits = 0;
+			for (size_t bit = c->bits; bit < width; bit++)
+				c->addr[bit / 8] &= (uint8_t)~(0x80 >> (bit % 8));
+			owner[n] = k;
+		}
+	}
+	struct geo *g = new_geo(r, REGIONS, NULL);
+	for (size_t i = 0; i < PROBES; i++) {
+		struct sockaddr_storage ss;
+		near(&all[rng_next(&x) % n], &x, &ss);
+		struct geo_levels lv;
+		geo_lookup(g, (const struct sockaddr *)&ss, &lv);
+		int want = cidr_match(all, n, (const struct sockaddr *)&ss);
+		char text[INET6_ADDRSTRLEN];
+		inet_ntop(ss.ss_family,
+			  ss.ss_family == AF_INET
+				  ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+				  : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr,
+			  text, sizeof text);
+		if (want < 0) {
+			cr_assert_eq(lv.n, 0, "%s: no prefix holds it, got %s", text, lv.name[0]);
+		} else {
+			cr_assert_eq(lv.n, 1, "%s: want %s", text, names[owner[want]]);
+			cr_assert_str_eq(lv.name[0], names[owner[want]], "%s", text);
+		}
+	}
+	geo_unref(g);
+}
+
 Test(geo, region_names_are_checked)
 {
 	struct cidr p[] = { prefix("10.0.0.0/8") };
