@@ -179,10 +179,12 @@ static void remember(struct client *c)
 {
 	struct broker_worker *bw = c->bw;
 	double duration = (double)(uv_hrtime() - c->started_ns) / 1e9;
-	histogram_observe(&bw->wstats.session_seconds, duration);
-	/* A load balancer's health checks would crowd the clients out of the list. */
-	if (c->local && pool_session_upstream_id(c->session) == UINT32_MAX)
+	/* Neither a connection refused before it was a client's nor the load balancer's own
+	 * health checks are sessions: they would crowd the clients out of the list and the
+	 * histogram. */
+	if (!c->admitted || c->local)
 		return;
+	histogram_observe(&bw->wstats.session_seconds, duration);
 	struct broker_recent *r = &bw->recent[bw->recent_next];
 	bw->recent_next = (bw->recent_next + 1) % BROKER_RECENT_MAX;
 	if (bw->n_recent < BROKER_RECENT_MAX)
@@ -242,6 +244,8 @@ static int admit(struct client *c, const struct sockaddr *client)
 					     : sizeof(struct sockaddr_in));
 	char peer[NET_ADDR_STRLEN];
 	pool_session_set_peer(c->session, net_addr_str(client, peer, sizeof peer));
+	if (!c->local)
+		pool_session_admitted(c->session);
 	if (b->rate_limit && !ratelimit_allow(b->rate_limit, client, uv_now(bw->loop)))
 		pool_session_refuse_rate_limited(c->session);
 	geo_lookup(slot_view_get(&bw->geo_view), client, &c->levels);

@@ -29,7 +29,9 @@ struct pool_session {
 	struct tls_session *tls;
 	const struct pool_session_config *cfg;
 	const struct pool_session_upstreams *ups;
-	struct pool_session_stats *stats;
+	struct pool_session_stats *stats; /* &uncounted until pool_session_admitted */
+	struct pool_session_stats *admitted_stats;
+	struct pool_session_stats uncounted;
 	uint64_t deadline;
 	uint64_t session_deadline; /* the deadline once the handshake is done */
 	enum phase phase;
@@ -87,7 +89,8 @@ int pool_session_new(struct pool_session **out, struct tls_creds *creds,
 		goto fail;
 	s->cfg = cfg;
 	s->ups = ups;
-	s->stats = stats;
+	s->admitted_stats = stats;
+	s->stats = &s->uncounted;
 	s->session_deadline = now_ms + cfg->timeout_ms;
 	s->deadline = s->session_deadline;
 	if (cfg->handshake_timeout_ms && now_ms + cfg->handshake_timeout_ms < s->deadline)
@@ -96,7 +99,6 @@ int pool_session_new(struct pool_session **out, struct tls_creds *creds,
 	s->why = "";
 	s->upstream_id = UINT32_MAX;
 	s->cand_id = UINT32_MAX;
-	stats->accepted++;
 	*out = s;
 	return 0;
 
@@ -120,6 +122,14 @@ void pool_session_free(struct pool_session *s)
 	ke_msg_request_wipe(&s->req);
 	gnutls_memset(s->req_buf, 0, sizeof s->req_buf);
 	free(s);
+}
+
+void pool_session_admitted(struct pool_session *s)
+{
+	if (s->stats != &s->uncounted)
+		return;
+	s->stats = s->admitted_stats;
+	s->stats->accepted++;
 }
 
 void pool_session_set_peer(struct pool_session *s, const char *peer)

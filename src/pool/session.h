@@ -76,7 +76,9 @@ struct pool_session_config {
 struct pool_session;
 
 /* creds: the broker's server credentials (a reference is taken). cfg, ups, stats: borrowed for
- * the session's life. *out is new (pool_session_free). Returns 0, -EINVAL (max_attempts out of
+ * the session's life; the session counts in stats only once pool_session_admitted said its
+ * client is one (a connection refused for its PROXY header, or the load balancer's own health
+ * check, is no session). *out is new (pool_session_free). Returns 0, -EINVAL (max_attempts out of
  * range, no pick), -ENOMEM or a negative errno from TLS setup. */
 int pool_session_new(struct pool_session **out, struct tls_creds *creds,
 		     const struct pool_session_config *cfg,
@@ -95,6 +97,9 @@ uint64_t pool_session_deadline(const struct pool_session *s);
 bool pool_session_done(const struct pool_session *s);
 const char *pool_session_reason(const struct pool_session *s);
 void pool_session_set_peer(struct pool_session *s, const char *peer);
+/* The connection is a client's (admitted at accept, or after its PROXY header): from now on
+ * the session is counted (accepted, then how it ends). Idempotent. */
+void pool_session_admitted(struct pool_session *s);
 
 /* The client is over its rate limit: once its request is read it gets Error 2 (counted in
  * rate_limited) and no upstream is asked. Call before the first input. */

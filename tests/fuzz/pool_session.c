@@ -419,6 +419,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	};
 	h.ups = (struct pool_session_upstreams){ .pick = fake_pick, .ud = &h };
 	CHECK(pool_session_new(&h.s, fx_server_nopin, &h.cfg, &h.ups, &h.st, h.now) == 0);
+	pool_session_admitted(h.s);
 	pool_session_set_peer(h.s, "192.0.2.1:40000");
 	CHECK(h.st.accepted == 1 && pool_session_handshaking(h.s));
 	CHECK(pool_session_deadline(h.s) == T0 + (setup & 32 ? 2000 : TIMEOUT));

@@ -165,8 +165,11 @@ static void h_init(struct h *h, enum ke_numbering n)
 static void h_start(struct h *h)
 {
 	cr_assert_eq(pool_session_new(&h->s, h->sc, &h->cfg, &h->ups, &h->st, h->now), 0);
+	cr_assert_eq(h->st.accepted, 0, "not a client's session until admitted");
 	pool_session_set_peer(h->s, "192.0.2.1:40000");
-	cr_assert_eq(h->st.accepted, 1);
+	pool_session_admitted(h->s);
+	pool_session_admitted(h->s);
+	cr_assert_eq(h->st.accepted, 1, "counted once");
 	cr_assert_eq(pool_session_upstream_id(h->s), UINT32_MAX);
 }
 
@@ -1190,6 +1193,20 @@ Test(pool_session, deadline_in_the_handshake)
 	pool_session_timeout(h.s, T0 + TIMEOUT);
 	cr_assert(pool_session_done(h.s));
 	expect_only(&h, &h.st.failed_timeout);
+	h_free(&h);
+}
+
+/* A connection that never became a client's (its PROXY header refused or late, or the load
+ * balancer's own check) is no session: its end counts nowhere. */
+Test(pool_session, not_admitted_counts_nothing)
+{
+	struct h h;
+	h_init(&h, KE_NUMBERING_IANA);
+	cr_assert_eq(pool_session_new(&h.s, h.sc, &h.cfg, &h.ups, &h.st, h.now), 0);
+	pool_session_timeout(h.s, T0 + TIMEOUT);
+	cr_assert(pool_session_done(h.s));
+	struct pool_session_stats zero = { 0 };
+	cr_assert_eq(memcmp(&h.st, &zero, sizeof zero), 0, "nothing counted");
 	h_free(&h);
 }
 
