@@ -70,8 +70,6 @@ int ke_server_conn_new(struct ke_server_conn **out, struct tls_creds *creds,
 
 void ke_server_conn_free(struct ke_server_conn *c);
 
-/* Names the peer (e.g. "192.0.2.1:40000"; borrowed, copied, truncated to 63 bytes) in the
- * connection's debug log lines. */
 /* Plain key exchanges of this connection take a token from rl (borrowed, outliving c) for peer
  * (copied) when they arrive; without one the request gets Error 2 (counted in rate_limited and
  * in errors[2]). Pool requests take none and are answered as ever: an authorised pool's many
@@ -80,6 +78,8 @@ struct ratelimit;
 void ke_server_conn_set_rate_limit(struct ke_server_conn *c, struct ratelimit *rl,
 				   const struct sockaddr *peer);
 
+/* Names the peer (e.g. "192.0.2.1:40000"; borrowed, copied, truncated to 63 bytes) in the
+ * connection's debug log lines. */
 void ke_server_conn_set_peer(struct ke_server_conn *c, const char *peer);
 
 /* Ciphertext from the peer (borrowed). Drives the handshake, reads the request, answers it.

@@ -318,7 +318,9 @@ static void metrics(struct status_text *out, void *ud)
 	if (!t)
 		return;
 	const struct pool_session_stats *st = &t->sessions;
-	counter(out, "nts_pool_ke_sessions_accepted_total", "Client sessions started", st->accepted);
+	counter(out, "nts_pool_ke_sessions_accepted_total",
+		"Client sessions started (admitted: no refused PROXY header, no balancer check)",
+		st->accepted);
 	counter(out, "nts_pool_ke_sessions_completed_total", "Cookies delivered to clients",
 		st->completed);
 	counter(out, "nts_pool_ke_sessions_no_overlap_total", "No common protocol or AEAD",
