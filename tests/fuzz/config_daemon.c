@@ -5,11 +5,15 @@
  * Contract checked (config_daemon.h, ntp.toml(5)): a failure is a negative errno with
  * "FILE:LINE: message" (the file name given, a line of the text) and leaves *cfg empty; a
  * success leaves no message and every value within its documented range: at least one section,
- * source counts 1..16 (1 unless nts-pool), poll intervals 0..17 and ordered, non-zero ports,
+ * source counts 1..16 (1 unless nts-pool or pool; a pool is a name), poll intervals 0..17 and
+ * ordered, non-zero ports, [[server]] access rules, step thresholds per direction (a number in
+ * range or unlimited, the single limits the stricter side),
  * timeouts 1..300000 ms, connection limits, tokens of the visible-ASCII shape and a token set
  * exactly when tokens are configured (which the SIGHUP reload, config_daemon_load_tokens, finds
  * again), distinct listen addresses, keyset and synchronization bounds, workers <= 256.
- * config_daemon_free empties cfg and may be called again. */
+ * config_daemon_free empties cfg and may be called again. The report of the same load
+ * (config_daemon_from_tree_report) has the same result and its messages in line order, the
+ * load's message among them. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -42,11 +46,49 @@ static void check_source(const struct config_daemon_source *s, long lines)
 	case CONFIG_DAEMON_SOURCE_NTS_POOL:
 		CHECK(s->count >= 1 && s->count <= 16);
 		break;
+	case CONFIG_DAEMON_SOURCE_POOL:
+		CHECK(s->count >= 1 && s->count <= 16 && !s->certificate_authority);
+		CHECK(!s->address.is_ip && s->address.port != 0);
+		break;
 	default:
 		CHECK(0);
 	}
+	CHECK(s->mode == CONFIG_DAEMON_SOURCE_POOL || s->ignore_count == 0);
+	CHECK(!s->ignore_count || s->ignore);
+	for (size_t i = 0; i < s->ignore_count; i++)
+		CHECK(s->ignore[i].family == AF_INET || s->ignore[i].family == AF_INET6);
+	CHECK(s->ntp_version == 4);
 	if (s->certificate_authority)
 		CHECK(s->certificate_authority[0] != '\0');
+}
+
+static void check_filter(const struct config_filter *f)
+{
+	if (!f->set) {
+		CHECK(f->count == 0 && !f->prefixes);
+		return;
+	}
+	CHECK(f->action == CONFIG_FILTER_IGNORE || f->action == CONFIG_FILTER_DENY);
+	CHECK(f->count <= CONFIG_PREFIXES_MAX && (!f->count || f->prefixes));
+	for (size_t i = 0; i < f->count; i++)
+		CHECK(f->prefixes[i].bits <= (f->prefixes[i].family == AF_INET ? 32 : 128));
+}
+
+static void check_server_rules(const struct config_daemon_server *s)
+{
+	check_filter(&s->allowlist);
+	check_filter(&s->denylist);
+	CHECK(s->require_nts == CONFIG_REQUIRE_NTS_OFF ||
+	      s->require_nts == CONFIG_REQUIRE_NTS_IGNORE ||
+	      s->require_nts == CONFIG_REQUIRE_NTS_DENY);
+	CHECK(s->rate_limiting_cache_size <= 16777216 && s->rate_limiting_cutoff_ms <= 86400000);
+}
+
+/* One limit per direction: a number in range or unlimited. */
+static void check_threshold(double v)
+{
+	CHECK(!isnan(v));
+	CHECK(isinf(v) ? v > 0 : v >= 0.001 && v <= 1e10);
 }
 
 static void check_nts_ke(const struct config_daemon_nts_ke_server *s)
@@ -98,6 +140,7 @@ static void check_daemon(const struct config_daemon *c, long lines)
 		check_source(&c->sources[i], lines);
 	for (size_t i = 0; i < c->server_count; i++) {
 		check_listen(&c->servers[i].listen);
+		check_server_rules(&c->servers[i]);
 		for (size_t j = 0; j < i; j++)
 			CHECK(!same_listen(&c->servers[i].listen, &c->servers[j].listen));
 	}
@@ -115,12 +158,18 @@ static void check_daemon(const struct config_daemon *c, long lines)
 	const struct config_daemon_sync *y = &c->synchronization;
 	CHECK(y->local_stratum >= 1 && y->local_stratum <= 16);
 	CHECK(y->minimum_agreeing_sources >= 1 && y->minimum_agreeing_sources <= 64);
-	CHECK(isfinite(y->single_step_panic_threshold_s));
-	CHECK(y->single_step_panic_threshold_s >= 0.001 &&
-	      y->single_step_panic_threshold_s <= 1e10);
+	check_threshold(y->single_step.forward_s);
+	check_threshold(y->single_step.backward_s);
+	check_threshold(y->startup_step.forward_s);
+	check_threshold(y->startup_step.backward_s);
+	/* The single limits are the stricter direction. */
+	CHECK(y->single_step_panic_threshold_s ==
+	      fmin(y->single_step.forward_s, y->single_step.backward_s));
+	CHECK(y->has_startup_step_panic_threshold ==
+	      !isinf(fmin(y->startup_step.forward_s, y->startup_step.backward_s)));
 	if (y->has_startup_step_panic_threshold)
-		CHECK(y->startup_step_panic_threshold_s >= 0.001 &&
-		      y->startup_step_panic_threshold_s <= 1e10);
+		CHECK(y->startup_step_panic_threshold_s ==
+		      fmin(y->startup_step.forward_s, y->startup_step.backward_s));
 	if (y->has_accumulated_step_panic_threshold)
 		CHECK(y->accumulated_step_panic_threshold_s >= 0.001 &&
 		      y->accumulated_step_panic_threshold_s <= 1e10);
@@ -128,4 +177,5 @@ static void check_daemon(const struct config_daemon *c, long lines)
 	check_observability(&c->observability);
 }
 
-CONFIG_FUZZ_ENTRY(struct config_daemon, config_daemon_from_tree, check_daemon, config_daemon_free)
+CONFIG_FUZZ_ENTRY(struct config_daemon, config_daemon_from_tree, config_daemon_from_tree_report,
+		  check_daemon, config_daemon_free)

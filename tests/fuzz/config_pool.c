@@ -75,4 +75,5 @@ static void check_pool(const struct config_pool *c, long lines)
 	check_observability(&c->observability);
 }
 
-CONFIG_FUZZ_ENTRY(struct config_pool, config_pool_from_tree, check_pool, config_pool_free)
+CONFIG_FUZZ_ENTRY(struct config_pool, config_pool_from_tree, config_pool_from_tree_report,
+		  check_pool, config_pool_free)

@@ -214,37 +214,79 @@ static void check_observability(const struct config_observability *o)
 	CHECK(o->log_level >= LOG_LEVEL_ERROR && o->log_level <= LOG_LEVEL_TRACE);
 	if (o->has_status_listen)
 		check_listen(&o->status_listen);
+	if (o->has_metrics_listen) {
+		check_listen(&o->metrics_listen);
+		CHECK(!o->has_status_listen ||
+		      o->status_listen.addr_len != o->metrics_listen.addr_len ||
+		      memcmp(&o->status_listen.addr, &o->metrics_listen.addr,
+			     o->metrics_listen.addr_len) != 0);
+	}
+	size_t n = strnlen(o->observation_path, sizeof o->observation_path);
+	CHECK(n < sizeof o->observation_path && n <= CONFIG_UNIX_PATH_MAX);
+	CHECK(n == 0 || o->observation_path[n - 1] != '/');
+	CHECK(o->observation_permissions <= 0777);
+}
+
+/* The report of the same load (what `ntp-ctl validate` prints): the same result; every message
+ * "FILE:LINE: ..." in line order; the load's own message one of them. */
+static void check_report(int rc, int rc2, const struct config_report *rep, const char *err,
+			 long lines)
+{
+	CHECK(rc2 == rc);
+	if (rc >= 0) {
+		CHECK(rep->count == 0);
+		return;
+	}
+	CHECK(rep->count >= 1 || rep->truncated);
+	size_t fl = strlen(FILENAME);
+	for (size_t i = 0; i < rep->count; i++) {
+		CHECK(strncmp(rep->msgs[i].text, FILENAME ":", fl + 1) == 0);
+		CHECK(rep->msgs[i].line >= 0 && rep->msgs[i].line <= lines);
+		if (i)
+			CHECK(rep->msgs[i - 1].line <= rep->msgs[i].line);
+	}
+	bool found = rep->truncated;
+	for (size_t i = 0; i < rep->count && !found; i++)
+		found = strncmp(rep->msgs[i].text, err, strlen(err)) == 0;
+	CHECK(found);
 }
 
 /* The whole entry point of a config harness: parse the input, load it with FROM_TREE into a
  * struct TYPE that starts out as garbage (from_tree owns it whatever it held), then check the
  * failure's message or, on success, the values with CHECK_FN(cfg, lines); FREE_FN must empty the
  * struct and be safe to call twice. Any path the loader opens meets the sandbox. */
-#define CONFIG_FUZZ_ENTRY(type, from_tree, check_fn, free_fn)                                  \
-	int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)                            \
-	{                                                                                       \
-		sandbox_init();                                                                 \
-		sandbox_on = true;                                                              \
-		char err[512];                                                                  \
-		struct toml_value *root =                                                       \
-			toml_parse((const char *)data, size, FILENAME, err, sizeof err);        \
-		if (root) {                                                                     \
-			type cfg;                                                               \
-			memset(&cfg, 0xa5, sizeof cfg);                                         \
-			memset(err, 0x5a, sizeof err);                                          \
-			int rc = from_tree(root, FILENAME, &cfg, err, sizeof err);              \
-			if (rc < 0) {                                                           \
-				check_failure(rc, err, sizeof err, data, size);                 \
-				CHECK(all_zero(&cfg, sizeof cfg));                              \
-			} else {                                                                \
-				CHECK(rc == 0 && err[0] == '\0');                               \
-				check_fn(&cfg, text_lines(data, size));                         \
-			}                                                                       \
-			free_fn(&cfg);                                                          \
-			CHECK(all_zero(&cfg, sizeof cfg));                                      \
-			free_fn(&cfg);                                                          \
-			toml_free(root);                                                        \
-		}                                                                               \
-		sandbox_on = false;                                                             \
-		return 0;                                                                       \
+#define CONFIG_FUZZ_ENTRY(type, from_tree, from_tree_report, check_fn, free_fn)                    \
+	int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)                               \
+	{                                                                                          \
+		sandbox_init();                                                                    \
+		sandbox_on = true;                                                                 \
+		char err[512];                                                                     \
+		struct toml_value *root =                                                          \
+			toml_parse((const char *)data, size, FILENAME, err, sizeof err);           \
+		if (root) {                                                                        \
+			type cfg;                                                                  \
+			memset(&cfg, 0xa5, sizeof cfg);                                            \
+			memset(err, 0x5a, sizeof err);                                             \
+			int rc = from_tree(root, FILENAME, &cfg, err, sizeof err);                 \
+			if (rc < 0) {                                                              \
+				check_failure(rc, err, sizeof err, data, size);                    \
+				CHECK(all_zero(&cfg, sizeof cfg));                                 \
+			} else {                                                                   \
+				CHECK(rc == 0 && err[0] == '\0');                                  \
+				check_fn(&cfg, text_lines(data, size));                            \
+			}                                                                          \
+			free_fn(&cfg);                                                             \
+			CHECK(all_zero(&cfg, sizeof cfg));                                         \
+			free_fn(&cfg);                                                             \
+			struct config_report rep = { 0 };                                          \
+			char err2[512];                                                            \
+			int rc2 = from_tree_report(root, FILENAME, &cfg, &rep, err2, sizeof err2); \
+			if (rc2 >= 0)                                                              \
+				free_fn(&cfg);                                                     \
+			check_report(rc, rc2, &rep, rc < 0 ? err : "", text_lines(data, size));    \
+			config_report_free(&rep);                                                  \
+			toml_free(root);                                                           \
+		}                                                                                  \
+		sandbox_on = false;                                                                \
+		return 0;                                                                          \
 	}

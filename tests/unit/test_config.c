@@ -682,9 +682,9 @@ Test(config, daemon_source_errors)
 		     "[[source]] is missing required key 'mode'", NULL);
 	daemon_error("[[source]]\nmode = \"server\"\n", 1,
 		     "[[source]] is missing required key 'address'", NULL);
-	daemon_error("[[source]]\nmode = \"pool\"\naddress = \"a.test\"\n", 2,
-		     "'mode' in [[source]] must be one of \"server\", \"nts\", \"nts-pool\" (got "
-		     "\"pool\")",
+	daemon_error("[[source]]\nmode = \"peer\"\naddress = \"a.test\"\n", 2,
+		     "'mode' in [[source]] must be one of \"server\", \"nts\", \"nts-pool\", "
+		     "\"pool\" (got \"peer\")",
 		     NULL);
 	daemon_error(SERVER_SOURCE "poll-interval-min = 18\n", 4,
 		     "'poll-interval-min' in [[source]] must be between 0 and 17 (got 18)", NULL);
@@ -1128,7 +1128,7 @@ Test(config, daemon_keyset_sync_observability_errors)
 		     "'minimum-agreeing-sources'", "(got 0)");
 	daemon_error(SERVER_SOURCE "[synchronization]\nsingle-step-panic-threshold = -1.0\n", 5,
 		     "'single-step-panic-threshold' in [synchronization] must be between", NULL);
-	daemon_error(SERVER_SOURCE "[synchronization]\nsingle-step-panic-threshold = inf\n", 5,
+	daemon_error(SERVER_SOURCE "[synchronization]\nsingle-step-panic-threshold = -inf\n", 5,
 		     "'single-step-panic-threshold'", "must be between");
 	daemon_error(SERVER_SOURCE "[synchronization]\naccumulated-step-panic-threshold = \"1s\"\n",
 		     5, "must be a number, not string", NULL);

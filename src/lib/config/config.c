@@ -13,17 +13,65 @@
 
 #include "pool_proto.h"
 
+static void report_add(struct config_report *r, int line, const char *text)
+{
+	if (r->count >= CONFIG_REPORT_MAX) {
+		r->truncated = true;
+		return;
+	}
+	if (r->count == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 8;
+		struct config_msg *m = realloc(r->msgs, cap * sizeof *m);
+		if (!m) {
+			r->truncated = true;
+			return;
+		}
+		r->msgs = m;
+		r->cap = cap;
+	}
+	char *copy = strdup(text);
+	if (!copy) {
+		r->truncated = true;
+		return;
+	}
+	r->msgs[r->count++] = (struct config_msg){ .line = line, .text = copy };
+}
+
+void config_report_sort(struct config_report *r)
+{
+	/* Insertion sort: stable, and reports are short. */
+	for (size_t i = 1; i < r->count; i++) {
+		struct config_msg m = r->msgs[i];
+		size_t j = i;
+		for (; j > 0 && r->msgs[j - 1].line > m.line; j--)
+			r->msgs[j] = r->msgs[j - 1];
+		r->msgs[j] = m;
+	}
+}
+
+void config_report_free(struct config_report *r)
+{
+	for (size_t i = 0; i < r->count; i++)
+		free(r->msgs[i].text);
+	free(r->msgs);
+	memset(r, 0, sizeof *r);
+}
+
 int config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
 {
-	if (!ctx->err || ctx->errlen == 0)
-		return -EINVAL;
-	int n = snprintf(ctx->err, ctx->errlen, "%s:%d: ", ctx->file, line);
-	if (n >= 0 && (size_t)n < ctx->errlen) {
+	char msg[1024];
+	int n = snprintf(msg, sizeof msg, "%s:%d: ", ctx->file, line);
+	if (n >= 0 && (size_t)n < sizeof msg) {
 		va_list ap;
 		va_start(ap, fmt);
-		vsnprintf(ctx->err + n, ctx->errlen - (size_t)n, fmt, ap);
+		vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
 		va_end(ap);
 	}
+	if (ctx->report)
+		report_add(ctx->report, line, msg);
+	/* The first found, as when a load stopped at it. */
+	if (ctx->err && ctx->errlen && ctx->err[0] == '\0')
+		snprintf(ctx->err, ctx->errlen, "%s", msg);
 	return -EINVAL;
 }
 
@@ -43,8 +91,13 @@ void config_begin(struct config_ctx *ctx)
 
 int config_fail(struct config_ctx *ctx, int r)
 {
-	if (ctx->err && ctx->errlen && ctx->err[0] == '\0')
+	if (ctx->err && ctx->errlen && ctx->err[0] == '\0') {
 		snprintf(ctx->err, ctx->errlen, "%s: %s", ctx->file, strerror(-r));
+		if (ctx->report)
+			report_add(ctx->report, 0, ctx->err);
+	}
+	if (ctx->report)
+		config_report_sort(ctx->report);
 	return r;
 }
 
@@ -105,10 +158,18 @@ bool config_name_in(const char *name, const char *const *names)
 int config_check_keys(struct config_ctx *ctx, const struct toml_value *table, const char *where,
 		      const char *const *valid)
 {
+	return config_check_keys_except(ctx, table, where, valid, NULL);
+}
+
+int config_check_keys_except(struct config_ctx *ctx, const struct toml_value *table,
+			     const char *where, const char *const *valid,
+			     const char *const *reported)
+{
 	size_t n = toml_table_count(table);
+	int r = 0;
 	for (size_t i = 0; i < n; i++) {
 		const char *key = toml_table_key(table, i);
-		if (config_name_in(key, valid))
+		if (config_name_in(key, valid) || (reported && config_name_in(key, reported)))
 			continue;
 		char list[512];
 		size_t used = 0;
@@ -120,10 +181,10 @@ int config_check_keys(struct config_ctx *ctx, const struct toml_value *table, co
 				break;
 			used += (size_t)w;
 		}
-		return config_error(ctx, toml_table_key_line(table, i),
-				    "unknown key '%s' in %s; valid keys: %s", key, where, list);
+		r = config_error(ctx, toml_table_key_line(table, i),
+				 "unknown key '%s' in %s; valid keys: %s", key, where, list);
 	}
-	return 0;
+	return r;
 }
 
 int config_key_line(const struct toml_value *table, const char *key)
@@ -710,22 +771,74 @@ int config_get_table_array(struct config_ctx *ctx, const struct toml_value *root
 static const struct config_observability observability_defaults = {
 	.log_level = LOG_LEVEL_INFO,
 	.has_status_listen = false,
+	.observation_permissions = CONFIG_OBSERVATION_PERMISSIONS,
 };
+
+static int read_observation_path(struct config_ctx *ctx, const struct toml_value *t,
+				 const char *where, struct config_observability *obs)
+{
+	char *path = NULL;
+	int r = config_get_string(ctx, t, "observation-path", where, false, &path);
+	if (r <= 0)
+		return r;
+	int line = config_key_line(t, "observation-path");
+	if (strlen(path) > CONFIG_UNIX_PATH_MAX)
+		r = config_error(ctx, line,
+				 "'observation-path' in %s: a Unix socket path holds at most %d "
+				 "bytes, '%s' has %zu; choose a shorter path",
+				 where, CONFIG_UNIX_PATH_MAX, path, strlen(path));
+	else if (path[strlen(path) - 1] == '/')
+		r = config_error(ctx, line,
+				 "'observation-path' in %s: '%s' names a directory; give the "
+				 "socket's own name (e.g. %sobserve)",
+				 where, path, path);
+	else
+		snprintf(obs->observation_path, sizeof obs->observation_path, "%s", path);
+	obs->observation_path_line = line;
+	free(path);
+	return r;
+}
 
 int config_read_observability(struct config_ctx *ctx, const struct toml_value *root,
 			      struct config_observability *obs)
 {
-	static const char *const keys[] = { "log-level", "status-listen", NULL };
+	static const char *const keys[] = {
+		"log-level",
+		"status-listen",
+		"observation-path",
+		"observation-permissions",
+		"metrics-exporter-listen",
+		"ansi-colors",
+		NULL,
+	};
 	static const char where[] = "[observability]";
 	*obs = observability_defaults;
 	const struct toml_value *t;
 	int r = config_get_table(ctx, root, "observability", &t);
 	if (r < 0 || !t)
 		return r;
-	if ((r = config_check_keys(ctx, t, where, keys)) < 0 ||
-	    (r = config_get_log_level(ctx, t, where, &obs->log_level)) < 0 ||
-	    (r = config_get_listen(ctx, t, "status-listen", where, false, &obs->status_listen)) < 0)
-		return r;
+	int acc = 0;
+	config_keep(&acc, config_check_keys(ctx, t, where, keys));
+	config_keep(&acc, config_get_log_level(ctx, t, where, &obs->log_level));
+	r = config_keep(&acc, config_get_listen(ctx, t, "status-listen", where, false,
+						&obs->status_listen));
 	obs->has_status_listen = r > 0;
-	return 0;
+	r = config_keep(&acc, config_get_listen(ctx, t, "metrics-exporter-listen", where, false,
+						&obs->metrics_listen));
+	obs->has_metrics_listen = r > 0;
+	config_keep(&acc, read_observation_path(ctx, t, where, obs));
+	config_keep(&acc, config_get_u32(ctx, t, "observation-permissions", where, 0, 0777,
+					 &obs->observation_permissions));
+	config_keep(&acc, config_get_bool(ctx, t, "ansi-colors", where, &obs->ansi_colors));
+	if (obs->has_status_listen && obs->has_metrics_listen &&
+	    obs->status_listen.addr_len == obs->metrics_listen.addr_len &&
+	    memcmp(&obs->status_listen.addr, &obs->metrics_listen.addr,
+		   obs->status_listen.addr_len) == 0)
+		config_keep(&acc,
+			    config_error(ctx, obs->metrics_listen.line,
+					 "'metrics-exporter-listen' in %s: %s is also the "
+					 "status-listen address (line %d); the status "
+					 "endpoint serves /metrics already",
+					 where, obs->metrics_listen.text, obs->status_listen.line));
+	return acc;
 }

@@ -40,23 +40,66 @@ struct config_host {
 	bool is_ip;
 };
 
-/* [observability], shared by both programs. */
+/* The longest observation-path: what a Unix socket address holds, less its NUL. */
+#define CONFIG_UNIX_PATH_MAX 107
+/* ntpd-rs's default mode of the observation socket. */
+#define CONFIG_OBSERVATION_PERMISSIONS 0666
+
+/* [observability], shared by both programs. Plain values: a copy stays valid after the
+ * configuration is freed. */
 struct config_observability {
 	enum log_level log_level;           /* "log-level" */
 	bool has_status_listen;
 	struct config_listen status_listen; /* "status-listen", when has_status_listen */
+	/* "observation-path": the same endpoint on a Unix stream socket; "" when absent. */
+	char observation_path[CONFIG_UNIX_PATH_MAX + 1];
+	int observation_path_line;
+	uint32_t observation_permissions; /* "observation-permissions": the socket's mode */
+	/* "metrics-exporter-listen": a TCP listener serving /metrics only. */
+	bool has_metrics_listen;
+	struct config_listen metrics_listen;
+	bool ansi_colors; /* "ansi-colors": accepted for ntpd-rs; logs carry no colours */
 };
 
-/* Where errors go while one file is being read. */
+/* Every error one load found, each "FILE:LINE: message", for `ntp-ctl validate`. All zeros is
+ * an empty report. */
+struct config_msg {
+	int line;
+	char *text; /* new */
+};
+struct config_report {
+	struct config_msg *msgs;
+	size_t count, cap;
+	bool truncated; /* more than CONFIG_REPORT_MAX errors, or out of memory: some are missing */
+};
+#define CONFIG_REPORT_MAX 200
+
+/* Sorts the messages by line (stable: one line's messages keep their order). */
+void config_report_sort(struct config_report *r);
+void config_report_free(struct config_report *r);
+
+/* Where errors go while one file is being read. A reader goes on after an error where it can
+ * (the next key, the next table), so one load finds every error; err holds the first one found
+ * (what a load that stopped there said), report (when not NULL) all of them. */
 struct config_ctx {
 	const char *file; /* borrowed */
 	char *err;
 	size_t errlen;
+	struct config_report *report; /* borrowed, may be NULL */
 };
 
-/* Formats "FILE:LINE: message" into ctx->err and returns -EINVAL. */
+/* Formats "FILE:LINE: message", keeps it (see config_ctx) and returns -EINVAL. */
 int config_error(struct config_ctx *ctx, int line, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* Keeps the first failure of a sequence of reads in *acc and returns r, so that a reader can go
+ * on to its next key after a bad one. */
+static inline int config_keep(int *acc, int r)
+{
+	if (r < 0 && *acc >= 0)
+		*acc = r;
+	return r;
+}
 
 /* Writes "FILE:LINE: 'key' in where" into buf (len bytes; truncated to fit) and returns buf:
  * the head of a message about a value of the configuration that a program checks after the
@@ -83,6 +126,12 @@ bool config_name_in(const char *name, const char *const *names);
  * (e.g. "[[nts-ke-server]]") and listing the valid keys. All arguments borrowed. */
 int config_check_keys(struct config_ctx *ctx, const struct toml_value *table, const char *where,
 		      const char *const *valid);
+
+/* As config_check_keys, skipping the keys of `reported` (NULL-terminated, or NULL): keys the
+ * caller has reported an error of its own for. */
+int config_check_keys_except(struct config_ctx *ctx, const struct toml_value *table,
+			     const char *where, const char *const *valid,
+			     const char *const *reported);
 
 /* Checks that root.name is a table ([name]); *out is borrowed, NULL when absent. Returns 0 or
  * negative after reporting. */

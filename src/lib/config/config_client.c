@@ -77,6 +77,82 @@ int config_get_rate_limit(struct config_ctx *ctx, const struct toml_value *table
 	return 0;
 }
 
+void config_filter_free(struct config_filter *f)
+{
+	free(f->prefixes);
+	memset(f, 0, sizeof *f);
+}
+
+int config_get_filter(struct config_ctx *ctx, const struct toml_value *table, const char *key,
+		      const char *where, struct config_filter *out)
+{
+	static const char *const keys[] = { "filter", "action", NULL };
+	static const char *const actions[] = { "ignore", "deny", NULL };
+	const struct toml_value *v = toml_table_get(table, key);
+	if (!v)
+		return 0;
+	if (toml_type(v) != TOML_TABLE)
+		return config_error(ctx, toml_line(v),
+				    "'%s' in %s must be a table { filter = [ \"CIDR\", ... ], "
+				    "action = \"ignore\" | \"deny\" }, not %s",
+				    key, where, toml_type_name(toml_type(v)));
+	char inner[96];
+	snprintf(inner, sizeof inner, "'%s' of %s", key, where);
+	struct config_filter f = { .set = true, .line = toml_line(v) };
+	int action = -1, acc = 0;
+	config_keep(&acc, config_check_keys(ctx, v, inner, keys));
+	int r = config_keep(&acc, config_get_enum(ctx, v, "action", inner, actions, &action));
+	if (r == 0)
+		config_keep(&acc, config_error(ctx, toml_line(v),
+					       "%s is missing required key 'action' (\"ignore\" "
+					       "or \"deny\")",
+					       inner));
+	const struct toml_value *list = toml_table_get(v, "filter");
+	if (!list) {
+		config_keep(&acc, config_error(ctx, toml_line(v),
+					       "%s is missing required key 'filter' (a list of "
+					       "address prefixes)",
+					       inner));
+	} else if (toml_type(list) == TOML_ARRAY && toml_array_count(list) == 0) {
+		/* An empty list is a rule too: an empty allowlist admits nobody. */
+	} else {
+		config_keep(&acc,
+			    config_get_prefixes(ctx, v, "filter", inner, &f.prefixes, &f.count));
+	}
+	if (acc < 0) {
+		config_filter_free(&f);
+		return acc;
+	}
+	f.action = (enum config_filter_action)action;
+	config_filter_free(out);
+	*out = f;
+	return 1;
+}
+
+int config_get_require_nts(struct config_ctx *ctx, const struct toml_value *table,
+			   const char *where, enum config_require_nts *out)
+{
+	const struct toml_value *v = toml_table_get(table, "require-nts");
+	if (!v)
+		return 0;
+	if (toml_type(v) == TOML_BOOLEAN) {
+		*out = toml_boolean(v) ? CONFIG_REQUIRE_NTS_IGNORE : CONFIG_REQUIRE_NTS_OFF;
+		return 1;
+	}
+	static const char *const names[] = { "ignore", "deny", NULL };
+	if (toml_type(v) == TOML_STRING) {
+		int i = 0;
+		int r = config_get_enum(ctx, table, "require-nts", where, names, &i);
+		if (r > 0)
+			*out = i == 0 ? CONFIG_REQUIRE_NTS_IGNORE : CONFIG_REQUIRE_NTS_DENY;
+		return r;
+	}
+	return config_error(ctx, toml_line(v),
+			    "'require-nts' in %s must be true, false, \"ignore\" or \"deny\", not "
+			    "%s",
+			    where, toml_type_name(toml_type(v)));
+}
+
 bool config_region_name_ok(char *name)
 {
 	size_t n = strlen(name);

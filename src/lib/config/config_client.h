@@ -1,5 +1,6 @@
 /* What a configuration says about clients, shared by both programs: address prefix lists, the
- * per-client key-exchange rate limit, and names of regions. Typed getters in the style of
+ * per-client key-exchange rate limit, a [[server]]'s access rules in ntpd-rs's form (allowlist,
+ * denylist, require-nts), and names of regions. Typed getters in the style of
  * config.h (1: set, 0: absent and *out untouched, negative after reporting). */
 #ifndef NTSPOOL_CONFIG_CLIENT_H
 #define NTSPOOL_CONFIG_CLIENT_H
@@ -40,6 +41,36 @@ extern const struct config_rate_limit config_rate_limit_defaults;
 /* Reads the rate-limit keys of table into *out (which holds the defaults or earlier values). */
 int config_get_rate_limit(struct config_ctx *ctx, const struct toml_value *table,
 			  const char *where, struct config_rate_limit *out);
+
+/* What a [[server]] does with a request its rules refuse: drop it, or answer a DENY kiss. */
+enum config_filter_action {
+	CONFIG_FILTER_IGNORE,
+	CONFIG_FILTER_DENY,
+};
+
+/* allowlist / denylist = { filter = [ "CIDR", ... ], action = "ignore" | "deny" }. */
+struct config_filter {
+	bool set;
+	struct cidr *prefixes; /* new (config_filter_free); NULL when count is 0 */
+	size_t count;	       /* an empty allowlist admits nobody */
+	enum config_filter_action action;
+	int line;
+};
+
+int config_get_filter(struct config_ctx *ctx, const struct toml_value *table, const char *key,
+		      const char *where, struct config_filter *out);
+void config_filter_free(struct config_filter *f);
+
+/* require-nts = false | true | "ignore" | "deny": plain (not NTS) requests are answered
+ * (false), dropped (true, "ignore") or answered with a DENY kiss ("deny"). */
+enum config_require_nts {
+	CONFIG_REQUIRE_NTS_OFF,
+	CONFIG_REQUIRE_NTS_IGNORE,
+	CONFIG_REQUIRE_NTS_DENY,
+};
+
+int config_get_require_nts(struct config_ctx *ctx, const struct toml_value *table,
+			   const char *where, enum config_require_nts *out);
 
 /* A region name: 1..63 bytes of letters, digits, '.', '_' or '-'; lower-cased in place. False
  * otherwise. */

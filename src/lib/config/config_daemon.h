@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cidr.h"
 #include "config.h"
 #include "config_client.h"
 
@@ -22,14 +23,26 @@ struct config_daemon_source {
 	struct config_host address;
 	char *certificate_authority; /* NULL: system trust; only set for the NTS modes */
 	int certificate_authority_line; /* where it was configured, for messages */
-	uint32_t count;              /* servers to keep; 1 unless nts-pool */
+	uint32_t count;			/* servers to keep: 1, or 4 for nts-pool and pool */
 	int poll_interval_min;       /* log2 seconds */
 	int poll_interval_max;
+	/* pool: "ignore", addresses the name resolves to that are never used; new (free()). */
+	struct cidr *ignore;
+	size_t ignore_count;
+	int ntp_version; /* "ntp-version": 4 ("auto" is 4 too: NTPv5 is not spoken) */
 	int line;
 };
 
 struct config_daemon_server {
 	struct config_listen listen;
+	struct config_filter allowlist; /* ntpd-rs's: a request from outside is refused */
+	struct config_filter denylist;	/* a request from inside is refused */
+	enum config_require_nts require_nts;
+	/* ntpd-rs's rate limiting: requests from one client address closer together than
+	 * cutoff_ms get a RATE kiss; the last request of at most cache_size addresses is kept.
+	 * Off when either is 0 (the default). */
+	uint32_t rate_limiting_cache_size;
+	uint32_t rate_limiting_cutoff_ms;
 };
 
 struct pool_tokens;
@@ -69,15 +82,25 @@ struct config_daemon_keyset {
 	uint32_t stale_key_count;
 };
 
-/* Step thresholds are in seconds, as in ntpd-rs. */
+/* A step threshold per direction, in seconds; INFINITY: unlimited. */
+struct config_step_threshold {
+	double forward_s;
+	double backward_s;
+};
+
+/* Step thresholds are in seconds, as in ntpd-rs, which also allows a limit per direction and
+ * "inf". The single values are the stricter direction (INFINITY: unlimited), for a time core
+ * that applies one limit to both; the per-direction ones are what was configured. */
 struct config_daemon_sync {
 	int local_stratum; /* 16: unsynchronised */
 	bool clock_control;
 	uint32_t minimum_agreeing_sources;
 	double single_step_panic_threshold_s;
-	bool has_startup_step_panic_threshold; /* absent: the first step is unlimited */
+	struct config_step_threshold single_step; /* both 1000 by default */
+	bool has_startup_step_panic_threshold;	  /* absent or "inf" both ways: unlimited */
 	double startup_step_panic_threshold_s;
-	bool has_accumulated_step_panic_threshold; /* absent: no limit */
+	struct config_step_threshold startup_step; /* both INFINITY by default */
+	bool has_accumulated_step_panic_threshold; /* absent or 0: no limit */
 	double accumulated_step_panic_threshold_s;
 };
 
@@ -106,6 +129,12 @@ int config_daemon_load(const char *path, struct config_daemon *cfg, char *err, s
 /* As config_daemon_load, on a tree already parsed from `file` (both borrowed). */
 int config_daemon_from_tree(const struct toml_value *root, const char *file,
 			    struct config_daemon *cfg, char *err, size_t errlen);
+
+/* As config_daemon_from_tree, also adding every error found to report (borrowed; sorted by
+ * line on failure), for `ntp-ctl validate`. */
+int config_daemon_from_tree_report(const struct toml_value *root, const char *file,
+				   struct config_daemon *cfg, struct config_report *report,
+				   char *err, size_t errlen);
 
 /* Frees what cfg owns and empties it; cfg itself is the caller's. */
 void config_daemon_free(struct config_daemon *cfg);

@@ -363,32 +363,40 @@ static int read_regions(struct config_ctx *ctx, const struct toml_value *root,
 	return 0;
 }
 
-int config_pool_from_tree(const struct toml_value *root, const char *file,
-			  struct config_pool *cfg, char *err, size_t errlen)
+int config_pool_from_tree_report(const struct toml_value *root, const char *file,
+				 struct config_pool *cfg, struct config_report *report, char *err,
+				 size_t errlen)
 {
 	static const char *const tables[] = { "nts-pool-ke-server", "observability", "region",
 					      NULL };
-	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen };
+	struct config_ctx ctx = { .file = file, .err = err, .errlen = errlen, .report = report };
 	config_begin(&ctx);
 	*cfg = pool_defaults;
 	cfg->rate_limit = config_rate_limit_defaults;
 	const struct toml_value *server;
-	int r;
-	if ((r = config_check_keys(&ctx, root, "the top level of a pool configuration", tables)) <
-		    0 ||
-	    (r = config_get_table(&ctx, root, "nts-pool-ke-server", &server)) < 0)
+	int acc = 0;
+	/* Every part is read even after an error, so one run reports them all. */
+	config_keep(&acc,
+		    config_check_keys(&ctx, root, "the top level of a pool configuration", tables));
+	config_keep(&acc, config_get_table(&ctx, root, "nts-pool-ke-server", &server));
+	if (!server && acc == 0)
+		config_keep(&acc, config_error(&ctx, toml_line(root),
+					       "missing table [nts-pool-ke-server]"));
+	if (server && config_keep(&acc, read_server(&ctx, server, cfg)) == -ENOMEM)
 		goto fail;
-	if (!server) {
-		r = config_error(&ctx, toml_line(root), "missing table [nts-pool-ke-server]");
-		goto fail;
-	}
-	if ((r = read_server(&ctx, server, cfg)) < 0 || (r = read_regions(&ctx, root, cfg)) < 0 ||
-	    (r = config_read_observability(&ctx, root, &cfg->observability)) < 0)
-		goto fail;
-	return 0;
+	config_keep(&acc, read_regions(&ctx, root, cfg));
+	config_keep(&acc, config_read_observability(&ctx, root, &cfg->observability));
+	if (acc == 0)
+		return 0;
 fail:
 	config_pool_free(cfg);
-	return config_fail(&ctx, r);
+	return config_fail(&ctx, acc);
+}
+
+int config_pool_from_tree(const struct toml_value *root, const char *file, struct config_pool *cfg,
+			  char *err, size_t errlen)
+{
+	return config_pool_from_tree_report(root, file, cfg, NULL, err, errlen);
 }
 
 int config_pool_load(const char *path, struct config_pool *cfg, char *err, size_t errlen)

@@ -88,6 +88,12 @@ int config_pool_load(const char *path, struct config_pool *cfg, char *err, size_
 int config_pool_from_tree(const struct toml_value *root, const char *file,
 			  struct config_pool *cfg, char *err, size_t errlen);
 
+/* As config_pool_from_tree, also adding every error found to report (borrowed; sorted by line
+ * on failure), for `ntp-ctl validate`. */
+int config_pool_from_tree_report(const struct toml_value *root, const char *file,
+				 struct config_pool *cfg, struct config_report *report, char *err,
+				 size_t errlen);
+
 /* Frees what cfg owns and empties it; cfg itself is the caller's. */
 void config_pool_free(struct config_pool *cfg);
 

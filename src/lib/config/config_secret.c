@@ -14,6 +14,24 @@
 
 #include "ke_msg.h"
 
+/* What to do about a secret file that does not open. */
+static const char *open_fix(int e)
+{
+	switch (e) {
+	case EACCES:
+		return "; the file and every directory above it must be readable by the user the "
+		       "program runs as (chown that user, then chmod 600 the file)";
+	case ENOENT:
+		return "; create it (mode 600) or correct the path";
+	case ENOTDIR:
+		return "; a part of the path is not a directory: correct the path";
+	case ELOOP:
+		return "; the path has a symbolic link loop: correct the path";
+	default:
+		return "";
+	}
+}
+
 int config_secret_read(const char *path, size_t max, char **out, size_t *len, char *why,
 		       size_t whylen)
 {
@@ -23,7 +41,7 @@ int config_secret_read(const char *path, size_t max, char **out, size_t *len, ch
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		int e = errno;
-		snprintf(why, whylen, "cannot open %s: %s", path, strerror(e));
+		snprintf(why, whylen, "cannot open %s: %s%s", path, strerror(e), open_fix(e));
 		return -e;
 	}
 	struct stat st;
@@ -37,7 +55,7 @@ int config_secret_read(const char *path, size_t max, char **out, size_t *len, ch
 	}
 	if (!S_ISREG(st.st_mode)) {
 		r = -EINVAL;
-		snprintf(why, whylen, "%s is not a regular file", path);
+		snprintf(why, whylen, "%s is not a regular file; name the file itself", path);
 		goto out;
 	}
 	int flags = fcntl(fd, F_GETFL);
