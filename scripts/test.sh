@@ -52,6 +52,12 @@ if HAPROXY=$(PEERS_DIR=$(pwd)/peers "$top/scripts/peers.sh" haproxy); then
 else
 	echo "test.sh: haproxy could not be fetched; the scale-out test will fail" >&2
 fi
+# ntpd-rs's package (Debian trixie), whose shipped configuration the ntpd-rs tests read.
+if NTPDRS_BIN=$(PEERS_DIR=$(pwd)/peers "$top/scripts/peers.sh" ntpd-rs); then
+	export NTPDRS_ROOT=${NTPDRS_BIN%/usr/bin/ntp-daemon}
+else
+	echo "test.sh: ntpd-rs could not be fetched; the ntpd-rs tests will fail" >&2
+fi
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,7 +47,30 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
-static int connect_to(const struct config_listen *addr, int64_t deadline)
+void ctl_endpoint_tcp(struct ctl_endpoint *ep, const struct config_listen *l)
+{
+	memset(ep, 0, sizeof *ep);
+	ep->addr = l->addr;
+	ep->addr_len = l->addr_len;
+	snprintf(ep->text, sizeof ep->text, "%s", l->text);
+	snprintf(ep->host, sizeof ep->host, "%s", l->text);
+}
+
+int ctl_endpoint_unix(struct ctl_endpoint *ep, const char *path)
+{
+	memset(ep, 0, sizeof *ep);
+	struct sockaddr_un *sa = (struct sockaddr_un *)&ep->addr;
+	if (strlen(path) >= sizeof sa->sun_path || !*path)
+		return -ENAMETOOLONG;
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path, path, strlen(path) + 1);
+	ep->addr_len = sizeof *sa;
+	snprintf(ep->text, sizeof ep->text, "unix:%s", path);
+	snprintf(ep->host, sizeof ep->host, "localhost");
+	return 0;
+}
+
+static int connect_to(const struct ctl_endpoint *addr, int64_t deadline)
 {
 	int fd = socket(addr->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -208,8 +232,8 @@ static int read_response(int fd, http_parser *p, int64_t deadline, char *err, si
 	return 0;
 }
 
-int ctl_http_get(const struct config_listen *addr, const char *path, int timeout_ms,
-		 char **body, size_t *len, char *err, size_t errlen)
+int ctl_http_get(const struct ctl_endpoint *addr, const char *path, int timeout_ms, char **body,
+		 size_t *len, char *err, size_t errlen)
 {
 	int64_t deadline = now_ms() + timeout_ms;
 	struct response resp = { 0 };
@@ -225,7 +249,7 @@ int ctl_http_get(const struct config_listen *addr, const char *path, int timeout
 	int n = snprintf(req, sizeof req,
 			 "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: application/json\r\n"
 			 "Connection: close\r\nUser-Agent: ntp-ctl/" PACKAGE_VERSION "\r\n\r\n",
-			 path, addr->text);
+			 path, addr->host);
 	if (n < 0 || (size_t)n >= sizeof req) {
 		snprintf(err, errlen, "request path too long");
 		r = -EINVAL;

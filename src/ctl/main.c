@@ -16,6 +16,12 @@
 #include "ctl_http.h"
 #include "ctl_report.h"
 
+/* The observation socket `status` reads when given no endpoint; ntp-daemon serves it when its
+ * configuration sets [observability] observation-path to this path. */
+#ifndef NTP_CTL_DEFAULT_SOCKET
+#define NTP_CTL_DEFAULT_SOCKET "/run/ntp-daemon/observe"
+#endif
+
 /* The endpoint cuts a connection after 3 s; a little more covers a slow loaded host. */
 #define STATUS_TIMEOUT_MS 5000
 
@@ -24,17 +30,24 @@ enum { EXIT_FAIL = 1, EXIT_USAGE = 2 };
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: ntp-ctl status [-c FILE | -a IP:PORT] [-j]\n"
+		"Usage: ntp-ctl status [-c FILE | -a IP:PORT | -s PATH] [-j]\n"
 		"       ntp-ctl validate -c FILE\n"
 		"       ntp-ctl --help | --version\n"
 		"\n"
-		"Reads the status endpoint of ntp-daemon or nts-pool-ke, and checks configurations.\n"
+		"Reads the status endpoint of ntp-daemon or nts-pool-ke, and checks "
+		"configurations.\n"
 		"\n"
 		"  status               GET /status and print a report (or the JSON with --json)\n"
-		"    -c, --config FILE  take the address from FILE's [observability] status-listen\n"
+		"    -c, --config FILE  the endpoint of FILE's [observability]: status-listen, "
+		"else\n"
+		"                       observation-path\n"
 		"    -a, --address ADDR the endpoint, \"IP:PORT\" or \"[IPv6]:PORT\"\n"
+		"    -s, --socket PATH  the endpoint's Unix socket (observation-path)\n"
+		"                       without -c, -a or -s: the socket " NTP_CTL_DEFAULT_SOCKET
+		"\n"
 		"    -j, --json         print the document as received, indented\n"
-		"  validate -c FILE     check FILE as the configuration of the program it is for\n"
+		"  validate -c FILE     check FILE as the configuration of the program it is for,\n"
+		"                       printing every error found, in file order\n"
 		"  -h, --help           show this help\n"
 		"  -V, --version        show the version\n"
 		"\n"
@@ -42,9 +55,8 @@ static void usage(FILE *f)
 		"document or configuration), 2 on usage errors.\n");
 }
 
-/* The status-listen of the configuration at path; 0, or -EINVAL with a message in err. */
-static int address_from_config(const char *path, struct config_listen *out, char *err,
-			       size_t errlen)
+/* The endpoint of the configuration at path; 0, or -EINVAL with a message in err. */
+static int address_from_config(const char *path, struct ctl_endpoint *out, char *err, size_t errlen)
 {
 	struct toml_value *root;
 	int r = config_parse_file(path, &root, err, errlen);
@@ -65,14 +77,17 @@ static int address_from_config(const char *path, struct config_listen *out, char
 	toml_free(root);
 	if (r < 0)
 		return r;
-	if (!obs.has_status_listen) {
-		snprintf(err, errlen,
-			 "%s: no status-listen in [observability]; give the address with --address",
-			 path);
-		return -EINVAL;
+	if (obs.has_status_listen) {
+		ctl_endpoint_tcp(out, &obs.status_listen);
+		return 0;
 	}
-	*out = obs.status_listen;
-	return 0;
+	if (obs.observation_path[0])
+		return ctl_endpoint_unix(out, obs.observation_path);
+	snprintf(err, errlen,
+		 "%s: no status-listen (nor observation-path) in [observability]; give the "
+		 "endpoint with --address or --socket",
+		 path);
+	return -EINVAL;
 }
 
 static int print_json(const json_t *doc)
@@ -94,19 +109,23 @@ static int cmd_status(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "address", required_argument, NULL, 'a' },
+		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *config_path = NULL, *address = NULL;
+	const char *config_path = NULL, *address = NULL, *socket_path = NULL;
 	bool json = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "c:a:j", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:a:s:j", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			config_path = optarg;
 			break;
 		case 'a':
 			address = optarg;
+			break;
+		case 's':
+			socket_path = optarg;
 			break;
 		case 'j':
 			json = true;
@@ -116,28 +135,45 @@ static int cmd_status(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (optind != argc || !config_path == !address) {
-		fprintf(stderr, "ntp-ctl status: give exactly one of -c FILE and --address IP:PORT\n");
+	if (optind != argc || (!!config_path + !!address + !!socket_path) > 1) {
+		fprintf(stderr, "ntp-ctl status: give at most one of -c FILE, --address IP:PORT "
+				"and --socket "
+				"PATH\n");
 		return EXIT_USAGE;
 	}
 
 	char err[1024];
-	struct config_listen addr;
+	struct ctl_endpoint addr;
 	if (address) {
 		char why[256];
-		if (config_parse_listen(address, &addr, why, sizeof why) < 0) {
+		struct config_listen l;
+		if (config_parse_listen(address, &l, why, sizeof why) < 0) {
 			fprintf(stderr, "ntp-ctl: --address %s: %s\n", address, why);
 			return EXIT_USAGE;
 		}
-	} else if (address_from_config(config_path, &addr, err, sizeof err) < 0) {
-		fprintf(stderr, "ntp-ctl: %s\n", err);
-		return EXIT_FAIL;
+		ctl_endpoint_tcp(&addr, &l);
+	} else if (config_path) {
+		if (address_from_config(config_path, &addr, err, sizeof err) < 0) {
+			fprintf(stderr, "ntp-ctl: %s\n", err);
+			return EXIT_FAIL;
+		}
+	} else {
+		const char *path = socket_path ? socket_path : NTP_CTL_DEFAULT_SOCKET;
+		if (ctl_endpoint_unix(&addr, path) < 0) {
+			fprintf(stderr, "ntp-ctl: --socket %s: not a usable Unix socket path\n",
+				path);
+			return EXIT_USAGE;
+		}
 	}
 
 	char *body;
 	size_t len;
 	if (ctl_http_get(&addr, "/status", STATUS_TIMEOUT_MS, &body, &len, err, sizeof err) < 0) {
-		fprintf(stderr, "ntp-ctl: http://%s/status: %s\n", addr.text, err);
+		fprintf(stderr, "ntp-ctl: http://%s/status: %s%s\n", addr.text, err,
+			!address && !config_path && !socket_path
+				? " (the default socket: is ntp-daemon running with this "
+				  "observation-path? else give -c, -a or -s)"
+				: "");
 		return EXIT_FAIL;
 	}
 	json_error_t jerr;
@@ -187,11 +223,20 @@ static int cmd_validate(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	char err[1024];
-	int r = config_validate_file(config_path, err, sizeof err);
+	struct config_report report = { 0 };
+	int r = config_validate_file_report(config_path, &report, err, sizeof err);
 	if (r < 0) {
-		fprintf(stderr, "%s\n", err);
+		/* Every error, in file order; a syntax error (the parser stops) is the only one. */
+		if (report.count == 0)
+			fprintf(stderr, "%s\n", err);
+		for (size_t i = 0; i < report.count; i++)
+			fprintf(stderr, "%s\n", report.msgs[i].text);
+		if (report.truncated)
+			fprintf(stderr, "%s: more errors not shown\n", config_path);
+		config_report_free(&report);
 		return EXIT_FAIL;
 	}
+	config_report_free(&report);
 	printf("%s: valid %s configuration\n", config_path,
 	       r == CONFIG_VALIDATE_POOL ? "nts-pool-ke" : "ntp-daemon");
 	return 0;

@@ -280,8 +280,9 @@ static int worker_start(struct worker *w, char *err, size_t errlen)
 	dw->w = w;
 	int rc = 0;
 	for (size_t k = 0; k < d->n_ntp && rc == 0; k++) {
-		if ((rc = ntp_listener_new(&dw->ntp[k], loop, &d->cfg.servers[k],
-					   keyset_task_slot(&d->keys), &d->clock_slot)) < 0) {
+		if ((rc = ntp_listener_new_shared(&dw->ntp[k], loop, &d->cfg.servers[k],
+						  keyset_task_slot(&d->keys), &d->clock_slot,
+						  d->ntp_rate[k])) < 0) {
 			snprintf(err, errlen, "ntp server %s: %s", d->cfg.servers[k].listen.text,
 				 strerror(-rc));
 			break;
@@ -469,6 +470,14 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 	for (size_t i = 0; i < nv * workers; i++)
 		d->ntp_fds[i] = -1;
 	d->n_ntp = nv;
+	if (!(d->ntp_rate = calloc(nv + 1, sizeof *d->ntp_rate)))
+		return -ENOMEM;
+	for (size_t k = 0; k < nv; k++)
+		if ((rc = ntp_rate_limit_new(&d->cfg.servers[k], &d->ntp_rate[k])) < 0) {
+			snprintf(err, errlen, "ntp server %s: rate limiting: %s",
+				 d->cfg.servers[k].listen.text, strerror(-rc));
+			return rc;
+		}
 	for (unsigned w = 0; w < workers; w++) {
 		struct daemon_worker *dw = &d->dw[w];
 		dw->d = d;
@@ -536,7 +545,7 @@ static void apply_caps(struct daemon *d)
 			wanted = d->cfg.nts_ke_servers[k].concurrent_connections;
 	unsigned fixed = PROGRAM_FD_RESERVE + (unsigned)(d->n_ntp * n) +
 			 (unsigned)d->cfg.source_count * 2 +
-			 (d->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 2 : 0);
+			 status_endpoints_max_fds(&d->cfg.observability);
 	unsigned cap = program_conn_cap("concurrent-connections", wanted, (unsigned)d->n_ke, n,
 					fixed);
 	for (size_t k = 0; k < d->n_ke; k++) {
@@ -553,15 +562,14 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 	d->started_ms = uv_now(d->loop);
 	if ((rc = bind_sockets(d, err, errlen)) < 0)
 		return rc;
-	if (d->cfg.observability.has_status_listen) {
-		const struct config_listen *sl = &d->cfg.observability.status_listen;
-		rc = status_server_new(&d->status, d->loop, (const struct sockaddr *)&sl->addr,
-				       &provider, d, err, errlen);
-		if (rc < 0)
-			return program_listen_error(rc, d->config_path, sl, "status-listen",
-						    "[observability]", err, errlen);
-		log_info("status endpoint on http://%s/status", sl->text);
-	}
+	struct status_endpoint_failure failed;
+	rc = status_endpoints_open(&d->status, d->loop, &d->cfg.observability, d->config_path,
+				   "[observability]", &provider, d, &failed, err, errlen);
+	if (rc < 0)
+		return failed.listen ? program_listen_error(rc, d->config_path, failed.listen,
+							    failed.key, "[observability]", err,
+							    errlen)
+				     : rc;
 	/* Every socket is bound: only now may the key file be created. */
 	if ((rc = keyset_task_load(&d->keys, &d->cfg.keyset, err, errlen)) < 0)
 		return d->cfg.keyset.key_storage_path
@@ -624,10 +632,7 @@ void daemon_stop(struct daemon *d)
 	d->stopping = true;
 	log_info("stopping");
 	workers_stop(d->workers);
-	if (d->status) {
-		status_server_close(d->status);
-		d->status = NULL;
-	}
+	status_endpoints_close(&d->status);
 	keyset_task_stop(&d->keys);
 	if (d->sources) {
 		sources_close(d->sources);
@@ -661,6 +666,9 @@ void daemon_free(struct daemon *d)
 	close_fds(d->ntp_fds, d->n_ntp * d->n_workers);
 	free(d->ke_fds);
 	free(d->ntp_fds);
+	for (size_t k = 0; d->ntp_rate && k < d->n_ntp; k++)
+		ratelimit_free(d->ntp_rate[k]);
+	free(d->ntp_rate);
 	for (size_t i = 0; i < d->n_ke; i++)
 		ke_shared_deinit(&d->ke[i]);
 	free(d->ke);

@@ -13,6 +13,7 @@
 #include "keyset_task.h"
 #include "ntp_server.h"
 #include "slot.h"
+#include "status.h"
 
 
 struct ke_listener;
@@ -52,7 +53,8 @@ struct daemon {
 	struct workers *workers;
 	int *ke_fds;  /* [k * n_workers + w]: bound sockets until worker w takes them, else -1 */
 	int *ntp_fds;
-	struct status_server *status;
+	struct status_endpoints status; /* every endpoint of [observability] */
+	struct ratelimit **ntp_rate;	/* per [[server]]: its rate limiter, shared by the workers */
 	struct sources *sources; /* the [[source]] entries, NULL without any */
 	struct sync *sync;	 /* selection and discipline over the sources */
 	struct ntp_server_clock clock; /* what sync decided; published to the workers */

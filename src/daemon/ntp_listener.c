@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <gnutls/crypto.h>
+
 #include "log.h"
 #include "net.h"
 #include "ntp_packet.h"
@@ -24,6 +26,8 @@ struct ntp_listener {
 	struct slot_view keyset_view, clock_view;
 	struct keyset *keyset;
 	struct ntp_server *server;
+	struct ntp_server_policy policy;
+	struct ratelimit *own_rate; /* the listener's own table when none is shared */
 	struct ntp_server_stats stats;
 	struct net_udp *udp;
 	uint8_t reply[REPLY_MAX];
@@ -86,9 +90,49 @@ static uint64_t realtime_ntp(void *ud)
 	return ntp_packet_ts_from_timespec(&ts);
 }
 
-int ntp_listener_new(struct ntp_listener **out, uv_loop_t *loop,
-		     const struct config_daemon_server *cfg, struct slot *keyset,
-		     struct slot *clock)
+int ntp_rate_limit_new(const struct config_daemon_server *cfg, struct ratelimit **out)
+{
+	*out = NULL;
+	if (cfg->rate_limiting_cache_size == 0 || cfg->rate_limiting_cutoff_ms == 0)
+		return 0;
+	/* ntpd-rs's "one request per cutoff" is a bucket of one token refilled once per cutoff,
+	 * per client address (IPv6 too: /128). */
+	const struct ratelimit_config rl = {
+		.rate = 1000.0 / cfg->rate_limiting_cutoff_ms,
+		.burst = 1,
+		.max_clients = cfg->rate_limiting_cache_size,
+		.v4_bits = 32,
+		.v6_bits = 128,
+	};
+	uint64_t key;
+	if (gnutls_rnd(GNUTLS_RND_NONCE, &key, sizeof key) < 0)
+		return -EIO;
+	return ratelimit_new(out, &rl, key);
+}
+
+static void policy_from(struct ntp_server_policy *p, const struct config_daemon_server *cfg,
+			struct ratelimit *rate)
+{
+	*p = (struct ntp_server_policy){
+		.has_allow = cfg->allowlist.set,
+		.allow = cfg->allowlist.prefixes,
+		.n_allow = cfg->allowlist.count,
+		.allow_action = cfg->allowlist.action == CONFIG_FILTER_DENY ? NTP_SERVER_DENY
+									    : NTP_SERVER_IGNORE,
+		.deny = cfg->denylist.set ? cfg->denylist.prefixes : NULL,
+		.n_deny = cfg->denylist.set ? cfg->denylist.count : 0,
+		.deny_action = cfg->denylist.action == CONFIG_FILTER_DENY ? NTP_SERVER_DENY
+									  : NTP_SERVER_IGNORE,
+		.require_nts = cfg->require_nts != CONFIG_REQUIRE_NTS_OFF,
+		.nts_action = cfg->require_nts == CONFIG_REQUIRE_NTS_DENY ? NTP_SERVER_DENY
+									  : NTP_SERVER_IGNORE,
+		.rate = rate,
+	};
+}
+
+int ntp_listener_new_shared(struct ntp_listener **out, uv_loop_t *loop,
+			    const struct config_daemon_server *cfg, struct slot *keyset,
+			    struct slot *clock, struct ratelimit *rate)
 {
 	struct ntp_listener *l = calloc(1, sizeof *l);
 	if (!l)
@@ -98,12 +142,26 @@ int ntp_listener_new(struct ntp_listener **out, uv_loop_t *loop,
 		free(l);
 		return rc;
 	}
+	if (!rate && (rc = ntp_rate_limit_new(cfg, &l->own_rate)) < 0) {
+		ntp_server_free(l->server);
+		free(l);
+		return rc;
+	}
+	policy_from(&l->policy, cfg, rate ? rate : l->own_rate);
+	ntp_server_set_policy(l->server, &l->policy);
 	l->loop = loop;
 	l->cfg = cfg;
 	slot_view_init(&l->keyset_view, keyset);
 	slot_view_init(&l->clock_view, clock);
 	*out = l;
 	return 0;
+}
+
+int ntp_listener_new(struct ntp_listener **out, uv_loop_t *loop,
+		     const struct config_daemon_server *cfg, struct slot *keyset,
+		     struct slot *clock)
+{
+	return ntp_listener_new_shared(out, loop, cfg, keyset, clock, NULL);
 }
 
 static void on_datagram(struct net_udp *u, const uint8_t *buf, size_t len,
@@ -114,8 +172,8 @@ static void on_datagram(struct net_udp *u, const uint8_t *buf, size_t len,
 	uint64_t rx = realtime_ntp(NULL);
 	l->keyset = slot_view_get(&l->keyset_view);
 	const struct clock_pub *clock = slot_view_get(&l->clock_view);
-	size_t n = ntp_server_handle(l->server, buf, len, rx, &clock->c, realtime_ntp, NULL,
-				     l->reply, sizeof l->reply);
+	size_t n = ntp_server_handle_from(l->server, from, uv_now(l->loop), buf, len, rx, &clock->c,
+					  realtime_ntp, NULL, l->reply, sizeof l->reply);
 	if (n > 0)
 		net_udp_send(u, l->reply, n, from);
 }
@@ -138,6 +196,7 @@ void ntp_listener_free(struct ntp_listener *l)
 	if (!l)
 		return;
 	ntp_server_free(l->server);
+	ratelimit_free(l->own_rate);
 	slot_view_release(&l->keyset_view);
 	slot_view_release(&l->clock_view);
 	free(l);
@@ -176,13 +235,14 @@ json_t *ntp_listener_status(const struct config_daemon_server *cfg,
 						"received", (json_int_t)per_worker[w].received,
 						"nts_accepted",
 						(json_int_t)per_worker[w].nts_accepted));
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "listen", cfg->listen.text,
-			 "received", (json_int_t)s.received, "plain", (json_int_t)s.plain,
-			 "nts_accepted", (json_int_t)s.nts_accepted,
-			 "nts_naks", (json_int_t)s.nts_naks,
-			 "dropped_malformed", (json_int_t)s.dropped_malformed,
-			 "dropped_other", (json_int_t)s.dropped_other,
-			 "dropped_internal", (json_int_t)s.dropped_internal, "workers", workers);
+	return json_pack(
+		"{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "listen",
+		cfg->listen.text, "received", (json_int_t)s.received, "plain", (json_int_t)s.plain,
+		"nts_accepted", (json_int_t)s.nts_accepted, "nts_naks", (json_int_t)s.nts_naks,
+		"dropped_malformed", (json_int_t)s.dropped_malformed, "dropped_other",
+		(json_int_t)s.dropped_other, "dropped_internal", (json_int_t)s.dropped_internal,
+		"denied", (json_int_t)s.denied, "ignored", (json_int_t)s.ignored, "rate_limited",
+		(json_int_t)s.rate_limited, "workers", workers);
 }
 
 void ntp_listener_metrics(const struct config_daemon_server *cfgs, size_t n_ntp,
@@ -206,8 +266,16 @@ void ntp_listener_metrics(const struct config_daemon_server *cfgs, size_t n_ntp,
 		  offsetof(struct ntp_server_stats, dropped_malformed) },
 		{ "ntp_daemon_ntp_dropped_other_total", "Datagrams that were not client requests",
 		  offsetof(struct ntp_server_stats, dropped_other) },
-		{ "ntp_daemon_ntp_dropped_internal_total", "Replies not sent because of our own failure",
+		{ "ntp_daemon_ntp_dropped_internal_total",
+		  "Replies not sent because of our own failure",
 		  offsetof(struct ntp_server_stats, dropped_internal) },
+		{ "ntp_daemon_ntp_denied_total",
+		  "Requests refused by the access rules with a DENY kiss",
+		  offsetof(struct ntp_server_stats, denied) },
+		{ "ntp_daemon_ntp_ignored_total", "Requests the access rules dropped unanswered",
+		  offsetof(struct ntp_server_stats, ignored) },
+		{ "ntp_daemon_ntp_rate_limited_total", "Requests answered with a RATE kiss",
+		  offsetof(struct ntp_server_stats, rate_limited) },
 	};
 	char esc[128], labels[192];
 	for (size_t m = 0; m < sizeof metrics / sizeof metrics[0]; m++) {

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "config_daemon.h"
+#include "ratelimit.h"
 #include "ntp_server.h"
 #include "slot.h"
 #include "status.h"
@@ -19,7 +20,19 @@ int ntp_clock_publish(struct slot *s, const struct ntp_server_clock *c);
 
 struct ntp_listener;
 
-/* cfg, keyset and clock are borrowed for the listener's life. *out is new. 0 or -ENOMEM. */
+/* The rate limiter of one [[server]] (rate-limiting-cache-size and -cutoff-ms), to share among
+ * the workers' listeners of that server: *out is new (ratelimit_free), NULL when the server
+ * limits nothing. 0 or negative errno. */
+int ntp_rate_limit_new(const struct config_daemon_server *cfg, struct ratelimit **out);
+
+/* cfg, keyset, clock and rate are borrowed for the listener's life; rate (the server's shared
+ * table from ntp_rate_limit_new) may be NULL, and the listener then makes a table of its own
+ * when cfg limits the rate (a client whose datagrams reach several workers then has a budget
+ * per worker). *out is new. 0 or negative errno. */
+int ntp_listener_new_shared(struct ntp_listener **out, uv_loop_t *loop,
+			    const struct config_daemon_server *cfg, struct slot *keyset,
+			    struct slot *clock, struct ratelimit *rate);
+/* As ntp_listener_new_shared with rate NULL. */
 int ntp_listener_new(struct ntp_listener **out, uv_loop_t *loop,
 		     const struct config_daemon_server *cfg, struct slot *keyset,
 		     struct slot *clock);

@@ -35,6 +35,7 @@ struct ntp_server {
 	/* Separate buckets so a flood of hostile packets cannot hide our own failures. */
 	struct log_ratelimit peer_rl;
 	struct log_ratelimit fail_rl;
+	const struct ntp_server_policy *policy; /* NULL: serve every client request */
 };
 
 /* Client keys out of a cookie; wiped before the packet's handling returns. */
@@ -79,6 +80,11 @@ void ntp_server_free(struct ntp_server *s)
 		aead_free(s->s2c[i]);
 	}
 	free(s);
+}
+
+void ntp_server_set_policy(struct ntp_server *s, const struct ntp_server_policy *policy)
+{
+	s->policy = policy;
 }
 
 static uint64_t ts_ms(uint64_t ntp_ts)
@@ -256,9 +262,67 @@ out:
 	return n;
 }
 
-size_t ntp_server_handle(struct ntp_server *s, const uint8_t *req, size_t len, uint64_t rx_ts,
-			 const struct ntp_server_clock *clk, ntp_server_now_fn now, void *now_ud,
-			 uint8_t *out, size_t cap)
+/* A kiss-o'-death (RFC 5905 §7.4): stratum 0, the code as reference id, no time at all, so a
+ * client that ignores the code learns nothing it could take for a measurement. */
+static size_t reply_kiss(struct ntp_server *s, const struct ntp_packet_header *rq, uint64_t rx_ts,
+			 uint32_t code, const struct ntp_server_clock *clk, uint8_t *out,
+			 size_t cap)
+{
+	if (cap < NTP_PACKET_HEADER_LEN)
+		return drop_internal(s, rx_ts, "kiss (buffer)", -EMSGSIZE);
+	struct ntp_packet_header h = {
+		.leap = NTP_PACKET_LEAP_UNSYNC,
+		.version = rq->version,
+		.mode = NTP_PACKET_MODE_SERVER,
+		.stratum = 0,
+		.poll = clamp_poll(rq->poll),
+		.precision = clk->precision,
+		.refid = code,
+		.origin_ts = rq->transmit_ts,
+	};
+	struct wire_writer w;
+	wire_writer_init(&w, out, cap);
+	ntp_packet_put_header(&w, &h);
+	return wire_written(&w);
+}
+
+static size_t refuse(struct ntp_server *s, const struct ntp_packet_header *rq, uint64_t rx_ts,
+		     enum ntp_server_refusal how, const struct ntp_server_clock *clk, uint8_t *out,
+		     size_t cap, size_t len, const char *why)
+{
+	note_peer(s, rx_ts, why, len, (int)how);
+	if (how == NTP_SERVER_IGNORE) {
+		s->stats->ignored++;
+		return 0;
+	}
+	size_t n = reply_kiss(s, rq, rx_ts, NTP_PACKET_REFID_DENY, clk, out, cap);
+	if (n)
+		s->stats->denied++;
+	return n;
+}
+
+/* The address rules, judged before any cryptography is spent on the request. */
+static bool admitted(struct ntp_server *s, const struct sockaddr *from,
+		     enum ntp_server_refusal *how, const char **why)
+{
+	const struct ntp_server_policy *p = s->policy;
+	if (p->has_allow && cidr_match(p->allow, p->n_allow, from) < 0) {
+		*how = p->allow_action;
+		*why = "client outside the allowlist";
+		return false;
+	}
+	if (p->n_deny && cidr_match(p->deny, p->n_deny, from) >= 0) {
+		*how = p->deny_action;
+		*why = "client in the denylist";
+		return false;
+	}
+	return true;
+}
+
+static size_t handle(struct ntp_server *s, const struct sockaddr *from, uint64_t now_ms,
+		     const uint8_t *req, size_t len, uint64_t rx_ts,
+		     const struct ntp_server_clock *clk, ntp_server_now_fn now, void *now_ud,
+		     uint8_t *out, size_t cap)
 {
 	s->stats->received++;
 	struct ntp_packet_header h;
@@ -273,20 +337,52 @@ size_t ntp_server_handle(struct ntp_server *s, const uint8_t *req, size_t len, u
 		note_peer(s, rx_ts, "not a client request", len, h.mode);
 		return 0;
 	}
-	if (plain_length(len))
-		return reply_plain(s, &h, rx_ts, clk, now, now_ud, out, cap);
+	const struct ntp_server_policy *p = from ? s->policy : NULL;
+	enum ntp_server_refusal how;
+	const char *why;
+	if (p && !admitted(s, from, &how, &why))
+		return refuse(s, &h, rx_ts, how, clk, out, cap, len, why);
 	/* Extension fields exist only in NTPv4. Unknown ones are ignored and answered plain (RFC
 	 * 7822 §7.2). Any NTS field, the placeholder included, commits the packet to the NTS path,
 	 * so a broken NTS request is dropped rather than silently downgraded to unauthenticated
 	 * time. One walk over the fields decides and checks both. */
 	struct nts_ntp_request q;
-	int rc = h.version == 4 ? nts_ntp_parse_request_fields(&h, req, len, &q) : -EBADMSG;
+	int rc = -ENOMSG;
+	if (!plain_length(len))
+		rc = h.version == 4 ? nts_ntp_parse_request_fields(&h, req, len, &q) : -EBADMSG;
+	if (rc != 0 && rc != -ENOMSG) {
+		s->stats->dropped_malformed++;
+		note_peer(s, rx_ts,
+			  rc == -EBADMSG ? "malformed extension fields" : "malformed NTS request",
+			  len, rc);
+		return 0;
+	}
+	if (p && p->require_nts && rc == -ENOMSG)
+		return refuse(s, &h, rx_ts, p->nts_action, clk, out, cap, len,
+			      "plain request where NTS is required");
+	if (p && p->rate && !ratelimit_allow(p->rate, from, now_ms)) {
+		note_peer(s, rx_ts, "rate limited", len, 0);
+		size_t n = reply_kiss(s, &h, rx_ts, NTP_PACKET_REFID_RATE, clk, out, cap);
+		if (n)
+			s->stats->rate_limited++;
+		return n;
+	}
 	if (rc == 0)
 		return reply_nts(s, &q, len, rx_ts, clk, now, now_ud, out, cap);
-	if (rc == -ENOMSG)
-		return reply_plain(s, &h, rx_ts, clk, now, now_ud, out, cap);
-	s->stats->dropped_malformed++;
-	note_peer(s, rx_ts, rc == -EBADMSG ? "malformed extension fields" : "malformed NTS request",
-		  len, rc);
-	return 0;
+	return reply_plain(s, &h, rx_ts, clk, now, now_ud, out, cap);
+}
+
+size_t ntp_server_handle(struct ntp_server *s, const uint8_t *req, size_t len, uint64_t rx_ts,
+			 const struct ntp_server_clock *clk, ntp_server_now_fn now, void *now_ud,
+			 uint8_t *out, size_t cap)
+{
+	return handle(s, NULL, 0, req, len, rx_ts, clk, now, now_ud, out, cap);
+}
+
+size_t ntp_server_handle_from(struct ntp_server *s, const struct sockaddr *from, uint64_t now_ms,
+			      const uint8_t *req, size_t len, uint64_t rx_ts,
+			      const struct ntp_server_clock *clk, ntp_server_now_fn now,
+			      void *now_ud, uint8_t *out, size_t cap)
+{
+	return handle(s, from, now_ms, req, len, rx_ts, clk, now, now_ud, out, cap);
 }

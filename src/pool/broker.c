@@ -386,7 +386,7 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 	unsigned fixed = PROGRAM_FD_RESERVE +
 			 (unsigned)b->cfg.key_exchange_server_count *
 				 (b->cfg.upstream_connections * n + 2) +
-			 (b->cfg.observability.has_status_listen ? STATUS_MAX_CONNS + 2 : 0);
+			 status_endpoints_max_fds(&b->cfg.observability);
 	b->max_conns = program_conn_cap("max-connections", b->cfg.max_connections,
 					(unsigned)b->n_listen, n, fixed);
 	for (size_t l = 0; l < b->n_listen; l++) {
@@ -410,15 +410,15 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 	for (size_t l = 0; l < b->n_listen; l++)
 		log_info("nts-ke (pool) listening on %s", b->cfg.listen[l].text);
 	log_info("%u worker%s serving", n, n == 1 ? "" : "s");
-	if (b->cfg.observability.has_status_listen) {
-		const struct config_listen *sl = &b->cfg.observability.status_listen;
-		rc = status_server_new(&b->status, b->loop, (const struct sockaddr *)&sl->addr,
-				       &broker_status_provider, b, err, errlen);
-		if (rc < 0)
-			return program_listen_error(rc, b->config_path, sl, "status-listen",
-						    "[observability]", err, errlen);
-		log_info("status endpoint on http://%s/status", sl->text);
-	}
+	struct status_endpoint_failure failed;
+	rc = status_endpoints_open(&b->status, b->loop, &b->cfg.observability, b->config_path,
+				   "[observability]", &broker_status_provider, b, &failed, err,
+				   errlen);
+	if (rc < 0)
+		return failed.listen ? program_listen_error(rc, b->config_path, failed.listen,
+							    failed.key, "[observability]", err,
+							    errlen)
+				     : rc;
 	log_info("%zu upstream(s) configured; probing", upstream_count(b->registry));
 	return 0;
 }
@@ -495,10 +495,7 @@ void broker_stop(struct broker *b)
 		return;
 	b->stopping = true;
 	log_info("stopping");
-	if (b->status) {
-		status_server_close(b->status);
-		b->status = NULL;
-	}
+	status_endpoints_close(&b->status);
 	if (b->workers) {
 		/* The control plane closes once the workers' sessions no longer report to it. */
 		workers_stop(b->workers);

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "net.h"
 #include "slot.h"
+#include "status.h"
 #include "upstream.h"
 #include "upstream_io.h"
 #include "upstream_snapshot.h"
@@ -145,7 +146,7 @@ struct broker {
 	int *listen_fds; /* [l * n_workers + w] until worker w takes them, else -1 */
 	struct broker_worker *bw;
 	struct workers *workers;
-	struct status_server *status;
+	struct status_endpoints status; /* every endpoint of [observability] */
 	uint64_t started_ms;
 	bool stopping;
 };

@@ -72,7 +72,7 @@ nts_response:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c:2048
 toml:config/toml.c config/toml_doc.c config/toml_num.c config/toml_scan.c config/toml_tree.c:65536
 keyset_cookie:crypto/keyset.c crypto/aead.c:512
 keyset_file:crypto/keyset.c crypto/aead.c:70000
-ntp_server:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c crypto/keyset.c ../daemon/ntp_server.c:2048
+ntp_server:proto/ntp_packet.c proto/nts_ntp.c crypto/aead.c crypto/keyset.c base/cidr.c base/ratelimit.c ../daemon/ntp_server.c:2048
 config_daemon:$CONFIG_SRCS config/config_daemon.c:65536:-Wl,--wrap=open
 config_pool:$CONFIG_SRCS config/config_pool.c:65536:-Wl,--wrap=open
 tls_server:$TLS_SRCS:20000

@@ -785,3 +785,28 @@ chrony_ns_start() {
 	track "$c_pid"
 	eval "${1}_pid=\$c_pid"
 }
+
+# ---- ntpd-rs: its packaged configuration (doc/ntpd-rs.md) ------------------------------------
+
+# ntpdrs_find: prints the root of the unpacked ntpd-rs package (its etc/ntpd-rs/ntp.toml is the
+# test input), unpacking it into $TOP_BUILDDIR/peers with scripts/peers.sh when missing (never
+# installed); else prints why not on stderr and returns 1.
+ntpdrs_find() {
+	n_root=${NTPDRS_ROOT:-$TOP_BUILDDIR/peers/ntpd-rs}
+	if [ ! -f "$n_root/etc/ntpd-rs/ntp.toml" ]; then
+		PEERS_DIR="$TOP_BUILDDIR/peers" bash "$TOP_SRCDIR/scripts/peers.sh" ntpd-rs \
+			>/dev/null ||
+			{ echo "scripts/peers.sh could not fetch ntpd-rs" >&2; return 1; }
+		n_root=$TOP_BUILDDIR/peers/ntpd-rs
+	fi
+	[ -f "$n_root/etc/ntpd-rs/ntp.toml" ] ||
+		{ echo "the ntpd-rs package has no etc/ntpd-rs/ntp.toml" >&2; return 1; }
+	echo "$n_root"
+}
+
+# ctl_validate FILE: runs `ntp-ctl validate -c FILE`; output in $T/validate.out (both streams),
+# exit status in VALIDATE_RC.
+ctl_validate() {
+	VALIDATE_RC=0
+	"$TOP_BUILDDIR/ntp-ctl" validate -c "$1" >"$T/validate.out" 2>&1 || VALIDATE_RC=$?
+}

@@ -1,5 +1,6 @@
 #include <criterion/criterion.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -732,4 +733,137 @@ Test(ntp_server, nts_cost_per_packet)
 		client_free(&c);
 	}
 	cr_assert_eq(stats.nts_accepted, 4000);
+}
+
+/* ---- Access rules: allowlist, denylist, require-nts, rate limiting ---- */
+
+static struct sockaddr_storage addr_of(const char *ip)
+{
+	struct sockaddr_storage ss = { 0 };
+	struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+	a->sin_family = AF_INET;
+	a->sin_port = htons(40000);
+	cr_assert_eq(inet_pton(AF_INET, ip, &a->sin_addr), 1);
+	return ss;
+}
+
+static size_t handle_from(const char *ip, uint64_t now_ms, const uint8_t *req, size_t len,
+			  uint8_t *out)
+{
+	struct sockaddr_storage from = addr_of(ip);
+	return ntp_server_handle_from(srv, (const struct sockaddr *)&from, now_ms, req, len, RX_TS,
+				      &clk, now_cb, &tclock, out, 2048);
+}
+
+/* A kiss: stratum 0, the code as reference id, no time, the client's transmit echoed. */
+static void check_kiss(const uint8_t *rep, size_t n, uint32_t code)
+{
+	cr_assert_eq(n, NTP_PACKET_HEADER_LEN);
+	struct ntp_packet_header h;
+	cr_assert_eq(ntp_packet_parse_header(rep, n, &h), 0);
+	cr_assert_eq(h.mode, NTP_PACKET_MODE_SERVER);
+	cr_assert_eq(h.stratum, 0);
+	cr_assert_eq(h.leap, NTP_PACKET_LEAP_UNSYNC);
+	cr_assert_eq(h.refid, code);
+	cr_assert_eq(h.origin_ts, CLIENT_TX);
+	cr_assert_eq(h.receive_ts, 0);
+	cr_assert_eq(h.transmit_ts, 0);
+}
+
+static struct cidr prefix(const char *text)
+{
+	struct cidr c;
+	char why[128];
+	cr_assert_eq(cidr_parse(text, &c, why, sizeof why), 0, "%s", why);
+	return c;
+}
+
+Test(ntp_server, allowlist_denies_or_ignores_outsiders)
+{
+	struct cidr allow[] = { prefix("192.0.2.0/24") };
+	struct ntp_server_policy p = {
+		.has_allow = true, .allow = allow, .n_allow = 1, .allow_action = NTP_SERVER_DENY
+	};
+	ntp_server_set_policy(srv, &p);
+	uint8_t req[NTP_PACKET_HEADER_LEN], out[2048];
+	size_t len = put_header(req, sizeof req, 4, NTP_PACKET_MODE_CLIENT, 6);
+	check_plain_reply(out, handle_from("192.0.2.9", 0, req, len, out), 4, 6);
+	check_kiss(out, handle_from("198.51.100.1", 0, req, len, out), NTP_PACKET_REFID_DENY);
+	cr_assert_eq(stats.denied, 1);
+	p.allow_action = NTP_SERVER_IGNORE;
+	cr_assert_eq(handle_from("198.51.100.1", 0, req, len, out), 0);
+	cr_assert_eq(stats.ignored, 1);
+	/* An empty allowlist admits nobody. */
+	p.n_allow = 0;
+	cr_assert_eq(handle_from("192.0.2.9", 0, req, len, out), 0);
+	cr_assert_eq(stats.plain, 1);
+	/* The plain entry point knows no client address and applies no rule. */
+	check_plain_reply(out, handle(req, len, out), 4, 6);
+}
+
+Test(ntp_server, denylist_refuses_insiders_only)
+{
+	struct cidr deny[] = { prefix("203.0.113.0/24"), prefix("192.0.2.7") };
+	struct ntp_server_policy p = { .deny = deny, .n_deny = 2, .deny_action = NTP_SERVER_DENY };
+	ntp_server_set_policy(srv, &p);
+	uint8_t req[NTP_PACKET_HEADER_LEN], out[2048];
+	size_t len = put_header(req, sizeof req, 4, NTP_PACKET_MODE_CLIENT, 6);
+	check_kiss(out, handle_from("203.0.113.200", 0, req, len, out), NTP_PACKET_REFID_DENY);
+	check_kiss(out, handle_from("192.0.2.7", 0, req, len, out), NTP_PACKET_REFID_DENY);
+	check_plain_reply(out, handle_from("192.0.2.8", 0, req, len, out), 4, 6);
+	cr_assert_eq(stats.denied, 2);
+	cr_assert_eq(stats.plain, 1);
+	/* Not a client request: dropped before any rule, never answered with a kiss. */
+	len = put_header(req, sizeof req, 4, NTP_PACKET_MODE_SERVER, 6);
+	cr_assert_eq(handle_from("203.0.113.200", 0, req, len, out), 0);
+	cr_assert_eq(stats.dropped_other, 1);
+	cr_assert_eq(stats.denied, 2);
+}
+
+Test(ntp_server, require_nts_refuses_plain_and_serves_nts)
+{
+	struct ntp_server_policy p = { .require_nts = true, .nts_action = NTP_SERVER_IGNORE };
+	ntp_server_set_policy(srv, &p);
+	uint8_t req[NTP_PACKET_HEADER_LEN], out[2048];
+	size_t len = put_header(req, sizeof req, 4, NTP_PACKET_MODE_CLIENT, 6);
+	cr_assert_eq(handle_from("192.0.2.1", 0, req, len, out), 0);
+	cr_assert_eq(stats.ignored, 1);
+	p.nts_action = NTP_SERVER_DENY;
+	check_kiss(out, handle_from("192.0.2.1", 0, req, len, out), NTP_PACKET_REFID_DENY);
+	cr_assert_eq(stats.plain, 0);
+
+	struct tu_rng rng;
+	tu_rng_seed(&rng, 7);
+	struct client c;
+	client_init(&c, &rng, AEAD_AES_SIV_CMAC_256, slot);
+	client_request(&c, &rng, 0);
+	struct sockaddr_storage from = addr_of("192.0.2.1");
+	size_t n = ntp_server_handle_from(srv, (const struct sockaddr *)&from, 0, c.req, c.req_len,
+					  RX_TS, &clk, now_cb, &tclock, out, sizeof out);
+	check_accepted(&c, out, n, 1, slot);
+	cr_assert_eq(stats.nts_accepted, 1);
+	client_free(&c);
+}
+
+Test(ntp_server, rate_limit_answers_rate_kisses_per_client)
+{
+	/* ntpd-rs's cutoff of 1000 ms: a bucket of one token refilled each second. */
+	const struct ratelimit_config cfg = {
+		.rate = 1, .burst = 1, .max_clients = 16, .v4_bits = 32, .v6_bits = 128
+	};
+	struct ratelimit *rl;
+	cr_assert_eq(ratelimit_new(&rl, &cfg, 42), 0);
+	struct ntp_server_policy p = { .rate = rl };
+	ntp_server_set_policy(srv, &p);
+	uint8_t req[NTP_PACKET_HEADER_LEN], out[2048];
+	size_t len = put_header(req, sizeof req, 4, NTP_PACKET_MODE_CLIENT, 6);
+	check_plain_reply(out, handle_from("192.0.2.1", 1000, req, len, out), 4, 6);
+	check_kiss(out, handle_from("192.0.2.1", 1500, req, len, out), NTP_PACKET_REFID_RATE);
+	/* Another client has its own budget; the first one's refills after the cutoff. */
+	check_plain_reply(out, handle_from("192.0.2.2", 1500, req, len, out), 4, 6);
+	check_plain_reply(out, handle_from("192.0.2.1", 2000, req, len, out), 4, 6);
+	cr_assert_eq(stats.rate_limited, 1);
+	cr_assert_eq(stats.plain, 3);
+	ntp_server_set_policy(srv, NULL);
+	ratelimit_free(rl);
 }

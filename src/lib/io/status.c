@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "net.h"
@@ -150,6 +152,7 @@ struct conn;
 
 struct status_server {
 	struct net_listener *listener; /* NULL once its close callback ran */
+	unsigned flags;		       /* STATUS_SERVE_* */
 	const struct status_provider *provider;
 	void *ud;
 	struct sockaddr_storage addr;
@@ -268,6 +271,10 @@ static void route(struct conn *c)
 	int code = status_http_route(&c->req, &target);
 	if (code == 400)
 		log_debug("status: bad request target");
+	/* A metrics listener faces Prometheus, often beyond loopback: the counters only. */
+	if (code == 0 && target == STATUS_HTTP_STATUS &&
+	    (c->srv->flags & STATUS_SERVE_METRICS_ONLY))
+		code = 404;
 	if (code)
 		send_error(c, code);
 	else if (target == STATUS_HTTP_STATUS)
@@ -417,28 +424,39 @@ static bool is_loopback(const struct sockaddr *a)
 	return IN6_IS_ADDR_V4MAPPED(v6) && v6->s6_addr[12] == 127;
 }
 
-int status_server_new(struct status_server **out, uv_loop_t *loop, const struct sockaddr *addr,
-		      const struct status_provider *provider, void *ud, char *err, size_t errlen)
+/* Serves on a listener made by make (a new one on addr, or the adopted fd). */
+static int server_start(struct status_server **out, uv_loop_t *loop, const struct sockaddr *addr,
+			int fd, unsigned flags, const struct status_provider *provider, void *ud,
+			char *err, size_t errlen)
 {
 	struct status_server *s = calloc(1, sizeof *s);
 	int rc;
 
 	if (!s) {
+		if (fd >= 0)
+			close(fd);
 		snprintf(err, errlen, "status endpoint: out of memory");
 		return -ENOMEM;
 	}
 	s->provider = provider;
 	s->ud = ud;
+	s->flags = flags;
 	/* One slot more than served: the newcomer that makes the oldest idle connection go. */
-	rc = net_listener_new(&s->listener, loop, addr, STATUS_MAX_CONNS + 1, &listener_ops, s,
-			      err, errlen);
+	if (addr)
+		rc = net_listener_new(&s->listener, loop, addr, STATUS_MAX_CONNS + 1, &listener_ops,
+				      s, err, errlen);
+	else
+		rc = net_listener_adopt(&s->listener, loop, fd, STATUS_MAX_CONNS + 1, &listener_ops,
+					s, err, errlen);
 	if (rc < 0)
 		goto fail;
 	const struct sockaddr *bound = net_listener_addr(s->listener);
-	memcpy(&s->addr, bound,
-	       bound->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-					    : sizeof(struct sockaddr_in));
-	if (!is_loopback(bound)) {
+	size_t len = bound->sa_family == AF_INET6  ? sizeof(struct sockaddr_in6)
+		     : bound->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+						   : sizeof(struct sockaddr_un);
+	memcpy(&s->addr, bound, len);
+	if (bound->sa_family != AF_UNIX && !is_loopback(bound) &&
+	    !(flags & STATUS_SERVE_METRICS_ONLY)) {
 		char a[NET_ADDR_STRLEN];
 		log_warn("status endpoint on %s, not a loopback address: whoever can reach it reads "
 			 "the counters and can hold its %d connections",
@@ -449,6 +467,26 @@ int status_server_new(struct status_server **out, uv_loop_t *loop, const struct 
 fail:
 	free(s);
 	return rc;
+}
+
+int status_server_new(struct status_server **out, uv_loop_t *loop, const struct sockaddr *addr,
+		      const struct status_provider *provider, void *ud, char *err, size_t errlen)
+{
+	return server_start(out, loop, addr, -1, 0, provider, ud, err, errlen);
+}
+
+int status_server_new_flags(struct status_server **out, uv_loop_t *loop,
+			    const struct sockaddr *addr, unsigned flags,
+			    const struct status_provider *provider, void *ud, char *err,
+			    size_t errlen)
+{
+	return server_start(out, loop, addr, -1, flags, provider, ud, err, errlen);
+}
+
+int status_server_adopt(struct status_server **out, uv_loop_t *loop, int fd, unsigned flags,
+			const struct status_provider *provider, void *ud, char *err, size_t errlen)
+{
+	return server_start(out, loop, NULL, fd, flags, provider, ud, err, errlen);
 }
 
 const struct sockaddr *status_server_addr(const struct status_server *s)
