@@ -69,6 +69,7 @@ static int pick(void *ud, const struct pool_pick_query *pq, struct pool_upstream
 		.n_tried = pq->n_tried,
 		.now_ms = pq->now_ms,
 		.levels = levels,
+		.level_kinds = c->levels.kind,
 		.n_levels = c->levels.n,
 		.min_region_servers = atomic_load_explicit(&bw->b->min_region_servers,
 							   memory_order_relaxed),

@@ -74,13 +74,15 @@ static bool name_copy(char dst[GEO_NAME_MAX + 1], const void *src, size_t len)
 	return true;
 }
 
-static void add_level(struct geo_levels *out, const char *name)
+static void add_level(struct geo_levels *out, const char *name, enum geo_kind kind)
 {
 	for (size_t i = 0; i < out->n; i++)
-		if (strcmp(out->name[i], name) == 0)
+		if (out->kind[i] == kind && strcmp(out->name[i], name) == 0)
 			return;
-	if (out->n < GEO_LEVELS_MAX)
+	if (out->n < GEO_LEVELS_MAX) {
+		out->kind[out->n] = (uint8_t)kind;
 		memcpy(out->name[out->n++], name, strlen(name) + 1);
+	}
 }
 
 static void geo_free(struct geo *g)
@@ -346,7 +348,7 @@ SLOT_OF(geo, struct geo, geo_ref, geo_unref)
 
 /* The code at key/subkey of the entry, when it is a string that is a name. */
 static void add_db_level(MMDB_entry_s *entry, const char *key, const char *subkey,
-			 struct geo_levels *out)
+			 enum geo_kind kind, struct geo_levels *out)
 {
 	MMDB_entry_data_s d;
 	if (MMDB_get_value(entry, &d, key, subkey, (const char *)NULL) != MMDB_SUCCESS ||
@@ -354,7 +356,7 @@ static void add_db_level(MMDB_entry_s *entry, const char *key, const char *subke
 		return;
 	char name[GEO_NAME_MAX + 1];
 	if (name_copy(name, d.utf8_string, d.data_size))
-		add_level(out, name);
+		add_level(out, name, kind);
 }
 
 /* A mapped IPv4 client arrives here as AF_INET: an IPv6 database finds it through its IPv4
@@ -378,8 +380,8 @@ static void db_levels(const struct geo *g, uint8_t family, const uint8_t addr[16
 	 * way the database does not place this client. */
 	if (st != MMDB_SUCCESS || !res.found_entry)
 		return;
-	add_db_level(&res.entry, "country", "iso_code", out);
-	add_db_level(&res.entry, "continent", "code", out);
+	add_db_level(&res.entry, "country", "iso_code", GEO_KIND_COUNTRY, out);
+	add_db_level(&res.entry, "continent", "code", GEO_KIND_CONTINENT, out);
 }
 
 void geo_lookup(const struct geo *g, const struct sockaddr *addr, struct geo_levels *out)
@@ -391,7 +393,7 @@ void geo_lookup(const struct geo *g, const struct sockaddr *addr, struct geo_lev
 	bool v4 = family == AF_INET;
 	int32_t i = index_lookup(&g->index[v4 ? 0 : 1], number_of(a, v4 ? 4 : 16));
 	if (i >= 0)
-		add_level(out, g->names[i]);
+		add_level(out, g->names[i], GEO_KIND_REGION);
 	if (g->have_db)
 		db_levels(g, family, a, out);
 }

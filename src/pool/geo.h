@@ -31,11 +31,19 @@ struct geo_region {
 	size_t n_prefixes;
 };
 
+/* What a level names: codes of different kinds may be equal (NA is Namibia and North America). */
+enum geo_kind {
+	GEO_KIND_REGION = 1, /* a [[region]] of the configuration */
+	GEO_KIND_COUNTRY,    /* ISO 3166-1 code from the database */
+	GEO_KIND_CONTINENT,  /* continent code from the database */
+};
+
 /* A client's levels, most specific first, lower case, no duplicates: the configured region, the
  * country ("de"), the continent ("eu"); each present only when known. */
 struct geo_levels {
 	size_t n;
 	char name[GEO_LEVELS_MAX][GEO_NAME_MAX + 1];
+	uint8_t kind[GEO_LEVELS_MAX]; /* enum geo_kind of name[i] */
 };
 
 struct geo;

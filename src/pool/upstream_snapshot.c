@@ -144,11 +144,31 @@ static bool selectable(const struct upstream_snapshot *s, const struct upstream_
 	return !(q->family && (e->families & q->family) && !(e->families_ok & q->family));
 }
 
-static bool in_region(const struct upstream_snapshot_entry *e, const char *level)
+/* Whether one of e's `regions` names the level: "country:de" only a country level, "de" any
+ * level of that name (the configuration refuses unqualified codes a country and a continent
+ * share). kind 0: unknown. */
+static bool in_region(const struct upstream_snapshot_entry *e, const char *level, uint8_t kind)
 {
-	for (size_t i = 0; i < e->n_regions; i++)
-		if (strcasecmp(e->regions[i], level) == 0)
+	static const struct {
+		const char *prefix;
+		uint8_t kind;
+	} kinds[] = { { "region:", GEO_KIND_REGION },
+		      { "country:", GEO_KIND_COUNTRY },
+		      { "continent:", GEO_KIND_CONTINENT } };
+	for (size_t i = 0; i < e->n_regions; i++) {
+		const char *name = e->regions[i];
+		bool wrong_kind = false;
+		for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+			size_t n = strlen(kinds[k].prefix);
+			if (strncasecmp(name, kinds[k].prefix, n) == 0) {
+				name += n;
+				wrong_kind = kinds[k].kind != kind;
+				break;
+			}
+		}
+		if (!wrong_kind && strcasecmp(name, level) == 0)
 			return true;
+	}
 	return false;
 }
 
@@ -254,12 +274,12 @@ struct candidate_sets {
  * room for s->n entries. */
 static size_t selectable_quarter(const struct upstream_snapshot *s,
 				 const struct upstream_pick_query *q, const char *level,
-				 const struct upstream_snapshot_entry **tmp,
+				 uint8_t kind, const struct upstream_snapshot_entry **tmp,
 				 const struct upstream_snapshot_entry **quarter)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < s->n; i++)
-		if (!level || in_region(&s->e[i], level))
+		if (!level || in_region(&s->e[i], level, kind))
 			tmp[n++] = &s->e[i];
 	size_t kept = keep_quarter(tmp, n, q->quarter), out = 0;
 	for (size_t i = 0; i < kept; i++)
@@ -288,17 +308,18 @@ static int build_sets(const struct upstream_snapshot *s, const struct upstream_p
 	size_t used = 0;
 	for (size_t l = 0; l <= levels; l++) {
 		const char *level = l < levels ? q->levels[l] : NULL;
+		uint8_t kind = level && q->level_kinds ? q->level_kinds[l] : 0;
 		const struct upstream_snapshot_entry **set = cs->buf + used;
 		size_t n = 0;
 		for (size_t i = 0; i < n_all; i++)
-			if (!level || in_region(all[i], level))
+			if (!level || in_region(all[i], level, kind))
 				set[n++] = all[i];
 		if (level && (n == 0 || n < q->min_region_servers))
 			continue;
 		size_t room = n;
 		if (quartered) {
 			const struct upstream_snapshot_entry **quarter = set + n;
-			size_t k = selectable_quarter(s, q, level, tmp, quarter);
+			size_t k = selectable_quarter(s, q, level, kind, tmp, quarter);
 			cs->start[cs->n] = used + n;
 			cs->len[cs->n++] = k;
 			room += k;

@@ -87,6 +87,8 @@ struct upstream_pick_query {
 	/* The client's region levels, most specific first (a configured region, its country,
 	 * its continent, lower case); the global level is implied after them. */
 	const char *const *levels;
+	const uint8_t *level_kinds; /* enum geo_kind of each level; NULL: unknown, so only
+				     * unqualified region names match */
 	size_t n_levels;
 	unsigned min_region_servers; /* a level with fewer selectable upstreams is skipped */
 	int quarter;		     /* the SNI sub-pool 0..3, or -1 for none */

@@ -537,6 +537,36 @@ Test(config_scale, pool_upstream_regions)
 		   7, "'regions' in [nts-pool-ke-server] key-exchange-servers entry: "
 		      "\"north america\" is not a region name",
 		   NULL);
+	/* A code both a country and a continent have must say which. */
+	pool_ok(POOL_HEAD "key-exchange-servers = [\n"
+			  "  { domain = \"a.test\", regions = [\"Country:NA\", \"continent:af\", "
+			  "\"region:lab\"] },\n]\n",
+		&c);
+	u = c.key_exchange_servers;
+	cr_assert_str_eq(u[0].regions[0], "country:na");
+	cr_assert_str_eq(u[0].regions[1], "continent:af");
+	cr_assert_str_eq(u[0].regions[2], "region:lab");
+	config_pool_free(&c);
+	static const char *const both[] = { "na", "SA", "as", "af" };
+	for (size_t i = 0; i < 4; i++) {
+		char want[256];
+		snprintf(text, sizeof text,
+			 POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", regions = "
+				   "[\"%s\"] }]\n",
+			 both[i]);
+		char lower[3] = { (char)(both[i][0] | 0x20), (char)(both[i][1] | 0x20), 0 };
+		snprintf(want, sizeof want,
+			 "\"%s\" is both a country's and a continent's code; write "
+			 "\"country:%s\" or \"continent:%s\"",
+			 lower, lower, lower);
+		pool_error(text, 5, want, NULL);
+	}
+	pool_error(POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", regions = "
+			     "[\"planet:earth\"] }]\n",
+		   5, "\"planet:earth\" is not a region name", NULL);
+	pool_error(POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", regions = "
+			     "[\"country:\"] }]\n",
+		   5, "\"country:\" is not a region name", NULL);
 	pool_error(POOL_HEAD "key-exchange-servers = [{ domain = \"a.test\", regions = [\"\"] }]\n",
 		   5, "'regions' in [nts-pool-ke-server] key-exchange-servers entry must not be "
 		      "empty",

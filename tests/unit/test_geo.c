@@ -394,9 +394,17 @@ Test(geo, table_and_database_together_region_first)
 	check(g, "192.0.2.200", "de eu");
 	check(g, "2001:db8:1:5::1", "lab jp as");
 	check(g, "2001:db8:1:6::1", "jp as");
-	/* A region named like a code the database gives is listed once, where it comes first. */
+	/* A region named like a code the database gives is a level of its own kind: region "eu"
+	 * is not continent "eu" (as country NA is not continent NA). */
 	check(g, "198.51.100.1", "de us na");
-	check(g, "192.0.2.130", "eu de");
+	check(g, "192.0.2.130", "eu de eu");
+	struct sockaddr_storage ss = sa_of("192.0.2.130");
+	struct geo_levels lv;
+	geo_lookup(g, (const struct sockaddr *)&ss, &lv);
+	cr_assert_eq(lv.n, 3);
+	cr_assert_eq(lv.kind[0], GEO_KIND_REGION);
+	cr_assert_eq(lv.kind[1], GEO_KIND_COUNTRY);
+	cr_assert_eq(lv.kind[2], GEO_KIND_CONTINENT);
 	/* The table places what the database does not know. */
 	check(g, "203.0.113.230", "far");
 	geo_unref(g);

@@ -4,6 +4,8 @@
  * selectable, and upstream_sni_quarter. Requests are parsed from real bytes. */
 #include "upstream_snapshot.h"
 
+#include "geo.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
@@ -275,6 +277,40 @@ Test(pick, region_names_match_case_insensitively)
 	q.levels = upper;
 	q.n_levels = 2;
 	cr_assert_eq(picked_set(s, p, &q, 20), BIT(1));
+	upstream_picker_free(p);
+	upstream_snapshot_unref(s);
+}
+
+/* NA is Namibia's code and North America's: a qualified entry matches its kind only, an
+ * unqualified one any level of its name. */
+Test(pick, qualified_regions_match_their_kind_only)
+{
+	static const char *const namibia[] = { "na", "af" };
+	static const uint8_t namibia_kinds[] = { GEO_KIND_COUNTRY, GEO_KIND_CONTINENT };
+	static const char *const usa[] = { "us", "na" };
+	static const uint8_t usa_kinds[] = { GEO_KIND_COUNTRY, GEO_KIND_CONTINENT };
+	struct upstream_snapshot *s = snap_new(3);
+	REGIONS(ent(s, 0, 0, "us1.test", 4460, 1), "country:us", "continent:na");
+	REGIONS(ent(s, 1, 1, "za1.test", 4460, 1), "continent:af");
+	REGIONS(ent(s, 2, 2, "na1.test", 4460, 1), "country:na");
+	struct upstream_picker *p = picker();
+	struct upstream_pick_query q = query();
+	q.levels = namibia;
+	q.level_kinds = namibia_kinds;
+	q.n_levels = 2;
+	cr_assert_eq(picked_set(s, p, &q, 20), BIT(2), "a Namibian client: Namibia's server");
+	s->e[2].state = UPSTREAM_UNHEALTHY;
+	cr_assert_eq(picked_set(s, p, &q, 20), BIT(1), "then Africa's, never North America's");
+	q.levels = usa;
+	q.level_kinds = usa_kinds;
+	cr_assert_eq(picked_set(s, p, &q, 20), BIT(0));
+	s->e[0].state = UPSTREAM_UNHEALTHY;
+	cr_assert_eq(picked_set(s, p, &q, 20), BIT(1), "North America has none left: global");
+	/* Without kinds (unknown), a qualified entry matches nothing. */
+	s->e[0].state = s->e[2].state = UPSTREAM_HEALTHY;
+	q.levels = namibia;
+	q.level_kinds = NULL;
+	cr_assert_eq(picked_set(s, p, &q, 30), BIT(0) | BIT(1) | BIT(2), "global");
 	upstream_picker_free(p);
 	upstream_snapshot_unref(s);
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 const struct config_rate_limit config_rate_limit_defaults = {
 	.rate = 0,
@@ -167,4 +168,25 @@ bool config_region_name_ok(char *name)
 			return false;
 	}
 	return true;
+}
+
+bool config_region_token_ok(char *token, bool *ambiguous)
+{
+	static const char *const kinds[] = { "region:", "country:", "continent:" };
+	static const char *const both[] = { "af", "as", "na", "sa" };
+	*ambiguous = false;
+	for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+		size_t n = strlen(kinds[k]);
+		if (strncasecmp(token, kinds[k], n) == 0) {
+			for (size_t i = 0; i < n; i++)
+				token[i] = kinds[k][i];
+			return config_region_name_ok(token + n);
+		}
+	}
+	if (!config_region_name_ok(token))
+		return false;
+	for (size_t i = 0; i < sizeof both / sizeof both[0]; i++)
+		if (strcmp(token, both[i]) == 0)
+			*ambiguous = true;
+	return !*ambiguous;
 }

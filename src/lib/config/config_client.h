@@ -76,4 +76,11 @@ int config_get_require_nts(struct config_ctx *ctx, const struct toml_value *tabl
  * otherwise. */
 bool config_region_name_ok(char *name);
 
+/* An upstream's `regions` entry: a name as above, optionally qualified "region:", "country:"
+ * or "continent:"; lower-cased in place. An unqualified code that is both a country's and a
+ * continent's (af, as, na, sa: Afghanistan and Africa, American Samoa and Asia, Namibia and
+ * North America, Saudi Arabia and South America) is refused, since which one is meant cannot be
+ * told: *ambiguous is then set. */
+bool config_region_token_ok(char *token, bool *ambiguous);
+
 #endif

@@ -98,13 +98,22 @@ static int read_upstream(struct config_ctx *ctx, const struct toml_value *t,
 		goto out;
 	}
 	for (size_t i = 0; i < out->region_count; i++) {
-		if (!config_region_name_ok(out->regions[i])) {
+		bool ambiguous;
+		if (config_region_token_ok(out->regions[i], &ambiguous))
+			continue;
+		if (ambiguous)
+			r = config_error(ctx, config_key_line(t, "regions"),
+					 "'regions' in %s: \"%s\" is both a country's and a "
+					 "continent's code; write \"country:%s\" or \"continent:%s\"",
+					 upstream_where, out->regions[i], out->regions[i],
+					 out->regions[i]);
+		else
 			r = config_error(ctx, config_key_line(t, "regions"),
 					 "'regions' in %s: \"%s\" is not a region name (1-63 "
-					 "letters, digits, '.', '_' or '-')",
+					 "letters, digits, '.', '_' or '-', optionally after "
+					 "\"region:\", \"country:\" or \"continent:\")",
 					 upstream_where, out->regions[i]);
-			goto out;
-		}
+		goto out;
 	}
 	if (out->token && out->token_path) {
 		r = config_error(ctx, config_key_line(t, "authentication-token-path"),
