@@ -190,7 +190,8 @@ static void note(struct deep *d, uint8_t family, bool ok, const char *reason)
 	o->aead = d->aeads[d->cur];
 	o->family = family;
 	o->ok = ok;
-	snprintf(o->reason, sizeof o->reason, "%s", ok ? "" : reason);
+	/* Longer reasons are cut to what the result keeps. */
+	snprintf(o->reason, sizeof o->reason, "%.*s", (int)(sizeof o->reason - 1), ok ? "" : reason);
 }
 
 static void close_ntp(struct deep *d)

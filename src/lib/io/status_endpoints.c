@@ -128,7 +128,7 @@ int status_endpoints_open(struct status_endpoints *eps, uv_loop_t *loop,
 	if (obs->observation_path[0]) {
 		char why[512], head[256];
 		struct stat made;
-		int fd;
+		int fd = -1;
 		rc = unix_listen(obs->observation_path, obs->observation_permissions, &fd, &made,
 				 why, sizeof why);
 		if (rc == 0) {
