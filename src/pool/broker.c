@@ -460,6 +460,7 @@ void broker_reload(struct broker *b)
 		return;
 	}
 	free(specs);
+	broker_warn_restart_keys(&b->cfg, &fresh);
 	slot_publish(&b->geo, geo);
 	upstream_io_set_creds(b->io, client);
 	slot_publish(&b->server_creds, server);
@@ -481,9 +482,20 @@ void broker_reload(struct broker *b)
 	b->cfg.certificate_authority_path_line = fresh.certificate_authority_path_line;
 	fresh.certificate_chain_path = fresh.private_key_path = NULL;
 	fresh.certificate_authority_path = NULL;
-	/* Geography is read per pick, so its bound reloads with the table and the database. */
+	/* Geography is read per pick, so its bound reloads with the table and the database; the
+	 * table and the database's path are kept for /status (the workers read the geo). */
 	atomic_store_explicit(&b->min_region_servers, fresh.min_region_servers,
 			      memory_order_relaxed);
+	struct config_region *regions = b->cfg.regions;
+	size_t region_count = b->cfg.region_count;
+	char *geoip = b->cfg.geoip_database_path;
+	b->cfg.regions = fresh.regions;
+	b->cfg.region_count = fresh.region_count;
+	b->cfg.geoip_database_path = fresh.geoip_database_path;
+	b->cfg.geoip_database_path_line = fresh.geoip_database_path_line;
+	fresh.regions = regions;
+	fresh.region_count = region_count;
+	fresh.geoip_database_path = geoip;
 	config_pool_free(&fresh);
 	log_info("reloaded: certificates, regions and %zu upstream(s)",
 		 upstream_count(b->registry));

@@ -163,6 +163,10 @@ void broker_workers_stopped(void *ud);
 /* broker.c: applies the outcomes the workers queued to the registry (main loop). */
 void broker_drain_events(struct broker *b);
 
+/* broker_restart.c: warns of every key that differs between the running configuration and
+ * the one a reload read, among those only a restart applies. */
+void broker_warn_restart_keys(const struct config_pool *run, const struct config_pool *next);
+
 /* broker_status.c: /status and /metrics. */
 struct status_provider;
 extern const struct status_provider broker_status_provider;

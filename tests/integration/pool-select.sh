@@ -7,7 +7,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init pool-select
-plan 18
+plan 21
 
 pool_certs || bail_out "gen-cert.sh failed"
 make_cert c --ip 127.0.0.4 || bail_out "gen-cert.sh failed"
@@ -160,6 +160,26 @@ wait_until 10 sh -c "'$TOOLS/http-get' 127.0.0.1:$PS /status | grep -q '\"min_re
 from 203.0.113.202:5000 3
 expect "time source: the pool's requests are not limited (lab client served by A thrice)" \
 	"$SERVERS" 127.0.0.2 "$LAST"
+
+# A reload that changes a key only a restart applies says so, key by key, and /status shows the
+# region table that is now in force.
+sed -e 's/^rate-limit-burst = 3$/rate-limit-burst = 5/' -e 's/^name = "lab"$/name = "lab2"/' \
+	"$T/pool.toml" >"$T/pool2.toml" && mv "$T/pool2.toml" "$T/pool.toml"
+kill -HUP "$p_pid"
+wait_until 10 sh -c "'$TOOLS/http-get' 127.0.0.1:$PS /status | grep -q '\"lab2\"'" ||
+	diag "the reload did not show region lab2"
+expect "status after SIGHUP: selection.regions is the new table" \
+	"$(stat_of p selection.regions.0)" lab2 "$(printf %.600s "$(status_of p)")"
+if grep -q "reload: 'rate-limit-\*' changed; it takes a restart" "$T/p.log"; then
+	ok "reload: a changed rate limit is said to take a restart"
+else
+	not_ok "reload: a changed rate limit is said to take a restart" "$(log_tail "$T/p.log" 10)"
+fi
+if ! grep -q "reload: 'min-region-servers' changed\|reload: 'regions' changed" "$T/p.log"; then
+	ok "reload: keys a reload applies are not warned about"
+else
+	not_ok "reload: keys a reload applies are not warned about" "$(log_tail "$T/p.log" 10)"
+fi
 
 daemon_stop p
 expect "broker: SIGTERM -> exit 0" "$STOP_RC $STOP_KILLED" "0 no" "$(log_tail "$T/p.log" 10)"
