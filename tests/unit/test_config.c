@@ -29,16 +29,9 @@ static void teardown(void)
 
 TestSuite(config, .init = setup, .fini = teardown);
 
-/* Writes text to DIR/name; returns the path (caller frees). */
 static char *write_file(const char *name, const char *text)
 {
-	char *path = NULL;
-	cr_assert(asprintf(&path, "%s/%s", dir, name) >= 0);
-	FILE *f = fopen(path, "w");
-	cr_assert(f);
-	cr_assert_eq(fputs(text, f) >= 0, true);
-	cr_assert_eq(fclose(f), 0);
-	return path;
+	return tu_write_file(dir, name, text);
 }
 
 /* A secret file: text written to DIR/name, then given exactly `mode` (the umask does not

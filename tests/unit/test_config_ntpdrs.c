@@ -31,13 +31,7 @@ TestSuite(ntpdrs, .init = setup, .fini = teardown);
 
 static char *write_file(const char *name, const char *text)
 {
-	char *path;
-	cr_assert(asprintf(&path, "%s/%s", dir, name) >= 0);
-	FILE *f = fopen(path, "w");
-	cr_assert_not_null(f);
-	fputs(text, f);
-	cr_assert_eq(fclose(f), 0);
-	return path;
+	return tu_write_file(dir, name, text);
 }
 
 static void load_ok(const char *text, struct config_daemon *cfg)

@@ -30,15 +30,9 @@ static void teardown(void)
 
 TestSuite(config_scale, .init = setup, .fini = teardown);
 
-/* Writes text to DIR/name; returns the path (caller frees). */
 static char *write_file(const char *name, const char *text)
 {
-	char *path = tu_path(dir, name);
-	FILE *f = fopen(path, "w");
-	cr_assert(f);
-	cr_assert_geq(fputs(text, f), 0);
-	cr_assert_eq(fclose(f), 0);
-	return path;
+	return tu_write_file(dir, name, text);
 }
 
 /* err is "PATH:LINE: " followed by a message containing needle (and needle2 unless NULL). */

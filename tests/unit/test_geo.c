@@ -139,25 +139,16 @@ Test(geo, a_prefix_listed_twice_belongs_to_the_first_region)
 	geo_unref(g);
 }
 
-/* A small deterministic generator (xorshift64*), so a failure repeats. */
-static uint64_t rng_next(uint64_t *x)
-{
-	*x ^= *x >> 12;
-	*x ^= *x << 25;
-	*x ^= *x >> 27;
-	return *x * 2685821657736338717ull;
-}
-
 /* An address of the family near the prefix c: inside it, or just past either end. */
-static void near(const struct cidr *c, uint64_t *x, struct sockaddr_storage *out)
+static void near(const struct cidr *c, struct tu_rng *x, struct sockaddr_storage *out)
 {
 	uint8_t a[16];
 	memcpy(a, c->addr, 16);
 	size_t len = c->family == AF_INET ? 4 : 16;
-	uint64_t r = rng_next(x);
+	uint64_t r = tu_rng_next(x);
 	/* Random host bits, then sometimes one past the end or one before the start. */
 	for (size_t bit = c->bits; bit < len * 8; bit++)
-		if (rng_next(x) & 1)
+		if (tu_rng_next(x) & 1)
 			a[bit / 8] |= (uint8_t)(0x80 >> (bit % 8));
 	if (r % 4 == 0) {
 		for (size_t bit = c->bits; bit < len * 8; bit++)
@@ -192,14 +183,15 @@ Test(geo, the_index_agrees_with_the_longest_prefix_everywhere)
 	static size_t owner[REGIONS * PER];
 	struct geo_region r[REGIONS];
 	static const char *const names[REGIONS] = { "r0", "r1", "r2", "r3", "r4", "r5" };
-	uint64_t x = 0x9e3779b97f4a7c15ull;
+	struct tu_rng x; /* fixed seed: a failure repeats */
+	tu_rng_seed(&x, 0x9e3779b97f4a7c15ull);
 	size_t n = 0;
 	for (size_t k = 0; k < REGIONS; k++) {
 		r[k] = (struct geo_region){ names[k], &all[n], PER };
 		for (size_t j = 0; j < PER; j++, n++) {
 			struct cidr *c = &all[n];
 			memset(c, 0, sizeof *c);
-			uint64_t v = rng_next(&x);
+			uint64_t v = tu_rng_next(&x);
 			c->family = v & 1 ? AF_INET : AF_INET6;
 			size_t width = c->family == AF_INET ? 32 : 128;
 			/* Few distinct high bits, so prefixes nest and repeat often. */
@@ -220,7 +212,7 @@ Test(geo, the_index_agrees_with_the_longest_prefix_everywhere)
 	struct geo *g = new_geo(r, REGIONS, NULL);
 	for (size_t i = 0; i < PROBES; i++) {
 		struct sockaddr_storage ss;
-		near(&all[rng_next(&x) % n], &x, &ss);
+		near(&all[tu_rng_next(&x) % n], &x, &ss);
 		struct geo_levels lv;
 		geo_lookup(g, (const struct sockaddr *)&ss, &lv);
 		int want = cidr_match(all, n, (const struct sockaddr *)&ss);

@@ -50,6 +50,16 @@ char *tu_path(const char *dir, const char *file)
 	return p;
 }
 
+char *tu_write_file(const char *dir, const char *file, const char *text)
+{
+	char *path = tu_path(dir, file);
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "%s: cannot create", path);
+	cr_assert_geq(fputs(text, f), 0);
+	cr_assert_eq(fclose(f), 0);
+	return path;
+}
+
 void tu_gen_cert(const char *dir, const char *args)
 {
 	char *script = tu_srcpath("test-keys/gen-cert.sh");

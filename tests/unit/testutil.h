@@ -35,6 +35,10 @@ char *tu_srcpath(const char *rel);
 /* dir/file as a new string (caller frees). */
 char *tu_path(const char *dir, const char *file);
 
+/* Writes text to dir/file (created or truncated); returns the path (caller frees). Fails the
+ * test if it cannot. */
+char *tu_write_file(const char *dir, const char *file, const char *text);
+
 /* Runs test-keys/gen-cert.sh --dir DIR ARGS (e.g. "pool --dns pool.test"): the test CA once per
  * directory, then a leaf. Fails the test if the script fails. */
 void tu_gen_cert(const char *dir, const char *args);
