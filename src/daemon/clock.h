@@ -40,6 +40,8 @@ void clock_filter_add(struct clock_filter *f, const struct clock_sample *s);
 /* The sample of least delay among those kept, and the jitter (RMS of the offsets of the kept
  * samples relative to it). Returns false when the filter is empty. */
 bool clock_filter_best(const struct clock_filter *f, struct clock_sample *best, double *jitter_s);
+/* The newest sample; false when the filter is empty. */
+bool clock_filter_last(const struct clock_filter *f, struct clock_sample *last);
 
 /* ---- Selection and combination ------------------------------------------------------------ */
 
@@ -47,13 +49,24 @@ struct clock_candidate {
 	uint32_t id; /* the caller's source id */
 	struct clock_sample best;
 	double jitter_s;
+	/* The newest sample, which the time core's estimation takes in once (every sample counts,
+	 * not only the filter's best), and the source's current poll interval. */
+	struct clock_sample last;
+	double poll_s;
+	/* How fast the interval grows with the age of best (s/s); 0: RFC 5905's PHI. The estimation
+	 * sets what its frequency error justifies. */
+	double growth;
 };
 
+/* A candidate from a filter: best, jitter and last; false when the filter is empty. */
+bool clock_filter_candidate(const struct clock_filter *f, uint32_t id, double poll_s,
+			    struct clock_candidate *out);
+
 struct clock_selection {
-	size_t n_true;	      /* truechimers (sources whose correctness intervals agree) */
+	size_t n_true;		  /* truechimers (sources whose correctness intervals agree) */
 	double offset_s;      /* combined offset of the truechimers, weighted by 1/root distance */
-	double jitter_s;      /* system jitter */
-	uint32_t system_peer; /* id of the truechimer with the least root distance */
+	double jitter_s;	  /* system jitter */
+	uint32_t system_peer;	  /* id of the truechimer with the least root distance */
 	struct clock_sample peer; /* its best sample (stratum, refid, root delay/dispersion) */
 };
 
@@ -83,51 +96,82 @@ struct clock_backend_ops {
 
 struct clock_discipline_config {
 	double step_threshold_s;	       /* offsets beyond this are stepped, not slewed (0.128) */
-	double panic_threshold_s;	       /* single-step-panic-threshold: refuse larger steps */
-	bool has_startup_panic;		       /* startup-step-panic-threshold applies to the first */
+	double panic_threshold_s; /* single-step-panic-threshold: refuse larger steps */
+	bool has_startup_panic;	  /* startup-step-panic-threshold applies to the first */
 	double startup_panic_threshold_s;
-	bool has_accumulated_panic;	       /* accumulated-step-panic-threshold */
+	bool has_accumulated_panic; /* accumulated-step-panic-threshold */
 	double accumulated_panic_threshold_s;
-	double max_frequency_ppm;	       /* clamp of the frequency estimate (500) */
+	double max_frequency_ppm; /* clamp of the frequency correction (500) */
 };
 
 enum clock_discipline_action {
-	CLOCK_DISCIPLINE_NONE,    /* nothing done (e.g. the same update twice) */
-	CLOCK_DISCIPLINE_SLEWED,  /* offset handed to the backend's slew, frequency updated */
+	CLOCK_DISCIPLINE_NONE,	  /* nothing done (bad input, or the backend failed) */
+	CLOCK_DISCIPLINE_SLEWED,  /* frequency set to the estimate plus a phase correction */
 	CLOCK_DISCIPLINE_STEPPED, /* stepped */
-	CLOCK_DISCIPLINE_PANIC,   /* a step beyond a panic threshold was refused */
+	CLOCK_DISCIPLINE_PANIC,	  /* a step beyond a panic threshold was refused */
 };
 
 struct clock_discipline;
 
-/* ops/ud: the backend (borrowed for the discipline's life). *out is new. */
+/* ops/ud: the backend (borrowed for the discipline's life). *out is new. The discipline only ever
+ * uses set_frequency and step: an offset is slewed by running the clock faster or slower than the
+ * frequency estimate for a computed time (doc/timekeeping.md). */
 int clock_discipline_new(struct clock_discipline **out, const struct clock_discipline_config *cfg,
 			 const struct clock_backend_ops *ops, void *ud);
 void clock_discipline_free(struct clock_discipline *d);
 
-/* Feeds one combined offset measured at mono_s (from clock_select). Phase and frequency are
- * corrected (a PLL/FLL hybrid with a time constant that grows as the offsets settle). */
-enum clock_discipline_action clock_discipline_update(struct clock_discipline *d, double offset_s,
-						     double mono_s);
+/* What the estimation hands to the discipline. */
+struct clock_steer {
+	double offset_s;  /* the clock's offset now (source minus local, as samples) */
+	bool has_freq;	  /* freq is known; otherwise the previous estimate stays */
+	double freq;	  /* d(raw offset)/dt in s/s: the frequency correction that cancels the
+			   * oscillator's error is freq * 1e6 ppm */
+	double horizon_s; /* remove offset_s over this time (the caller's next update is due well
+			   * before it ends); at least 1 s */
+};
 
-/* The current frequency correction (ppm) and the last offset fed in (for status). */
+/* Steers the clock at mono_s: steps when |offset| passes the step threshold (subject to the panic
+ * thresholds), else sets the frequency to the estimate plus offset/horizon until the offset is
+ * gone. Times must not go backwards (NONE). */
+enum clock_discipline_action clock_discipline_steer(struct clock_discipline *d,
+						    const struct clock_steer *st, double mono_s);
+
+/* Ends a phase correction whose time is up (call at clock_discipline_deadline, or any time: it does
+ * nothing early). */
+void clock_discipline_tick(struct clock_discipline *d, double mono_s);
+/* When the running phase correction must end (monotonic s), INFINITY when none runs. */
+double clock_discipline_deadline(const struct clock_discipline *d);
+
+/* The sum of every correction applied to the clock up to mono_s (phase slewed by frequency and
+ * steps), relative to the start: adding it to an offset measured at mono_s gives the offset against
+ * the uncorrected oscillator. Exact for the last CLOCK_DISCIPLINE_HISTORY changes of frequency;
+ * older times are extrapolated from the oldest one kept. */
+#define CLOCK_DISCIPLINE_HISTORY 32
+double clock_discipline_correction_s(const struct clock_discipline *d, double mono_s);
+
+/* The frequency correction now in force (ppm, including a phase correction), the estimate of the
+ * oscillator's error alone (ppm), the last offset fed in, and the steps made (for status). */
 double clock_discipline_frequency_ppm(const struct clock_discipline *d);
+double clock_discipline_base_ppm(const struct clock_discipline *d);
 double clock_discipline_last_offset_s(const struct clock_discipline *d);
+unsigned clock_discipline_steps(const struct clock_discipline *d);
 
 /* ---- A simulated clock, for tests and for measuring without touching the system clock ----- */
 
 /* A free-running clock with a frequency error and a phase, driven by the discipline through the
  * same backend operations the kernel backend implements. */
 struct clock_sim {
-	double offset_s;	/* simulated clock minus true time */
-	double freq_error_ppm;	/* the oscillator's own error */
-	double correction_ppm;	/* what the discipline set */
+	double offset_s;	 /* simulated clock minus true time */
+	double freq_error_ppm;	 /* the oscillator's own error */
+	double correction_ppm;	 /* what the discipline set */
 	double slew_remaining_s; /* slew in progress, applied at the kernel's 500 ppm rate */
 	unsigned steps;
+	unsigned frequency_sets;
 };
 
 void clock_sim_init(struct clock_sim *c, double offset_s, double freq_error_ppm);
-/* Advances true time by dt_s. */
+/* Advances true time by dt_s (the caller changes freq_error_ppm between calls to model an
+ * oscillator's wander). */
 void clock_sim_advance(struct clock_sim *c, double dt_s);
 /* Backend operations over a struct clock_sim (pass it as ud). */
 extern const struct clock_backend_ops clock_sim_ops;

@@ -1,6 +1,7 @@
 #include "source.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,21 @@
 /* Frequency tolerance of both clocks over the round trip (RFC 5905's PHI). */
 #define PHI 15e-6
 
+/* Poll control (doc/timekeeping.md). Each sample's offset is what the clock, steered to the
+ * estimate, still errs by, plus the sample's own error. That error is bounded by half its excess
+ * delay over the least recent one (queueing on one way and not the other); for a sample of at most
+ * the mean excess delay it is typically a quarter of it. An offset within GATE_EXCESS times the
+ * sample's excess plus GATE_MEAN times the mean excess counts towards a longer interval;
+ * RAISE_AFTER of them raise it one step. An offset beyond LOWER_GATE times that bound lowers the
+ * interval at once: the frequency changed, or the estimate is off, and samples are needed soon.
+ * Samples of more than the mean excess say too little to count towards a raise. */
+#define RAISE_AFTER 8
+#define LOWER_GATE 4.0
+#define GATE_EXCESS 0.25
+#define GATE_MEAN 0.05
+/* Samples before the controller judges (the initial burst). */
+#define POLL_WARMUP 4
+
 struct source {
 	bool nts;
 	int poll_min, poll_max, poll;
@@ -23,6 +39,12 @@ struct source {
 	bool nak;
 	bool replace;
 	const char *unsync; /* why the last genuine reply gave no sample; NULL after a sample */
+
+	/* Poll control. */
+	double delays[CLOCK_FILTER_SIZE]; /* recent delays, for the least one */
+	unsigned n_samples;
+	int good; /* offsets within the bound since the last change */
+	const char *poll_reason;
 
 	/* The outstanding request. */
 	bool outstanding;
@@ -49,6 +71,7 @@ int source_new(struct source **out, bool nts, int poll_min, int poll_max, int lo
 	s->poll = poll_min;
 	s->local_precision = local_precision;
 	s->burst_left = SOURCE_BURST_POLLS;
+	s->poll_reason = "start";
 	*out = s;
 	return 0;
 }
@@ -209,6 +232,37 @@ static void stash(struct source *s, const struct nts_ntp_response *r)
 	}
 }
 
+/* Decides the poll interval from what the last sample says of the clock (see the top). */
+static void poll_control(struct source *s, double offset, double delay)
+{
+	s->delays[s->n_samples % CLOCK_FILTER_SIZE] = delay;
+	s->n_samples++;
+	unsigned nd = s->n_samples < CLOCK_FILTER_SIZE ? s->n_samples : CLOCK_FILTER_SIZE;
+	double dmin = delay, dsum = 0;
+	for (unsigned i = 0; i < nd; i++)
+		dmin = s->delays[i] < dmin ? s->delays[i] : dmin;
+	for (unsigned i = 0; i < nd; i++)
+		dsum += s->delays[i] - dmin;
+	if (s->n_samples <= POLL_WARMUP)
+		return;
+	double excess = delay - dmin, mean_excess = dsum / nd;
+	double bound = GATE_MEAN * mean_excess + GATE_EXCESS * excess + pow2(s->local_precision);
+	double mag = fabs(offset);
+	if (mag > LOWER_GATE * bound) {
+		s->good = 0;
+		if (s->poll > s->poll_min) {
+			s->poll--;
+			s->poll_reason = "offset beyond the bound its delay allows";
+		}
+	} else if (mag < bound && excess <= mean_excess && ++s->good >= RAISE_AFTER) {
+		s->good = 0;
+		if (s->poll < s->poll_max) {
+			s->poll++;
+			s->poll_reason = "offsets within the bound their delays allow";
+		}
+	}
+}
+
 int source_handle_reply(struct source *s, const uint8_t *pkt, size_t len, uint64_t local_rx,
 			double mono_s, struct clock_sample *sample)
 {
@@ -283,17 +337,14 @@ int source_handle_reply(struct source *s, const uint8_t *pkt, size_t len, uint64
 		.mono_s = mono_s,
 		.offset_s = offset,
 		.delay_s = delay,
-		.dispersion_s = pow2(h->precision) + pow2(s->local_precision) +
-				PHI * delay,
+		.dispersion_s = pow2(h->precision) + pow2(s->local_precision) + PHI * delay,
 		.root_delay_s = (double)ntp_packet_short_to_ns(h->root_delay) / 1e9,
 		.root_disp_s = (double)ntp_packet_short_to_ns(h->root_dispersion) / 1e9,
 		.stratum = h->stratum,
 		.leap = h->leap,
 		.refid = h->refid,
 	};
-	/* A steady source earns a longer interval, up to the configured maximum. */
-	if (s->reach == 0xff && s->poll < s->poll_max)
-		s->poll++;
+	poll_control(s, offset, delay);
 	return SOURCE_REPLY_SAMPLE;
 }
 
@@ -311,6 +362,18 @@ bool source_must_replace(const struct source *s)
 int source_poll(const struct source *s)
 {
 	return s->poll;
+}
+
+const char *source_poll_reason(const struct source *s)
+{
+	return s->poll_reason;
+}
+
+void source_restart_burst(struct source *s)
+{
+	s->burst_left = SOURCE_BURST_POLLS;
+	s->n_samples = 0;
+	s->good = 0;
 }
 
 double source_poll_interval_s(const struct source *s)

@@ -96,9 +96,16 @@ bool source_must_replace(const struct source *s);
 
 /* Current poll exponent (log2 s) and the delay before the next request in seconds: 2^poll, or
  * SOURCE_BURST_INTERVAL_S (if shorter) for the first SOURCE_BURST_POLLS requests. The caller adds
- * its own random jitter. */
+ * its own random jitter. The exponent starts at poll_min; it rises one step after 8 offsets within
+ * the error their delays allow (doc/timekeeping.md) and falls one step on each offset beyond 4
+ * times it, within [poll_min, poll_max] (a RATE kiss also raises it). */
 int source_poll(const struct source *s);
 double source_poll_interval_s(const struct source *s);
+/* Why the poll exponent last changed (a static string, for status). */
+const char *source_poll_reason(const struct source *s);
+/* After the clock was stepped: the next SOURCE_BURST_POLLS requests go at the burst interval and
+ * the poll control starts over (the exponent stays). */
+void source_restart_burst(struct source *s);
 
 /* Why the last genuine reply gave no sample (a static string), NULL once one did. */
 const char *source_unsync_reason(const struct source *s);

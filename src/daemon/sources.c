@@ -501,6 +501,7 @@ void sources_get(const struct sources *m, size_t index, struct source_info *out)
 	out->last_error = sl->last_error;
 	out->candidate.id = sl->id;
 	if (sl->src) {
+		out->poll_reason = source_poll_reason(sl->src);
 		out->reach = source_reach(sl->src);
 		out->poll = source_poll(sl->src);
 		out->cookies = source_cookies(sl->src);
@@ -511,15 +512,22 @@ void sources_get(const struct sources *m, size_t index, struct source_info *out)
 	/* Selectable only while reachable and synchronised; the filter may still hold samples. */
 	out->has_best = sl->state == SLOT_POLL && out->reach != 0 &&
 			!source_unsync_reason(sl->src) &&
-			clock_filter_best(&sl->filter, &out->candidate.best,
-					  &out->candidate.jitter_s);
+			clock_filter_candidate(&sl->filter, sl->id, source_poll_interval_s(sl->src),
+					       &out->candidate);
 }
 
 void sources_clear_filters(struct sources *m)
 {
 	for (size_t i = 0; i < m->n_entries; i++)
-		for (size_t j = 0; j < m->entries[i].n_slots; j++)
-			clock_filter_init(&m->entries[i].slots[j].filter);
+		for (size_t j = 0; j < m->entries[i].n_slots; j++) {
+			struct slot *sl = &m->entries[i].slots[j];
+			clock_filter_init(&sl->filter);
+			if (sl->src && sl->state == SLOT_POLL) {
+				/* A burst refills the filters soon after the step. */
+				source_restart_burst(sl->src);
+				arm_ms(sl, random_u32() % 500);
+			}
+		}
 }
 
 json_t *sources_status(const struct sources *m)
@@ -551,6 +559,8 @@ json_t *sources_status(const struct sources *m)
 			in.last_error[0] ? json_string(in.last_error) : json_null(), "last_rx_s",
 			in.last_rx_ms ? json_real((double)(now - in.last_rx_ms) / 1000.0)
 				      : json_null());
+		if (o && in.poll_reason)
+			json_object_set_new(o, "poll_reason", json_string(in.poll_reason));
 		json_array_append_new(arr, o);
 	}
 	return arr;

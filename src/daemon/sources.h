@@ -27,6 +27,7 @@ struct source_info {
 	const char *mode;     /* "server", "nts", "nts-pool" */
 	uint8_t reach;	      /* reachability register (8 polls) */
 	int poll;	      /* current poll interval, log2 s */
+	const char *poll_reason; /* why it last changed; NULL without a server */
 	bool has_best;	      /* selectable: reachable, synchronised, the filter holds samples */
 	struct clock_candidate candidate;
 	unsigned cookies;     /* NTS cookies left */
@@ -56,7 +57,7 @@ size_t sources_count(const struct sources *s);
 void sources_get(const struct sources *s, size_t index, struct source_info *out);
 
 /* Forgets every source's samples: after the clock was stepped they measure a clock that no
- * longer exists. */
+ * longer exists. Polling sources send a new burst. */
 void sources_clear_filters(struct sources *s);
 
 /* The status array of doc/status.md (new reference). */

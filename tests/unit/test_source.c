@@ -233,10 +233,22 @@ Test(source, rstr_deny_replace)
 	source_free(s);
 }
 
-Test(source, poll_burst_and_growth)
+/* A reply to the request in req that measures the given offset (in NTP fraction units) over a
+ * 2 ms round trip: t1 = T0, t2 = t3 = T0 + 1 ms + offset, t4 = T0 + 2 ms. */
+#define MS (SEC(1) / 1000)
+static int answer(struct source *s, uint8_t *req, uint64_t offset, struct clock_sample *smp)
+{
+	uint8_t rep[64];
+	struct ntp_packet_header h = good;
+	h.receive_ts = h.transmit_ts = T0 + MS + offset;
+	size_t len = plain_reply(req, h, rep);
+	return source_handle_reply(s, rep, len, T0 + 2 * MS, 0, smp);
+}
+
+Test(source, poll_burst_and_control)
 {
 	struct source *s;
-	uint8_t req[SOURCE_PACKET_MAX], rep[64];
+	uint8_t req[SOURCE_PACKET_MAX];
 	struct clock_sample smp;
 	cr_assert_eq(source_new(&s, false, 6, 7, -20), 0);
 	for (int i = 0; i < SOURCE_BURST_POLLS; i++) {
@@ -245,13 +257,34 @@ Test(source, poll_burst_and_growth)
 		source_build_request(s, &r, T0, req, sizeof req);
 	}
 	cr_assert_float_eq(source_poll_interval_s(s), 64.0, 1e-9);
-	for (int i = 0; i < 9; i++) {
+	/* 4 samples of warm-up, then 8 within the bound their delays allow. */
+	for (int i = 0; i < 12; i++) {
+		cr_assert_eq(source_poll(s), 6, "sample %d: too early to raise the poll", i);
 		struct source_random r = rnd();
 		source_build_request(s, &r, T0, req, sizeof req);
-		size_t len = plain_reply(req, good, rep);
-		cr_assert_eq(source_handle_reply(s, rep, len, T0, 0, &smp), SOURCE_REPLY_SAMPLE);
+		cr_assert_eq(answer(s, req, 0, &smp), SOURCE_REPLY_SAMPLE);
+		cr_assert_float_eq(smp.offset_s, 0, 1e-9);
 	}
-	cr_assert_eq(source_poll(s), 7, "a steady source polls less often, up to the maximum");
+	cr_assert_eq(source_poll(s), 7, "a steady source polls less often");
+	for (int i = 0; i < 12; i++) {
+		struct source_random r = rnd();
+		source_build_request(s, &r, T0, req, sizeof req);
+		cr_assert_eq(answer(s, req, 0, &smp), SOURCE_REPLY_SAMPLE);
+	}
+	cr_assert_eq(source_poll(s), 7, "never beyond the maximum");
+	/* 10 ms off at the least delay: the clock is no longer where the estimate put it. */
+	struct source_random r = rnd();
+	source_build_request(s, &r, T0, req, sizeof req);
+	cr_assert_eq(answer(s, req, 10 * MS, &smp), SOURCE_REPLY_SAMPLE);
+	cr_assert_float_eq(smp.offset_s, 0.01, 1e-6);
+	cr_assert_eq(source_poll(s), 6, "an offset beyond the noise lowers the poll");
+	cr_assert_str_eq(source_poll_reason(s), "offset beyond the bound its delay allows");
+	source_build_request(s, &r, T0, req, sizeof req);
+	cr_assert_eq(answer(s, req, 10 * MS, &smp), SOURCE_REPLY_SAMPLE);
+	cr_assert_eq(source_poll(s), 6, "never below the minimum");
+	source_restart_burst(s);
+	cr_assert_float_eq(source_poll_interval_s(s), SOURCE_BURST_INTERVAL_S, 1e-9,
+			   "a burst after a step");
 	source_free(s);
 	cr_assert_eq(source_new(&s, false, 5, 4, -20), -EINVAL);
 	cr_assert_eq(source_new(&s, false, 0, 18, -20), -EINVAL);
