@@ -187,6 +187,11 @@ static void do_poll(struct slot *sl)
 		slot_replace(sl, true, "the server sent a RSTR/DENY kiss");
 		return;
 	}
+	if (sources_is_dns_pool(sl->e) && source_unanswered(sl->src) >= SOURCE_MAX_UNANSWERED) {
+		/* Another address of the name takes its place. */
+		slot_replace(sl, true, "8 polls without a valid reply");
+		return;
+	}
 	if (source_needs_rekey(sl->src)) {
 		if (source_unanswered(sl->src) >= SOURCE_MAX_UNANSWERED)
 			slot_replace(sl, true, "8 polls without a valid reply");
@@ -284,6 +289,13 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 			struct sockaddr_storage ss;
 			memcpy(&ss, res->ai_addr, res->ai_addrlen);
 			sources_ke_begin(sl, (struct sockaddr *)&ss);
+		} else if (sources_is_dns_pool(sl->e)) {
+			struct sockaddr_storage ss;
+			char why[REASON_MAX];
+			if (sources_pool_choose(sl, res, &ss, why, sizeof why))
+				start_polling(sl, (struct sockaddr *)&ss);
+			else
+				sources_slot_retry(sl, true, why);
 		} else {
 			start_polling(sl, res->ai_addr);
 		}
@@ -392,15 +404,10 @@ static int entry_init(struct sources *m, struct entry *e, const struct config_da
 	e->m = m;
 	e->cfg = c;
 	e->mode = mode_name(c->mode);
-	if (c->mode == CONFIG_DAEMON_SOURCE_POOL) {
-		snprintf(err, errlen, "source %s:%u (line %d): mode \"pool\" is not served yet",
-			 c->address.host, c->address.port, c->line);
-		return -ENOTSUP;
-	}
 	snprintf(e->address, sizeof e->address, c->address.is_ip && strchr(c->address.host, ':')
 							 ? "[%s]:%u" : "%s:%u",
 		 c->address.host, c->address.port);
-	if (c->mode != CONFIG_DAEMON_SOURCE_SERVER) {
+	if (sources_is_nts(e)) {
 		struct tls_client_options o = { .ca_file = c->certificate_authority };
 		char why[TLS_CREDS_ERR_MAX];
 		int rc = tls_creds_new_client(&e->creds, &o, why, sizeof why);
@@ -409,7 +416,7 @@ static int entry_init(struct sources *m, struct entry *e, const struct config_da
 			return rc;
 		}
 	}
-	e->n_slots = c->mode == CONFIG_DAEMON_SOURCE_NTS_POOL && c->count > 0 ? c->count : 1;
+	e->n_slots = sources_is_pool(e) && c->count > 0 ? c->count : 1;
 	e->slots = calloc(e->n_slots, sizeof *e->slots);
 	if (!e->slots) {
 		snprintf(err, errlen, "out of memory");

@@ -107,12 +107,21 @@ struct sources {
 
 static inline bool sources_is_nts(const struct entry *e)
 {
-	return e->cfg->mode != CONFIG_DAEMON_SOURCE_SERVER;
+	return e->cfg->mode == CONFIG_DAEMON_SOURCE_NTS ||
+	       e->cfg->mode == CONFIG_DAEMON_SOURCE_NTS_POOL;
 }
 
+/* An entry of `count` servers that replaces the ones that go: nts-pool or pool. */
 static inline bool sources_is_pool(const struct entry *e)
 {
-	return e->cfg->mode == CONFIG_DAEMON_SOURCE_NTS_POOL;
+	return e->cfg->mode == CONFIG_DAEMON_SOURCE_NTS_POOL ||
+	       e->cfg->mode == CONFIG_DAEMON_SOURCE_POOL;
+}
+
+/* A `pool` entry: its servers are addresses of one DNS name. */
+static inline bool sources_is_dns_pool(const struct entry *e)
+{
+	return e->cfg->mode == CONFIG_DAEMON_SOURCE_POOL;
 }
 
 /* sources.c: drops one of m->pending, freeing m with the last one once it is closing. */
@@ -130,6 +139,14 @@ void sources_entry_kick(struct entry *e);
 
 /* sources.c: resolves name (borrowed) and goes on with sources_ke_begin (for_ke) or polling. */
 void sources_resolve(struct slot *sl, const char *name, bool for_ke);
+
+struct addrinfo;
+/* sources_pool.c: picks for a `pool` slot the first address of res (borrowed) that no other
+ * slot of its entry polls, that `ignore` does not list and that the slot did not just leave (that
+ * one only when nothing else is free); sets sl->host to its text and *out to it. False, with
+ * the reason in why, when none may be used. */
+bool sources_pool_choose(struct slot *sl, const struct addrinfo *res, struct sockaddr_storage *out,
+			 char *why, size_t whylen);
 
 /* sources_ke.c: runs one key exchange with the entry's NTS-KE server at addr (borrowed; the
  * configured port is applied). Ends in polling preparation or sources_slot_retry. */
