@@ -220,6 +220,7 @@ static void back_off(struct source *s, int8_t server_poll)
 		p = server_poll;
 	s->poll = p > s->poll_max ? s->poll_max : p;
 	s->burst_left = 0;
+	s->poll_reason = "the server sent a RATE kiss";
 }
 
 /* Stashes the fresh cookies of an authenticated reply behind the ones held. */

@@ -207,8 +207,10 @@ Test(source, rate_backs_off)
 	struct source *s;
 	cr_assert_eq(source_new(&s, false, 4, 10, -20), 0);
 	cr_assert_eq(source_poll(s), 4);
+	cr_assert_str_eq(source_poll_reason(s), "start");
 	cr_assert_eq(kiss(s, NTP_PACKET_REFID_RATE, 0), SOURCE_REPLY_RATE);
 	cr_assert_eq(source_poll(s), 5);
+	cr_assert_str_eq(source_poll_reason(s), "the server sent a RATE kiss");
 	cr_assert_float_eq(source_poll_interval_s(s), 32.0, 1e-9, "the burst ends too");
 	cr_assert_eq(kiss(s, NTP_PACKET_REFID_RATE, 8), SOURCE_REPLY_RATE);
 	cr_assert_eq(source_poll(s), 8, "at least the server's poll");
