@@ -99,6 +99,10 @@ struct clock_discipline_config {
 	double panic_threshold_s; /* single-step-panic-threshold: refuse larger steps */
 	bool has_startup_panic;	  /* startup-step-panic-threshold applies to the first */
 	double startup_panic_threshold_s;
+	/* Backward steps (a negative offset: the clock is ahead), when their limit differs
+	 * (ntpd-rs's { forward, backward } form); 0: the limit above applies both ways. */
+	double panic_backward_s;
+	double startup_panic_backward_s;
 	bool has_accumulated_panic; /* accumulated-step-panic-threshold */
 	double accumulated_panic_threshold_s;
 	double max_frequency_ppm; /* clamp of the frequency correction (500) */

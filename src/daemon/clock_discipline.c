@@ -97,11 +97,18 @@ static int set_rate(struct clock_discipline *d, double mono_s, double ppm)
 static enum clock_discipline_action step(struct clock_discipline *d, double offset, double mono_s)
 {
 	double mag = fabs(offset);
+	bool back = offset < 0;
 	if (!d->stepped) {
-		if (d->cfg.has_startup_panic && mag > d->cfg.startup_panic_threshold_s)
+		double limit = back && d->cfg.startup_panic_backward_s > 0
+				       ? d->cfg.startup_panic_backward_s
+				       : d->cfg.startup_panic_threshold_s;
+		if (d->cfg.has_startup_panic && mag > limit)
 			return CLOCK_DISCIPLINE_PANIC;
-	} else if (mag > d->cfg.panic_threshold_s) {
-		return CLOCK_DISCIPLINE_PANIC;
+	} else {
+		double limit = back && d->cfg.panic_backward_s > 0 ? d->cfg.panic_backward_s
+								    : d->cfg.panic_threshold_s;
+		if (mag > limit)
+			return CLOCK_DISCIPLINE_PANIC;
 	}
 	if (d->cfg.has_accumulated_panic &&
 	    d->accumulated_s + mag > d->cfg.accumulated_panic_threshold_s)

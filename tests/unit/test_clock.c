@@ -363,6 +363,29 @@ Test(clock_discipline, startup_threshold_applies_to_the_first_step_only)
 	clock_discipline_free(d);
 }
 
+/* ntpd-rs's shipped { forward = "inf", backward = 86400 }: a clock a year behind may be stepped
+ * forward at start, one a year ahead may not be stepped back. */
+Test(clock_discipline, thresholds_per_direction)
+{
+	struct clock_sim c;
+	clock_sim_init(&c, 0, 0);
+	struct clock_discipline_config cfg = base_cfg;
+	cfg.has_startup_panic = true;
+	cfg.startup_panic_threshold_s = INFINITY;
+	cfg.startup_panic_backward_s = 86400;
+	cfg.panic_threshold_s = 10;
+	cfg.panic_backward_s = 2;
+	struct clock_discipline *d;
+	cr_assert_eq(clock_discipline_new(&d, &cfg, &clock_sim_ops, &c), 0);
+	cr_assert_eq(steer(d, -365 * 86400.0, 1), CLOCK_DISCIPLINE_PANIC, "a year back: refused");
+	cr_assert_eq(c.steps, 0);
+	cr_assert_eq(steer(d, 365 * 86400.0, 2), CLOCK_DISCIPLINE_STEPPED, "a year forward: taken");
+	cr_assert_eq(steer(d, -3, 3), CLOCK_DISCIPLINE_PANIC, "later: 3 s back is past 2");
+	cr_assert_eq(steer(d, 3, 4), CLOCK_DISCIPLINE_STEPPED, "3 s forward is within 10");
+	cr_assert_eq(c.steps, 2);
+	clock_discipline_free(d);
+}
+
 Test(clock_discipline, accumulated_threshold_sums_magnitudes)
 {
 	struct clock_sim c;

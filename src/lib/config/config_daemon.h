@@ -89,8 +89,9 @@ struct config_step_threshold {
 };
 
 /* Step thresholds are in seconds, as in ntpd-rs, which also allows a limit per direction and
- * "inf". The single values are the stricter direction (INFINITY: unlimited), for a time core
- * that applies one limit to both; the per-direction ones are what was configured. */
+ * "inf". The per-direction values are what was configured and what the time core applies; the
+ * single values are the stricter direction (INFINITY: unlimited), for messages and for code
+ * that builds a configuration without directions. */
 struct config_daemon_sync {
 	int local_stratum; /* 16: unsynchronised */
 	bool clock_control;
