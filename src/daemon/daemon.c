@@ -1,6 +1,7 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -244,6 +245,29 @@ static uint64_t ntp_now(void *ud)
 	return ntp_packet_ts_from_timespec(&ts);
 }
 
+static void on_sync_timer(uv_timer_t *t);
+
+/* The discipline's next deadline (the end of a phase correction), if any, on the loop's clock. */
+static void arm_sync_timer(struct daemon *d)
+{
+	if (!d->sync_timer_open || d->stopping)
+		return;
+	double at = sync_next_event(d->sync);
+	if (isinf(at)) {
+		uv_timer_stop(&d->sync_timer);
+		return;
+	}
+	double in_ms = ceil((at - (double)uv_now(d->loop) / 1e3) * 1e3);
+	uv_timer_start(&d->sync_timer, on_sync_timer, in_ms > 0 ? (uint64_t)in_ms : 0, 0);
+}
+
+static void on_sync_timer(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	sync_tick(d->sync, (double)uv_now(d->loop) / 1e3);
+	arm_sync_timer(d);
+}
+
 /* Samples carry the loop's time (uv_now) as their monotonic stamp; selection uses the same. */
 static void on_sample(void *ud, uint32_t id, const struct clock_sample *sample)
 {
@@ -265,6 +289,7 @@ static void on_sample(void *ud, uint32_t id, const struct clock_sample *sample)
 	}
 	if (sync_update(d->sync, cand, names, n, (double)uv_now(d->loop) / 1e3, ntp_now(NULL)))
 		sources_clear_filters(d->sources);
+	arm_sync_timer(d);
 	if (ntp_clock_publish(&d->clock_slot, &d->clock) < 0)
 		log_warn("out of memory: the NTP servers announce the previous clock state");
 }
@@ -609,6 +634,11 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 		if (rc < 0)
 			return rc;
 	}
+	if (d->sync && d->cfg.synchronization.clock_control) {
+		uv_timer_init(d->loop, &d->sync_timer);
+		d->sync_timer.data = d;
+		d->sync_timer_open = true;
+	}
 	return 0;
 }
 
@@ -637,6 +667,10 @@ void daemon_stop(struct daemon *d)
 	if (d->sources) {
 		sources_close(d->sources);
 		d->sources = NULL;
+	}
+	if (d->sync_timer_open) {
+		uv_close((uv_handle_t *)&d->sync_timer, NULL);
+		d->sync_timer_open = false;
 	}
 }
 

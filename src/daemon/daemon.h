@@ -57,6 +57,8 @@ struct daemon {
 	struct ratelimit **ntp_rate;	/* per [[server]]: its rate limiter, shared by the workers */
 	struct sources *sources; /* the [[source]] entries, NULL without any */
 	struct sync *sync;	 /* selection and discipline over the sources */
+	uv_timer_t sync_timer;	 /* ends a phase correction at sync_next_event */
+	bool sync_timer_open;
 	struct ntp_server_clock clock; /* what sync decided; published to the workers */
 	struct slot clock_slot;
 	bool clock_ready;
