@@ -157,16 +157,20 @@ static bool in_region(const struct upstream_snapshot_entry *e, const char *level
 		      { "continent:", GEO_KIND_CONTINENT } };
 	for (size_t i = 0; i < e->n_regions; i++) {
 		const char *name = e->regions[i];
-		bool wrong_kind = false;
-		for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
-			size_t n = strlen(kinds[k].prefix);
-			if (strncasecmp(name, kinds[k].prefix, n) == 0) {
-				name += n;
-				wrong_kind = kinds[k].kind != kind;
-				break;
-			}
+		const char *colon = strchr(name, ':');
+		if (colon) {
+			/* The configuration admits only the three qualifiers. */
+			size_t n = (size_t)(colon - name) + 1;
+			bool same = false;
+			for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+				if (strncasecmp(name, kinds[k].prefix, n) == 0 &&
+				    kinds[k].prefix[n] == '\0')
+					same = kinds[k].kind == kind;
+			if (!same)
+				continue;
+			name = colon + 1;
 		}
-		if (!wrong_kind && strcasecmp(name, level) == 0)
+		if (strcasecmp(name, level) == 0)
 			return true;
 	}
 	return false;
