@@ -12,8 +12,9 @@ build_pkgs=(gcc make autoconf automake libtool pkg-config
 chrony_libs=(libcap2 libedit2 libnettle8 libseccomp2)
 # What haproxy 2.6 links against (scripts/peers.sh unpacks it for the scale-out tests).
 haproxy_libs=(libcrypt1 libssl3 liblua5.3-0 libsystemd0 libpcre2-8-0 libopentracing-c-wrapper0)
+# systemd-analyze checks the units (units.sh), readelf the hardened binaries (hardening.sh).
 test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl clang libclang-rt-14-dev
-	libmaxmind-db-writer-perl
+	libmaxmind-db-writer-perl systemd binutils
 	"${chrony_libs[@]}" "${haproxy_libs[@]}")
 demo_pkgs=(openssl libcjson-dev "${chrony_libs[@]}")
 bench_pkgs=(openssl jq iproute2 util-linux "${chrony_libs[@]}")

@@ -11,7 +11,8 @@
 #include <unistd.h>
 
 int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *),
-		  bool allow_no_clock_control, struct program_opts *out)
+		  bool allow_no_clock_control, const char *default_config,
+		  struct program_opts *out)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
@@ -64,10 +65,12 @@ int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *)
 			return PROGRAM_EXIT_USAGE;
 		}
 	}
-	if (!out->config_path || optind != argc) {
+	if (optind != argc) {
 		usage(stderr);
 		return PROGRAM_EXIT_USAGE;
 	}
+	if (!out->config_path)
+		out->config_path = default_config;
 	if (level) {
 		if (log_level_parse(level, &out->level) < 0) {
 			fprintf(stderr, "%s: unknown log level '%s' (error, warn, info, debug, trace)\n",

@@ -27,10 +27,15 @@ struct program_opts {
 
 /* Parses -c/--config FILE, -l/--log-level LEVEL, -w/--workers N, -h/--help, -V/--version and, when
  * allow_no_clock_control, --no-clock-control. name is the program's name for messages; usage
- * prints the help to the given stream. Returns -1 to go on, or the exit status to return at once
+ * prints the help to the given stream; without -c the configuration is default_config (under
+ * sysconfdir, PROGRAM_CONFIG_DIR). Returns -1 to go on, or the exit status to return at once
  * (0 after --help/--version, PROGRAM_EXIT_USAGE on misuse). */
 int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *),
-		  bool allow_no_clock_control, struct program_opts *out);
+		  bool allow_no_clock_control, const char *default_config,
+		  struct program_opts *out);
+
+/* Where the installed programs look for their configuration without -c. */
+#define PROGRAM_CONFIG_DIR SYSCONFDIR "/ntspool"
 
 /* Descriptors a program keeps for itself beyond its connection limits: the loop, signals, timers,
  * files, DNS, logs. */

@@ -12,12 +12,13 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: ntp-daemon -c FILE [-l LEVEL] [-w N]\n"
+		"Usage: ntp-daemon [-c FILE] [-l LEVEL] [-w N]\n"
 		"\n"
 		"An NTP/NTS daemon: NTP server, NTS-KE server (with NTS pool support) and\n"
 		"a rotating cookie keyset.\n"
 		"\n"
-		"  -c, --config FILE     configuration file (TOML; see ntp.toml(5))\n"
+		"  -c, --config FILE     configuration file (TOML; see ntp.toml(5)); default\n"
+		"                        " PROGRAM_CONFIG_DIR "/ntp.toml\n"
 		"  -l, --log-level LEVEL error, warn, info, debug or trace (overrides the file)\n"
 		"  -w, --workers N       threads serving NTP and NTS-KE (overrides [daemon] workers;\n"
 		"                        default: one per usable CPU)\n"
@@ -48,7 +49,8 @@ static void stop(void *ud)
 int main(int argc, char **argv)
 {
 	struct program_opts o;
-	int rc = program_parse(argc, argv, "ntp-daemon", usage, true, &o);
+	int rc = program_parse(argc, argv, "ntp-daemon", usage, true,
+			       PROGRAM_CONFIG_DIR "/ntp.toml", &o);
 	if (rc >= 0)
 		return rc;
 

@@ -13,13 +13,14 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: nts-pool-ke -c FILE [-l LEVEL] [-w N]\n"
+		"Usage: nts-pool-ke [-c FILE] [-l LEVEL] [-w N]\n"
 		"       nts-pool-ke --derive-token --secret-file FILE --uuid UUID [--randomizer R]\n"
 		"\n"
 		"The NTS pool's key-exchange broker: serves NTS-KE to clients and obtains their\n"
 		"cookies from upstream NTS-KE servers with the pool's certificate.\n"
 		"\n"
-		"  -c, --config FILE     configuration file (TOML; see pool.toml(5))\n"
+		"  -c, --config FILE     configuration file (TOML; see pool.toml(5)); default\n"
+		"                        " PROGRAM_CONFIG_DIR "/pool.toml\n"
 		"  -l, --log-level LEVEL error, warn, info, debug or trace (overrides the file)\n"
 		"  -w, --workers N       threads serving clients (overrides workers in\n"
 		"                        [nts-pool-ke-server]; default: one per usable CPU)\n"
@@ -54,7 +55,8 @@ int main(int argc, char **argv)
 	if (derive_token_wanted(argc, argv))
 		return derive_token_main(argc, argv);
 	struct program_opts o;
-	int rc = program_parse(argc, argv, "nts-pool-ke", usage, false, &o);
+	int rc = program_parse(argc, argv, "nts-pool-ke", usage, false,
+			       PROGRAM_CONFIG_DIR "/pool.toml", &o);
 	if (rc >= 0)
 		return rc;
 
