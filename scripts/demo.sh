@@ -233,6 +233,12 @@ if ((n < 2)); then
 	die "our client got no two distinct servers through the pool in 60 s (log, status above)"
 fi
 echo "   two distinct servers through the pool, authenticated: $(pool_servers | paste -sd ' ' -)"
+# Selection waits for a few samples from every source (doc/timekeeping.md); show it once it has
+# chosen a system peer.
+for ((i = 0; i < 60; i++)); do
+	[[ $(field "$CLIENT_ST" system.synchronised) == true ]] && break
+	sleep 0.5
+done
 echo
 echo "== ntp-ctl status --address 127.0.0.1:$CLIENT_ST"
 if ! "$B/ntp-ctl" status --address "127.0.0.1:$CLIENT_ST" 2>/dev/null; then
