@@ -14,6 +14,8 @@ int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *)
 		  bool allow_no_clock_control, const char *default_config,
 		  struct program_opts *out)
 {
+	/* Under systemd with stderr connected to the journal, lines carry syslog priorities. */
+	log_detect_journal();
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "log-level", required_argument, NULL, 'l' },

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static char *captured;
 static size_t captured_len;
@@ -108,4 +110,62 @@ Test(log, ratelimit)
 	for (int i = 0; i < 10; i++)
 		allowed += log_ratelimit_allow(&rl, 100000);
 	cr_assert_eq(allowed, 3, "a long pause refills no more than the burst");
+}
+
+Test(log, journal_stream_values)
+{
+	cr_assert(log_journal_stream_matches("2049:1234", 2049, 1234));
+	cr_assert_not(log_journal_stream_matches("2049:1235", 2049, 1234), "another inode");
+	cr_assert_not(log_journal_stream_matches("2048:1234", 2049, 1234), "another device");
+	cr_assert_not(log_journal_stream_matches(NULL, 2049, 1234));
+	cr_assert_not(log_journal_stream_matches("", 0, 0));
+	cr_assert_not(log_journal_stream_matches(":", 0, 0));
+	cr_assert_not(log_journal_stream_matches("2049:", 2049, 0));
+	cr_assert_not(log_journal_stream_matches(":1234", 0, 1234));
+	cr_assert_not(log_journal_stream_matches("2049:1234x", 2049, 1234), "trailing garbage");
+	cr_assert_not(log_journal_stream_matches(" 2049:1234", 2049, 1234), "leading blank");
+	cr_assert_not(log_journal_stream_matches("-1:1234", ~0ULL, 1234), "no sign");
+	cr_assert_not(log_journal_stream_matches("2049:1234:5", 2049, 1234));
+	cr_assert_not(log_journal_stream_matches("99999999999999999999:1", 0, 1), "overflow");
+	cr_assert(log_journal_stream_matches("18446744073709551615:0", ~0ULL, 0));
+}
+
+Test(log, journal_detection_compares_stderr)
+{
+	struct stat st;
+	cr_assert_eq(fstat(STDERR_FILENO, &st), 0);
+	char env[64];
+	snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino);
+	cr_assert_eq(setenv("JOURNAL_STREAM", env, 1), 0);
+	cr_assert(log_detect_journal(), "JOURNAL_STREAM names stderr");
+	cr_assert(log_get_journal());
+	snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+		 (unsigned long long)st.st_ino + 1);
+	cr_assert_eq(setenv("JOURNAL_STREAM", env, 1), 0);
+	cr_assert_not(log_detect_journal(), "a stream inherited from elsewhere is not ours");
+	cr_assert_eq(unsetenv("JOURNAL_STREAM"), 0);
+	cr_assert_not(log_detect_journal());
+}
+
+Test(log, journal_lines_carry_priorities)
+{
+	start_capture();
+	log_set_level(LOG_LEVEL_TRACE);
+	log_set_journal(true);
+	log_error("e%d", 1);
+	log_warn("w%d", 2);
+	log_info("i%d", 3);
+	log_debug("d%d", 4);
+	log_trace("t%d", 5);
+	log_set_journal(false);
+	log_info("plain");
+	stop_capture();
+	const char *expect = "<3>error e1\n<4>warn  w2\n<6>info  i3\n<7>debug d4\n<7>trace t5\n";
+	cr_assert_eq(strncmp(captured, expect, strlen(expect)), 0, "got: %s", captured);
+	const char *plain = captured + strlen(expect);
+	cr_assert_neq(plain[0], '<', "journal mode off: no prefix");
+	cr_assert_eq(plain[10], 'T', "and the timestamp back");
+	cr_assert_not_null(strstr(plain, "info  plain\n"));
+	free(captured);
 }

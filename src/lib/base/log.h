@@ -25,6 +25,19 @@ const char *log_level_name(enum log_level level);
 /* Redirects output (tests capture it); NULL restores stderr. The stream is borrowed. */
 void log_set_stream(FILE *stream);
 
+/* Journal mode: each line starts with its syslog priority ("<3>" error, "<4>" warn, "<6>" info,
+ * "<7>" debug and trace) and carries no timestamp, as the journal stamps lines itself. */
+void log_set_journal(bool on);
+bool log_get_journal(void);
+
+/* True if `env` (the value of JOURNAL_STREAM, "DEVICE:INODE" in decimal, sd-daemon(3)) names
+ * exactly the file with this device and inode. NULL, empty or malformed values are false. */
+bool log_journal_stream_matches(const char *env, unsigned long long dev, unsigned long long ino);
+
+/* Turns journal mode on if JOURNAL_STREAM names the file behind stderr, off otherwise. Returns
+ * the mode chosen. Called once at start, before any thread. */
+bool log_detect_journal(void);
+
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
