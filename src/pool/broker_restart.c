@@ -14,6 +14,11 @@ static void say(const char *key)
 	log_warn("reload: '%s' changed; it takes a restart (the running value stays)", key);
 }
 
+static bool text_differs(const char *a, const char *b)
+{
+	return (a == NULL) != (b == NULL) || (a && strcmp(a, b) != 0);
+}
+
 static bool listens_differ(const struct config_listen *a, size_t na,
 			   const struct config_listen *b, size_t nb)
 {
@@ -83,6 +88,7 @@ void broker_warn_restart_keys(const struct config_pool *run, const struct config
 		{ "max-upstream-attempts", run->max_upstream_attempts != next->max_upstream_attempts },
 		{ "pool-record-numbers", run->pool_record_numbers != next->pool_record_numbers },
 		{ "workers", run->workers != next->workers },
+		{ "user", text_differs(run->user, next->user) },
 		{ "allow-world-readable-private-key",
 		  run->allow_world_readable_private_key != next->allow_world_readable_private_key },
 		{ "log-level", run->observability.log_level != next->observability.log_level },

@@ -122,6 +122,7 @@ Test(config, pool_minimal_has_documented_defaults)
 	cr_assert_eq(c.upstream_max_age_s, 600);
 	cr_assert_eq(c.fixed_key_failure_streak, 3);
 	cr_assert_eq(c.workers, 0, "absent: one worker per usable CPU");
+	cr_assert_null(c.user, "absent: the default account");
 	cr_assert_eq(c.upstream_connections, 4);
 	cr_assert_eq(c.key_exchange_server_count, 1);
 	cr_assert_str_eq(c.key_exchange_servers[0].addr.host, "a.test");
@@ -162,6 +163,7 @@ Test(config, pool_every_option_read_back)
 				"]\n"
 				"upstream-max-age-s = 120\n"
 				"workers = 3\n"
+				"user = \"ntp-pool\"\n"
 				"fixed-key-failure-streak = 0\n"
 				"allow-world-readable-private-key = false\n"
 				"[observability]\n"
@@ -192,6 +194,7 @@ Test(config, pool_every_option_read_back)
 	cr_assert_eq(c.upstream_idle_s, 10);
 	cr_assert_eq(c.upstream_max_age_s, 120);
 	cr_assert_eq(c.workers, 3);
+	cr_assert_str_eq(c.user, "ntp-pool");
 	cr_assert_eq(c.fixed_key_failure_streak, 0, "0 turns it off");
 	cr_assert_not(c.allow_world_readable_private_key);
 	cr_assert_eq(c.upstream_connections, 2);
@@ -576,7 +579,8 @@ Test(config, daemon_every_option_read_back)
 		"startup-step-panic-threshold = 86400\n"
 		"accumulated-step-panic-threshold = 1800.5\n"
 		"[daemon]\n"
-		"workers = 4\n");
+		"workers = 4\n"
+		"user = \"nobody\"\n");
 	struct config_daemon c;
 	char err[512];
 	cr_assert_eq(config_daemon_load(path, &c, err, sizeof(err)), 0, "%s", err);
@@ -590,6 +594,7 @@ Test(config, daemon_every_option_read_back)
 	cr_assert_eq(s[0].poll_interval_min, 0);
 	cr_assert_eq(s[0].poll_interval_max, 17);
 	cr_assert_eq(s[0].line, 1);
+	cr_assert_str_eq(c.user, "nobody");
 	cr_assert_eq(s[1].mode, CONFIG_DAEMON_SOURCE_SERVER);
 	cr_assert_str_eq(s[1].address.host, "2001:db8::1");
 	cr_assert_eq(s[1].address.is_ip, true);
@@ -1134,7 +1139,9 @@ Test(config, daemon_keyset_sync_observability_errors)
 	daemon_error(SERVER_SOURCE "[daemon]\nworkers = 0\n", 5,
 		     "'workers' in [daemon] must be between 1 and 256 (got 0)", NULL);
 	daemon_error(SERVER_SOURCE "[daemon]\nthreads = 2\n", 5,
-		     "unknown key 'threads' in [daemon]; valid keys: workers", NULL);
+		     "unknown key 'threads' in [daemon]; valid keys: workers, user", NULL);
+	daemon_error(SERVER_SOURCE "[daemon]\nuser = \"\"\n", 5,
+		     "'user' in [daemon] must not be empty", NULL);
 }
 
 Test(config, strings_with_nul_are_rejected)

@@ -20,6 +20,10 @@
 /* The most workers (threads serving clients) either program runs. */
 #define CONFIG_WORKERS_MAX 256
 
+/* The account either program runs as when started as root and `user` is not configured; the
+ * install creates it (systemd-sysusers). */
+#define CONFIG_DEFAULT_USER "ntspool"
+
 /* A listening address: an IP literal and a port, resolved without DNS. */
 
 struct config_listen {

@@ -612,7 +612,7 @@ static int read_sync(struct config_ctx *ctx, const struct toml_value *root,
 static int read_daemon(struct config_ctx *ctx, const struct toml_value *root,
 		       struct config_daemon *cfg)
 {
-	static const char *const keys[] = { "workers", NULL };
+	static const char *const keys[] = { "workers", "user", NULL };
 	static const char w[] = "[daemon]";
 	const struct toml_value *t;
 	int r = config_get_table(ctx, root, "daemon", &t);
@@ -622,8 +622,10 @@ static int read_daemon(struct config_ctx *ctx, const struct toml_value *root,
 	config_keep(&acc, config_check_keys(ctx, t, w, keys));
 	config_keep(&acc,
 		    config_get_u32(ctx, t, "workers", w, 1, CONFIG_WORKERS_MAX, &cfg->workers));
+	config_keep(&acc, config_get_string(ctx, t, "user", w, false, &cfg->user));
 	if (acc < 0)
 		return acc;
+	cfg->user_line = config_key_line(t, "user");
 	return 0;
 }
 
@@ -764,5 +766,6 @@ void config_daemon_free(struct config_daemon *cfg)
 		nts_ke_server_free(&cfg->nts_ke_servers[i]);
 	free(cfg->nts_ke_servers);
 	free(cfg->keyset.key_storage_path);
+	free(cfg->user);
 	memset(cfg, 0, sizeof(*cfg));
 }

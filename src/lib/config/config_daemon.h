@@ -117,6 +117,9 @@ struct config_daemon {
 	struct config_daemon_sync synchronization;
 	uint32_t workers; /* [daemon] workers: threads serving [[server]] and [[nts-ke-server]];
 			   * 0 (absent): one per usable CPU */
+	char *user;	  /* [daemon] user: the account to run as once started as root; NULL
+			   * (absent): CONFIG_DEFAULT_USER */
+	int user_line;	  /* where it was configured (the table's line when absent) */
 };
 
 /* Reads and checks the file at path (borrowed) into *cfg, which owns everything it points to

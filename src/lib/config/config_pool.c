@@ -215,6 +215,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 		"upstream-connections",
 		"key-exchange-servers",
 		"workers",
+		"user",
 		"fixed-key-failure-streak",
 		"allow-world-readable-private-key",
 		"proxy-protocol",
@@ -249,6 +250,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 	    (r = config_get_u32(ctx, t, "max-upstream-attempts", w, 1, 16,
 				&cfg->max_upstream_attempts)) < 0 ||
 	    (r = config_get_u32(ctx, t, "workers", w, 1, CONFIG_WORKERS_MAX, &cfg->workers)) < 0 ||
+	    (r = config_get_string(ctx, t, "user", w, false, &cfg->user)) < 0 ||
 	    (r = config_get_u32(ctx, t, "fixed-key-failure-streak", w, 0, 100,
 				&cfg->fixed_key_failure_streak)) < 0 ||
 	    (r = config_get_bool(ctx, t, "allow-world-readable-private-key", w,
@@ -280,6 +282,7 @@ static int read_server(struct config_ctx *ctx, const struct toml_value *t,
 	    (r = config_get_rate_limit(ctx, t, w, &cfg->rate_limit)) < 0)
 		return r;
 	cfg->certificate_chain_path_line = config_key_line(t, "certificate-chain-path");
+	cfg->user_line = config_key_line(t, "user");
 	cfg->private_key_path_line = config_key_line(t, "private-key-path");
 	cfg->certificate_authority_path_line = config_key_line(t, "certificate-authority-path");
 	cfg->geoip_database_path_line = config_key_line(t, "geoip-database-path");
@@ -420,6 +423,7 @@ int config_pool_load(const char *path, struct config_pool *cfg, char *err, size_
 void config_pool_free(struct config_pool *cfg)
 {
 	free(cfg->listen);
+	free(cfg->user);
 	free(cfg->certificate_chain_path);
 	free(cfg->private_key_path);
 	free(cfg->certificate_authority_path);

@@ -51,6 +51,9 @@ struct config_pool {
 	uint32_t max_connections_per_address; /* per IPv4 /32 or IPv6 /64; 0: no limit */
 	uint32_t max_upstream_attempts;
 	uint32_t workers; /* threads serving clients; 0 (absent): one per usable CPU */
+	char *user;	  /* the account to run as once started as root; NULL (absent):
+			   * CONFIG_DEFAULT_USER */
+	int user_line;	  /* where it was configured (the table's line when absent) */
 	bool allow_world_readable_private_key; /* the key readable by all: a warning, no error */
 	uint32_t fixed_key_failure_streak; /* failed sessions in a row that make an upstream
 					    * unhealthy until a deep check passes; 0: off */
