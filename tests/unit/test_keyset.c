@@ -1020,6 +1020,30 @@ Test(keyset_file, loader_refuses_other_owners)
 	cr_assert_not_null(strstr(err, "run chown"), "%s", err);
 }
 
+/* Before a drop the daemon checks the file for the account it will run as: a file of ours is
+ * then another owner's, and the fix names that account's uid. */
+Test(keyset_file, loader_checks_the_owner_it_is_given)
+{
+	struct tmp t = tmp_new();
+	size_t len;
+	uint8_t *buf = image(0, 0, 1, KEYSET_KEY_LEN, &len);
+	write_file(t.path, buf, len, 0600);
+	uid_t other = geteuid() == 65534 ? 65533 : 65534;
+	struct keyset *ks = NULL;
+	char err[512] = "";
+	cr_assert_eq(keyset_load_owned(t.path, other, &ks, err, sizeof err), -EPERM, "%s", err);
+	cr_assert_null(ks);
+	char want[128];
+	snprintf(want, sizeof want, "not by uid %ju this program runs as; run chown %ju ",
+		 (uintmax_t)other, (uintmax_t)other);
+	cr_assert_not_null(strstr(err, want), "message \"%s\" lacks \"%s\"", err, want);
+	cr_assert_eq(keyset_load_owned(t.path, geteuid(), &ks, err, sizeof err),
+		     KEYSET_FILE_OLD_FORMAT, "%s", err);
+	keyset_unref(ks);
+	free(buf);
+	tmp_free(&t);
+}
+
 Test(keyset_file, loader_refuses_directories)
 {
 	struct tmp t = tmp_new();

@@ -598,6 +598,12 @@ int keyset_parse(const uint8_t *buf, size_t len, const char *name, struct keyset
 
 int keyset_load(const char *path, struct keyset **out, char *err, size_t errlen)
 {
+	return keyset_load_owned(path, geteuid(), out, err, errlen);
+}
+
+int keyset_load_owned(const char *path, uid_t owner, struct keyset **out, char *err,
+		      size_t errlen)
+{
 	int rc;
 	uint8_t *buf = NULL;
 	size_t len = 0;
@@ -624,13 +630,12 @@ int keyset_load(const char *path, struct keyset **out, char *err, size_t errlen)
 	}
 	/* Whoever owns the file can change its mode and contents, so the mode check below is
 	 * worth something only when the owner is us. */
-	if (st.st_uid != geteuid()) {
+	if (st.st_uid != owner) {
 		rc = -EPERM;
 		set_err(err, errlen,
 			"%s: owned by uid %ju, not by uid %ju this program runs as; "
 			"run chown %ju %s",
-			path, (uintmax_t)st.st_uid, (uintmax_t)geteuid(), (uintmax_t)geteuid(),
-			path);
+			path, (uintmax_t)st.st_uid, (uintmax_t)owner, (uintmax_t)owner, path);
 		goto fail;
 	}
 	if (st.st_mode & (S_IRWXG | S_IRWXO)) {

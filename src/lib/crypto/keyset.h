@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #define KEYSET_KEY_LEN 64
 #define KEYSET_NONCE_LEN 16
@@ -152,6 +153,11 @@ int keyset_parse(const uint8_t *buf, size_t len, const char *name, struct keyset
  * in the message; one that grants any group/other permission is refused (-EPERM) with the chmod
  * fix; -EINVAL for something other than a regular file. err as for keyset_store. */
 int keyset_load(const char *path, struct keyset **out, char *err, size_t errlen);
+
+/* keyset_load for a file that must be owned by owner: the uid a process about to drop its
+ * privileges will run as, checked before the drop. */
+int keyset_load_owned(const char *path, uid_t owner, struct keyset **out, char *err,
+		      size_t errlen);
 
 /* Called for each removed temporary: dir and name (borrowed for the call), age in seconds. */
 typedef void keyset_removed_fn(void *arg, const char *dir, const char *name, uint64_t age_s);
