@@ -1,0 +1,50 @@
+/* The clock helper: a process of its own that holds CAP_SYS_TIME and nothing else, forked before
+ * the network process drops its privileges, so that the process that parses network input cannot
+ * adjust the clock except through the requests clock_request.h allows (the OpenNTPD design).
+ *
+ * The network process talks to it over a SOCK_SEQPACKET socketpair through clock_helper_ops, a
+ * clock backend like the kernel's: one request, one reply, synchronously (a helper answers in
+ * microseconds). A helper that stops answering is reported once and the clock is left alone from
+ * then on. */
+#ifndef NTSPOOL_CLOCK_HELPER_H
+#define NTSPOOL_CLOCK_HELPER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "clock.h"
+#include "privdrop.h"
+
+struct clock_helper {
+	pid_t pid; /* 0: none */
+	int fd;	   /* the network process's end; -1: none (not started, or gone) */
+};
+
+/* How long the network process waits for a reply before it gives the helper up. */
+#define CLOCK_HELPER_TIMEOUT_MS 1000
+
+void clock_helper_init(struct clock_helper *h);
+
+/* Forks the helper, which drops to p's account keeping only the capabilities in keep
+ * (PRIVDROP_CAP masks) and serves requests with ops/ud until its socket closes. Call while the
+ * process has one thread. Returns once the helper said it runs: 0, or negative errno with err
+ * written (the helper that failed is reaped). */
+int clock_helper_spawn(struct clock_helper *h, const struct privdrop *p, uint64_t keep,
+		       const struct clock_backend_ops *ops, void *ud, char *err, size_t errlen);
+
+/* The helper's loop on fd: each request is checked (clock_request_decode), carried out on
+ * ops/ud if valid, and answered. Returns 0 when the other end closes, negative errno on a socket
+ * failure. */
+int clock_helper_serve(int fd, const struct clock_backend_ops *ops, void *ud);
+
+/* One request and its reply: the helper's result, or -EPIPE once the helper is gone. */
+int clock_helper_call(struct clock_helper *h, uint32_t op, double value);
+
+/* A clock backend over the helper (ud: the struct clock_helper). */
+extern const struct clock_backend_ops clock_helper_ops;
+
+/* Closes the socket, which ends the helper, and waits for it. */
+void clock_helper_close(struct clock_helper *h);
+
+#endif
