@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/capability.h>
 
 #include "ke_listener.h"
 #include "net.h"
@@ -418,15 +419,16 @@ static int check_key_dir(const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-/* The key file as keyset_task_load will find it, read only: a file it would refuse, or a
- * missing one it could not create, is a configuration error found before anything is written. */
+/* The key file as keyset_task_load will find it, read only: a file it would refuse (checked for
+ * the account the daemon is about to run as), or a missing one it could not create, is a
+ * configuration error found before anything is written. */
 static int check_keyset(const struct daemon *d, char *err, size_t errlen)
 {
 	const struct config_daemon_keyset *k = &d->cfg.keyset;
 	if (!k->key_storage_path)
 		return 0;
 	struct keyset *ks;
-	int rc = keyset_load(k->key_storage_path, &ks, err, errlen);
+	int rc = keyset_load_owned(k->key_storage_path, privdrop_uid(&d->priv), &ks, err, errlen);
 	if (rc >= 0) {
 		keyset_unref(ks);
 		return 0;
@@ -469,6 +471,7 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 		   struct config_daemon *cfg, unsigned workers, char *err, size_t errlen)
 {
 	memset(d, 0, sizeof *d);
+	clock_helper_init(&d->helper);
 	d->loop = loop;
 	d->cfg = *cfg;
 	memset(cfg, 0, sizeof *cfg);
@@ -520,13 +523,27 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 			return rc;
 		d->n_ke++;
 	}
+	if ((rc = privdrop_plan(&d->priv, d->cfg.user, d->config_path, d->cfg.user_line,
+				"[daemon]", err, errlen)) < 0)
+		return rc;
 	if ((rc = check_source_cas(d, err, errlen)) < 0 || (rc = check_keyset(d, err, errlen)) < 0)
 		return rc;
 	if (d->cfg.source_count > 0) {
 		/* Without clock control the offsets are measured and reported, never applied. */
 		bool control = d->cfg.synchronization.clock_control;
+		if (control && !privdrop_have(CAP_SYS_TIME)) {
+			snprintf(err, errlen,
+				 "%s: [synchronization] clock-control is on, but this process may not "
+				 "adjust the clock (it lacks CAP_SYS_TIME): start it as root, grant the "
+				 "capability (AmbientCapabilities=CAP_SYS_TIME, as ntp-daemon.service "
+				 "does), or set clock-control = false (or --no-clock-control) to only "
+				 "measure",
+				 d->config_path);
+			return -EPERM;
+		}
+		/* The clock is adjusted only by the helper daemon_start forks. */
 		rc = sync_new(&d->sync, &d->cfg.synchronization, &d->clock,
-			      control ? &clock_kernel_ops : NULL, NULL);
+			      control ? &clock_helper_ops : NULL, &d->helper);
 		if (rc < 0)
 			return rc;
 		if (!control)
@@ -581,10 +598,18 @@ static void apply_caps(struct daemon *d)
 	}
 }
 
+/* The process model (doc/deploy.md): while the process is one thread and still privileged, the
+ * clock helper is forked, every socket bound and the status endpoints opened; then the process
+ * drops to its account with no capability left, before it reads a byte from the network, writes
+ * the key file or starts a thread. */
 int daemon_start(struct daemon *d, char *err, size_t errlen)
 {
 	int rc;
 	d->started_ms = uv_now(d->loop);
+	bool control = d->sync && d->cfg.synchronization.clock_control;
+	if (control && (rc = clock_helper_spawn(&d->helper, &d->priv, PRIVDROP_CAP(CAP_SYS_TIME),
+						&clock_kernel_ops, NULL, err, errlen)) < 0)
+		return rc;
 	if ((rc = bind_sockets(d, err, errlen)) < 0)
 		return rc;
 	struct status_endpoint_failure failed;
@@ -595,6 +620,15 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 							    failed.key, "[observability]", err,
 							    errlen)
 				     : rc;
+	if ((rc = privdrop_apply(&d->priv, 0, err, errlen)) < 0)
+		return rc;
+	char who[128];
+	privdrop_describe(who, sizeof who);
+	if (control)
+		log_info("running as %s; the clock helper (pid %ld) alone may adjust the clock", who,
+			 (long)d->helper.pid);
+	else
+		log_info("running as %s", who);
 	/* Every socket is bound: only now may the key file be created. */
 	if ((rc = keyset_task_load(&d->keys, &d->cfg.keyset, err, errlen)) < 0)
 		return d->cfg.keyset.key_storage_path
@@ -708,6 +742,7 @@ void daemon_free(struct daemon *d)
 	free(d->ke);
 	free(d->ke_caps);
 	keyset_task_deinit(&d->keys);
+	clock_helper_close(&d->helper);
 	if (d->clock_ready)
 		slot_destroy(&d->clock_slot);
 	sync_free(d->sync);

@@ -9,9 +9,11 @@
 
 #include <uv.h>
 
+#include "clock_helper.h"
 #include "config_daemon.h"
 #include "keyset_task.h"
 #include "ntp_server.h"
+#include "privdrop.h"
 #include "slot.h"
 #include "status.h"
 
@@ -57,6 +59,8 @@ struct daemon {
 	struct ratelimit **ntp_rate;	/* per [[server]]: its rate limiter, shared by the workers */
 	struct sources *sources; /* the [[source]] entries, NULL without any */
 	struct sync *sync;	 /* selection and discipline over the sources */
+	struct privdrop priv;	 /* the account and the drop, decided by daemon_prepare */
+	struct clock_helper helper; /* holds CAP_SYS_TIME under clock control, else unused */
 	uv_timer_t sync_timer;	 /* ends a phase correction at sync_next_event */
 	bool sync_timer_open;
 	struct ntp_server_clock clock; /* what sync decided; published to the workers */

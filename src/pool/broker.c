@@ -283,8 +283,12 @@ int broker_prepare(struct broker **out, uv_loop_t *loop, const char *config_path
 		return -ENOMEM;
 	apply_limits(b);
 
+	int rc = privdrop_plan(&b->priv, b->cfg.user, b->config_path, b->cfg.user_line, server_where,
+			       err, errlen);
+	if (rc < 0)
+		return rc;
 	struct tls_creds *server, *client;
-	int rc = load_creds(&b->cfg, b->config_path, &server, &client, err, errlen);
+	rc = load_creds(&b->cfg, b->config_path, &server, &client, err, errlen);
 	if (rc < 0)
 		return rc;
 	tls_creds_slot_init(&b->server_creds, server);
@@ -351,6 +355,9 @@ static int start_main_handles(struct broker *b)
 	return 0;
 }
 
+/* The process model (doc/deploy.md): the listeners and the status endpoints are bound while the
+ * process is one thread and still privileged; then it drops to its account with no capability
+ * left, before it connects to an upstream, reads a byte from a client or starts a thread. */
 int broker_start(struct broker *b, char *err, size_t errlen)
 {
 	b->started_ms = uv_now(b->loop);
@@ -373,6 +380,28 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return rc;
 	}
+	unsigned n = b->n_workers;
+	for (size_t l = 0; l < b->n_listen; l++) {
+		rc = net_bind_group((const struct sockaddr *)&b->cfg.listen[l].addr, SOCK_STREAM, n,
+				    &b->listen_fds[l * n], err, errlen);
+		if (rc < 0)
+			return program_listen_error(rc, b->config_path, &b->cfg.listen[l], "listen",
+						    server_where, err, errlen);
+	}
+	struct status_endpoint_failure failed;
+	rc = status_endpoints_open(&b->status, b->loop, &b->cfg.observability, b->config_path,
+				   "[observability]", &broker_status_provider, b, &failed, err,
+				   errlen);
+	if (rc < 0)
+		return failed.listen ? program_listen_error(rc, b->config_path, failed.listen,
+							    failed.key, "[observability]", err,
+							    errlen)
+				     : rc;
+	if ((rc = privdrop_apply(&b->priv, 0, err, errlen)) < 0)
+		return rc;
+	char who[128];
+	privdrop_describe(who, sizeof who);
+	log_info("running as %s", who);
 	struct tls_creds *client = slot_acquire(&b->client_creds);
 	rc = upstream_io_new(&b->io, b->loop, client, b->registry, &b->io_cfg);
 	tls_creds_unref(client);
@@ -382,20 +411,12 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 	}
 	/* Each worker may hold upstream-connections per upstream, the control plane one more for
 	 * its probe, and every deep check a UDP socket. */
-	unsigned n = b->n_workers;
 	unsigned fixed = PROGRAM_FD_RESERVE +
 			 (unsigned)b->cfg.key_exchange_server_count *
 				 (b->cfg.upstream_connections * n + 2) +
 			 status_endpoints_max_fds(&b->cfg.observability);
 	b->max_conns = program_conn_cap("max-connections", b->cfg.max_connections,
 					(unsigned)b->n_listen, n, fixed);
-	for (size_t l = 0; l < b->n_listen; l++) {
-		rc = net_bind_group((const struct sockaddr *)&b->cfg.listen[l].addr, SOCK_STREAM, n,
-				    &b->listen_fds[l * n], err, errlen);
-		if (rc < 0)
-			return program_listen_error(rc, b->config_path, &b->cfg.listen[l], "listen",
-						    server_where, err, errlen);
-	}
 	void **uds = calloc(n, sizeof *uds);
 	if (!uds) {
 		snprintf(err, errlen, "out of memory");
@@ -410,15 +431,6 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 	for (size_t l = 0; l < b->n_listen; l++)
 		log_info("nts-ke (pool) listening on %s", b->cfg.listen[l].text);
 	log_info("%u worker%s serving", n, n == 1 ? "" : "s");
-	struct status_endpoint_failure failed;
-	rc = status_endpoints_open(&b->status, b->loop, &b->cfg.observability, b->config_path,
-				   "[observability]", &broker_status_provider, b, &failed, err,
-				   errlen);
-	if (rc < 0)
-		return failed.listen ? program_listen_error(rc, b->config_path, failed.listen,
-							    failed.key, "[observability]", err,
-							    errlen)
-				     : rc;
 	log_info("%zu upstream(s) configured; probing", upstream_count(b->registry));
 	return 0;
 }

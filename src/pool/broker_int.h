@@ -21,6 +21,7 @@
 #include "ke_msg.h"
 #include "log.h"
 #include "net.h"
+#include "privdrop.h"
 #include "slot.h"
 #include "status.h"
 #include "upstream.h"
@@ -147,6 +148,7 @@ struct broker {
 	struct broker_worker *bw;
 	struct workers *workers;
 	struct status_endpoints status; /* every endpoint of [observability] */
+	struct privdrop priv; /* the account and the drop, decided by broker_prepare */
 	uint64_t started_ms;
 	bool stopping;
 };
