@@ -6,15 +6,16 @@
 # Usage: scripts/deps.sh [build|test|demo|bench]   (each includes build)
 set -euo pipefail
 
-build_pkgs=(gcc make autoconf automake libtool pkg-config
+build_pkgs=(gcc make autoconf automake libtool pkg-config libsystemd-dev
 	libgnutls28-dev libuv1-dev libjansson-dev libhttp-parser-dev libmaxminddb-dev)
 # What chronyd 4.3 links against (libgnutls30 comes with libgnutls28-dev).
 chrony_libs=(libcap2 libedit2 libnettle8 libseccomp2)
 # What haproxy 2.6 links against (scripts/peers.sh unpacks it for the scale-out tests).
 haproxy_libs=(libcrypt1 libssl3 liblua5.3-0 libsystemd0 libpcre2-8-0 libopentracing-c-wrapper0)
-# systemd-analyze checks the units (units.sh), readelf the hardened binaries (hardening.sh).
+# systemd-analyze checks the units (units.sh), readelf the hardened binaries (hardening.sh),
+# setpriv and unshare start the daemons without privileges (privsep.sh).
 test_pkgs=(libcriterion-dev libcjson-dev gnutls-bin openssl clang libclang-rt-14-dev
-	libmaxmind-db-writer-perl systemd binutils
+	libmaxmind-db-writer-perl systemd binutils util-linux
 	"${chrony_libs[@]}" "${haproxy_libs[@]}")
 demo_pkgs=(openssl libcjson-dev "${chrony_libs[@]}")
 bench_pkgs=(openssl jq iproute2 util-linux "${chrony_libs[@]}")

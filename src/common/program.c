@@ -10,6 +10,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "notify.h"
+
 int program_parse(int argc, char **argv, const char *name, void (*usage)(FILE *),
 		  bool allow_no_clock_control, const char *default_config,
 		  struct program_opts *out)
@@ -205,10 +207,13 @@ static void on_signal(uv_signal_t *h, int signum)
 {
 	struct signals *s = h->data;
 	if (signum == SIGHUP) {
+		notify_reloading();
 		s->hooks->reload(s->hooks->ud);
+		notify_ready();
 		return;
 	}
 	log_info("received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	notify_stopping();
 	s->hooks->stop(s->hooks->ud);
 	close_signals(s);
 }
@@ -243,11 +248,13 @@ int program_run(uv_loop_t *loop, const char *name, const struct program_hooks *h
 		rc = hooks->start(hooks->ud, err, sizeof err);
 	if (rc < 0) {
 		log_error("%s", err);
+		notify_failed(err, rc);
 		close_signals(&sig);
 		hooks->stop(hooks->ud);
 		status = PROGRAM_EXIT_FAILURE;
 	} else {
 		log_info("%s %s running", name, PACKAGE_VERSION);
+		notify_ready();
 	}
 	uv_run(loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(loop) != 0)

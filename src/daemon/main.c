@@ -6,6 +6,7 @@
 #include "config_daemon.h"
 #include "daemon.h"
 #include "log.h"
+#include "notify.h"
 #include "program.h"
 #include "workers.h"
 
@@ -56,8 +57,9 @@ int main(int argc, char **argv)
 
 	char err[1024];
 	struct config_daemon cfg;
-	if (config_daemon_load(o.config_path, &cfg, err, sizeof err) < 0) {
+	if ((rc = config_daemon_load(o.config_path, &cfg, err, sizeof err)) < 0) {
 		fprintf(stderr, "%s\n", err);
+		notify_failed(err, rc);
 		return PROGRAM_EXIT_CONFIG;
 	}
 	log_set_level(o.has_level ? o.level : cfg.observability.log_level);
@@ -69,8 +71,9 @@ int main(int argc, char **argv)
 	unsigned workers = o.workers   ? o.workers
 			   : cfg.workers ? cfg.workers
 					 : workers_default_count();
-	if (daemon_prepare(&d, loop, o.config_path, &cfg, workers, err, sizeof err) < 0) {
+	if ((rc = daemon_prepare(&d, loop, o.config_path, &cfg, workers, err, sizeof err)) < 0) {
 		log_error("%s", err);
+		notify_failed(err, rc);
 		daemon_free(&d);
 		return PROGRAM_EXIT_CONFIG;
 	}

@@ -7,6 +7,7 @@
 #include "config_pool.h"
 #include "derive_token.h"
 #include "log.h"
+#include "notify.h"
 #include "program.h"
 #include "workers.h"
 
@@ -62,8 +63,9 @@ int main(int argc, char **argv)
 
 	char err[1024];
 	struct config_pool cfg;
-	if (config_pool_load(o.config_path, &cfg, err, sizeof err) < 0) {
+	if ((rc = config_pool_load(o.config_path, &cfg, err, sizeof err)) < 0) {
 		fprintf(stderr, "%s\n", err);
+		notify_failed(err, rc);
 		return PROGRAM_EXIT_CONFIG;
 	}
 	log_set_level(o.has_level ? o.level : cfg.observability.log_level);
@@ -73,8 +75,9 @@ int main(int argc, char **argv)
 	unsigned workers = o.workers   ? o.workers
 			   : cfg.workers ? cfg.workers
 					 : workers_default_count();
-	if (broker_prepare(&b, loop, o.config_path, &cfg, workers, err, sizeof err) < 0) {
+	if ((rc = broker_prepare(&b, loop, o.config_path, &cfg, workers, err, sizeof err)) < 0) {
 		log_error("%s", err);
+		notify_failed(err, rc);
 		broker_free(b);
 		config_pool_free(&cfg);
 		return PROGRAM_EXIT_CONFIG;

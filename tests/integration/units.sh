@@ -1,13 +1,13 @@
 #!/bin/sh
 # make install (into a staging root, DESTDIR) installs the programs, hardened systemd units for
 # both daemons, the sysusers.d file that creates their account, the example configurations and
-# the manual pages; systemd-analyze verify passes on both units (pointed at this build's
-# programs, since verify checks that ExecStart exists), and fails on a unit whose program does
-# not exist, so its silence means something.
+# the manual pages; the units' Type= matches the build's readiness; systemd-analyze verify
+# passes on both units (pointed at this build's programs, since verify checks that ExecStart
+# exists), and fails on a unit whose program does not exist, so its silence means something.
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init units
-plan 16
+plan 17
 
 command -v systemd-analyze >/dev/null || bail_out "systemd-analyze (package systemd) is missing"
 R="$T/root"
@@ -50,6 +50,15 @@ for key in User=ntspool NoNewPrivileges=yes ProtectSystem=strict CapabilityBound
 	grep -q "^$key" "$p_unit" || missing="$missing nts-pool-ke:$key"
 done
 expect "units: the hardening the deployment documents" "$missing" "" "$(cat "$d_unit")"
+# Type=notify only where the programs send READY=1 (notify.sh), else systemd would wait for it.
+if grep -q '^#define HAVE_LIBSYSTEMD 1' "$TOP_BUILDDIR/autoconfig.h"; then
+	want_type=notify
+else
+	want_type=simple
+fi
+expect "units: Type=$want_type, as this build tells systemd of its readiness, from the main process" \
+	"$(grep -h '^Type=\|^NotifyAccess=' "$d_unit" "$p_unit" | tr '\n' ' ')" \
+	"Type=$want_type NotifyAccess=main Type=$want_type NotifyAccess=main "
 case $(sed -n 's/^ExecStart=//p' "$d_unit") in
 */bin/ntp-daemon\ -c\ */ntspool/ntp.toml) ok "ntp-daemon.service: the installed program and config" ;;
 *) not_ok "ntp-daemon.service: the installed program and config" "$(grep Exec "$d_unit")" ;;
