@@ -194,7 +194,13 @@ in_userns() {
 		"$@" >"$T/ns.log" 2>&1 &
 	NS_PID=$!
 	track "$NS_PID"
-	sleep 0.2
+	# The map may be written only once unshare made the namespace.
+	ns_i=0
+	while [ "$(readlink /proc/"$NS_PID"/ns/user)" = "$(readlink /proc/self/ns/user)" ]; do
+		[ "$ns_i" -lt 200 ] || bail_out "unshare --user made no namespace: $(cat "$T/ns.log")"
+		sleep 0.05
+		ns_i=$((ns_i + 1))
+	done
 	echo "0 0 4294967295" >/proc/"$NS_PID"/uid_map
 	echo "0 0 4294967295" >/proc/"$NS_PID"/gid_map
 	touch "$T/mapped"
