@@ -108,6 +108,21 @@ struct clock_discipline_config {
 	double max_frequency_ppm; /* clamp of the frequency correction (500) */
 };
 
+/* The panic thresholds over the steps made so far: what the discipline checks before it asks for
+ * a step, and what the clock helper checks again before it makes one, since it does not trust the
+ * process that asks. Both record only the steps that were made, so the two stay in step. */
+struct clock_step_guard {
+	struct clock_discipline_config cfg;
+	bool stepped;	      /* a step was made: the startup limit no longer applies */
+	double accumulated_s; /* the magnitudes of the steps made */
+};
+
+void clock_step_guard_init(struct clock_step_guard *g, const struct clock_discipline_config *cfg);
+/* True when a step by offset_s is within the thresholds that apply now. */
+bool clock_step_guard_allows(const struct clock_step_guard *g, double offset_s);
+/* Counts a step by offset_s that was made. */
+void clock_step_guard_record(struct clock_step_guard *g, double offset_s);
+
 enum clock_discipline_action {
 	CLOCK_DISCIPLINE_NONE,	  /* nothing done (bad input, or the backend failed) */
 	CLOCK_DISCIPLINE_SLEWED,  /* frequency set to the estimate plus a phase correction */

@@ -24,9 +24,8 @@ struct clock_discipline {
 	double last_offset_s;
 	double last_mono_s;
 	bool have_last;
-	bool stepped;
+	struct clock_step_guard guard;
 	unsigned steps;
-	double accumulated_s;
 	struct segment seg[CLOCK_DISCIPLINE_HISTORY]; /* ring, newest at head */
 	size_t head, n_seg;
 };
@@ -40,6 +39,7 @@ int clock_discipline_new(struct clock_discipline **out, const struct clock_disci
 	if (!d)
 		return -ENOMEM;
 	d->cfg = *cfg;
+	clock_step_guard_init(&d->guard, cfg);
 	d->ops = ops;
 	d->ud = ud;
 	d->deadline_s = INFINITY;
@@ -94,24 +94,43 @@ static int set_rate(struct clock_discipline *d, double mono_s, double ppm)
 	return 0;
 }
 
+void clock_step_guard_init(struct clock_step_guard *g, const struct clock_discipline_config *cfg)
+{
+	memset(g, 0, sizeof *g);
+	g->cfg = *cfg;
+}
+
+bool clock_step_guard_allows(const struct clock_step_guard *g, double offset_s)
+{
+	if (!isfinite(offset_s))
+		return false;
+	double mag = fabs(offset_s);
+	bool back = offset_s < 0;
+	if (!g->stepped) {
+		double limit = back && g->cfg.startup_panic_backward_s > 0
+				       ? g->cfg.startup_panic_backward_s
+				       : g->cfg.startup_panic_threshold_s;
+		if (g->cfg.has_startup_panic && mag > limit)
+			return false;
+	} else {
+		double limit = back && g->cfg.panic_backward_s > 0 ? g->cfg.panic_backward_s
+								    : g->cfg.panic_threshold_s;
+		if (mag > limit)
+			return false;
+	}
+	return !(g->cfg.has_accumulated_panic &&
+		 g->accumulated_s + mag > g->cfg.accumulated_panic_threshold_s);
+}
+
+void clock_step_guard_record(struct clock_step_guard *g, double offset_s)
+{
+	g->stepped = true;
+	g->accumulated_s += fabs(offset_s);
+}
+
 static enum clock_discipline_action step(struct clock_discipline *d, double offset, double mono_s)
 {
-	double mag = fabs(offset);
-	bool back = offset < 0;
-	if (!d->stepped) {
-		double limit = back && d->cfg.startup_panic_backward_s > 0
-				       ? d->cfg.startup_panic_backward_s
-				       : d->cfg.startup_panic_threshold_s;
-		if (d->cfg.has_startup_panic && mag > limit)
-			return CLOCK_DISCIPLINE_PANIC;
-	} else {
-		double limit = back && d->cfg.panic_backward_s > 0 ? d->cfg.panic_backward_s
-								    : d->cfg.panic_threshold_s;
-		if (mag > limit)
-			return CLOCK_DISCIPLINE_PANIC;
-	}
-	if (d->cfg.has_accumulated_panic &&
-	    d->accumulated_s + mag > d->cfg.accumulated_panic_threshold_s)
+	if (!clock_step_guard_allows(&d->guard, offset))
 		return CLOCK_DISCIPLINE_PANIC;
 	if (d->ops->step(d->ud, offset) < 0)
 		return CLOCK_DISCIPLINE_NONE;
@@ -121,9 +140,8 @@ static enum clock_discipline_action step(struct clock_discipline *d, double offs
 	d->deadline_s = INFINITY;
 	if (d->rate_ppm != d->base_ppm)
 		set_rate(d, mono_s, d->base_ppm);
-	d->stepped = true;
+	clock_step_guard_record(&d->guard, offset);
 	d->steps++;
-	d->accumulated_s += mag;
 	return CLOCK_DISCIPLINE_STEPPED;
 }
 

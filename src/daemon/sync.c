@@ -70,6 +70,28 @@ static double either(double directional, double single)
 	return directional > 0 ? directional : single;
 }
 
+void sync_discipline_config(const struct config_daemon_sync *cfg,
+			    struct clock_discipline_config *out)
+{
+	*out = (struct clock_discipline_config){
+		.step_threshold_s = STEP_THRESHOLD_S,
+		/* ntpd-rs's forms keep a limit per direction; a configuration built without them
+		 * has the one limit for both. */
+		.panic_threshold_s = either(cfg->single_step.forward_s,
+					    cfg->single_step_panic_threshold_s),
+		.panic_backward_s = either(cfg->single_step.backward_s,
+					   cfg->single_step_panic_threshold_s),
+		.has_startup_panic = cfg->has_startup_step_panic_threshold,
+		.startup_panic_threshold_s = either(cfg->startup_step.forward_s,
+						    cfg->startup_step_panic_threshold_s),
+		.startup_panic_backward_s = either(cfg->startup_step.backward_s,
+						   cfg->startup_step_panic_threshold_s),
+		.has_accumulated_panic = cfg->has_accumulated_step_panic_threshold,
+		.accumulated_panic_threshold_s = cfg->accumulated_step_panic_threshold_s,
+		.max_frequency_ppm = MAX_FREQUENCY_PPM,
+	};
+}
+
 int sync_new(struct sync **out, const struct config_daemon_sync *cfg,
 	     struct ntp_server_clock *clock, const struct clock_backend_ops *ops, void *ud)
 {
@@ -81,23 +103,8 @@ int sync_new(struct sync **out, const struct config_daemon_sync *cfg,
 	s->local = *clock;
 	s->first_mono_s = NAN;
 	if (ops) {
-		struct clock_discipline_config dc = {
-			.step_threshold_s = STEP_THRESHOLD_S,
-			/* ntpd-rs's forms keep a limit per direction; a configuration built
-			 * without them has the one limit for both. */
-			.panic_threshold_s = either(cfg->single_step.forward_s,
-						    cfg->single_step_panic_threshold_s),
-			.panic_backward_s = either(cfg->single_step.backward_s,
-						   cfg->single_step_panic_threshold_s),
-			.has_startup_panic = cfg->has_startup_step_panic_threshold,
-			.startup_panic_threshold_s = either(cfg->startup_step.forward_s,
-							    cfg->startup_step_panic_threshold_s),
-			.startup_panic_backward_s = either(cfg->startup_step.backward_s,
-							   cfg->startup_step_panic_threshold_s),
-			.has_accumulated_panic = cfg->has_accumulated_step_panic_threshold,
-			.accumulated_panic_threshold_s = cfg->accumulated_step_panic_threshold_s,
-			.max_frequency_ppm = MAX_FREQUENCY_PPM,
-		};
+		struct clock_discipline_config dc;
+		sync_discipline_config(cfg, &dc);
 		int rc = clock_discipline_new(&s->discipline, &dc, ops, ud);
 		if (rc < 0) {
 			free(s);

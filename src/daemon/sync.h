@@ -25,6 +25,11 @@ int sync_new(struct sync **out, const struct config_daemon_sync *cfg,
 	     struct ntp_server_clock *clock, const struct clock_backend_ops *ops, void *ud);
 void sync_free(struct sync *s);
 
+/* The discipline's limits for cfg: the thresholds sync_new's discipline keeps, for the clock
+ * helper to keep as well. */
+void sync_discipline_config(const struct config_daemon_sync *cfg,
+			    struct clock_discipline_config *out);
+
 /* Takes in each candidate's newest sample (cand[i].last, once: a sample seen before is not counted
  * again), refits each source's estimate, and reruns selection over the estimates of cand[0, n) with
  * their names names[0, n) (both borrowed for the call; at most SYNC_MAX_SOURCES are considered) at
