@@ -148,11 +148,14 @@ struct record {
 	unsigned calls;
 	uint32_t last_op;
 	double last_value;
-	int result; /* what every call returns */
+	int result;	   /* what every call returns */
+	unsigned delay_ms; /* how long every call takes */
 };
 
 static int rec(struct record *r, uint32_t op, double v)
 {
+	if (r->delay_ms)
+		usleep(r->delay_ms * 1000);
 	r->calls++;
 	r->last_op = op;
 	r->last_value = v;
@@ -191,13 +194,14 @@ Test(clock_request, apply_reaches_the_matching_operation)
 struct serve_arg {
 	int fd;
 	struct record rec;
+	struct clock_step_guard *guard;
 	int rc;
 };
 
 static void *serve_thread(void *p)
 {
 	struct serve_arg *a = p;
-	a->rc = clock_helper_serve(a->fd, &rec_ops, &a->rec);
+	a->rc = clock_helper_serve(a->fd, &rec_ops, &a->rec, a->guard);
 	return NULL;
 }
 
@@ -244,6 +248,71 @@ Test(clock_helper, serve_answers_valid_requests_and_refuses_others)
 	close(sv[1]);
 }
 
+/* The helper keeps the panic thresholds itself: what a compromised network process asks beyond
+ * them never reaches the clock, and only the steps made count towards the next limits. */
+Test(clock_helper, serve_refuses_steps_beyond_the_panic_thresholds)
+{
+	const struct clock_discipline_config limits = {
+		.step_threshold_s = 0.128,
+		.panic_threshold_s = 2,
+		.panic_backward_s = 1,
+		.has_startup_panic = true,
+		.startup_panic_threshold_s = 100,
+		.startup_panic_backward_s = 50,
+		.has_accumulated_panic = true,
+		.accumulated_panic_threshold_s = 90,
+		.max_frequency_ppm = 500,
+	};
+	struct clock_step_guard guard;
+	clock_step_guard_init(&guard, &limits);
+	int sv[2];
+	cr_assert_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+	struct serve_arg a = { .fd = sv[1], .rec = { .result = 0 }, .guard = &guard };
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, serve_thread, &a), 0);
+
+	uint8_t b[CLOCK_REQUEST_SIZE];
+	const double ok_steps[] = { 80, 2, 2, 2, -1, 1.5 };
+	const double bad_steps[] = { -60, 1e9, 3, -1.5 };
+	/* Refused before any step: the startup limits. */
+	for (size_t i = 0; i < 2; i++) {
+		clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, bad_steps[i] }, b);
+		cr_assert_eq(exchange(sv[0], b, sizeof b), -ERANGE, "step %g", bad_steps[i]);
+	}
+	cr_assert_eq(a.rec.calls, 0, "no refused step reached the clock");
+	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, ok_steps[0] }, b);
+	cr_assert_eq(exchange(sv[0], b, sizeof b), 0, "within the startup limit");
+	/* After a step: the single-step limits, each direction its own. */
+	for (size_t i = 2; i < 4; i++) {
+		clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, bad_steps[i] }, b);
+		cr_assert_eq(exchange(sv[0], b, sizeof b), -ERANGE, "step %g", bad_steps[i]);
+	}
+	/* 80 + 2 + 2 + 2 + 1 + 1.5 = 88.5 s stepped: another 2 would pass the accumulated 90. */
+	for (size_t i = 1; i < 6; i++) {
+		clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, ok_steps[i] }, b);
+		cr_assert_eq(exchange(sv[0], b, sizeof b), 0, "step %g", ok_steps[i]);
+	}
+	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, 2 }, b);
+	cr_assert_eq(exchange(sv[0], b, sizeof b), -ERANGE, "past the accumulated limit");
+	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, 1 }, b);
+	cr_assert_eq(exchange(sv[0], b, sizeof b), 0, "89.5 s: still within it");
+	/* A step the clock refused does not count. */
+	a.rec.result = -EPERM;
+	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, 0.5 }, b);
+	cr_assert_eq(exchange(sv[0], b, sizeof b), -EPERM);
+	a.rec.result = 0;
+	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, 0.5 }, b);
+	cr_assert_eq(exchange(sv[0], b, sizeof b), 0, "90 s: the failed step was not counted");
+	/* Other operations are not steps. */
+	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_SET_FREQUENCY, 400 }, b);
+	cr_assert_eq(exchange(sv[0], b, sizeof b), 0);
+
+	close(sv[0]);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(a.rec.calls, 10, "the made steps, the refused one, and the frequency");
+	close(sv[1]);
+}
+
 /* ---- the helper as a process -------------------------------------------------------------- */
 
 /* A line of /proc/PID/status ("CapEff", "NoNewPrivs"): its value, or "" */
@@ -272,7 +341,7 @@ Test(clock_helper, a_forked_helper_keeps_only_what_it_is_given)
 	struct record r = { .result = 0 };
 	struct clock_helper h;
 	char err[256];
-	cr_assert_eq(clock_helper_spawn(&h, &stay, keep, &rec_ops, &r, err, sizeof err), 0, "%s",
+	cr_assert_eq(clock_helper_spawn(&h, &stay, keep, &rec_ops, &r, NULL, err, sizeof err), 0, "%s",
 		     err);
 	cr_assert_gt(h.pid, 0);
 
@@ -307,22 +376,37 @@ Test(clock_helper, a_dead_helper_is_given_up_for_good)
 	struct record r = { .result = 0 };
 	struct clock_helper h;
 	char err[256];
-	cr_assert_eq(clock_helper_spawn(&h, &stay, 0, &rec_ops, &r, err, sizeof err), 0, "%s", err);
+	cr_assert_eq(clock_helper_spawn(&h, &stay, 0, &rec_ops, &r, NULL, err, sizeof err), 0,
+		     "%s", err);
+	cr_assert(!h.lost);
+	/* Called at once: the helper may not even be a zombie yet when its socket reads closed. */
 	cr_assert_eq(kill(h.pid, SIGKILL), 0);
-	int st;
-	/* Not reaped here: the helper's side does that. Wait until it is a zombie. */
-	for (int i = 0; i < 1000; i++) {
-		char v[64];
-		proc_field(h.pid, "State", v, sizeof v);
-		if (v[0] == 'Z')
-			break;
-		usleep(1000);
-	}
 	cr_assert_eq(clock_helper_call(&h, CLOCK_REQUEST_SET_FREQUENCY, 1), -EPIPE);
 	cr_assert_eq(h.fd, -1);
 	cr_assert_eq(h.pid, 0, "reaped when found gone");
+	cr_assert(h.lost, "the owner is told");
 	cr_assert_eq(clock_helper_call(&h, CLOCK_REQUEST_SET_FREQUENCY, 1), -EPIPE, "and stays gone");
+	int st;
 	cr_assert_eq(waitpid(-1, &st, WNOHANG), -1, "no child left");
+	clock_helper_close(&h);
+}
+
+/* A helper that does not answer within CLOCK_HELPER_TIMEOUT_MS is killed and reaped, not left
+ * to hang the stop. */
+Test(clock_helper, a_hung_helper_is_killed_and_reaped)
+{
+	struct privdrop stay = { 0 };
+	struct record r = { .result = 0, .delay_ms = 30000 };
+	struct clock_helper h;
+	char err[256];
+	cr_assert_eq(clock_helper_spawn(&h, &stay, 0, &rec_ops, &r, NULL, err, sizeof err), 0,
+		     "%s", err);
+	pid_t pid = h.pid;
+	cr_assert_eq(clock_helper_call(&h, CLOCK_REQUEST_SET_FREQUENCY, 1), -EPIPE);
+	cr_assert(h.lost);
+	cr_assert_eq(h.pid, 0);
+	cr_assert_eq(kill(pid, 0), -1, "the helper is gone");
+	cr_assert_eq(errno, ESRCH);
 	clock_helper_close(&h);
 }
 
@@ -333,7 +417,8 @@ Test(clock_helper, a_helper_that_cannot_drop_does_not_start)
 	struct clock_helper h;
 	char err[256] = "";
 	/* Bit 63 is no capability anyone holds. */
-	int rc = clock_helper_spawn(&h, &stay, PRIVDROP_CAP(63), &rec_ops, &r, err, sizeof err);
+	int rc = clock_helper_spawn(&h, &stay, PRIVDROP_CAP(63), &rec_ops, &r, NULL, err,
+				    sizeof err);
 	cr_assert_eq(rc, -EPERM, "%d %s", rc, err);
 	cr_assert(strstr(err, "the clock helper did not start"), "%s", err);
 	cr_assert_eq(h.pid, 0, "reaped");
