@@ -203,6 +203,20 @@ static void close_signals(struct signals *s)
 	uv_close((uv_handle_t *)&s->hup, NULL);
 }
 
+/* Set by program_fail: the stop that follows is a failure. One program runs per process. */
+static volatile sig_atomic_t failed;
+
+void program_fail(const char *why)
+{
+	if (failed)
+		return;
+	failed = 1;
+	log_error("%s: stopping", why);
+	notify_failed(why, -EIO);
+	/* Delivered through the loop like any SIGTERM, after the caller returned. */
+	kill(getpid(), SIGTERM);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct signals *s = h->data;
@@ -212,7 +226,8 @@ static void on_signal(uv_signal_t *h, int signum)
 		notify_ready();
 		return;
 	}
-	log_info("received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	if (!failed)
+		log_info("received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	notify_stopping();
 	s->hooks->stop(s->hooks->ud);
 	close_signals(s);
@@ -259,6 +274,8 @@ int program_run(uv_loop_t *loop, const char *name, const struct program_hooks *h
 	uv_run(loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(loop) != 0)
 		log_error("handles left open at exit");
+	if (status == 0 && failed)
+		status = PROGRAM_EXIT_FAILURE;
 	if (status == 0)
 		log_info("stopped");
 	return status;

@@ -75,6 +75,11 @@ struct program_hooks {
 	void *ud;
 };
 
+/* Stops the running program from inside, for a failure it cannot serve on with (the clock
+ * helper gone): the stop a SIGTERM makes, after which program_run returns PROGRAM_EXIT_FAILURE so
+ * that a service manager restarts it. why is logged. Call from the main loop's thread. */
+void program_fail(const char *why);
+
 /* Ignores SIGPIPE, installs the signal handlers, calls start, and runs the loop until every
  * handle closed. Returns 0 after a stop by signal, PROGRAM_EXIT_FAILURE when start failed (its
  * message is logged). The loop is closed before returning. */
