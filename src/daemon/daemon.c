@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -248,6 +249,72 @@ static uint64_t ntp_now(void *ud)
 
 static void on_sync_timer(uv_timer_t *t);
 
+/* After the discipline used the clock, or the helper's socket stirred: a clock helper that failed
+ * leaves a daemon that would announce a clock it no longer steers, so it stops, as a failure a
+ * service manager restarts. */
+static void check_helper(struct daemon *d)
+{
+	if (d->helper.lost && !d->stopping)
+		program_fail("the clock helper is gone and the clock can no longer be adjusted");
+}
+
+static void on_helper_watch_closed(uv_handle_t *h)
+{
+	struct daemon *d = h->data;
+	close(d->helper_watch_fd);
+	d->helper_watch_fd = -1;
+}
+
+static void stop_helper_watch(struct daemon *d)
+{
+	if (!d->helper_poll_open)
+		return;
+	d->helper_poll_open = false;
+	uv_close((uv_handle_t *)&d->helper_poll, on_helper_watch_closed);
+}
+
+/* The helper speaks only when asked, and every answer is read by the call that asked: between
+ * calls its socket is readable only when the helper is gone (end of file) or misbehaves. The
+ * duplicate stays valid when clock_helper_give_up closes the original. */
+static void on_helper_event(uv_poll_t *p, int status, int events)
+{
+	struct daemon *d = p->data;
+	(void)events;
+	char c;
+	ssize_t n = recv(d->helper_watch_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	int e = errno;
+	if (status == 0 && n < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == EINTR))
+		return;
+	stop_helper_watch(d);
+	clock_helper_give_up(&d->helper, status < 0 ? status : n == 0 ? -EPIPE : n > 0 ? -EPROTO : -e);
+	check_helper(d);
+}
+
+/* Watches the helper between requests, so that one that dies is noticed at once, not at the
+ * next adjustment. */
+static int watch_helper(struct daemon *d, char *err, size_t errlen)
+{
+	d->helper_watch_fd = fcntl(d->helper.fd, F_DUPFD_CLOEXEC, 0);
+	if (d->helper_watch_fd < 0) {
+		int e = errno;
+		snprintf(err, errlen, "clock helper: %s", strerror(e));
+		return -e;
+	}
+	int rc = uv_poll_init(d->loop, &d->helper_poll, d->helper_watch_fd);
+	if (rc < 0) {
+		snprintf(err, errlen, "clock helper: %s", uv_strerror(rc));
+		return rc;
+	}
+	d->helper_poll.data = d;
+	d->helper_poll_open = true;
+	rc = uv_poll_start(&d->helper_poll, UV_READABLE | UV_DISCONNECT, on_helper_event);
+	if (rc < 0) {
+		snprintf(err, errlen, "clock helper: %s", uv_strerror(rc));
+		return rc;
+	}
+	return 0;
+}
+
 /* The discipline's next deadline (the end of a phase correction), if any, on the loop's clock. */
 static void arm_sync_timer(struct daemon *d)
 {
@@ -267,6 +334,7 @@ static void on_sync_timer(uv_timer_t *t)
 	struct daemon *d = t->data;
 	sync_tick(d->sync, (double)uv_now(d->loop) / 1e3);
 	arm_sync_timer(d);
+	check_helper(d);
 }
 
 /* Samples carry the loop's time (uv_now) as their monotonic stamp; selection uses the same. */
@@ -291,6 +359,7 @@ static void on_sample(void *ud, uint32_t id, const struct clock_sample *sample)
 	if (sync_update(d->sync, cand, names, n, (double)uv_now(d->loop) / 1e3, ntp_now(NULL)))
 		sources_clear_filters(d->sources);
 	arm_sync_timer(d);
+	check_helper(d);
 	if (ntp_clock_publish(&d->clock_slot, &d->clock) < 0)
 		log_warn("out of memory: the NTP servers announce the previous clock state");
 }
@@ -386,8 +455,8 @@ static const struct workers_ops worker_ops = {
 
 static const char keyset_where[] = "[keyset]";
 
-/* Where a key file that does not exist yet will be created: its directory must exist and take
- * a new file from this user. */
+/* Where the key file is written (created, and replaced at every rotation and at stop by a new
+ * file renamed over it): its directory must exist and take a new file from this user. */
 static int check_key_dir(const char *path, char *err, size_t errlen)
 {
 	const char *slash = strrchr(path, '/');
@@ -412,7 +481,7 @@ static int check_key_dir(const char *path, char *err, size_t errlen)
 	}
 	if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) < 0) {
 		int e = errno;
-		snprintf(err, errlen, "%s: cannot create the key file in %s: %s", path, dir,
+		snprintf(err, errlen, "%s: cannot write key files in %s: %s", path, dir,
 			 strerror(e));
 		return -e;
 	}
@@ -472,6 +541,7 @@ int daemon_prepare(struct daemon *d, uv_loop_t *loop, const char *config_path,
 {
 	memset(d, 0, sizeof *d);
 	clock_helper_init(&d->helper);
+	d->helper_watch_fd = -1;
 	d->loop = loop;
 	d->cfg = *cfg;
 	memset(cfg, 0, sizeof *cfg);
@@ -607,9 +677,16 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 	int rc;
 	d->started_ms = uv_now(d->loop);
 	bool control = d->sync && d->cfg.synchronization.clock_control;
-	if (control && (rc = clock_helper_spawn(&d->helper, &d->priv, PRIVDROP_CAP(CAP_SYS_TIME),
-						&clock_kernel_ops, NULL, err, errlen)) < 0)
-		return rc;
+	if (control) {
+		/* The helper keeps the panic thresholds itself: a step beyond them is refused even
+		 * if this process asks for it. */
+		struct clock_discipline_config limits;
+		sync_discipline_config(&d->cfg.synchronization, &limits);
+		rc = clock_helper_spawn(&d->helper, &d->priv, PRIVDROP_CAP(CAP_SYS_TIME),
+					&clock_kernel_ops, NULL, &limits, err, errlen);
+		if (rc < 0 || (rc = watch_helper(d, err, errlen)) < 0)
+			return rc;
+	}
 	if ((rc = bind_sockets(d, err, errlen)) < 0)
 		return rc;
 	struct status_endpoint_failure failed;
@@ -629,7 +706,12 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 			 (long)d->helper.pid);
 	else
 		log_info("running as %s", who);
-	/* Every socket is bound: only now may the key file be created. */
+	/* Every socket is bound: only now may the key file be created. Its directory is checked as
+	 * the account first, even for a file that exists, which every rotation replaces. */
+	if (d->cfg.keyset.key_storage_path &&
+	    (rc = check_key_dir(d->cfg.keyset.key_storage_path, err, errlen)) < 0)
+		return program_file_error(rc, d->config_path, d->cfg.keyset.key_storage_path_line,
+					  "key-storage-path", keyset_where, err, errlen);
 	if ((rc = keyset_task_load(&d->keys, &d->cfg.keyset, err, errlen)) < 0)
 		return d->cfg.keyset.key_storage_path
 			       ? program_file_error(rc, d->config_path,
@@ -697,6 +779,7 @@ void daemon_stop(struct daemon *d)
 	log_info("stopping");
 	workers_stop(d->workers);
 	status_endpoints_close(&d->status);
+	stop_helper_watch(d);
 	keyset_task_stop(&d->keys);
 	if (d->sources) {
 		sources_close(d->sources);
@@ -742,6 +825,8 @@ void daemon_free(struct daemon *d)
 	free(d->ke);
 	free(d->ke_caps);
 	keyset_task_deinit(&d->keys);
+	if (d->helper_watch_fd >= 0 && !d->helper_poll_open)
+		close(d->helper_watch_fd);
 	clock_helper_close(&d->helper);
 	if (d->clock_ready)
 		slot_destroy(&d->clock_slot);

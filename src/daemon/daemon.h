@@ -61,6 +61,9 @@ struct daemon {
 	struct sync *sync;	 /* selection and discipline over the sources */
 	struct privdrop priv;	 /* the account and the drop, decided by daemon_prepare */
 	struct clock_helper helper; /* holds CAP_SYS_TIME under clock control, else unused */
+	uv_poll_t helper_poll;	    /* on helper_watch_fd: the helper's end closing, or speaking */
+	int helper_watch_fd;	    /* a duplicate of the helper's socket, -1: none */
+	bool helper_poll_open;
 	uv_timer_t sync_timer;	 /* ends a phase correction at sync_next_event */
 	bool sync_timer_open;
 	struct ntp_server_clock clock; /* what sync decided; published to the workers */

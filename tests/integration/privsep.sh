@@ -15,7 +15,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init privsep
-plan 20
+plan 22
 
 [ "$(id -u)" = 0 ] || bail_out "privsep.sh needs root (to start the daemons as root)"
 id nobody >/dev/null 2>&1 || bail_out "no account 'nobody' to drop to"
@@ -45,8 +45,8 @@ field() {
 creds() {
 	c_u=$(field "$1" Uid)
 	c_g=$(field "$1" Gid)
-	c_out="$(echo "$c_u" | awk '$1 == $2 && $2 == $3 && $3 == $4 { print $1; next } { print "mixed(" $0 ")" }')"
-	c_out="$c_out $(echo "$c_g" | awk '$1 == $2 && $2 == $3 && $3 == $4 { print $1; next } { print "mixed(" $0 ")" }')"
+	c_one='$1 == $2 && $2 == $3 && $3 == $4 { print $1; next } { print "mixed(" $0 ")" }'
+	c_out="$(echo "$c_u" | awk "$c_one") $(echo "$c_g" | awk "$c_one")"
 	for c_f in CapInh CapPrm CapEff CapBnd CapAmb NoNewPrivs; do
 		c_out="$c_out $(field "$1" "$c_f")"
 	done
@@ -57,8 +57,12 @@ threads() {
 	ls /proc/"$1"/task | wc -l
 }
 
+# children PID: the pids whose parent is PID, space-separated (from every process's stat, whose
+# fourth field, after the parenthesised name, is the parent's pid).
 children() {
-	cat /proc/"$1"/task/*/children 2>/dev/null | tr -s ' \n' ' ' | sed 's/^ //; s/ $//'
+	cat /proc/[0-9]*/stat 2>/dev/null |
+		awk -v p="$1" '{ pid = $1; sub(/^.*\) /, ""); split($0, f, " "); if (f[2] == p) print pid }' |
+		tr '\n' ' ' | sed 's/ $//'
 }
 
 NONE=0000000000000000
@@ -110,7 +114,8 @@ hup_and_wait() {
 }
 chmod 600 "$C/server-a.key"
 hup_and_wait a "reload failed"
-grep "reload failed" "$T/a.log" | tail -n 1 | grep -q "private-key-path.*uid $(id -u nobody)) must be able to read it" &&
+pat="private-key-path.*uid $(id -u nobody)) must be able to read it"
+grep "reload failed" "$T/a.log" | tail -n 1 | grep -q "$pat" &&
 	ok "reload: a key nobody cannot read is refused, naming the option and the account's uid" ||
 	not_ok "reload: a key nobody cannot read is refused, naming the option and the account's uid" \
 		"$(log_tail "$T/a.log")"
@@ -118,10 +123,10 @@ expect "reload refused: the source still serves with the previous key" \
 	"$(jget cookies "$("$TOOLS/ke-client" --connect "127.0.0.2:$KE" --ca "$C/ca.pem" 2>&1)")" 8
 chown nobody "$C/server-a.key"
 fails=$(grep -c "reload failed" "$T/a.log" || true)
-hup_and_wait a "reloading certificates"
-sleep 0.5
+hup_and_wait a "certificates reloaded"
 expect "reload: once nobody may read the key, the reload passes" \
-	"$(grep -c "reload failed" "$T/a.log" || true)" "$fails" "$(log_tail "$T/a.log")"
+	"$(grep -c "certificates reloaded" "$T/a.log" || true) $(grep -c "reload failed" "$T/a.log" ||
+		true)" "1 $fails" "$(log_tail "$T/a.log")"
 daemon_stop p
 daemon_stop a
 
@@ -138,18 +143,21 @@ sed 's/^user = "nobody"/user = "no-such-account-zq"/' "$T/a.toml" >"$T/bad-user.
 line=$(grep -n '^user' "$T/bad-user.toml" | cut -d: -f1)
 run_bad bad-user "$DAEMON" -c "$T/bad-user.toml" --no-clock-control
 expect "ntp-daemon: an account that does not exist: exit 78, the file, line, option and fix" \
-	"$RC $(grep -c "bad-user.toml:$line: 'user' in \[daemon\]: account 'no-such-account-zq'.*create it" "$T/bad-user.log")" \
+	"$RC $(grep -c "bad-user.toml:$line: 'user' in \[daemon\]: account 'no-such-account-zq'.*create it" \
+		"$T/bad-user.log")" \
 	"78 1" "$(cat "$T/bad-user.log")"
 sed 's/^user = "nobody"/user = "no-such-account-zq"/' "$T/pool.toml" >"$T/bad-pool-user.toml"
 run_bad bad-pool-user "$POOL_KE" -c "$T/bad-pool-user.toml"
 expect "nts-pool-ke: the same for its 'user'" \
-	"$RC $(grep -c "'user' in \[nts-pool-ke-server\]: account 'no-such-account-zq'" "$T/bad-pool-user.log")" \
+	"$RC $(grep -c "'user' in \[nts-pool-ke-server\]: account 'no-such-account-zq'" \
+		"$T/bad-pool-user.log")" \
 	"78 1" "$(cat "$T/bad-pool-user.log")"
 sed 's/^user = "nobody"/user = "root"/' "$T/a.toml" >"$T/as-root.toml"
 run_bad not-root setpriv --reuid=nobody --regid=nogroup --clear-groups \
 	"$DAEMON" -c "$T/as-root.toml" --no-clock-control
 expect "started as nobody, 'user = root' cannot be honoured: exit 78 with the reason" \
-	"$RC $(grep -c "cannot become 'root' (uid 0): started as uid $(id -u nobody), not root" "$T/not-root.log")" \
+	"$RC $(grep -c "cannot become 'root' (uid 0): started as uid $(id -u nobody), not root" \
+		"$T/not-root.log")" \
 	"78 1" "$(cat "$T/not-root.log")"
 
 # The key directory nobody cannot write: the start fails once the daemon is nobody, and nothing
@@ -157,9 +165,21 @@ expect "started as nobody, 'user = root' cannot be honoured: exit 78 with the re
 source_conf k 127.0.0.2 "$KE" "$NTP" "$SA"
 printf '\n[daemon]\nuser = "nobody"\n' >>"$T/k.toml"
 run_bad k "$DAEMON" -c "$T/k.toml" --no-clock-control
+pat="'key-storage-path' in \[keyset\].*uid $(id -u nobody)) needs access"
 expect "a key directory nobody cannot write: the start fails naming key-storage-path; nothing written" \
-	"$RC $(grep -c "'key-storage-path' in \[keyset\].*uid $(id -u nobody)) needs access" "$T/k.log") $(ls "$T/k-keys" | wc -l)" \
+	"$RC $(grep -c "$pat" "$T/k.log") $(ls "$T/k-keys" | wc -l)" \
 	"1 1 0" "$(cat "$T/k.log")"
+# A key file of nobody's in a directory nobody may not write: it could be read, but no rotation
+# could replace it, so the start fails as well, naming the directory, and the file is untouched.
+chmod 755 "$T/k-keys"
+cp -p "$T/a-keys/keys" "$T/k-keys/keys"
+before=$(cksum <"$T/k-keys/keys")
+run_bad k-dir "$DAEMON" -c "$T/k.toml" --no-clock-control
+same=changed
+[ "$(cksum <"$T/k-keys/keys")" = "$before" ] && same=same
+expect "a key file nobody owns, in a directory nobody cannot write: the start fails, naming it" \
+	"$RC $(grep -c "'key-storage-path' in \[keyset\].*cannot write key files in $T/k-keys:" \
+		"$T/k-dir.log") $same" "1 1 same" "$(cat "$T/k-dir.log")"
 
 # The default account: root with no `user` runs as the install's account if it exists, else
 # keeps uid 0 without any capability, and says so.
@@ -183,7 +203,8 @@ sed -i 's/^clock-control = false/clock-control = true/' "$T/c.toml"
 line=$(grep -n '^clock-control' "$T/c.toml" | cut -d: -f1)
 run_bad no-cap setpriv --bounding-set -sys_time --inh-caps -all "$DAEMON" -c "$T/c.toml"
 expect "clock control without CAP_SYS_TIME: exit 78, naming the capability and the fixes" \
-	"$RC $(grep -c "clock-control is on, but this process may not adjust the clock (it lacks CAP_SYS_TIME).*clock-control = false" "$T/no-cap.log")" \
+	"$RC $(grep -c "clock-control is on, but this process may not adjust the clock (it lacks CAP_SYS_TIME).*clock-control = false" \
+		"$T/no-cap.log")" \
 	"78 1" "$(cat "$T/no-cap.log")"
 
 # in_userns ARGS...: runs ARGS in the background as root of a new user namespace whose ids map
@@ -221,3 +242,15 @@ stop_pid "$NS_PID" 20
 expect "stopped: the daemon exits 0 and the helper with it" \
 	"$STOP_RC $(test -e /proc/"${helper:-0}" && echo helper-left || echo gone)" "0 gone" \
 	"$(tail -n 5 "$T/ns.log")"
+
+# A helper that dies is noticed at once, not at the next adjustment: the daemon stops with exit 1
+# (so that a service manager restarts it) rather than announce a clock it can no longer steer.
+in_userns "$DAEMON" -c "$T/c.toml" -l debug
+"$TOOLS/http-get" "127.0.0.1:$SC" /status --wait 20 >/dev/null 2>&1 ||
+	bail_out "ntp-daemon in a user namespace did not start again: $(tail -n 5 "$T/ns.log")"
+helper=$(children "$NS_PID")
+kill -KILL "${helper:-0}" 2>/dev/null || true
+stop_pid "$NS_PID" 20
+expect "the helper killed: the daemon stops by itself with exit 1, saying why" \
+	"$STOP_KILLED $STOP_RC $(grep -c "error .*the clock helper is gone.*: stopping" "$T/ns.log")" \
+	"no 1 1" "$(tail -n 8 "$T/ns.log")"
