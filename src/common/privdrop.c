@@ -6,6 +6,7 @@
 #include <linux/capability.h>
 #include <pwd.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -71,47 +72,68 @@ int privdrop_plan(struct privdrop *p, const char *user, const char *file, int li
 		snprintf(err, errlen, "%s: account name too long", head);
 		return -ENAMETOOLONG;
 	}
-	char buf[4096];
 	struct passwd pw, *found = NULL;
-	int rc = getpwnam_r(name, &pw, buf, sizeof buf, &found);
+	char *buf = NULL;
+	int rc = ERANGE;
+	/* A large entry (many fields, long paths from a directory service) wants a larger buffer. */
+	for (size_t len = 4096; rc == ERANGE && len <= 1u << 20; len *= 4) {
+		char *more = realloc(buf, len);
+		if (!more) {
+			rc = ENOMEM;
+			break;
+		}
+		buf = more;
+		rc = getpwnam_r(name, &pw, buf, len, &found);
+	}
 	uid_t euid = geteuid();
+	uid_t uid = found ? found->pw_uid : 0;
+	gid_t gid = found ? found->pw_gid : 0;
+	free(buf);
+	/* POSIX lets "no such entry" come as 0, ENOENT or ESRCH; anything else is a lookup that
+	 * failed (a directory service that is down), which must not pass for a missing account. */
+	bool missing = !found && (rc == 0 || rc == ENOENT || rc == ESRCH);
+	if (!found && !missing) {
+		snprintf(err, errlen, "%s: cannot look up the account '%s': %s", head, name,
+			 strerror(rc));
+		return -rc;
+	}
 	if (!found) {
-		const char *why = rc ? strerror(rc) : "no such account";
 		if (user) {
 			snprintf(err, errlen,
-				 "%s: account '%s': %s; create it (make install puts a sysusers.d file "
-				 "for '" CONFIG_DEFAULT_USER "': systemd-sysusers) or name another one",
-				 head, name, why);
-			return rc ? -rc : -ENOENT;
+				 "%s: account '%s': no such account; create it (make install puts a "
+				 "sysusers.d file for '" CONFIG_DEFAULT_USER "': systemd-sysusers) or "
+				 "name another one",
+				 head, name);
+			return -ENOENT;
 		}
 		if (euid == 0)
-			log_warn("started as root and the account '%s' does not exist (%s): the "
-				 "network process keeps uid 0, without capabilities; create the "
-				 "account (systemd-sysusers, from the sysusers.d file make install "
-				 "puts) or set 'user' in %s",
-				 name, why, where);
+			log_warn("started as root and the account '%s' does not exist: the network "
+				 "process keeps uid 0, without capabilities, but still the owner of "
+				 "root's files; create the account (systemd-sysusers, from the "
+				 "sysusers.d file make install puts) or set 'user' in %s",
+				 name, where);
 		return 0;
 	}
 	if (euid != 0) {
-		if (user && found->pw_uid != euid) {
+		if (user && uid != euid) {
 			snprintf(err, errlen,
 				 "%s: cannot become '%s' (uid %u): started as uid %u, not root; start "
 				 "as root, start as '%s', or remove 'user'",
-				 head, name, (unsigned)found->pw_uid, (unsigned)euid, name);
+				 head, name, (unsigned)uid, (unsigned)euid, name);
 			return -EPERM;
 		}
 		return 0;
 	}
 	snprintf(p->user, sizeof p->user, "%s", name);
-	p->uid = found->pw_uid;
-	p->gid = found->pw_gid;
-	p->switch_user = found->pw_uid != 0;
+	p->uid = uid;
+	p->gid = gid;
+	p->switch_user = uid != 0;
 	return 0;
 }
 
 /* ---- the drop ---- */
 
-/* Threads of this process, from /proc; 0 when /proc cannot tell. */
+/* Threads of this process, from /proc; 0 when /proc cannot tell (errno says why). */
 static unsigned thread_count(void)
 {
 	DIR *d = opendir("/proc/self/task");
@@ -163,6 +185,14 @@ static int switch_user(const struct privdrop *p, bool keep_caps)
 int privdrop_apply(const struct privdrop *p, uint64_t keep, char *err, size_t errlen)
 {
 	unsigned threads = thread_count();
+	if (threads == 0) {
+		int e = errno ? errno : EIO;
+		snprintf(err, errlen,
+			 "cannot drop privileges: cannot tell whether other threads run "
+			 "(/proc/self/task: %s); /proc must be mounted",
+			 strerror(e));
+		return -e;
+	}
 	if (threads > 1) {
 		snprintf(err, errlen,
 			 "cannot drop privileges: %u threads run already (each would keep its own "
