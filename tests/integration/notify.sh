@@ -130,7 +130,8 @@ echo 'no-such-option = 1' >>"$T/bad.toml"
 bad_line=$(wc -l <"$T/bad.toml")
 RC=0
 NOTIFY_SOCKET="$SOCK" "$DAEMON" -c "$T/bad.toml" >"$T/bad.log" 2>&1 || RC=$?
-sleep 0.2
+# Sent before the exit, printed by the sink soon after.
+wait_until 10 grep -q " STATUS=" "$T/sink.out" || true
 expect "a configuration that does not load: exit 78, STATUS= its first line, ERRNO=" \
 	"$RC $(grep -c "^pid=[0-9]* STATUS=$T/bad.toml:$bad_line:.*no-such-option.* ERRNO=[1-9][0-9]*\$" \
 		"$T/sink.out" || true)" "78 1" "$(cat "$T/sink.out")
@@ -143,7 +144,7 @@ pool_conf "$T/busy.toml" "$PK" "$PS" "$(upstream 127.0.0.2 "$KE")"
 : >"$T/sink.out"
 RC=0
 NOTIFY_SOCKET="$SOCK" "$POOL_KE" -c "$T/busy.toml" >"$T/busy.log" 2>&1 || RC=$?
-sleep 0.2
+wait_until 10 grep -q " STATUS=" "$T/sink.out" || true
 expect "a start that fails (the port is in use): STATUS= names the option, ERRNO=EADDRINUSE" \
 	"$RC $(grep -c "^pid=[0-9]* STATUS=$T/busy.toml:2: 'listen'.* ERRNO=98\$" "$T/sink.out" ||
 		true)" "1 1" "$(cat "$T/sink.out")
