@@ -191,6 +191,20 @@ int program_file_error(int rc, const char *file, int line, const char *key, cons
 	return rc;
 }
 
+bool program_warn_unreadable(const char *path, const char *file, int line, const char *key,
+			     const char *where)
+{
+	if (!path || access(path, R_OK) == 0)
+		return false;
+	int e = errno;
+	char head[512];
+	log_warn("%s: %s: the user this program runs as (uid %u) cannot read it (%s); the next "
+		 "reload (SIGHUP) will fail until it can",
+		 config_prefix(head, sizeof head, file, line, key, where), path,
+		 (unsigned)geteuid(), strerror(e));
+	return true;
+}
+
 struct signals {
 	uv_signal_t term, intr, hup;
 	const struct program_hooks *hooks;

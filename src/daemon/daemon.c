@@ -668,6 +668,28 @@ static void apply_caps(struct daemon *d)
 	}
 }
 
+/* The files SIGHUP re-reads, as the account: one it cannot read would fail the next reload. */
+static void warn_unreadable(const struct daemon *d)
+{
+	static const char where[] = "[[nts-ke-server]]";
+	for (size_t i = 0; i < d->cfg.nts_ke_server_count; i++) {
+		const struct config_daemon_nts_ke_server *k = &d->cfg.nts_ke_servers[i];
+		program_warn_unreadable(k->certificate_chain_path, d->config_path,
+					k->certificate_chain_path_line, "certificate-chain-path",
+					where);
+		program_warn_unreadable(k->private_key_path, d->config_path,
+					k->private_key_path_line, "private-key-path", where);
+		for (size_t c = 0; c < k->authorized_pool_server_certificate_count; c++)
+			program_warn_unreadable(k->authorized_pool_server_certificates[c],
+						d->config_path,
+						k->authorized_pool_server_certificates_line,
+						"authorized-pool-server-certificates", where);
+		program_warn_unreadable(k->accepted_pool_authentication_tokens_path,
+					d->config_path, k->tokens_path_line,
+					"accepted-pool-authentication-tokens-path", where);
+	}
+}
+
 /* The process model (doc/deploy.md): while the process is one thread and still privileged, the
  * clock helper is forked, every socket bound and the status endpoints opened; then the process
  * drops to its account with no capability left, before it reads a byte from the network, writes
@@ -706,6 +728,7 @@ int daemon_start(struct daemon *d, char *err, size_t errlen)
 			 (long)d->helper.pid);
 	else
 		log_info("running as %s", who);
+	warn_unreadable(d);
 	/* Every socket is bound: only now may the key file be created. Its directory is checked as
 	 * the account first, even for a file that exists, which every rotation replaces. */
 	if (d->cfg.keyset.key_storage_path &&

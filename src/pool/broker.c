@@ -355,6 +355,32 @@ static int start_main_handles(struct broker *b)
 	return 0;
 }
 
+/* The files SIGHUP re-reads, as the account: one it cannot read would fail the next reload,
+ * which re-reads the configuration file itself first. */
+static void warn_unreadable(const struct broker *b)
+{
+	const struct config_pool *c = &b->cfg;
+	if (access(b->config_path, R_OK) < 0)
+		log_warn("%s: the user this program runs as (uid %u) cannot read it (%s); the next "
+			 "reload (SIGHUP) will fail until it can",
+			 b->config_path, (unsigned)geteuid(), strerror(errno));
+	program_warn_unreadable(c->certificate_chain_path, b->config_path,
+				c->certificate_chain_path_line, "certificate-chain-path",
+				server_where);
+	program_warn_unreadable(c->private_key_path, b->config_path, c->private_key_path_line,
+				"private-key-path", server_where);
+	program_warn_unreadable(c->certificate_authority_path, b->config_path,
+				c->certificate_authority_path_line, "certificate-authority-path",
+				server_where);
+	program_warn_unreadable(c->geoip_database_path, b->config_path,
+				c->geoip_database_path_line, "geoip-database-path", server_where);
+	for (size_t i = 0; i < c->key_exchange_server_count; i++)
+		program_warn_unreadable(c->key_exchange_servers[i].token_path, b->config_path,
+					c->key_exchange_servers[i].line,
+					"authentication-token-path",
+					"[nts-pool-ke-server] key-exchange-servers entry");
+}
+
 /* The process model (doc/deploy.md): the listeners and the status endpoints are bound while the
  * process is one thread and still privileged; then it drops to its account with no capability
  * left, before it connects to an upstream, reads a byte from a client or starts a thread. */
@@ -402,6 +428,7 @@ int broker_start(struct broker *b, char *err, size_t errlen)
 	char who[128];
 	privdrop_describe(who, sizeof who);
 	log_info("running as %s", who);
+	warn_unreadable(b);
 	struct tls_creds *client = slot_acquire(&b->client_creds);
 	rc = upstream_io_new(&b->io, b->loop, client, b->registry, &b->io_cfg);
 	tls_creds_unref(client);

@@ -15,7 +15,7 @@
 set -eu
 . "$TOP_SRCDIR/tests/integration/lib.sh"
 itest_init privsep
-plan 22
+plan 23
 
 [ "$(id -u)" = 0 ] || bail_out "privsep.sh needs root (to start the daemons as root)"
 id nobody >/dev/null 2>&1 || bail_out "no account 'nobody' to drop to"
@@ -129,6 +129,17 @@ expect "reload: once nobody may read the key, the reload passes" \
 		true)" "1 $fails" "$(log_tail "$T/a.log")"
 daemon_stop p
 daemon_stop a
+# The keys gen-cert.sh made are root's, mode 0600: read before the drop, so both programs served,
+# but each said at start that its next reload would fail, naming the option and the uid.
+# unreadable_key NAME: the pattern of that warning for $C/NAME.key.
+unreadable_key() {
+	echo "'private-key-path' in \[[a-z[-]*\]\]*: $C/$1.key: the user this program runs as" \
+		"(uid $(id -u nobody)) cannot read it (Permission denied); the next reload"
+}
+expect "a key only root can read: each program warns at start that its next reload will fail" \
+	"$(grep -c "warn .*a.toml:[0-9]*: $(unreadable_key server-a)" "$T/a.log") $(grep -c \
+		"warn .*pool.toml:[0-9]*: $(unreadable_key pool)" "$T/p.log")" "1 1" \
+	"$(grep "cannot read it" "$T/a.log" "$T/p.log")"
 
 # ---- configuration errors ----------------------------------------------------------------------
 
