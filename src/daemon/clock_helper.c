@@ -37,12 +37,10 @@ static void log_refused(const char *fmt, ...)
 	uint64_t now_ms = (uint64_t)mono.tv_sec * 1000 + (uint64_t)mono.tv_nsec / 1000000;
 	if (!log_ratelimit_allow(&refused_log, now_ms))
 		return;
-	char msg[256];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	log_vmsg(LOG_LEVEL_ERROR, fmt, ap);
 	va_end(ap);
-	log_error("clock helper: %s", msg);
 }
 
 /* Checks and carries out one well-formed request. */
@@ -50,7 +48,8 @@ static int carry_out(const struct clock_request *r, const struct clock_backend_o
 		     struct clock_step_guard *guard)
 {
 	if (r->op == CLOCK_REQUEST_STEP && guard && !clock_step_guard_allows(guard, r->value)) {
-		log_refused("refused a step by %g: beyond the panic thresholds", r->value);
+		log_refused("clock helper: refused a step by %g: beyond the panic thresholds",
+			    r->value);
 		return -ERANGE;
 	}
 	int rc = clock_request_apply(r, ops, ud);
@@ -81,7 +80,8 @@ int clock_helper_serve(int fd, const struct clock_backend_ops *ops, void *ud,
 		if (rc == 0)
 			rc = carry_out(&r, ops, ud, guard);
 		else
-			log_refused("refused a request of %zd bytes: %s", n, strerror(-rc));
+			log_refused("clock helper: refused a request of %zd bytes: %s", n,
+				    strerror(-rc));
 		uint8_t out[CLOCK_REPLY_SIZE];
 		clock_reply_encode(rc, out);
 		ssize_t sent;
