@@ -197,11 +197,14 @@ bool program_warn_unreadable(const char *path, const char *file, int line, const
 	if (!path || access(path, R_OK) == 0)
 		return false;
 	int e = errno;
-	char head[512];
-	log_warn("%s: %s: the user this program runs as (uid %u) cannot read it (%s); the next "
+	char head[512] = "";
+	if (key) {
+		config_prefix(head, sizeof head - 2, file, line, key, where);
+		strcat(head, ": ");
+	}
+	log_warn("%s%s: the user this program runs as (uid %u) cannot read it (%s); the next "
 		 "reload (SIGHUP) will fail until it can",
-		 config_prefix(head, sizeof head, file, line, key, where), path,
-		 (unsigned)geteuid(), strerror(e));
+		 head, path, (unsigned)geteuid(), strerror(e));
 	return true;
 }
 

@@ -68,9 +68,9 @@ int program_listen_error(int rc, const char *file, const struct config_listen *l
 int program_file_error(int rc, const char *file, int line, const char *key, const char *where,
 		       char *err, size_t errlen);
 
-/* After the drop: warns ("FILE:LINE: 'key' in where: PATH: ...") when path (NULL: nothing) is a
- * file a reload re-reads that this program's user cannot read, which it could at start. Returns
- * whether it warned. */
+/* After the drop: warns ("FILE:LINE: 'key' in where: PATH: ...", or "PATH: ..." without a key,
+ * for the configuration file itself) when path (NULL: nothing) is a file a reload re-reads that
+ * this program's user cannot read, which it could at start. Returns whether it warned. */
 bool program_warn_unreadable(const char *path, const char *file, int line, const char *key,
 			     const char *where);
 

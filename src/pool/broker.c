@@ -360,10 +360,7 @@ static int start_main_handles(struct broker *b)
 static void warn_unreadable(const struct broker *b)
 {
 	const struct config_pool *c = &b->cfg;
-	if (access(b->config_path, R_OK) < 0)
-		log_warn("%s: the user this program runs as (uid %u) cannot read it (%s); the next "
-			 "reload (SIGHUP) will fail until it can",
-			 b->config_path, (unsigned)geteuid(), strerror(errno));
+	program_warn_unreadable(b->config_path, NULL, 0, NULL, NULL);
 	program_warn_unreadable(c->certificate_chain_path, b->config_path,
 				c->certificate_chain_path_line, "certificate-chain-path",
 				server_where);

@@ -248,6 +248,14 @@ Test(clock_helper, serve_answers_valid_requests_and_refuses_others)
 	close(sv[1]);
 }
 
+/* One well-formed request over fd, and the helper's answer. */
+static int32_t ask(int fd, uint32_t op, double value)
+{
+	uint8_t b[CLOCK_REQUEST_SIZE];
+	clock_request_encode(&(struct clock_request){ op, value }, b);
+	return exchange(fd, b, sizeof b);
+}
+
 /* The helper keeps the panic thresholds itself: what a compromised network process asks beyond
  * them never reaches the clock, and only the steps made count towards the next limits. */
 Test(clock_helper, serve_refuses_steps_beyond_the_panic_thresholds)
@@ -271,41 +279,30 @@ Test(clock_helper, serve_refuses_steps_beyond_the_panic_thresholds)
 	pthread_t t;
 	cr_assert_eq(pthread_create(&t, NULL, serve_thread, &a), 0);
 
-	uint8_t b[CLOCK_REQUEST_SIZE];
 	const double ok_steps[] = { 80, 2, 2, 2, -1, 1.5 };
 	const double bad_steps[] = { -60, 1e9, 3, -1.5 };
 	/* Refused before any step: the startup limits. */
-	for (size_t i = 0; i < 2; i++) {
-		clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, bad_steps[i] }, b);
-		cr_assert_eq(exchange(sv[0], b, sizeof b), -ERANGE, "step %g", bad_steps[i]);
-	}
+	for (size_t i = 0; i < 2; i++)
+		cr_assert_eq(ask(sv[0], CLOCK_REQUEST_STEP, bad_steps[i]), -ERANGE, "step %g",
+			     bad_steps[i]);
 	cr_assert_eq(a.rec.calls, 0, "no refused step reached the clock");
-	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, ok_steps[0] }, b);
-	cr_assert_eq(exchange(sv[0], b, sizeof b), 0, "within the startup limit");
+	cr_assert_eq(ask(sv[0], CLOCK_REQUEST_STEP, ok_steps[0]), 0, "within the startup limit");
 	/* After a step: the single-step limits, each direction its own. */
-	for (size_t i = 2; i < 4; i++) {
-		clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, bad_steps[i] }, b);
-		cr_assert_eq(exchange(sv[0], b, sizeof b), -ERANGE, "step %g", bad_steps[i]);
-	}
+	for (size_t i = 2; i < 4; i++)
+		cr_assert_eq(ask(sv[0], CLOCK_REQUEST_STEP, bad_steps[i]), -ERANGE, "step %g",
+			     bad_steps[i]);
 	/* 80 + 2 + 2 + 2 + 1 + 1.5 = 88.5 s stepped: another 2 would pass the accumulated 90. */
-	for (size_t i = 1; i < 6; i++) {
-		clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, ok_steps[i] }, b);
-		cr_assert_eq(exchange(sv[0], b, sizeof b), 0, "step %g", ok_steps[i]);
-	}
-	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, 2 }, b);
-	cr_assert_eq(exchange(sv[0], b, sizeof b), -ERANGE, "past the accumulated limit");
-	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, 1 }, b);
-	cr_assert_eq(exchange(sv[0], b, sizeof b), 0, "89.5 s: still within it");
+	for (size_t i = 1; i < 6; i++)
+		cr_assert_eq(ask(sv[0], CLOCK_REQUEST_STEP, ok_steps[i]), 0, "step %g", ok_steps[i]);
+	cr_assert_eq(ask(sv[0], CLOCK_REQUEST_STEP, 2), -ERANGE, "past the accumulated limit");
+	cr_assert_eq(ask(sv[0], CLOCK_REQUEST_STEP, 1), 0, "89.5 s: still within it");
 	/* A step the clock refused does not count. */
 	a.rec.result = -EPERM;
-	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, 0.5 }, b);
-	cr_assert_eq(exchange(sv[0], b, sizeof b), -EPERM);
+	cr_assert_eq(ask(sv[0], CLOCK_REQUEST_STEP, 0.5), -EPERM);
 	a.rec.result = 0;
-	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_STEP, 0.5 }, b);
-	cr_assert_eq(exchange(sv[0], b, sizeof b), 0, "90 s: the failed step was not counted");
+	cr_assert_eq(ask(sv[0], CLOCK_REQUEST_STEP, 0.5), 0, "90 s: the failed step was not counted");
 	/* Other operations are not steps. */
-	clock_request_encode(&(struct clock_request){ CLOCK_REQUEST_SET_FREQUENCY, 400 }, b);
-	cr_assert_eq(exchange(sv[0], b, sizeof b), 0);
+	cr_assert_eq(ask(sv[0], CLOCK_REQUEST_SET_FREQUENCY, 400), 0);
 
 	close(sv[0]);
 	cr_assert_eq(pthread_join(t, NULL), 0);
